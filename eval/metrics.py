@@ -1,0 +1,36 @@
+"""Effectiveness metrics computed by ir-measures, the reference implementation of trec_eval."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+DEFAULT_MEASURES = ("nDCG@10", "R@100", "R@1000", "RR@10", "AP@100")
+
+
+def per_query(
+    run: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, int]],
+    measures: Sequence[str] = DEFAULT_MEASURES,
+) -> dict[str, dict[str, float]]:
+    """``{measure: {query_id: value}}`` for every judged query; a query without hits scores 0."""
+    import ir_measures
+
+    try:
+        parsed = [ir_measures.parse_measure(m) for m in measures]
+    except (ValueError, NameError, SyntaxError, TypeError) as e:
+        raise ValueError(f"Unknown measure in {list(measures)}: {e}") from e
+    values = {str(m): dict.fromkeys(qrels, 0.0) for m in parsed}
+    judged_run = {q: dict(hits) for q, hits in run.items() if q in qrels and hits}
+    for m in ir_measures.iter_calc(parsed, dict(qrels), judged_run):
+        values[str(m.measure)][m.query_id] = float(m.value)
+    return values
+
+
+def evaluate(
+    run: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, int]],
+    measures: Sequence[str] = DEFAULT_MEASURES,
+) -> dict[str, float]:
+    """Mean of each measure over all judged queries (trec_eval ``-c``: missing queries count 0)."""
+    table = per_query(run, qrels, measures)
+    return {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in table.items()}

@@ -1,0 +1,158 @@
+"""Corpus -> encoder -> index, and query text -> encoder -> index: the path every front end uses."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from index import Index, IndexBuilder, SearchResults
+from lsr import Document, load_encoder, read_corpus
+
+logger = logging.getLogger(__name__)
+ENCODER_DIR = "encoder"
+
+
+@dataclass
+class IndexingSummary:
+    """What an indexing run did and how long it took."""
+
+    path: str
+    n_docs: int
+    n_postings: int
+    vocab_size: int
+    fit_seconds: float
+    encode_seconds: float
+    build_seconds: float
+    total_seconds: float
+    index_bytes: int
+
+    def line(self) -> str:
+        rate = self.n_docs / max(self.total_seconds, 1e-9)
+        return (
+            f"indexed {self.n_docs:,} docs ({self.n_postings:,} postings, "
+            f"{self.vocab_size:,} terms) in {self.total_seconds:.1f}s ({rate:,.0f} docs/s) "
+            f"-> {self.path} ({self.index_bytes / 2**20:.1f} MiB)"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def index_corpus(
+    corpus: str | Path | Iterable[Document],
+    encoder,
+    out: str | Path,
+    quantization: str = "uint8",
+    batch_size: int = 1000,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> IndexingSummary:
+    """Encode every document of ``corpus`` and write the index (with its encoder) to ``out``.
+
+    A BM25 encoder that is not fitted yet is fitted on the corpus first. The index and the
+    encoder are written together, atomically: ``out`` holds either the old index or the new.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    t0 = time.perf_counter()
+    source = read_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    docs = list(tqdm(source, desc="read corpus", unit="doc", disable=not progress))
+    if not docs:
+        raise ValueError(f"The corpus {corpus} has no documents.")
+    t_fit = time.perf_counter()
+    if hasattr(encoder, "fit") and not encoder.fitted:
+        encoder.fit((d.contents for d in docs), progress=progress)
+    t_enc = time.perf_counter()
+    builder = IndexBuilder(encoder.vocab, quantization=quantization)
+    encode_seconds = 0.0
+    with tqdm(total=len(docs), desc="index", unit="doc", disable=not progress) as bar:
+        for lo in range(0, len(docs), batch_size):
+            batch = docs[lo : lo + batch_size]
+            t = time.perf_counter()
+            vectors = encoder.encode_documents([d.contents for d in batch])
+            encode_seconds += time.perf_counter() - t
+            builder.add(vectors, [d.id for d in batch])
+            bar.update(len(batch))
+    index = builder.finish({"encoder": getattr(encoder, "name", type(encoder).__name__)})
+    index.save(
+        out, overwrite=overwrite, extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR)
+    )
+    total = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    summary = IndexingSummary(
+        path=str(out),
+        n_docs=index.n_docs,
+        n_postings=index.n_postings,
+        vocab_size=index.vocab_size,
+        fit_seconds=t_enc - t_fit,
+        encode_seconds=encode_seconds,
+        build_seconds=total - (t_enc - t_fit) - encode_seconds - (t_fit - t0),
+        total_seconds=total,
+        index_bytes=size,
+    )
+    logger.info(summary.line())
+    return summary
+
+
+class Searcher:
+    """An index with the encoder its documents were encoded with: text in, ranked ids out."""
+
+    def __init__(self, index: Index, encoder) -> None:
+        index.check_vocab(encoder.vocab)
+        self.index = index
+        self.encoder = encoder
+
+    @classmethod
+    def open(
+        cls, path: str | Path, encoder=None, mmap: bool = True, verify: bool = True
+    ) -> Searcher:
+        """Load the index at ``path`` with its saved encoder (or the ``encoder`` given)."""
+        index = Index.load(path, mmap=mmap, verify=verify)
+        if encoder is None:
+            saved = Path(path) / ENCODER_DIR
+            if not saved.is_dir():
+                raise ValueError(
+                    f"{path} has no saved encoder; pass the encoder to use for queries."
+                )
+            encoder = load_encoder(saved)
+        elif isinstance(encoder, (str, Path)):
+            encoder = load_encoder(encoder)
+        return cls(index, encoder)
+
+    def search(self, queries: str | Sequence[str], k: int = 10) -> SearchResults:
+        """Top-``k`` documents for one query text or a list of them."""
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        if not texts:
+            raise ValueError("No queries given.")
+        vectors = self.encoder.encode_queries(texts)
+        return self.index.search(vectors, k)
+
+
+def retrieve(
+    searcher: Searcher,
+    queries: dict[str, str],
+    k: int = 1000,
+    batch_size: int = 256,
+    progress: bool = True,
+    skip_self: bool = True,
+) -> dict[str, dict[str, float]]:
+    """A run ``{query_id: {doc_id: score}}``; a hit whose id equals the query id is dropped."""
+    run: dict[str, dict[str, float]] = {}
+    qids = list(queries)
+    with tqdm(total=len(qids), desc="search", unit="query", disable=not progress) as bar:
+        for lo in range(0, len(qids), batch_size):
+            batch = qids[lo : lo + batch_size]
+            results = searcher.search([queries[q] for q in batch], k=k + int(skip_self))
+            for qid, hits in zip(batch, results, strict=True):
+                kept = [(d, s) for d, s in hits if not (skip_self and d == qid)]
+                run[qid] = dict(kept[:k])
+            bar.update(len(batch))
+    return run

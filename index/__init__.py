@@ -1,0 +1,17 @@
+"""The inverted index: build from sparse vectors, save/load (Arrow IPC + JSON manifest), search.
+
+Knows nothing of torch or tokenizers: it takes ``scipy.sparse.csr_array`` batches whose
+columns are term ids of a vocabulary that is stored with the index.
+"""
+
+from index.builder import IndexBuilder
+from index.errors import IndexFormatError, VocabularyMismatchError
+from index.inverted import Index, SearchResults
+
+__all__ = [
+    "Index",
+    "IndexBuilder",
+    "IndexFormatError",
+    "SearchResults",
+    "VocabularyMismatchError",
+]

@@ -1,0 +1,123 @@
+"""Streaming construction of an inverted index from batches of document vectors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from index.validation import as_sparse_batch
+from kernels import csr_to_postings, dequantize_scale, merge_runs, quantize_uint8, term_max
+
+if TYPE_CHECKING:
+    from index.inverted import Index
+
+logger = logging.getLogger(__name__)
+
+QUANTIZATIONS = ("uint8", "float32")
+
+
+class IndexBuilder:
+    """Add document batches one at a time, then ``finish()`` into an :class:`Index`.
+
+    Each batch is transposed to term-major postings as it arrives (a "run"), so only the
+    compact postings are kept, never the document-major input. ``finish`` concatenates the
+    runs term by term and quantizes impacts with one scale for the whole index.
+    """
+
+    def __init__(self, vocab: Sequence[str], quantization: str = "uint8") -> None:
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(
+                f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}."
+            )
+        vocab = [str(t) for t in vocab]
+        if not vocab:
+            raise ValueError("The vocabulary is empty; an index needs at least one term.")
+        self.vocab = vocab
+        self.quantization = quantization
+        self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._doc_ids: list[str] = []
+        self._seen: set[str] = set()
+        self._doc_terms: list[np.ndarray] = []
+
+    @property
+    def n_docs(self) -> int:
+        return len(self._doc_ids)
+
+    def add(self, vectors: sp.csr_array, doc_ids: Sequence[str]) -> None:
+        """Append a batch of document vectors (rows) with their external ids."""
+        csr = as_sparse_batch(vectors, len(self.vocab), "Document vectors")
+        ids = [str(d) for d in doc_ids]
+        if len(ids) != csr.shape[0]:
+            raise ValueError(
+                f"Got {csr.shape[0]} document vectors but {len(ids)} doc ids; pass one id per row."
+            )
+        fresh = set(ids)
+        if len(fresh) != len(ids) or not fresh.isdisjoint(self._seen):
+            dup = next(d for d in ids if d in self._seen or ids.count(d) > 1)
+            raise ValueError(f"Duplicate document id {dup!r}; document ids must be unique.")
+        if any(not d for d in ids):
+            raise ValueError("Empty document id; every document needs a non-empty id.")
+        offsets, docs, weights = csr_to_postings(
+            csr.indptr.astype(np.int64),
+            csr.indices.astype(np.int64),
+            csr.data,
+            len(self.vocab),
+            self.n_docs,
+        )
+        self._runs.append((offsets, docs, weights))
+        self._doc_terms.append(np.diff(csr.indptr).astype(np.uint32))
+        self._doc_ids.extend(ids)
+        self._seen.update(fresh)
+
+    def extend(self, batches: Iterable[tuple[sp.csr_array, Sequence[str]]]) -> IndexBuilder:
+        """Add every ``(vectors, doc_ids)`` batch of an iterable; returns ``self``."""
+        for vectors, ids in batches:
+            self.add(vectors, ids)
+        return self
+
+    def finish(self, metadata: dict | None = None) -> Index:
+        """Merge the runs into one term-major postings list and return the in-memory index."""
+        from index.inverted import Index
+
+        n_terms = len(self.vocab)
+        if self._runs:
+            run_offsets = np.stack([r[0] for r in self._runs])
+            run_docs = np.concatenate([r[1] for r in self._runs])
+            run_weights = np.concatenate([r[2] for r in self._runs])
+        else:
+            run_offsets = np.zeros((1, n_terms + 1), dtype=np.int64)
+            run_docs = np.empty(0, dtype=np.uint32)
+            run_weights = np.empty(0, dtype=np.float32)
+        self._runs.clear()
+        offsets = np.empty(n_terms + 1, dtype=np.int64)
+        docs = np.empty(run_docs.shape[0], dtype=np.uint32)
+        weights = np.empty(run_docs.shape[0], dtype=np.float32)
+        merge_runs(run_offsets, run_docs, run_weights, offsets, docs, weights)
+        del run_docs, run_weights
+        max_weights = term_max(offsets, weights)
+        top = float(max_weights.max()) if max_weights.size else 0.0
+        if self.quantization == "uint8":
+            scale = dequantize_scale(top)
+            impacts = quantize_uint8(weights, np.float32(scale))
+        else:
+            scale = 1.0
+            impacts = weights
+        doc_terms = (
+            np.concatenate(self._doc_terms) if self._doc_terms else np.empty(0, dtype=np.uint32)
+        )
+        logger.info("built index: %d docs, %d postings", self.n_docs, docs.shape[0])
+        return Index(
+            vocab=self.vocab,
+            doc_ids=list(self._doc_ids),
+            offsets=offsets,
+            docs=docs,
+            impacts=impacts,
+            max_weights=max_weights,
+            doc_terms=doc_terms,
+            scale=scale,
+            metadata=dict(metadata or {}),
+        )

@@ -1,0 +1,327 @@
+"""The :class:`Index`: term-major postings over a fixed vocabulary, with exact top-k search."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from index import storage
+from index.errors import IndexFormatError, VocabularyMismatchError
+from index.validation import as_sparse_batch, check_k
+from kernels import search_batch, search_one
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class SearchResults:
+    """Top-k hits of a batch of queries: row ``i`` holds ``counts[i]`` hits in rank order.
+
+    ``docs`` are internal document numbers (-1 pads rows with fewer than k hits); iterate or
+    index to get ``[(doc_id, score), ...]`` lists with external ids.
+    """
+
+    docs: np.ndarray
+    scores: np.ndarray
+    counts: np.ndarray
+    doc_ids: pa.Array
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    def ids(self, i: int) -> list[str]:
+        """External ids of query ``i``'s hits, best first."""
+        n = int(self.counts[i])
+        return self.doc_ids.take(pa.array(self.docs[i, :n])).to_pylist()
+
+    def __getitem__(self, i: int) -> list[tuple[str, float]]:
+        n = int(self.counts[i])
+        return list(zip(self.ids(i), self.scores[i, :n].tolist(), strict=True))
+
+    def __iter__(self) -> Iterator[list[tuple[str, float]]]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+class Index:
+    """An inverted index of sparse document vectors (build, save, load, search).
+
+    Impacts are stored as uint8 with one scale for the whole index (default) or as float32.
+    Scores are the dot product of the query vector with the (dequantized) document vector;
+    ties rank the document added first higher.
+    """
+
+    def __init__(
+        self,
+        vocab: Sequence[str],
+        doc_ids: Sequence[str] | pa.Array,
+        offsets: np.ndarray,
+        docs: np.ndarray,
+        impacts: np.ndarray,
+        max_weights: np.ndarray,
+        doc_terms: np.ndarray,
+        scale: float,
+        metadata: dict | None = None,
+    ) -> None:
+        self.vocab = list(vocab)
+        self.doc_ids = (
+            doc_ids if isinstance(doc_ids, pa.Array) else pa.array(doc_ids, pa.large_string())
+        )
+        self.offsets = offsets
+        self.docs = docs
+        self.impacts = impacts
+        self.max_weights = max_weights
+        self.doc_terms = doc_terms
+        self.scale = float(scale)
+        self.metadata = dict(metadata or {})
+        self.vocab_hash = storage.vocab_hash(self.vocab)
+        self._scratch = threading.local()
+        self._position: dict[str, int] | None = None
+
+    # ---- construction -------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        vectors: sp.csr_array,
+        doc_ids: Sequence[str],
+        vocab: Sequence[str],
+        quantization: str = "uint8",
+        chunk_size: int = 50_000,
+        metadata: dict | None = None,
+    ) -> Index:
+        """Index the rows of ``vectors`` (documents x vocabulary), ``chunk_size`` rows at a time."""
+        from index.builder import IndexBuilder
+
+        builder = IndexBuilder(vocab, quantization=quantization)
+        if not sp.issparse(vectors):
+            as_sparse_batch(vectors, len(builder.vocab), "Document vectors")
+        if len(doc_ids) != vectors.shape[0]:
+            raise ValueError(
+                f"Got {vectors.shape[0]} document vectors but {len(doc_ids)} doc ids; "
+                "pass one id per row."
+            )
+        csr = sp.csr_array(vectors)
+        for lo in range(0, csr.shape[0], max(1, chunk_size)):
+            hi = min(lo + chunk_size, csr.shape[0])
+            builder.add(csr[lo:hi], doc_ids[lo:hi])
+        return builder.finish(metadata)
+
+    # ---- properties ---------------------------------------------------------------------
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_ids)
+
+    @property
+    def n_postings(self) -> int:
+        return int(self.docs.shape[0])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def quantization(self) -> str:
+        return "uint8" if self.impacts.dtype == np.uint8 else "float32"
+
+    def __repr__(self) -> str:
+        return (
+            f"Index(n_docs={self.n_docs}, vocab_size={self.vocab_size}, "
+            f"n_postings={self.n_postings}, quantization={self.quantization!r})"
+        )
+
+    def doc_index(self, doc_id: str) -> int:
+        """The internal number of an external document id (KeyError if absent)."""
+        if self._position is None:
+            self._position = {d: i for i, d in enumerate(self.doc_ids.to_pylist())}
+        return self._position[doc_id]
+
+    def document_vector(self, doc: int) -> dict[str, float]:
+        """The stored (dequantized) weights of document number ``doc``, term by term."""
+        out = {}
+        for t in np.flatnonzero(self.offsets[1:] > self.offsets[:-1]):
+            lo, hi = self.offsets[t], self.offsets[t + 1]
+            i = lo + np.searchsorted(self.docs[lo:hi], doc)
+            if i < hi and self.docs[i] == doc:
+                out[self.vocab[t]] = float(self.impacts[i]) * self.scale
+        return out
+
+    # ---- search -------------------------------------------------------------------------
+
+    def check_vocab(self, vocab: Sequence[str]) -> None:
+        """Refuse a query vocabulary that differs from the index's."""
+        if storage.vocab_hash(list(vocab)) != self.vocab_hash:
+            raise VocabularyMismatchError(
+                f"The query encoder's vocabulary ({len(vocab)} terms) differs from the index "
+                f"vocabulary ({self.vocab_size} terms); encode queries with the encoder the "
+                "index was built with."
+            )
+
+    def search(
+        self,
+        queries: sp.csr_array,
+        k: int = 10,
+        vocab: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> SearchResults:
+        """Exact top-``k`` documents for each query row, by dot product.
+
+        Pass the encoder's ``vocab`` to have it checked against the index's. A single query
+        runs on the calling thread with reused scratch space; a batch runs in parallel.
+        """
+        k = check_k(k)
+        if vocab is not None:
+            self.check_vocab(vocab)
+        q = as_sparse_batch(queries, self.vocab_size, "Query vectors")
+        k_eff = min(k, max(self.n_docs, 1))
+        q_indptr = q.indptr.astype(np.int64)
+        q_terms = q.indices.astype(np.int64)
+        if q.shape[0] == 1:
+            acc, candidates = self._scratch_arrays()
+            docs = np.full((1, k_eff), -1, dtype=np.int64)
+            scores = np.zeros((1, k_eff), dtype=np.float32)
+            n = search_one(
+                self.offsets,
+                self.docs,
+                self.impacts,
+                q_terms,
+                q.data,
+                np.float32(self.scale),
+                k_eff,
+                acc,
+                candidates,
+                docs[0],
+                scores[0],
+            )
+            counts = np.array([n], dtype=np.int64)
+        else:
+            workers = (threads or numba.get_num_threads()) * 4
+            docs, scores, counts = search_batch(
+                self.offsets,
+                self.docs,
+                self.impacts,
+                q_indptr,
+                q_terms,
+                q.data,
+                np.float32(self.scale),
+                k_eff,
+                self.n_docs,
+                workers,
+            )
+        return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=self.doc_ids)
+
+    def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-thread accumulator and candidate list, allocated once per thread."""
+        s = self._scratch
+        if getattr(s, "acc", None) is None or s.acc.shape[0] != self.n_docs:
+            s.acc = np.zeros(self.n_docs, dtype=np.float32)
+            s.candidates = np.empty(self.n_docs, dtype=np.int64)
+        return s.acc, s.candidates
+
+    # ---- persistence --------------------------------------------------------------------
+
+    def save(self, path: str | Path, overwrite: bool = False, extra=None) -> Path:
+        """Write the index to directory ``path`` atomically (temp dir + rename).
+
+        ``extra(tmp_dir)`` may write more files (e.g. the encoder) into the directory before
+        it is renamed into place, so they appear together with the index or not at all.
+        """
+        path = Path(path)
+        starts = self.offsets[:-1]
+        tables = {
+            "terms.arrow": pa.table(
+                {
+                    "term": pa.array(self.vocab, pa.string()),
+                    "start": pa.array(starts, pa.int64()),
+                    "df": pa.array(np.diff(self.offsets), pa.int64()),
+                    "max_weight": pa.array(self.max_weights, pa.float32()),
+                }
+            ),
+            "postings.arrow": pa.table(
+                {
+                    "doc": pa.array(self.docs, pa.uint32()),
+                    "impact": pa.array(self.impacts),
+                }
+            ),
+            "docs.arrow": pa.table(
+                {
+                    "doc_id": self.doc_ids.cast(pa.large_string()),
+                    "n_terms": pa.array(self.doc_terms, pa.uint32()),
+                }
+            ),
+        }
+        manifest = {
+            "format": storage.FORMAT_NAME,
+            "format_version": storage.FORMAT_VERSION,
+            "created_by": f"lsr-engine {__version__}",
+            "n_docs": self.n_docs,
+            "n_postings": self.n_postings,
+            "vocab_size": self.vocab_size,
+            "vocab_hash": self.vocab_hash,
+            "quantization": {"dtype": self.quantization, "scale": self.scale},
+            "metadata": self.metadata,
+        }
+        storage.write_index(path, tables, manifest, overwrite=overwrite, extra=extra)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True, verify: bool = True) -> Index:
+        """Open the index at ``path``; arrays are memory mapped unless ``mmap=False``.
+
+        ``verify`` checks every file's sha256 against the manifest (sizes are always
+        checked), so corruption is reported here rather than as wrong results later.
+        """
+        path = Path(path)
+        manifest = storage.read_manifest(path)
+        tables = storage.read_tables(path, manifest, mmap=mmap, verify=verify)
+        terms, postings, docs_t = (tables[n] for n in storage.FILES)
+        q = manifest.get("quantization", {})
+        dtype = q.get("dtype")
+        if dtype not in ("uint8", "float32"):
+            raise IndexFormatError(f"{path}: unknown quantization {dtype!r}; rebuild the index.")
+        starts = storage.column(terms, "start", pa.int64(), "terms.arrow")
+        df = storage.column(terms, "df", pa.int64(), "terms.arrow")
+        offsets = np.empty(starts.shape[0] + 1, dtype=np.int64)
+        offsets[:-1] = starts
+        offsets[-1] = starts[-1] + df[-1] if starts.shape[0] else 0
+        doc_nums = storage.column(postings, "doc", pa.uint32(), "postings.arrow")
+        impacts = storage.column(postings, "impact", pa.type_for_alias(dtype), "postings.arrow")
+        vocab = terms.column("term").to_pylist()
+        doc_ids = docs_t.column("doc_id").combine_chunks()
+        n_docs, n_postings = manifest.get("n_docs"), manifest.get("n_postings")
+        if (
+            len(vocab) != manifest.get("vocab_size")
+            or len(doc_ids) != n_docs
+            or doc_nums.shape[0] != n_postings
+            or offsets[-1] != n_postings
+            or (offsets.shape[0] > 1 and np.any(np.diff(offsets) < 0))
+            or not np.array_equal(np.diff(offsets), df)
+        ):
+            raise IndexFormatError(f"{path}: files disagree with the manifest; rebuild the index.")
+        if storage.vocab_hash(vocab) != manifest.get("vocab_hash"):
+            raise IndexFormatError(
+                f"{path}: vocabulary does not match its hash; rebuild the index."
+            )
+        if verify and n_postings and int(doc_nums.max()) >= n_docs:
+            raise IndexFormatError(
+                f"{path}: postings refer to unknown documents; rebuild the index."
+            )
+        return cls(
+            vocab=vocab,
+            doc_ids=doc_ids,
+            offsets=offsets,
+            docs=doc_nums,
+            impacts=impacts,
+            max_weights=storage.column(terms, "max_weight", pa.float32(), "terms.arrow"),
+            doc_terms=storage.column(docs_t, "n_terms", pa.uint32(), "docs.arrow"),
+            scale=float(q.get("scale", 1.0)),
+            metadata=manifest.get("metadata", {}),
+        )

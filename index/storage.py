@@ -1,0 +1,184 @@
+"""On-disk format: Arrow IPC files (memory mapped on load) and a JSON manifest, written atomically.
+
+Layout of an index directory::
+
+    manifest.json    format version, counts, vocab hash, quantization, file sizes + sha256
+    terms.arrow      term (string), start (int64), df (int64), max_weight (float32)
+    postings.arrow   doc (uint32), impact (uint8 | float32), term-major, one record batch
+    docs.arrow       doc_id (large_string), n_terms (uint32)
+
+A save writes into a hidden sibling directory, fsyncs it and renames it into place, so a
+crash or an error never leaves a half-written index under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from index.errors import IndexFormatError
+
+FORMAT_NAME = "lsr-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FILES = ("terms.arrow", "postings.arrow", "docs.arrow")
+
+
+def vocab_hash(vocab: list[str]) -> str:
+    """A stable fingerprint of a vocabulary (order matters: term ids are positions)."""
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+    _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_index(
+    path: Path,
+    tables: dict[str, pa.Table],
+    manifest: dict,
+    overwrite: bool,
+    extra: Callable[[Path], None] | None = None,
+) -> None:
+    """Write ``tables`` + manifest to ``path`` atomically; ``extra(tmp_dir)`` may add files."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
+        )
+    if path.exists() and not (path / MANIFEST).is_file():
+        raise FileExistsError(
+            f"{path} exists and is not an index; refusing to replace it. Choose another path."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        files = {}
+        for name in FILES:
+            _write_table(tmp / name, tables[name])
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        if extra is not None:
+            extra(tmp)
+        manifest = {**manifest, "files": files}
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``; an existing ``dst`` is swapped out and removed only afterwards."""
+    old = None
+    if dst.exists():
+        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dst, old)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dst)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(dst.parent, os.O_RDONLY)
+        os.fsync(dir_fd)
+        os.close(dir_fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(path: Path) -> dict:
+    """Parse and check the manifest of the index at ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise IndexFormatError(f"No index at {path}: the directory does not exist.")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise IndexFormatError(f"{path} is not an index: {MANIFEST} is missing.")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexFormatError(
+            f"{mpath} is corrupt (not valid JSON: {e}); rebuild the index."
+        ) from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{mpath} is not an lsr index manifest; rebuild the index.")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path} has index format version {version}, this version of lsr reads "
+            f"{FORMAT_VERSION}; rebuild the index with this version."
+        )
+    return manifest
+
+
+def read_tables(path: Path, manifest: dict, mmap: bool, verify: bool) -> dict[str, pa.Table]:
+    """Open the Arrow files of an index, checking sizes (and checksums when ``verify``)."""
+    path = Path(path)
+    tables = {}
+    for name in FILES:
+        fpath = path / name
+        expected = manifest.get("files", {}).get(name)
+        if expected is None:
+            raise IndexFormatError(f"{path / MANIFEST} lists no {name}; rebuild the index.")
+        if not fpath.is_file():
+            raise IndexFormatError(f"{fpath} is missing; the index is incomplete, rebuild it.")
+        size = fpath.stat().st_size
+        if size != expected["bytes"]:
+            raise IndexFormatError(
+                f"{fpath} is {size} bytes, the manifest says {expected['bytes']}: the file is "
+                "truncated or was modified; rebuild the index."
+            )
+        if verify and _sha256(fpath) != expected["sha256"]:
+            raise IndexFormatError(
+                f"{fpath} fails its checksum: the file is corrupt; rebuild the index."
+            )
+        try:
+            source = pa.memory_map(str(fpath), "r") if mmap else pa.OSFile(str(fpath), "rb")
+            reader = pa.ipc.open_file(source)
+            tables[name] = reader.read_all()
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+            raise IndexFormatError(
+                f"{fpath} is not a readable Arrow file ({e}); rebuild the index."
+            ) from e
+    return tables
+
+
+def column(table: pa.Table, name: str, dtype: pa.DataType, source: str) -> np.ndarray:
+    """A numeric column as a numpy array, zero-copy when stored in a single chunk."""
+    if name not in table.column_names:
+        raise IndexFormatError(f"{source} has no column {name!r}; rebuild the index.")
+    col = table.column(name)
+    if col.type != dtype:
+        raise IndexFormatError(f"{source} column {name!r} is {col.type}, expected {dtype}.")
+    if col.num_chunks == 1:
+        return col.chunk(0).to_numpy(zero_copy_only=True)
+    return col.to_numpy()

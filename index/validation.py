@@ -1,0 +1,43 @@
+"""Checks on sparse vectors handed to the index, so bad input fails before any kernel runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array:
+    """Return ``vectors`` as a canonical float32 CSR array of width ``vocab_size``, or raise.
+
+    Duplicates are summed, explicit zeros dropped; negative or non-finite weights are refused
+    because impacts and query weights must be non-negative for top-k scoring to be exact.
+    """
+    if not sp.issparse(vectors):
+        raise TypeError(
+            f"{what} must be a scipy.sparse CSR array of shape (n, {vocab_size}), "
+            f"got {type(vectors).__name__}."
+        )
+    if vectors.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (n, vocab_size), got shape {vectors.shape}.")
+    if vectors.shape[1] != vocab_size:
+        from index.errors import VocabularyMismatchError
+
+        raise VocabularyMismatchError(
+            f"{what} have {vectors.shape[1]} columns but the index vocabulary has "
+            f"{vocab_size} terms; encode them with the encoder the index was built with."
+        )
+    csr = sp.csr_array(vectors, dtype=np.float32)
+    csr.sum_duplicates()
+    if csr.data.size and not np.isfinite(csr.data).all():
+        raise ValueError(f"{what} contain NaN or infinite weights; fix the encoder output.")
+    if csr.data.size and (csr.data < 0).any():
+        raise ValueError(f"{what} contain negative weights; sparse term weights must be >= 0.")
+    csr.eliminate_zeros()
+    return csr
+
+
+def check_k(k: object) -> int:
+    """``k`` as a positive int, or a clear error."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    return int(k)

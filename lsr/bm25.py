@@ -1,0 +1,146 @@
+"""BM25 as sparse vectors, so the unsupervised baseline runs through the same index as SPLADE.
+
+Documents get BM25 term weights (Lucene's formulation, without the constant (k1 + 1) factor)::
+
+    w(t, d) = idf(t) * tf / (tf + k1 * (1 - b + b * |d| / avgdl)),
+    idf(t)  = log(1 + (N - df + 0.5) / (df + 0.5))
+
+queries get raw term counts, so the dot product of the two is the BM25 score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from lsr.encoders import CONFIG_NAME
+from lsr.errors import EncoderError
+from lsr.sparse import decode, term_counts
+from lsr.tokenization import Tokenizer, WordTokenizer, save_json, tokenizer_from_config
+
+logger = logging.getLogger(__name__)
+
+
+class BM25Encoder:
+    """BM25 weights over a tokenizer's vocabulary; ``fit`` it on the corpus first."""
+
+    name = "bm25"
+
+    def __init__(self, tokenizer: Tokenizer | None = None, k1: float = 0.9, b: float = 0.4):
+        if not (k1 >= 0 and 0 <= b <= 1):
+            raise EncoderError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}.")
+        self.tokenizer = tokenizer if tokenizer is not None else WordTokenizer()
+        self.k1 = float(k1)
+        self.b = float(b)
+        self.n_docs = 0
+        self.avgdl = 0.0
+        self.df = np.zeros(0, dtype=np.int64)
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.tokenizer.vocab
+
+    @property
+    def fitted(self) -> bool:
+        return self.n_docs > 0
+
+    def idf(self) -> np.ndarray:
+        """Lucene's BM25 idf for every vocabulary term (terms absent from the corpus get 0)."""
+        df = np.zeros(len(self.vocab), dtype=np.float64)
+        df[: self.df.shape[0]] = self.df
+        idf = np.log1p((self.n_docs - df + 0.5) / (df + 0.5))
+        idf[df == 0] = 0.0
+        return idf.astype(np.float32)
+
+    def fit(
+        self, texts: Iterable[str], batch_size: int = 2048, progress: bool = False
+    ) -> BM25Encoder:
+        """Collect document frequencies and the average length (growing a word vocabulary)."""
+        df = np.zeros(len(self.vocab), dtype=np.int64)
+        n, total = 0, 0
+        for batch in _batches(
+            tqdm(texts, desc="fit bm25", unit="doc", disable=not progress), batch_size
+        ):
+            counts = term_counts(self.tokenizer.encode(batch, grow=True), len(self.vocab))
+            if counts.shape[1] > df.shape[0]:
+                df = np.concatenate([df, np.zeros(counts.shape[1] - df.shape[0], dtype=np.int64)])
+            np.add.at(df, counts.indices, 1)
+            n += counts.shape[0]
+            total += int(counts.data.sum())
+        if n == 0:
+            raise EncoderError("Cannot fit BM25 on an empty corpus.")
+        self.n_docs, self.avgdl, self.df = n, max(total / n, 1e-9), df
+        logger.info("fitted bm25: %d docs, %d terms, avgdl %.1f", n, len(self.vocab), self.avgdl)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise EncoderError("This BM25 encoder is not fitted; call fit(corpus_texts) first.")
+
+    def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
+        """BM25 document vectors; terms not seen by ``fit`` are dropped."""
+        self._check_fitted()
+        counts = term_counts(self.tokenizer.encode(list(texts)), len(self.vocab))
+        lengths = counts.sum(axis=1)
+        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        norm = self.k1 * (1.0 - self.b + self.b * lengths[rows] / self.avgdl)
+        tf = counts.data
+        counts.data = (self.idf()[counts.indices] * tf / (tf + norm)).astype(np.float32)
+        counts.eliminate_zeros()
+        return counts
+
+    def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
+        """Query vectors: counts of the query's known terms."""
+        self._check_fitted()
+        return term_counts(self.tokenizer.encode(list(texts)), len(self.vocab))
+
+    def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
+        return decode(vector, self.vocab, top_k)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write ``encoder.json`` (+ the tokenizer's files) so ``from_pretrained`` restores it."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if hasattr(self.tokenizer, "save"):
+            self.tokenizer.save(folder)
+        save_json(
+            folder / CONFIG_NAME,
+            {
+                "type": self.name,
+                "k1": self.k1,
+                "b": self.b,
+                "n_docs": self.n_docs,
+                "avgdl": self.avgdl,
+                "df": self.df.tolist(),
+                "tokenizer": self.tokenizer.to_config(),
+            },
+        )
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> BM25Encoder:
+        folder = Path(folder)
+        try:
+            cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise EncoderError(f"Cannot read a BM25 encoder from {folder}: {e}") from e
+        enc = cls(tokenizer_from_config(cfg["tokenizer"], folder), k1=cfg["k1"], b=cfg["b"])
+        enc.n_docs, enc.avgdl = int(cfg["n_docs"]), float(cfg["avgdl"])
+        enc.df = np.asarray(cfg["df"], dtype=np.int64)
+        return enc
+
+
+def _batches(items: Iterable, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

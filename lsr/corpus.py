@@ -1,0 +1,108 @@
+"""Corpus readers: BEIR folders, JSONL (``{"_id", "title", "text"}``) and TSV files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lsr.errors import CorpusError
+
+_ID_KEYS = ("_id", "id", "doc_id", "docid")
+_HEADER_IDS = {"id", "_id", "docid", "doc_id", "pid", "qid", "query-id", "corpus-id"}
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus entry; ``contents`` is what encoders see (title and text joined)."""
+
+    id: str
+    text: str
+    title: str = ""
+
+    @property
+    def contents(self) -> str:
+        return f"{self.title} {self.text}".strip() if self.title else self.text
+
+
+def corpus_file(path: str | Path) -> Path:
+    """The file holding the documents of ``path`` (a BEIR folder, .jsonl[.gz] or .tsv)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+            if (path / name).is_file():
+                return path / name
+        raise CorpusError(
+            f"{path} is a folder without corpus.jsonl; give a BEIR folder, a .jsonl or a .tsv file."
+        )
+    if not path.is_file():
+        raise CorpusError(
+            f"Corpus {path} does not exist; give a BEIR folder, a .jsonl or a .tsv file."
+        )
+    if not path.name.endswith((".jsonl", ".jsonl.gz", ".json", ".tsv", ".tsv.gz", ".txt")):
+        raise CorpusError(f"Cannot read {path}: expected a .jsonl, .jsonl.gz or .tsv file.")
+    return path
+
+
+def _open_text(path: Path):
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def read_corpus(path: str | Path) -> Iterator[Document]:
+    """Yield the documents of a BEIR folder, JSONL or TSV file, validating each record."""
+    file = corpus_file(path)
+    if ".tsv" in file.name or file.name.endswith(".txt"):
+        yield from _read_tsv(file)
+    else:
+        yield from _read_jsonl(file)
+
+
+def count_documents(path: str | Path) -> int:
+    """Number of non-empty lines of the corpus file (a fast total for progress bars)."""
+    with _open_text(corpus_file(path)) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _read_jsonl(file: Path) -> Iterator[Document]:
+    with _open_text(file) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{file}:{lineno}: not valid JSON ({e.msg}).") from e
+            if not isinstance(rec, dict):
+                raise CorpusError(f"{file}:{lineno}: expected a JSON object with _id and text.")
+            doc_id = next((rec[k] for k in _ID_KEYS if k in rec), None)
+            if doc_id is None or str(doc_id) == "":
+                raise CorpusError(f"{file}:{lineno}: the record has no _id.")
+            text = rec.get("text", rec.get("contents", ""))
+            title = rec.get("title") or ""
+            if not isinstance(text, str) or not isinstance(title, str):
+                raise CorpusError(f"{file}:{lineno}: title and text must be strings.")
+            yield Document(id=str(doc_id), text=text, title=title)
+
+
+def _read_tsv(file: Path) -> Iterator[Document]:
+    with _open_text(file) as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for lineno, row in enumerate(reader, 1):
+            if not row or not any(row):
+                continue
+            if lineno == 1 and row[0].strip().lower() in _HEADER_IDS:
+                continue
+            if len(row) == 2:
+                yield Document(id=row[0], text=row[1])
+            elif len(row) == 3:
+                yield Document(id=row[0], title=row[1], text=row[2])
+            else:
+                raise CorpusError(
+                    f"{file}:{lineno}: expected 'id<TAB>text' or 'id<TAB>title<TAB>text', "
+                    f"got {len(row)} fields."
+                )

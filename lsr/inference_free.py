@@ -1,0 +1,201 @@
+"""Inference-free sparse retrieval: documents by a masked-LM model, queries by table lookup.
+
+A query is tokenized with the document model's tokenizer; each distinct non-special token t
+gets weight ``table[t]`` (IDF, or a learned weight), so no model runs at query time. The
+table is read from / written to ``idf.json`` ({token: weight}), the convention of public
+inference-free checkpoints (e.g. OpenSearch's doc-v2/v3 models), which therefore load as is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from lsr.encoders import CONFIG_NAME
+from lsr.errors import EncoderError
+from lsr.mlm import MLMSparseModel
+from lsr.sparse import decode
+from lsr.tokenization import save_json
+
+IDF_FILE = "idf.json"
+
+
+def idf_from_corpus(
+    model: MLMSparseModel, texts: Iterable[str], batch_size: int = 1024
+) -> np.ndarray:
+    """IDF over the model's vocabulary, log(1 + (N - df + 0.5) / (df + 0.5)); unseen terms get 0."""
+    df = np.zeros(model.vocab_size, dtype=np.int64)
+    n = 0
+    batch: list[str] = []
+
+    def flush():
+        ids = model.tokenizer(batch, add_special_tokens=False, truncation=False)["input_ids"]
+        for seq in ids:
+            df[np.unique(np.asarray(seq, dtype=np.int64))] += 1
+
+    for text in texts:
+        batch.append(text)
+        n += 1
+        if len(batch) == batch_size:
+            flush()
+            batch = []
+    if batch:
+        flush()
+    if n == 0:
+        raise EncoderError("Cannot compute IDF from an empty corpus.")
+    idf = np.log1p((n - df + 0.5) / (df + 0.5))
+    idf[df == 0] = 0.0
+    idf[model.special_ids.numpy()] = 0.0
+    return idf.astype(np.float32)
+
+
+class InferenceFreeEncoder:
+    """Documents: ``MLMSparseModel`` (``log1p_relu`` or ``l0`` activation); queries: a weight table."""
+
+    name = "inference-free"
+
+    def __init__(
+        self,
+        doc_model: MLMSparseModel,
+        query_weights: np.ndarray | None = None,
+        batch_size: int = 32,
+        max_active_dims: int | None = None,
+        threshold: float = 0.0,
+    ) -> None:
+        self.doc_model = doc_model
+        self.query_weights = None if query_weights is None else self._checked(query_weights)
+        self.batch_size = batch_size
+        self.max_active_dims = max_active_dims
+        self.threshold = threshold
+        self.progress = False
+
+    def _checked(self, weights: np.ndarray) -> np.ndarray:
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.shape != (self.doc_model.vocab_size,):
+            raise EncoderError(
+                f"The query weight table has {weights.shape[0]} entries, the vocabulary "
+                f"{self.doc_model.vocab_size}."
+            )
+        if not np.isfinite(weights).all() or (weights < 0).any():
+            raise EncoderError("Query weights must be finite and non-negative.")
+        return weights
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.doc_model.vocab
+
+    @property
+    def fitted(self) -> bool:
+        return self.query_weights is not None
+
+    def fit(self, texts: Iterable[str], progress: bool = False) -> InferenceFreeEncoder:
+        """Compute the IDF query table from a corpus (only when no table was loaded)."""
+        self.query_weights = idf_from_corpus(self.doc_model, texts)
+        return self
+
+    def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
+        """Each distinct non-special query token weighted by the table; no model involved."""
+        if self.query_weights is None:
+            raise EncoderError(
+                "This inference-free encoder has no query weights (idf.json); call fit(corpus) first."
+            )
+        tok = self.doc_model.tokenizer
+        ids = tok(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+        special = set(self.doc_model.special_ids.tolist())
+        indptr, indices = [0], []
+        for seq in ids:
+            row = sorted({i for i in seq if i not in special and self.query_weights[i] > 0})
+            indices.extend(row)
+            indptr.append(len(indices))
+        indices_arr = np.asarray(indices, dtype=np.int32)
+        return sp.csr_array(
+            (self.query_weights[indices_arr], indices_arr, np.asarray(indptr, dtype=np.int64)),
+            shape=(len(ids), self.doc_model.vocab_size),
+        )
+
+    def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
+        return self.doc_model.encode(
+            texts, self.batch_size, None, self.max_active_dims, self.threshold, progress=self.progress
+        )
+
+    def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
+        return decode(vector, self.vocab, top_k)
+
+    # ---- idf.json ------------------------------------------------------------------------
+
+    def weights_as_dict(self) -> dict[str, float]:
+        return {
+            self.vocab[i]: float(w) for i, w in enumerate(self.query_weights) if w > 0
+        }
+
+    def load_idf(self, path: str | Path) -> None:
+        """Read an ``idf.json`` table; tokens it does not list get weight 0."""
+        try:
+            table = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise EncoderError(f"Cannot read {path}: {e}") from e
+        if not isinstance(table, dict):
+            raise EncoderError(f"{path} must map tokens to weights.")
+        position = {t: i for i, t in enumerate(self.vocab)}
+        weights = np.zeros(self.doc_model.vocab_size, dtype=np.float32)
+        for token, w in table.items():
+            i = position.get(token)
+            if i is not None and isinstance(w, (int, float)) and math.isfinite(w):
+                weights[i] = max(float(w), 0.0)
+        self.query_weights = self._checked(weights)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, device: str | None = None, **options
+    ) -> InferenceFreeEncoder:
+        """Load a document model folder (or Hub id) with its ``idf.json``, if it has one."""
+        folder = Path(name_or_path)
+        cfg = {}
+        if (folder / CONFIG_NAME).is_file():
+            cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            if cfg.get("type") != cls.name:
+                raise EncoderError(f"{folder} holds a {cfg.get('type')!r} encoder, not inference-free.")
+        model_opts = {
+            "max_length": options.pop("max_length", None) or cfg.get("max_length", 256),
+            "activation": options.pop("activation", None) or cfg.get("activation", "log1p_relu"),
+            "max_chunks": options.pop("max_chunks", None) or cfg.get("max_chunks", 1),
+            "dtype": options.pop("dtype", "auto"),
+        }
+        doc = MLMSparseModel.from_pretrained(name_or_path, device=device, **model_opts)
+        settings = {k: cfg[k] for k in ("max_active_dims", "threshold") if k in cfg}
+        settings.update(options)
+        enc = cls(doc, **settings)
+        idf = folder / IDF_FILE if folder.is_dir() else _hub_file(name_or_path, IDF_FILE)
+        if idf is not None and Path(idf).is_file():
+            enc.load_idf(idf)
+        return enc
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.doc_model.save_pretrained(folder)
+        if self.query_weights is not None:
+            save_json(folder / IDF_FILE, self.weights_as_dict())
+        save_json(folder / CONFIG_NAME, {
+            "type": self.name,
+            "max_length": self.doc_model.max_length,
+            "max_chunks": self.doc_model.max_chunks,
+            "activation": self.doc_model.activation,
+            "max_active_dims": self.max_active_dims,
+            "threshold": self.threshold,
+        })
+
+
+def _hub_file(repo_id: str | Path, filename: str) -> str | None:
+    """Download ``filename`` of a Hub model if it has one (None offline or when absent)."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(str(repo_id), filename)
+    except Exception:
+        return None

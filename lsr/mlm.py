@@ -1,0 +1,204 @@
+"""A masked-language-model head turned into sparse term vectors (SPLADE pooling).
+
+w_j = max_i mask_i * act(logit_ij) over the sequence positions i, with act = log(1 + ReLU(x))
+("log1p_relu", SPLADE) or log(1 + log(1 + ReLU(x))) ("l0", the L0-style activation used by
+inference-free document encoders). Output dimensions of special tokens are always zero.
+torch and transformers are imported here, never at ``import lsr``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from lsr.errors import EncoderError
+
+logger = logging.getLogger(__name__)
+ACTIVATIONS = ("log1p_relu", "l0")
+
+
+def activate(x, activation: str = "log1p_relu"):
+    """The SPLADE activation on a tensor (monotone, so it commutes with max pooling)."""
+    import torch
+
+    if activation == "log1p_relu":
+        return torch.log1p(torch.relu(x))
+    if activation == "l0":
+        return torch.log1p(torch.log1p(torch.relu(x)))
+    raise EncoderError(f"Unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}.")
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class MLMSparseModel:
+    """A ``*ForMaskedLM`` model + tokenizer producing one sparse vector per text."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_length: int = 256,
+        activation: str = "log1p_relu",
+        max_chunks: int = 1,
+        device: str | None = None,
+        dtype: str = "auto",
+    ) -> None:
+        import torch
+
+        if activation not in ACTIVATIONS:
+            raise EncoderError(f"Unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}.")
+        if max_length < 4 or max_chunks < 1:
+            raise EncoderError(f"max_length must be >= 4 and max_chunks >= 1 (got {max_length}, {max_chunks}).")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
+        self.activation = activation
+        self.max_chunks = max_chunks
+        self.device = pick_device(device)
+        self.model.to(self.device)
+        self.dtype = dtype
+        self.vocab_size = int(model.config.vocab_size)
+        tokens = tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+        self.vocab = [t if t is not None else f"[unused-{i}]" for i, t in enumerate(tokens)]
+        special = [i for i in tokenizer.all_special_ids if 0 <= i < self.vocab_size]
+        self.special_ids = torch.tensor(sorted(set(special)), dtype=torch.long)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> MLMSparseModel:
+        """Load a ``*ForMaskedLM`` checkpoint and its tokenizer (local folder or Hub id)."""
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+            model = AutoModelForMaskedLM.from_pretrained(str(name_or_path))
+        except (OSError, ValueError) as e:
+            raise EncoderError(
+                f"Cannot load a masked-LM model from {str(name_or_path)!r}: {str(e).splitlines()[0]}"
+            ) from e
+        if not getattr(tokenizer, "is_fast", False):
+            raise EncoderError(f"{name_or_path} needs a fast tokenizer (tokenizer.json).")
+        return cls(model, tokenizer, **kwargs)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        self.model.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+
+    # ---- batching ------------------------------------------------------------------------
+
+    def _windows(self, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[int]]:
+        """Token windows with special tokens (at most ``max_chunks`` per text) and their owners."""
+        chunked = self.max_chunks > 1
+        enc = self.tokenizer(
+            list(texts), truncation=True, max_length=max_length, return_overflowing_tokens=chunked
+        )
+        if not chunked:
+            return enc["input_ids"], list(range(len(texts)))
+        windows, owners, seen = [], [], [0] * len(texts)
+        for ids, owner in zip(enc["input_ids"], enc["overflow_to_sample_mapping"], strict=True):
+            if seen[owner] < self.max_chunks:
+                seen[owner] += 1
+                windows.append(ids)
+                owners.append(owner)
+        return windows, owners
+
+    def _tensors(self, windows: list[list[int]]):
+        import torch
+
+        width = max(len(w) for w in windows)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(windows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(windows), width), dtype=torch.long)
+        for i, w in enumerate(windows):
+            input_ids[i, : len(w)] = torch.tensor(w, dtype=torch.long)
+            mask[i, : len(w)] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        use_bf16 = self.dtype == "bfloat16" or (
+            self.dtype == "auto" and self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        )
+        if use_bf16:
+            return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def forward(self, texts: Sequence[str], max_length: int | None = None):
+        """Dense (len(texts), vocab) tensor of term weights, differentiable (for training)."""
+        import torch
+
+        windows, owners = self._windows(texts, max_length or self.max_length)
+        input_ids, mask = self._tensors(windows)
+        with self._autocast():
+            logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+        logits = logits.float()
+        logits.masked_fill_(~mask.bool().unsqueeze(-1), float("-inf"))
+        pooled = activate(logits.amax(dim=1), self.activation)  # act is monotone: max then act
+        if len(windows) != len(texts):
+            index = torch.tensor(owners, device=pooled.device).unsqueeze(1).expand_as(pooled)
+            out = torch.zeros((len(texts), pooled.shape[1]), device=pooled.device, dtype=pooled.dtype)
+            pooled = out.scatter_reduce(0, index, pooled, reduce="amax", include_self=True)
+        if self.special_ids.numel():
+            pooled = pooled.index_fill(1, self.special_ids.to(pooled.device), 0.0)
+        return pooled
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        max_length: int | None = None,
+        max_active_dims: int | None = None,
+        threshold: float = 0.0,
+        progress: bool = False,
+    ) -> sp.csr_array:
+        """Sparse vectors for ``texts`` (inference mode, longest first, original order kept)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        rows: list[sp.csr_array] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for lo in tqdm(range(0, len(texts), batch_size), desc="encode", unit="batch",
+                               disable=not progress):
+                    batch = [texts[i] for i in order[lo : lo + batch_size]]
+                    dense = self.forward(batch, max_length)
+                    rows.append(to_sparse(dense, max_active_dims, threshold))
+        finally:
+            self.model.train(was_training)
+        if not rows:
+            return sp.csr_array((0, self.vocab_size), dtype=np.float32)
+        stacked = sp.vstack(rows, format="csr")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.shape[0])
+        return sp.csr_array(stacked[inverse])
+
+
+def to_sparse(dense, max_active_dims: int | None = None, threshold: float = 0.0) -> sp.csr_array:
+    """A dense (n, V) weight tensor as CSR, keeping weights > ``threshold`` and the top N per row."""
+    import torch
+
+    dense = dense.detach().float()
+    if max_active_dims is not None and max_active_dims < dense.shape[1]:
+        top = torch.topk(dense, max_active_dims, dim=1)
+        dense = torch.zeros_like(dense).scatter_(1, top.indices, top.values)
+    dense = dense.cpu().numpy()
+    dense[dense <= threshold] = 0.0
+    out = sp.csr_array(dense)
+    out.sort_indices()
+    return out

@@ -1,0 +1,113 @@
+"""SPLADE: queries and documents both encoded by a masked-LM head (siamese or two models)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import scipy.sparse as sp
+
+from lsr.encoders import CONFIG_NAME
+from lsr.errors import EncoderError
+from lsr.mlm import MLMSparseModel
+from lsr.sparse import decode
+from lsr.tokenization import save_json
+
+QUERY_MODEL_DIR = "query_model"
+
+
+class SpladeEncoder:
+    """SPLADE encoder: ``encode_queries`` / ``encode_documents`` return ``csr_array`` rows.
+
+    ``max_active_dims`` keeps only the N largest weights per vector and ``threshold`` drops
+    weights at or below it, both after pooling; ``query_model`` makes the encoder asymmetric.
+    """
+
+    name = "splade"
+
+    def __init__(
+        self,
+        doc_model: MLMSparseModel,
+        query_model: MLMSparseModel | None = None,
+        query_max_length: int = 64,
+        batch_size: int = 32,
+        max_active_dims: int | None = None,
+        threshold: float = 0.0,
+    ) -> None:
+        if query_model is not None and query_model.vocab_size != doc_model.vocab_size:
+            raise EncoderError("The query and document models must share one vocabulary.")
+        self.doc_model = doc_model
+        self.query_model = query_model
+        self.query_max_length = query_max_length
+        self.batch_size = batch_size
+        self.max_active_dims = max_active_dims
+        self.threshold = threshold
+        self.progress = False
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.doc_model.vocab
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        query_model: str | Path | None = None,
+        max_length: int | None = None,
+        device: str | None = None,
+        **options,
+    ) -> SpladeEncoder:
+        """Load a saved encoder folder, a plain ``*ForMaskedLM`` folder, or a Hub id."""
+        folder = Path(name_or_path)
+        cfg = {}
+        if (folder / CONFIG_NAME).is_file():
+            cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            if cfg.get("type") != cls.name:
+                raise EncoderError(f"{folder} holds a {cfg.get('type')!r} encoder, not SPLADE.")
+            if query_model is None and (folder / QUERY_MODEL_DIR).is_dir():
+                query_model = folder / QUERY_MODEL_DIR
+        max_length = max_length or cfg.get("max_length", 256)
+        activation = cfg.get("activation", "log1p_relu")
+        common = {"device": device, "activation": activation, "dtype": options.pop("dtype", "auto")}
+        doc = MLMSparseModel.from_pretrained(
+            name_or_path, max_length=max_length, max_chunks=options.pop("max_chunks", cfg.get("max_chunks", 1)), **common
+        )
+        query = (
+            MLMSparseModel.from_pretrained(query_model, max_length=max_length, **common)
+            if query_model is not None
+            else None
+        )
+        settings = {k: cfg[k] for k in ("query_max_length", "max_active_dims", "threshold") if k in cfg}
+        settings.update(options)
+        return cls(doc, query, **settings)
+
+    def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
+        model = self.query_model or self.doc_model
+        return model.encode(
+            texts, self.batch_size, self.query_max_length, self.max_active_dims, self.threshold
+        )
+
+    def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
+        return self.doc_model.encode(
+            texts, self.batch_size, None, self.max_active_dims, self.threshold, progress=self.progress
+        )
+
+    def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
+        return decode(vector, self.vocab, top_k)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.doc_model.save_pretrained(folder)
+        if self.query_model is not None:
+            self.query_model.save_pretrained(folder / QUERY_MODEL_DIR)
+        save_json(folder / CONFIG_NAME, {
+            "type": self.name,
+            "max_length": self.doc_model.max_length,
+            "max_chunks": self.doc_model.max_chunks,
+            "activation": self.doc_model.activation,
+            "query_max_length": self.query_max_length,
+            "max_active_dims": self.max_active_dims,
+            "threshold": self.threshold,
+        })

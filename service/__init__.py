@@ -1,0 +1,1 @@
+"""Front ends: the ``lsr`` command line (and, later, the FastAPI app)."""

@@ -1,0 +1,85 @@
+"""The ``lsr`` command line: index a corpus, search an index, run the bundled demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from service import commands
+
+
+class CLIError(Exception):
+    """A user error the CLI reports as one line on stderr with exit status 2."""
+
+
+def _add_index(sub) -> None:
+    p = sub.add_parser("index", help="encode a corpus and build an index")
+    p.add_argument("corpus", help="BEIR folder, .jsonl ({_id,title,text}) or .tsv file")
+    p.add_argument("--encoder", default="bm25", help="'bm25' or a saved encoder folder")
+    p.add_argument("--out", required=True, help="index directory to write")
+    p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
+    p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
+    p.add_argument(
+        "--tokenizer",
+        default="word",
+        help="BM25 tokenizer: 'word' (stemmed words) or a Hugging Face tokenizer",
+    )
+    p.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=commands.cmd_index)
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="search an index with query text")
+    p.add_argument("index", help="index directory")
+    p.add_argument("query", nargs="+", help="query text (several queries: several arguments)")
+    p.add_argument("-k", type=int, default=10, help="number of hits per query (default 10)")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+    p.set_defaults(func=commands.cmd_search)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="index and search the bundled sample corpus")
+    p.add_argument(
+        "--out", default=None, help="where to keep the sample index (default: a temp dir)"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval engine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_index(sub)
+    _add_search(sub)
+    _add_demo(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="lsr-") as scratch:
+            args.scratch = Path(scratch)
+            return args.func(args) or 0
+    except (ValueError, TypeError, OSError) as e:
+        print(f"lsr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lsr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""What each ``lsr`` subcommand does; argument parsing lives in ``service.cli``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from eval import Searcher, evaluate, index_corpus, load_dataset, retrieve
+from lsr import BM25Encoder, HFTokenizer, WordTokenizer, load_encoder, sample_dataset
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def _encoder_from_args(args):
+    if args.encoder.lower() != "bm25":
+        return load_encoder(args.encoder)
+    tokenizer = (
+        WordTokenizer() if args.tokenizer == "word" else HFTokenizer.from_pretrained(args.tokenizer)
+    )
+    return BM25Encoder(tokenizer, k1=args.k1, b=args.b)
+
+
+def cmd_index(args) -> int:
+    encoder = _encoder_from_args(args)
+    summary = index_corpus(
+        args.corpus,
+        encoder,
+        args.out,
+        quantization=args.quantization,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty() or None,
+    )
+    if args.json:
+        _print_json(summary.to_dict())
+    else:
+        print(summary.line())
+    return 0
+
+
+def _hits_table(query: str, hits: list[tuple[str, float]]) -> str:
+    lines = [f"query: {query}"]
+    if not hits:
+        lines.append("  (no matching documents)")
+    width = max((len(d) for d, _ in hits), default=6)
+    if hits:
+        lines.append(f"  {'rank':>4}  {'doc id':<{width}}  {'score':>9}")
+    for rank, (doc, score) in enumerate(hits, 1):
+        lines.append(f"  {rank:>4}  {doc:<{width}}  {score:>9.4f}")
+    return "\n".join(lines)
+
+
+def cmd_search(args) -> int:
+    searcher = Searcher.open(args.index)
+    results = searcher.search(args.query, k=args.k)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "query": q,
+                    "hits": [{"rank": r, "id": d, "score": s} for r, (d, s) in enumerate(h, 1)],
+                }
+                for q, h in zip(args.query, results, strict=True)
+            ]
+        )
+    else:
+        print("\n\n".join(_hits_table(q, h) for q, h in zip(args.query, results, strict=True)))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Index the bundled sample with BM25, show a few queries, score all of them."""
+    dataset = load_dataset(sample_dataset())
+    out = Path(args.out) if args.out else args.scratch / "sample-index"
+    summary = index_corpus(dataset.corpus_path, BM25Encoder(), out, overwrite=True, progress=False)
+    searcher = Searcher.open(out)
+    examples = list(dataset.queries.items())[:3]
+    run = retrieve(searcher, dataset.queries, k=100, progress=False)
+    scores = evaluate(run, dataset.qrels, ["nDCG@10", "R@100"])
+    if args.json:
+        _print_json(
+            {
+                "index": summary.to_dict(),
+                "examples": {q: list(run[qid].items())[:5] for qid, q in examples},
+                "metrics": scores,
+            }
+        )
+        return 0
+    print(summary.line())
+    for qid, text in examples:
+        print()
+        print(_hits_table(text, list(run[qid].items())[:5]))
+    print()
+    print(
+        f"sample: {len(dataset.queries)} queries, nDCG@10 {scores['nDCG@10']:.3f}, "
+        f"R@100 {scores['R@100']:.3f}" + (f"; index kept at {out}" if args.out else "")
+    )
+    return 0

@@ -1,0 +1,86 @@
+"""The ``lsr`` command line end to end on the bundled sample and on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lsr import sample_dataset
+from service.cli import main
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "idx"
+    assert main(["index", str(sample_dataset()), "--encoder", "bm25", "--out", str(out)]) == 0
+    return out
+
+
+def test_index_prints_summary(tmp_path, capsys):
+    out = tmp_path / "idx"
+    assert main(["index", str(sample_dataset()), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_docs"] >= 200 and summary["n_postings"] > 0
+    assert (out / "manifest.json").is_file() and (out / "encoder" / "encoder.json").is_file()
+
+
+def test_search_table_and_json(sample_index, capsys):
+    assert main(["search", str(sample_index), "how do bees make honey", "-k", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "rank" in table and "how do bees make honey" in table
+    assert (
+        main(["search", str(sample_index), "honey bees", "volcano eruption", "--json", "-k", "2"])
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert [r["query"] for r in result] == ["honey bees", "volcano eruption"]
+    assert all(len(r["hits"]) == 2 for r in result)
+    assert result[0]["hits"][0]["score"] >= result[0]["hits"][1]["score"]
+
+
+def test_query_without_known_terms(sample_index, capsys):
+    assert main(["search", str(sample_index), "zzzqqq", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["hits"] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "/nonexistent/idx", "q"], "No index at /nonexistent/idx"),
+        (["index", "/nonexistent/corpus.jsonl", "--out", "{tmp}/x"], "does not exist"),
+        (["search", "{index}", "q", "-k", "0"], "k must be a positive integer"),
+        (["index", "{sample}", "--out", "{index}"], "already exists; pass --overwrite"),
+        (["index", "{sample}", "--out", "{tmp}/y", "--b", "2"], "0 <= b <= 1"),
+        (["index", "{sample}", "--out", "{tmp}/z", "--encoder", "nope"], "Unknown encoder"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(sample_index, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, index=sample_index, sample=sample_dataset()) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_overwrite_replaces_index(sample_index, capsys):
+    argv = [
+        "index",
+        str(sample_dataset()),
+        "--out",
+        str(sample_index),
+        "--overwrite",
+        "--k1",
+        "1.2",
+    ]
+    assert main(argv) == 0
+    enc = json.loads((sample_index / "encoder" / "encoder.json").read_text())
+    assert enc["k1"] == 1.2
+
+
+def test_console_script_demo_runs_end_to_end():
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "demo"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "indexed" in proc.stdout and "nDCG@10" in proc.stdout

@@ -1,0 +1,168 @@
+"""Index top-k equals the scipy brute-force top-k, and bad input is refused clearly."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from index import Index, IndexBuilder, VocabularyMismatchError
+from tests.conftest import brute_force_topk, random_csr
+
+N_DOCS, VOCAB = 700, 300
+
+
+def _index(rng, quantization="float32", integer=True, chunk_size=97):
+    docs = random_csr(rng, N_DOCS, VOCAB, 0.03, integer=integer)
+    ids = [f"doc-{i}" for i in range(N_DOCS)]
+    vocab = [f"term{t}" for t in range(VOCAB)]
+    idx = Index.build(docs, ids, vocab, quantization=quantization, chunk_size=chunk_size)
+    return docs, idx
+
+
+def _as_numbers(hits):
+    return [int(d.split("-")[1]) for d, _ in hits]
+
+
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_exact_topk_with_ties_matches_brute_force(rng, k):
+    docs, idx = _index(rng)
+    queries = random_csr(rng, 60, VOCAB, 0.02, integer=True, max_value=3)
+    ref = brute_force_topk(docs, queries, k + 1)
+    results = idx.search(queries, k)
+    ties = 0
+    for i, (order, scores) in enumerate(ref):
+        assert _as_numbers(results[i]) == order[:k]
+        assert [s for _, s in results[i]] == scores[:k].tolist()
+        ties += len(scores) - len(set(scores.tolist()))  # ties inside or at the edge of the top k
+    assert ties > 0, "the data must contain ties for this test to check tie-breaking"
+
+
+def test_single_query_path_equals_batch_path(rng):
+    _, idx = _index(rng, integer=False)
+    queries = random_csr(rng, 20, VOCAB, 0.05)
+    batch = idx.search(queries, 15)
+    for i in range(20):
+        assert idx.search(queries[[i]], 15)[0] == batch[i]
+
+
+def test_float_weights_match_brute_force_up_to_rounding(rng):
+    docs, idx = _index(rng, integer=False)
+    queries = random_csr(rng, 40, VOCAB, 0.05)
+    ref = brute_force_topk(docs, queries, 20)
+    for i, (order, scores) in enumerate(ref):
+        got = idx.search(queries[[i]], 20)[0]
+        assert np.allclose([s for _, s in got], scores, rtol=1e-5)
+        # identical sets except where two reference scores are within rounding of each other
+        assert set(_as_numbers(got)) == set(order) or np.any(
+            np.isclose(np.diff(scores), 0, atol=1e-5)
+        )
+
+
+def test_uint8_index_matches_brute_force_on_dequantized_weights(rng):
+    docs, idx = _index(rng, quantization="uint8", integer=False)
+    assert idx.impacts.dtype == np.uint8
+    dequant = sp.csr_array(docs)
+    dequant.data = np.clip(
+        np.floor(dequant.data / np.float32(idx.scale) + 0.5), 1, 255
+    ) * np.float32(idx.scale)
+    queries = random_csr(rng, 30, VOCAB, 0.05)
+    ref = brute_force_topk(dequant, queries, 10)
+    for i, (order, scores) in enumerate(ref):
+        got = idx.search(queries[[i]], 10)[0]
+        assert np.allclose([s for _, s in got], scores, rtol=1e-4)
+        assert _as_numbers(got)[:3] == order[:3] or np.any(
+            np.isclose(np.diff(scores[:4]), 0, rtol=1e-4)
+        )
+
+
+def test_empty_queries_and_unknown_terms_return_no_hits(rng):
+    docs, idx = _index(rng)
+    unused = np.flatnonzero(np.diff(sp.csc_array(docs).indptr) == 0)
+    rows, cols = [], []
+    if unused.size:
+        rows, cols = [1], [int(unused[0])]  # a term no document has
+    q = sp.csr_array((np.ones(len(rows), np.float32), (rows, cols)), shape=(3, VOCAB))
+    res = idx.search(q, 10)
+    assert res[0] == [] and res[1] == [] and res[2] == []
+    assert idx.search(sp.csr_array((1, VOCAB), dtype=np.float32), 5)[0] == []
+
+
+def test_k_larger_than_corpus_returns_every_matching_doc(rng):
+    docs, idx = _index(rng)
+    queries = random_csr(rng, 5, VOCAB, 0.3, integer=True)
+    ref = brute_force_topk(docs, queries, 10_000)
+    res = idx.search(queries, 10_000)
+    for i, (order, _) in enumerate(ref):
+        assert _as_numbers(res[i]) == order
+        assert len(order) <= N_DOCS
+
+
+def test_builder_streams_batches_like_one_build(rng):
+    docs, idx = _index(rng, chunk_size=N_DOCS)
+    builder = IndexBuilder(idx.vocab, quantization="float32")
+    for lo in range(0, N_DOCS, 64):
+        builder.add(docs[lo : lo + 64], [f"doc-{i}" for i in range(lo, min(lo + 64, N_DOCS))])
+    other = builder.finish()
+    assert np.array_equal(other.offsets, idx.offsets)
+    assert np.array_equal(other.docs, idx.docs)
+    assert np.array_equal(other.impacts, idx.impacts)
+
+
+def test_document_vector_round_trips(rng):
+    docs, idx = _index(rng)
+    d = 17
+    row = docs[[d]]
+    expect = {f"term{t}": float(w) for t, w in zip(row.indices, row.data, strict=True)}
+    assert idx.document_vector(d) == expect
+    assert idx.doc_index("doc-17") == 17
+
+
+def test_vocabulary_mismatch_is_refused(rng):
+    _, idx = _index(rng)
+    with pytest.raises(VocabularyMismatchError, match="columns but the index vocabulary"):
+        idx.search(sp.csr_array((1, VOCAB + 1), dtype=np.float32), 5)
+    with pytest.raises(VocabularyMismatchError, match="differs from the index"):
+        idx.search(
+            sp.csr_array((1, VOCAB), dtype=np.float32), 5, vocab=[f"x{t}" for t in range(VOCAB)]
+        )
+    idx.search(sp.csr_array((1, VOCAB), dtype=np.float32), 5, vocab=idx.vocab)
+
+
+@pytest.mark.parametrize(
+    ("query", "k", "error", "message"),
+    [
+        (np.ones((1, VOCAB)), 5, TypeError, "scipy.sparse CSR"),
+        (sp.csr_array(-np.ones((1, VOCAB), np.float32)), 5, ValueError, "negative weights"),
+        (sp.csr_array(np.full((1, VOCAB), np.nan, np.float32)), 5, ValueError, "NaN"),
+        (sp.csr_array((1, VOCAB), dtype=np.float32), 0, ValueError, "positive integer"),
+        (sp.csr_array((1, VOCAB), dtype=np.float32), 2.5, ValueError, "positive integer"),
+    ],
+)
+def test_bad_queries_get_clear_errors(rng, query, k, error, message):
+    _, idx = _index(rng)
+    with pytest.raises(error, match=message):
+        idx.search(query, k)
+
+
+def test_bad_build_input_gets_clear_errors(rng):
+    docs = random_csr(rng, 4, 10, 0.5)
+    vocab = [str(i) for i in range(10)]
+    with pytest.raises(ValueError, match="Duplicate document id 'a'"):
+        Index.build(docs, ["a", "b", "a", "c"], vocab)
+    with pytest.raises(ValueError, match="4 document vectors but 3 doc ids"):
+        Index.build(docs, ["a", "b", "c"], vocab)
+    with pytest.raises(VocabularyMismatchError):
+        Index.build(docs, list("abcd"), vocab[:5])
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        Index.build(docs, list("abcd"), vocab, quantization="int4")
+    with pytest.raises(ValueError, match="vocabulary is empty"):
+        IndexBuilder([])
+    builder = IndexBuilder(vocab)
+    builder.add(docs[:2], ["a", "b"])
+    with pytest.raises(ValueError, match="Duplicate document id 'b'"):
+        builder.add(docs[2:], ["b", "z"])
+
+
+def test_empty_index_searches_to_nothing():
+    idx = IndexBuilder(["a", "b"]).finish()
+    assert idx.n_docs == 0
+    assert idx.search(sp.csr_array(np.ones((2, 2), np.float32)), 3)[1] == []

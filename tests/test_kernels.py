@@ -1,0 +1,58 @@
+"""The Numba kernels against plain numpy/scipy references."""
+
+import numpy as np
+import scipy.sparse as sp
+
+from kernels import csr_to_postings, quantize_uint8, select_topk, term_max
+from kernels.topk import empty_topk
+from tests.conftest import random_csr
+
+
+def test_csr_to_postings_is_the_transpose(rng):
+    m = random_csr(rng, 300, 80, 0.05)
+    offsets, docs, weights = csr_to_postings(
+        m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data, 80, 1000
+    )
+    t = sp.csc_array(m)
+    t.sort_indices()
+    assert np.array_equal(offsets, t.indptr)
+    assert np.array_equal(docs, t.indices + 1000)
+    assert np.array_equal(weights, t.data)
+
+
+def test_csr_to_postings_drops_explicit_zeros():
+    m = sp.csr_array(
+        (np.array([0.0, 2.0], np.float32), np.array([1, 2]), np.array([0, 2])), shape=(1, 4)
+    )
+    offsets, docs, weights = csr_to_postings(
+        m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data, 4, 0
+    )
+    assert offsets.tolist() == [0, 0, 0, 1, 1]
+    assert docs.tolist() == [0] and weights.tolist() == [2.0]
+
+
+def test_select_topk_orders_by_score_then_doc(rng):
+    acc = rng.integers(0, 4, size=200).astype(np.float32)  # many ties
+    cands = np.flatnonzero(acc > 0).astype(np.int64)
+    rng.shuffle(cands)
+    for k in (1, 5, 37, 500):
+        out_d, out_s = empty_topk(k)
+        n = select_topk(acc, cands, cands.shape[0], k, out_d, out_s)
+        ref = sorted(cands.tolist(), key=lambda d: (-acc[d], d))[:k]
+        assert n == len(ref)
+        assert out_d[:n].tolist() == ref
+        assert out_s[:n].tolist() == acc[ref].tolist()
+        assert (out_d[n:] == -1).all()
+
+
+def test_quantize_keeps_positive_weights_and_saturates():
+    w = np.array([1e-6, 0.5, 1.1, 2.0, 3.0], np.float32)
+    q = quantize_uint8(w, np.float32(2.0 / 255))
+    assert q.tolist() == [1, 64, 140, 255, 255]
+
+
+def test_term_max(rng):
+    m = random_csr(rng, 50, 20, 0.2)
+    c = sp.csc_array(m)
+    ref = np.array([c.data[c.indptr[t] : c.indptr[t + 1]].max(initial=0) for t in range(20)])
+    assert np.allclose(term_max(c.indptr.astype(np.int64), c.data), ref)
