@@ -1,6 +1,6 @@
 """Evaluation and the pipeline that ties encoders to the index: datasets, runs, metrics."""
 
-from eval.datasets import Dataset, load_dataset, read_qrels, read_queries
+from eval.datasets import Dataset, load_dataset
 from eval.metrics import DEFAULT_MEASURES, evaluate
 from eval.pipeline import IndexingSummary, Searcher, index_corpus, retrieve
 
@@ -12,7 +12,5 @@ __all__ = [
     "evaluate",
     "index_corpus",
     "load_dataset",
-    "read_qrels",
-    "read_queries",
     "retrieve",
 ]

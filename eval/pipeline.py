@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 
 from index import Index, IndexBuilder, SearchResults
 from lsr import Document, load_encoder, read_corpus
+from lsr.encoding import EncodingStats, encode_corpus
+from lsr.vector_files import VectorFile
 
 logger = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"
@@ -31,6 +33,10 @@ class IndexingSummary:
     total_seconds: float
     index_bytes: int
 
+    @property
+    def encode_docs_per_second(self) -> float:
+        return self.n_docs / self.encode_seconds if self.encode_seconds > 0 else 0.0
+
     def line(self) -> str:
         rate = self.n_docs / max(self.total_seconds, 1e-9)
         return (
@@ -43,60 +49,79 @@ class IndexingSummary:
         return asdict(self)
 
 
+def read_documents(
+    corpus: str | Path | Iterable[Document], progress: bool = False
+) -> list[Document]:
+    """All documents of a corpus path (or iterable), refusing an empty corpus."""
+    source = read_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    docs = list(tqdm(source, desc="read corpus", unit="doc", disable=not progress))
+    if not docs:
+        raise ValueError(f"The corpus {corpus} has no documents.")
+    return docs
+
+
+def build_index(
+    batches: Iterable[tuple],
+    encoder,
+    out: str | Path,
+    quantization: str = "uint8",
+    overwrite: bool = False,
+    metadata: dict | None = None,
+) -> Index:
+    """Index ``(vectors, doc_ids)`` batches and save them with ``encoder`` to ``out`` atomically."""
+    builder = IndexBuilder(encoder.vocab, quantization=quantization)
+    builder.extend(batches)
+    meta = {"encoder": getattr(encoder, "name", type(encoder).__name__), **(metadata or {})}
+    index = builder.finish(meta)
+    index.save(
+        out, overwrite=overwrite, extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR)
+    )
+    return index
+
+
 def index_corpus(
     corpus: str | Path | Iterable[Document],
     encoder,
     out: str | Path,
     quantization: str = "uint8",
-    batch_size: int = 1000,
+    batch_size: int = 256,
     overwrite: bool = False,
     progress: bool = True,
 ) -> IndexingSummary:
     """Encode every document of ``corpus`` and write the index (with its encoder) to ``out``.
 
-    A BM25 encoder that is not fitted yet is fitted on the corpus first. The index and the
-    encoder are written together, atomically: ``out`` holds either the old index or the new.
+    ``corpus`` may also be a ``.parquet`` file written by ``lsr encode``; its vocabulary must
+    be the encoder's. An encoder that needs corpus statistics (BM25) is fitted first. The
+    index and the encoder are written together, atomically: ``out`` holds the old or the new.
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     t0 = time.perf_counter()
-    source = read_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
-    docs = list(tqdm(source, desc="read corpus", unit="doc", disable=not progress))
-    if not docs:
-        raise ValueError(f"The corpus {corpus} has no documents.")
-    t_fit = time.perf_counter()
-    if hasattr(encoder, "fit") and not encoder.fitted:
-        encoder.fit((d.contents for d in docs), progress=progress)
-    t_enc = time.perf_counter()
-    builder = IndexBuilder(encoder.vocab, quantization=quantization)
-    encode_seconds = 0.0
-    with tqdm(total=len(docs), desc="index", unit="doc", disable=not progress) as bar:
-        for lo in range(0, len(docs), batch_size):
-            batch = docs[lo : lo + batch_size]
-            t = time.perf_counter()
-            vectors = encoder.encode_documents([d.contents for d in batch])
-            encode_seconds += time.perf_counter() - t
-            builder.add(vectors, [d.id for d in batch])
-            bar.update(len(batch))
-    index = builder.finish({"encoder": getattr(encoder, "name", type(encoder).__name__)})
-    index.save(
-        out, overwrite=overwrite, extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR)
-    )
+    stats = EncodingStats()
+    if isinstance(corpus, (str, Path)) and str(corpus).endswith(".parquet"):
+        vectors = VectorFile(corpus)
+        if vectors.vocab != list(encoder.vocab):
+            raise ValueError(
+                f"{corpus} was encoded with another vocabulary than the encoder given; "
+                "pass the encoder that wrote it."
+            )
+        batches = vectors.batches(batch_size)
+    else:
+        docs = read_documents(corpus, progress)
+        batches = encode_corpus(encoder, docs, batch_size, progress, stats)
+    index = build_index(batches, encoder, out, quantization, overwrite, {"corpus": str(corpus)})
     total = time.perf_counter() - t0
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     summary = IndexingSummary(
         path=str(out),
         n_docs=index.n_docs,
         n_postings=index.n_postings,
         vocab_size=index.vocab_size,
-        fit_seconds=t_enc - t_fit,
-        encode_seconds=encode_seconds,
-        build_seconds=total - (t_enc - t_fit) - encode_seconds - (t_fit - t0),
+        fit_seconds=stats.fit_seconds,
+        encode_seconds=stats.seconds,
+        build_seconds=total - stats.seconds - stats.fit_seconds,
         total_seconds=total,
-        index_bytes=size,
+        index_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
     )
     logger.info(summary.line())
     return summary

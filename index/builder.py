@@ -28,7 +28,9 @@ class IndexBuilder:
     runs term by term and quantizes impacts with one scale for the whole index.
     """
 
-    def __init__(self, vocab: Sequence[str], quantization: str = "uint8") -> None:
+    def __init__(
+        self, vocab: Sequence[str], quantization: str = "uint8", run_postings: int = 4_000_000
+    ) -> None:
         if quantization not in QUANTIZATIONS:
             raise ValueError(
                 f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}."
@@ -42,6 +44,10 @@ class IndexBuilder:
         self._doc_ids: list[str] = []
         self._seen: set[str] = set()
         self._doc_terms: list[np.ndarray] = []
+        self._pending: list[sp.csr_array] = []
+        self._pending_nnz = 0
+        self._run_docs = 0
+        self.run_postings = max(1, run_postings)
 
     @property
     def n_docs(self) -> int:
@@ -61,17 +67,29 @@ class IndexBuilder:
             raise ValueError(f"Duplicate document id {dup!r}; document ids must be unique.")
         if any(not d for d in ids):
             raise ValueError("Empty document id; every document needs a non-empty id.")
+        self._pending.append(csr)
+        self._pending_nnz += csr.nnz
+        self._doc_terms.append(np.diff(csr.indptr).astype(np.uint32))
+        self._doc_ids.extend(ids)
+        self._seen.update(fresh)
+        if self._pending_nnz >= self.run_postings:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Transpose the buffered batches into one term-major run (small batches share a run)."""
+        if not self._pending:
+            return
+        csr = sp.vstack(self._pending, format="csr") if len(self._pending) > 1 else self._pending[0]
         offsets, docs, weights = csr_to_postings(
             csr.indptr.astype(np.int64),
             csr.indices.astype(np.int64),
             csr.data,
             len(self.vocab),
-            self.n_docs,
+            self._run_docs,
         )
         self._runs.append((offsets, docs, weights))
-        self._doc_terms.append(np.diff(csr.indptr).astype(np.uint32))
-        self._doc_ids.extend(ids)
-        self._seen.update(fresh)
+        self._run_docs += csr.shape[0]
+        self._pending, self._pending_nnz = [], 0
 
     def extend(self, batches: Iterable[tuple[sp.csr_array, Sequence[str]]]) -> IndexBuilder:
         """Add every ``(vectors, doc_ids)`` batch of an iterable; returns ``self``."""
@@ -83,6 +101,7 @@ class IndexBuilder:
         """Merge the runs into one term-major postings list and return the in-memory index."""
         from index.inverted import Index
 
+        self._flush()
         n_terms = len(self.vocab)
         if self._runs:
             run_offsets = np.stack([r[0] for r in self._runs])

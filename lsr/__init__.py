@@ -9,7 +9,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from lsr.bm25 import BM25Encoder
-from lsr.corpus import Document, count_documents, read_corpus
+from lsr.corpus import Document, count_documents, read_corpus, read_qrels, read_queries
 from lsr.encoders import load_encoder
 from lsr.errors import CorpusError, EncoderError
 from lsr.sparse import decode, term_counts
@@ -32,6 +32,8 @@ __all__ = [
     "decode",
     "load_encoder",
     "read_corpus",
+    "read_qrels",
+    "read_queries",
     "sample_dataset",
     "term_counts",
 ]

@@ -106,3 +106,56 @@ def _read_tsv(file: Path) -> Iterator[Document]:
                     f"{file}:{lineno}: expected 'id<TAB>text' or 'id<TAB>title<TAB>text', "
                     f"got {len(row)} fields."
                 )
+
+
+def read_queries(path: str | Path) -> dict[str, str]:
+    """Queries from BEIR ``queries.jsonl`` (``{"_id", "text"}``) or a ``qid<TAB>text`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"Queries file {path} does not exist.")
+    queries: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    rec = json.loads(line)
+                    queries[str(rec["_id"])] = str(rec["text"])
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise CorpusError(f'{path}:{lineno}: expected {{"_id", "text"}} ({e}).') from e
+            else:
+                qid, _, text = line.rstrip("\n").partition("\t")
+                if not text:
+                    raise CorpusError(f"{path}:{lineno}: expected 'qid<TAB>text'.")
+                queries[qid] = text
+    return queries
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """BEIR qrels (``query-id corpus-id score`` TSV with header) or TREC qrels (4 columns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"Qrels file {path} does not exist.")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if len(row) == 1:
+                row = row[0].split()
+            if not row:
+                continue
+            if lineno == 1 and row[0] in ("query-id", "qid", "query_id"):
+                continue
+            try:
+                if len(row) == 3:
+                    qid, did, rel = row
+                elif len(row) == 4:
+                    qid, _, did, rel = row
+                else:
+                    raise ValueError(f"{len(row)} fields")
+                qrels.setdefault(qid, {})[did] = int(rel)
+            except ValueError as e:
+                raise CorpusError(
+                    f"{path}:{lineno}: expected 'query-id<TAB>corpus-id<TAB>score' ({e})."
+                ) from e
+    return qrels

@@ -55,7 +55,7 @@ def idf_from_corpus(
 
 
 class InferenceFreeEncoder:
-    """Documents: ``MLMSparseModel`` (``log1p_relu`` or ``l0`` activation); queries: a weight table."""
+    """Documents by an ``MLMSparseModel`` (``log1p_relu``/``l0``); queries by a weight table."""
 
     name = "inference-free"
 
@@ -102,7 +102,8 @@ class InferenceFreeEncoder:
         """Each distinct non-special query token weighted by the table; no model involved."""
         if self.query_weights is None:
             raise EncoderError(
-                "This inference-free encoder has no query weights (idf.json); call fit(corpus) first."
+                "This inference-free encoder has no query weights (idf.json); "
+                "call fit(corpus) first."
             )
         tok = self.doc_model.tokenizer
         ids = tok(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
@@ -120,7 +121,12 @@ class InferenceFreeEncoder:
 
     def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
         return self.doc_model.encode(
-            texts, self.batch_size, None, self.max_active_dims, self.threshold, progress=self.progress
+            texts,
+            self.batch_size,
+            None,
+            self.max_active_dims,
+            self.threshold,
+            progress=self.progress,
         )
 
     def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
@@ -129,9 +135,7 @@ class InferenceFreeEncoder:
     # ---- idf.json ------------------------------------------------------------------------
 
     def weights_as_dict(self) -> dict[str, float]:
-        return {
-            self.vocab[i]: float(w) for i, w in enumerate(self.query_weights) if w > 0
-        }
+        return {self.vocab[i]: float(w) for i, w in enumerate(self.query_weights) if w > 0}
 
     def load_idf(self, path: str | Path) -> None:
         """Read an ``idf.json`` table; tokens it does not list get weight 0."""
@@ -159,7 +163,9 @@ class InferenceFreeEncoder:
         if (folder / CONFIG_NAME).is_file():
             cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
             if cfg.get("type") != cls.name:
-                raise EncoderError(f"{folder} holds a {cfg.get('type')!r} encoder, not inference-free.")
+                raise EncoderError(
+                    f"{folder} holds a {cfg.get('type')!r} encoder, not inference-free."
+                )
         model_opts = {
             "max_length": options.pop("max_length", None) or cfg.get("max_length", 256),
             "activation": options.pop("activation", None) or cfg.get("activation", "log1p_relu"),
@@ -181,14 +187,17 @@ class InferenceFreeEncoder:
         self.doc_model.save_pretrained(folder)
         if self.query_weights is not None:
             save_json(folder / IDF_FILE, self.weights_as_dict())
-        save_json(folder / CONFIG_NAME, {
-            "type": self.name,
-            "max_length": self.doc_model.max_length,
-            "max_chunks": self.doc_model.max_chunks,
-            "activation": self.doc_model.activation,
-            "max_active_dims": self.max_active_dims,
-            "threshold": self.threshold,
-        })
+        save_json(
+            folder / CONFIG_NAME,
+            {
+                "type": self.name,
+                "max_length": self.doc_model.max_length,
+                "max_chunks": self.doc_model.max_chunks,
+                "activation": self.doc_model.activation,
+                "max_active_dims": self.max_active_dims,
+                "threshold": self.threshold,
+            },
+        )
 
 
 def _hub_file(repo_id: str | Path, filename: str) -> str | None:

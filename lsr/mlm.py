@@ -56,12 +56,18 @@ class MLMSparseModel:
         import torch
 
         if activation not in ACTIVATIONS:
-            raise EncoderError(f"Unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}.")
+            raise EncoderError(
+                f"Unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}."
+            )
         if max_length < 4 or max_chunks < 1:
-            raise EncoderError(f"max_length must be >= 4 and max_chunks >= 1 (got {max_length}, {max_chunks}).")
+            raise EncoderError(
+                f"max_length must be >= 4 and max_chunks >= 1 (got {max_length}, {max_chunks})."
+            )
         self.model = model
         self.tokenizer = tokenizer
-        self.max_length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
+        self.max_length = min(
+            max_length, getattr(model.config, "max_position_embeddings", max_length)
+        )
         self.activation = activation
         self.max_chunks = max_chunks
         self.device = pick_device(device)
@@ -78,12 +84,17 @@ class MLMSparseModel:
         """Load a ``*ForMaskedLM`` checkpoint and its tokenizer (local folder or Hub id)."""
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+        if kwargs.get("activation", "log1p_relu") not in ACTIVATIONS:
+            raise EncoderError(
+                f"Unknown activation {kwargs['activation']!r}; use one of {', '.join(ACTIVATIONS)}."
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
             model = AutoModelForMaskedLM.from_pretrained(str(name_or_path))
         except (OSError, ValueError) as e:
             raise EncoderError(
-                f"Cannot load a masked-LM model from {str(name_or_path)!r}: {str(e).splitlines()[0]}"
+                f"Cannot load a masked-LM model from {str(name_or_path)!r}: "
+                f"{str(e).splitlines()[0]}"
             ) from e
         if not getattr(tokenizer, "is_fast", False):
             raise EncoderError(f"{name_or_path} needs a fast tokenizer (tokenizer.json).")
@@ -129,7 +140,9 @@ class MLMSparseModel:
         import torch
 
         use_bf16 = self.dtype == "bfloat16" or (
-            self.dtype == "auto" and self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+            self.dtype == "auto"
+            and self.device.startswith("cuda")
+            and torch.cuda.is_bf16_supported()
         )
         if use_bf16:
             return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16)
@@ -148,7 +161,9 @@ class MLMSparseModel:
         pooled = activate(logits.amax(dim=1), self.activation)  # act is monotone: max then act
         if len(windows) != len(texts):
             index = torch.tensor(owners, device=pooled.device).unsqueeze(1).expand_as(pooled)
-            out = torch.zeros((len(texts), pooled.shape[1]), device=pooled.device, dtype=pooled.dtype)
+            out = torch.zeros(
+                (len(texts), pooled.shape[1]), device=pooled.device, dtype=pooled.dtype
+            )
             pooled = out.scatter_reduce(0, index, pooled, reduce="amax", include_self=True)
         if self.special_ids.numel():
             pooled = pooled.index_fill(1, self.special_ids.to(pooled.device), 0.0)
@@ -174,8 +189,12 @@ class MLMSparseModel:
         self.model.eval()
         try:
             with torch.inference_mode():
-                for lo in tqdm(range(0, len(texts), batch_size), desc="encode", unit="batch",
-                               disable=not progress):
+                for lo in tqdm(
+                    range(0, len(texts), batch_size),
+                    desc="encode",
+                    unit="batch",
+                    disable=not progress,
+                ):
                     batch = [texts[i] for i in order[lo : lo + batch_size]]
                     dense = self.forward(batch, max_length)
                     rows.append(to_sparse(dense, max_active_dims, threshold))
@@ -190,7 +209,7 @@ class MLMSparseModel:
 
 
 def to_sparse(dense, max_active_dims: int | None = None, threshold: float = 0.0) -> sp.csr_array:
-    """A dense (n, V) weight tensor as CSR, keeping weights > ``threshold`` and the top N per row."""
+    """A dense (n, V) weight tensor as CSR: weights > ``threshold``, the top N per row."""
     import torch
 
     dense = dense.detach().float()

@@ -71,14 +71,19 @@ class SpladeEncoder:
         activation = cfg.get("activation", "log1p_relu")
         common = {"device": device, "activation": activation, "dtype": options.pop("dtype", "auto")}
         doc = MLMSparseModel.from_pretrained(
-            name_or_path, max_length=max_length, max_chunks=options.pop("max_chunks", cfg.get("max_chunks", 1)), **common
+            name_or_path,
+            max_length=max_length,
+            max_chunks=options.pop("max_chunks", cfg.get("max_chunks", 1)),
+            **common,
         )
         query = (
             MLMSparseModel.from_pretrained(query_model, max_length=max_length, **common)
             if query_model is not None
             else None
         )
-        settings = {k: cfg[k] for k in ("query_max_length", "max_active_dims", "threshold") if k in cfg}
+        settings = {
+            k: cfg[k] for k in ("query_max_length", "max_active_dims", "threshold") if k in cfg
+        }
         settings.update(options)
         return cls(doc, query, **settings)
 
@@ -90,7 +95,12 @@ class SpladeEncoder:
 
     def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
         return self.doc_model.encode(
-            texts, self.batch_size, None, self.max_active_dims, self.threshold, progress=self.progress
+            texts,
+            self.batch_size,
+            None,
+            self.max_active_dims,
+            self.threshold,
+            progress=self.progress,
         )
 
     def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
@@ -102,12 +112,15 @@ class SpladeEncoder:
         self.doc_model.save_pretrained(folder)
         if self.query_model is not None:
             self.query_model.save_pretrained(folder / QUERY_MODEL_DIR)
-        save_json(folder / CONFIG_NAME, {
-            "type": self.name,
-            "max_length": self.doc_model.max_length,
-            "max_chunks": self.doc_model.max_chunks,
-            "activation": self.doc_model.activation,
-            "query_max_length": self.query_max_length,
-            "max_active_dims": self.max_active_dims,
-            "threshold": self.threshold,
-        })
+        save_json(
+            folder / CONFIG_NAME,
+            {
+                "type": self.name,
+                "max_length": self.doc_model.max_length,
+                "max_chunks": self.doc_model.max_chunks,
+                "activation": self.doc_model.activation,
+                "query_max_length": self.query_max_length,
+                "max_active_dims": self.max_active_dims,
+                "threshold": self.threshold,
+            },
+        )

@@ -17,8 +17,14 @@ class CLIError(Exception):
 
 def _add_index(sub) -> None:
     p = sub.add_parser("index", help="encode a corpus and build an index")
-    p.add_argument("corpus", help="BEIR folder, .jsonl ({_id,title,text}) or .tsv file")
-    p.add_argument("--encoder", default="bm25", help="'bm25' or a saved encoder folder")
+    p.add_argument(
+        "corpus", help="BEIR folder, .jsonl ({_id,title,text}), .tsv, or .parquet from lsr encode"
+    )
+    p.add_argument(
+        "--encoder",
+        default="bm25",
+        help="'bm25', a SPLADE / inference-free model folder or Hub id, a saved encoder",
+    )
     p.add_argument("--out", required=True, help="index directory to write")
     p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
     p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
@@ -28,10 +34,47 @@ def _add_index(sub) -> None:
         help="BM25 tokenizer: 'word' (stemmed words) or a Hugging Face tokenizer",
     )
     p.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
-    p.add_argument("--batch-size", type=int, default=1000)
+    _add_model_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=commands.cmd_index)
+
+
+def _add_model_options(p) -> None:
+    p.add_argument("--batch-size", type=int, default=32, help="documents per encoder batch")
+    p.add_argument("--max-length", type=int, default=None, help="max tokens per document window")
+    p.add_argument(
+        "--max-chunks",
+        type=int,
+        default=None,
+        help="encode long documents as up to N windows, max-pooled (default 1: truncate)",
+    )
+    p.add_argument(
+        "--max-active-dims",
+        type=int,
+        default=None,
+        help="keep only the N largest weights per vector",
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+
+
+def _add_encode(sub) -> None:
+    p = sub.add_parser("encode", help="encode a corpus to a Parquet file of sparse vectors")
+    p.add_argument("corpus", help="BEIR folder, .jsonl or .tsv file")
+    p.add_argument("--encoder", required=True, help="model folder, Hub id, saved encoder or bm25")
+    p.add_argument("--out", required=True, help="the .parquet file to write")
+    _add_model_options(p)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_encode)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a SPLADE or inference-free encoder from a YAML config")
+    p.add_argument("config", help="training config (YAML); see examples/")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_train)
 
 
 def _add_search(sub) -> None:
@@ -57,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_index(sub)
+    _add_encode(sub)
     _add_search(sub)
+    _add_train(sub)
     _add_demo(sub)
     return parser
 

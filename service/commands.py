@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from eval import Searcher, evaluate, index_corpus, load_dataset, retrieve
+from eval.pipeline import read_documents
 from lsr import BM25Encoder, HFTokenizer, WordTokenizer, load_encoder, sample_dataset
+from lsr.encoding import EncodingStats, encode_corpus
+from lsr.vector_files import write_vectors
 
 
 def _print_json(obj) -> None:
@@ -38,6 +42,60 @@ def cmd_index(args) -> int:
         _print_json(summary.to_dict())
     else:
         print(summary.line())
+    return 0
+
+
+def _progress() -> bool | None:
+    """Progress bars on a terminal; tqdm's own choice (``None``) otherwise."""
+    return True if sys.stderr.isatty() else None
+
+
+def cmd_encode(args) -> int:
+    out = Path(args.out)
+    if out.suffix != ".parquet":
+        raise ValueError(f"--out must be a .parquet file, got {out}.")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
+    encoder = _encoder_from_args(args)
+    docs = read_documents(args.corpus, _progress())
+    stats = EncodingStats()
+    t = time.perf_counter()
+    batches = encode_corpus(encoder, docs, args.batch_size, _progress(), stats)
+    rows = write_vectors(out, batches, encoder.vocab, encoder=str(args.encoder))
+    summary = {
+        "path": str(out),
+        "n_docs": rows,
+        "seconds": time.perf_counter() - t,
+        "encode_docs_per_second": stats.docs_per_second,
+        "bytes": out.stat().st_size,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"encoded {rows:,} docs in {summary['seconds']:.1f}s "
+            f"({stats.docs_per_second:,.1f} docs/s) -> {out} ({summary['bytes'] / 2**20:.1f} MiB)"
+        )
+    return 0
+
+
+def cmd_train(args) -> int:
+    from lsr.training import TrainConfig, Trainer
+
+    config = TrainConfig.from_yaml(args.config)
+    if args.resume:
+        config.resume = True
+    trainer = Trainer(config)
+    out = trainer.train(progress=_progress() is not False)
+    last = trainer.history[-1] if trainer.history else {}
+    if args.json:
+        _print_json({"output": str(out), "steps": trainer.step, "last": last})
+    else:
+        print(
+            f"trained {trainer.step} steps -> {out}; loss {last.get('loss', float('nan')):.4f}, "
+            f"nnz q/d {last.get('nnz_q', 0):.0f}/{last.get('nnz_d', 0):.0f}, "
+            f"FLOPS {last.get('flops_d', 0):.3f}"
+        )
     return 0
 
 

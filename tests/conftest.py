@@ -43,3 +43,50 @@ def brute_force_topk(docs: sp.csr_array, queries: sp.csr_array, k: int):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY_WORDS = (
+    "the a of is what where who how cat cats dog dogs sat mat paris france french capital city "
+    "coffee tea drink drinks cup red blue green ocean whale whales fish river mountain snow "
+    "music jazz piano guitar train railway station bread flour yeast bake oven bee bees honey "
+    "flower volcano lava eruption chess king queen board moon sun star planet orbit"
+).split()
+
+
+def make_tiny_mlm(folder: Path, words=TINY_WORDS, seed: int = 0, hidden: int = 32) -> Path:
+    """A random-weight BertForMaskedLM with a word-level WordPiece vocabulary, saved to ``folder``.
+
+    Built entirely in the test (no download): a `tokenizers` WordPiece tokenizer wrapped in
+    PreTrainedTokenizerFast, and a 1-layer BERT whose MLM head spans the same vocabulary.
+    """
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIAL + list(words))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
+    )
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=128,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    BertForMaskedLM(config).save_pretrained(str(folder))
+    fast.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm(tmp_path_factory) -> Path:
+    return make_tiny_mlm(tmp_path_factory.mktemp("tiny") / "mlm")

@@ -1,0 +1,57 @@
+"""Encoding a whole corpus in batches: the loop shared by indexing and ``lsr encode``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from lsr.corpus import Document
+
+
+@dataclass
+class EncodingStats:
+    """Documents encoded and the seconds spent in the encoder (excluding fitting)."""
+
+    n_docs: int = 0
+    seconds: float = 0.0
+    fit_seconds: float = 0.0
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.n_docs / self.seconds if self.seconds > 0 else 0.0
+
+
+def prepare(encoder, docs: Sequence[Document], progress: bool = False) -> float:
+    """Fit an encoder that needs corpus statistics (BM25, IDF) if not yet fitted; seconds taken."""
+    if not hasattr(encoder, "fit") or getattr(encoder, "fitted", True):
+        return 0.0
+    t = time.perf_counter()
+    encoder.fit((d.contents for d in docs), progress=progress)
+    return time.perf_counter() - t
+
+
+def encode_corpus(
+    encoder,
+    docs: Sequence[Document],
+    batch_size: int = 256,
+    progress: bool = False,
+    stats: EncodingStats | None = None,
+) -> Iterator[tuple[sp.csr_array, list[str]]]:
+    """Yield ``(document vectors, doc ids)`` batch by batch, fitting the encoder first if needed."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    stats = stats if stats is not None else EncodingStats()
+    stats.fit_seconds += prepare(encoder, docs, progress)
+    with tqdm(total=len(docs), desc="encode", unit="doc", disable=not progress) as bar:
+        for lo in range(0, len(docs), batch_size):
+            batch = docs[lo : lo + batch_size]
+            t = time.perf_counter()
+            vectors = encoder.encode_documents([d.contents for d in batch])
+            stats.seconds += time.perf_counter() - t
+            stats.n_docs += len(batch)
+            bar.update(len(batch))
+            yield vectors, [d.id for d in batch]

@@ -1,0 +1,378 @@
+"""Training SPLADE-style and inference-free encoders: ``lsr train CONFIG.yaml``.
+
+The config (YAML) names the starting model, the data, the loss, one regularizer for
+documents and one for queries (each with its own lambda and quadratic warm-up), and the
+schedule. Checkpoints (model + optimizer + scheduler + step) are written every
+``save_every`` steps under ``output/checkpoints`` and ``resume: true`` continues from the
+latest one. The final encoder is saved to ``output`` and loads with ``lsr.load_encoder``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lsr.errors import EncoderError
+from lsr.losses import info_nce, kl_distillation, margin_mse, pairwise_scores
+from lsr.regularizers import FLOPS, QuadraticWarmup, make_regularizer
+from lsr.training_data import TrainingExample, beir_examples, read_triples
+
+logger = logging.getLogger(__name__)
+LOSSES = ("infonce", "margin_mse", "kl")
+KINDS = ("splade", "inference-free")
+
+
+@dataclass
+class RegularizerConfig:
+    type: str = "flops"
+    weight: float = 0.0
+    warmup_steps: int = 0
+    tau: int = 200
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; see ``examples/train-*.yaml`` for annotated configs."""
+
+    model: str
+    output: str
+    kind: str = "splade"
+    activation: str = "log1p_relu"
+    triples: str | None = None
+    beir: str | None = None
+    split: str = "train"
+    negatives: int = 4
+    negative_depth: int = 50
+    loss: str = "infonce"
+    temperature: float = 1.0
+    in_batch_negatives: bool = True
+    documents: RegularizerConfig = field(default_factory=RegularizerConfig)
+    queries: RegularizerConfig = field(default_factory=RegularizerConfig)
+    learn_query_weights: bool = False
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accumulation: int = 1
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 256
+    query_max_length: int = 64
+    log_every: int = 10
+    save_every: int = 0
+    resume: bool = False
+    seed: int = 13
+    device: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        if not isinstance(raw, dict):
+            raise EncoderError("A training config must be a mapping of settings.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise EncoderError(f"Unknown training settings: {', '.join(unknown)}.")
+        missing = [k for k in ("model", "output") if not raw.get(k)]
+        if missing:
+            raise EncoderError(f"The training config needs {' and '.join(missing)}.")
+        raw = dict(raw)
+        for side in ("documents", "queries"):
+            sub = raw.get(side) or {}
+            bad = sorted(set(sub) - {f.name for f in dataclasses.fields(RegularizerConfig)})
+            if bad:
+                raise EncoderError(f"Unknown {side} regularizer settings: {', '.join(bad)}.")
+            raw[side] = RegularizerConfig(**sub)
+        cfg = cls(**raw)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise EncoderError(f"Cannot read training config {path}: {e}") from e
+        except yaml.YAMLError as e:
+            raise EncoderError(f"{path} is not valid YAML: {e}") from e
+        return cls.from_dict(raw)
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise EncoderError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}.")
+        if self.loss not in LOSSES:
+            raise EncoderError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
+        if (self.triples is None) == (self.beir is None):
+            raise EncoderError("Give exactly one training data source: triples or beir.")
+        for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
+            if getattr(self, name) < 1:
+                raise EncoderError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.learning_rate <= 0 or self.temperature <= 0:
+            raise EncoderError("learning_rate and temperature must be positive.")
+        if self.loss != "infonce" and self.negatives < 1:
+            raise EncoderError(f"loss {self.loss} needs at least one negative per example.")
+        if (
+            self.kind == "inference-free"
+            and self.queries.weight > 0
+            and not self.learn_query_weights
+        ):
+            raise EncoderError(
+                "Inference-free queries have no model to regularize; set queries.weight to 0 "
+                "(or learn_query_weights: true)."
+            )
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig`; ``train()`` returns the folder of the saved encoder."""
+
+    def __init__(self, config: TrainConfig, examples: list[TrainingExample] | None = None):
+        self.config = config
+        self.output = Path(config.output)
+        self.examples = examples if examples is not None else self._load_examples()
+        if config.loss != "infonce" and any(e.scores is None for e in self.examples):
+            raise EncoderError(f"loss {config.loss} needs teacher 'scores' in every example.")
+        self.encoder = self._load_encoder()
+        self.doc_model = self.encoder.doc_model
+        self.query_model = getattr(self.encoder, "query_model", None)
+        self.idf = self._idf()
+        self.query_weights = None
+        if config.kind == "inference-free" and config.learn_query_weights:
+            self.query_weights = torch.nn.Parameter(torch.as_tensor(self.idf).clone())
+        self.reg_docs = make_regularizer(config.documents.type, self.idf, config.documents.tau)
+        self.reg_queries = make_regularizer(config.queries.type, self.idf, config.queries.tau)
+        self.lambda_docs = QuadraticWarmup(config.documents.weight, config.documents.warmup_steps)
+        self.lambda_queries = QuadraticWarmup(config.queries.weight, config.queries.warmup_steps)
+        self.step = 0
+        self.history: list[dict] = []
+
+    # ---- set-up --------------------------------------------------------------------------
+
+    def _load_examples(self) -> list[TrainingExample]:
+        c = self.config
+        if c.triples:
+            return read_triples(c.triples)
+        return beir_examples(c.beir, c.split, c.negatives, c.negative_depth, c.seed)
+
+    def _latest_checkpoint(self) -> Path | None:
+        ckpts = sorted(
+            (self.output / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1])
+        )
+        return ckpts[-1] if ckpts else None
+
+    def _load_encoder(self):
+        c = self.config
+        source = c.model
+        if c.resume and self._latest_checkpoint() is not None:
+            source = str(self._latest_checkpoint())
+        opts = {"max_length": c.max_length, "device": c.device}
+        if c.kind == "splade":
+            from lsr.splade import SpladeEncoder
+
+            return SpladeEncoder.from_pretrained(
+                source, query_max_length=c.query_max_length, **opts
+            )
+        from lsr.inference_free import InferenceFreeEncoder
+
+        enc = InferenceFreeEncoder.from_pretrained(source, activation=c.activation, **opts)
+        if not enc.fitted:
+            texts = {e.positive for e in self.examples} | {
+                n for e in self.examples for n in e.negatives
+            }
+            enc.fit(sorted(texts))
+        return enc
+
+    def _idf(self) -> np.ndarray | None:
+        if self.config.kind == "inference-free":
+            return self.encoder.query_weights
+        needs_idf = "idf_flops" in (self.config.documents.type, self.config.queries.type)
+        if not needs_idf:
+            return None
+        from lsr.inference_free import idf_from_corpus
+
+        texts = {e.positive for e in self.examples} | {
+            n for e in self.examples for n in e.negatives
+        }
+        return idf_from_corpus(self.doc_model, sorted(texts))
+
+    def _parameters(self):
+        params = list(self.doc_model.model.parameters())
+        if self.query_model is not None:
+            params += list(self.query_model.model.parameters())
+        if self.query_weights is not None:
+            params.append(self.query_weights)
+        return params
+
+    # ---- one step ------------------------------------------------------------------------
+
+    def _batch(self, step: int, micro: int) -> list[TrainingExample]:
+        """Deterministic batches: epoch e visits a seed-dependent permutation of the examples."""
+        c = self.config
+        per_step = c.batch_size * c.grad_accumulation
+        start = step * per_step + micro * c.batch_size
+        n = len(self.examples)
+        out = []
+        for pos in range(start, start + c.batch_size):
+            epoch, i = divmod(pos, n)
+            order = np.random.default_rng(c.seed + epoch).permutation(n)
+            out.append(self.examples[order[i]])
+        return out
+
+    def _encode_queries(self, texts: list[str]) -> torch.Tensor:
+        c = self.config
+        if c.kind == "splade":
+            model = self.query_model or self.doc_model
+            return model.forward(texts, c.query_max_length)
+        vectors = self.encoder.encode_queries(texts)
+        device = self.doc_model.device
+        if self.query_weights is None:
+            table = torch.as_tensor(self.encoder.query_weights, device=device)
+        else:
+            table = torch.relu(self.query_weights.to(device))
+        rows = torch.as_tensor(np.repeat(np.arange(vectors.shape[0]), np.diff(vectors.indptr)))
+        cols = torch.as_tensor(vectors.indices.astype(np.int64))
+        dense = torch.zeros(vectors.shape, device=device, dtype=table.dtype)
+        dense[rows.to(device), cols.to(device)] = table[cols.to(device)]
+        return dense
+
+    def _loss(self, batch: list[TrainingExample]) -> tuple[torch.Tensor, dict]:
+        c = self.config
+        n_neg = c.negatives if any(e.negatives for e in batch) else 0
+        rng = random.Random(c.seed + self.step)
+        negs = []
+        for e in batch:
+            if n_neg:
+                if not e.negatives:
+                    raise EncoderError("Every example needs negatives when others have them.")
+                idx = list(range(len(e.negatives)))
+                picked = rng.sample(idx, n_neg) if len(idx) >= n_neg else rng.choices(idx, k=n_neg)
+                negs.append(picked)
+        q = self._encode_queries([e.query for e in batch])
+        docs_text = [e.positive for e in batch] + [
+            batch[b].negatives[i] for b in range(len(batch)) for i in (negs[b] if n_neg else [])
+        ]
+        d = self.doc_model.forward(docs_text, c.max_length)
+        pos, neg = (
+            d[: len(batch)],
+            d[len(batch) :].reshape(len(batch), n_neg, -1) if n_neg else None,
+        )
+        if c.loss == "infonce":
+            rank_loss = info_nce(q, pos, neg, c.temperature, c.in_batch_negatives)
+        else:
+            cands = torch.cat([pos.unsqueeze(1), neg], dim=1)
+            student = pairwise_scores(q, cands)
+            teacher = torch.tensor(
+                [[e.scores[0]] + [e.scores[1 + i] for i in negs[b]] for b, e in enumerate(batch)],
+                device=student.device,
+                dtype=student.dtype,
+            )
+            if c.loss == "margin_mse":
+                rank_loss = margin_mse(student[:, 0], student[:, 1:], teacher[:, 0], teacher[:, 1:])
+            else:
+                rank_loss = kl_distillation(student, teacher, c.temperature)
+        reg_d = self.reg_docs(d)
+        loss = rank_loss + self.lambda_docs(self.step) * reg_d
+        if c.kind == "splade" or self.query_weights is not None:
+            loss = loss + self.lambda_queries(self.step) * self.reg_queries(q)
+        with torch.no_grad():
+            stats = {
+                "loss": float(loss),
+                "rank_loss": float(rank_loss),
+                "nnz_q": float((q > 0).sum(1).float().mean()),
+                "nnz_d": float((d > 0).sum(1).float().mean()),
+                "flops_d": float(FLOPS()(d)),
+                "lambda_d": self.lambda_docs(self.step),
+            }
+        return loss, stats
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def train(self, progress: bool = True) -> Path:
+        from tqdm.auto import tqdm
+        from transformers import get_linear_schedule_with_warmup
+
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.output.mkdir(parents=True, exist_ok=True)
+        optimizer = torch.optim.AdamW(
+            self._parameters(), lr=c.learning_rate, weight_decay=c.weight_decay
+        )
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, math.ceil(c.warmup_ratio * c.steps), c.steps
+        )
+        ckpt = self._latest_checkpoint() if c.resume else None
+        if ckpt is not None and (ckpt / "trainer_state.pt").is_file():
+            state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            self.step = state["step"]
+            if self.query_weights is not None and "query_weights" in state:
+                self.query_weights.data.copy_(state["query_weights"])
+            logger.info("resumed from %s at step %d", ckpt, self.step)
+        self.doc_model.model.train()
+        if self.query_model is not None:
+            self.query_model.model.train()
+        log_path = self.output / "train_log.jsonl"
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=c.steps, initial=self.step, desc="train", unit="step", disable=not progress
+        )
+        window: list[dict] = []
+        while self.step < c.steps:
+            optimizer.zero_grad(set_to_none=True)
+            for micro in range(c.grad_accumulation):
+                loss, stats = self._loss(self._batch(self.step, micro))
+                (loss / c.grad_accumulation).backward()
+                window.append(stats)
+            torch.nn.utils.clip_grad_norm_(self._parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            self.step += 1
+            bar.update(1)
+            if self.step % c.log_every == 0 or self.step == c.steps:
+                row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                row["step"] = self.step
+                self.history.append(row)
+                window = []
+                bar.set_postfix(
+                    loss=f"{row['loss']:.3f}",
+                    nnz_q=f"{row['nnz_q']:.0f}",
+                    nnz_d=f"{row['nnz_d']:.0f}",
+                    flops=f"{row['flops_d']:.2f}",
+                )
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                logger.info("step %d %s", self.step, row)
+            if c.save_every and self.step % c.save_every == 0 and self.step < c.steps:
+                self._checkpoint(optimizer, scheduler)
+        bar.close()
+        self._save_encoder(self.output)
+        last = self.history[-1] if self.history else {}
+        logger.info("trained %d steps in %.0fs: %s", self.step, time.perf_counter() - t0, last)
+        return self.output
+
+    def _save_encoder(self, folder: Path) -> None:
+        if self.query_weights is not None:
+            self.encoder.query_weights = torch.relu(self.query_weights.detach()).cpu().numpy()
+        self.encoder.save_pretrained(folder)
+
+    def _checkpoint(self, optimizer, scheduler) -> Path:
+        folder = self.output / "checkpoints" / f"step-{self.step}"
+        self._save_encoder(folder)
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": self.step,
+        }
+        if self.query_weights is not None:
+            state["query_weights"] = self.query_weights.detach().cpu()
+        torch.save(state, folder / "trainer_state.pt")
+        return folder
