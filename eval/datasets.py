@@ -1,9 +1,16 @@
-"""Evaluation datasets: local BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."""
+"""Evaluation datasets: local BEIR folders and ir_datasets ids, one interface for both.
+
+A local folder holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``. Anything
+else is looked up in ir_datasets (``beir/scifact/test``, ``cranfield``, ...), which honours
+``IR_DATASETS_HOME`` and downloads what it lacks (this needs the network).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from lsr import CorpusError, Document, read_corpus
@@ -12,24 +19,29 @@ from lsr.corpus import read_qrels, read_queries
 
 @dataclass
 class Dataset:
-    """A corpus with queries and relevance judgements of one split."""
+    """A corpus with the queries and relevance judgements of one split."""
 
     name: str
-    corpus_path: Path
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    documents_factory: Callable[[], Iterator[Document]]
+    fingerprint: str
     split: str = "test"
-    meta: dict = field(default_factory=dict)
+    corpus_path: Path | None = None
 
     def documents(self) -> Iterator[Document]:
-        return read_corpus(self.corpus_path)
+        return self.documents_factory()
 
 
-def load_dataset(spec: str | Path, split: str = "test") -> Dataset:
+def _file_fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    ).hexdigest()
+
+
+def load_beir_folder(folder: Path, split: str = "test") -> Dataset:
     """A local BEIR folder with ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``."""
-    folder = Path(spec)
-    if not folder.is_dir():
-        raise CorpusError(f"Dataset {spec} not found: give a BEIR folder.")
     corpus = next(
         (folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).is_file()), None
     )
@@ -44,4 +56,71 @@ def load_dataset(spec: str | Path, split: str = "test") -> Dataset:
     qrels = read_qrels(qrels_file)
     queries = read_queries(folder / "queries.jsonl")
     queries = {q: t for q, t in queries.items() if q in qrels}
-    return Dataset(name=folder.name, corpus_path=corpus, queries=queries, qrels=qrels, split=split)
+    if not queries:
+        raise CorpusError(f"{folder}: no query of split {split!r} has text in queries.jsonl.")
+    return Dataset(
+        name=folder.name if split == "test" else f"{folder.name}/{split}",
+        queries=queries,
+        qrels=qrels,
+        documents_factory=lambda: read_corpus(corpus),
+        fingerprint=_file_fingerprint(corpus),
+        split=split,
+        corpus_path=corpus,
+    )
+
+
+def load_ir_dataset(dataset_id: str) -> Dataset:
+    """A dataset by ir_datasets id; queries without judgements are left out."""
+    import ir_datasets
+
+    try:
+        ds = ir_datasets.load(dataset_id)
+    except KeyError as e:
+        raise CorpusError(
+            f"Unknown dataset {dataset_id!r}: not a local BEIR folder nor an ir_datasets id "
+            "(e.g. beir/scifact/test, cranfield)."
+        ) from e
+    missing = [p for p in ("docs", "queries", "qrels") if not getattr(ds, f"has_{p}")()]
+    if missing:
+        raise CorpusError(
+            f"ir_datasets {dataset_id!r} has no {', '.join(missing)}; pick a split with "
+            "judgements, e.g. beir/scifact/test."
+        )
+    try:
+        qrels: dict[str, dict[str, int]] = {}
+        for r in ds.qrels_iter():
+            qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
+        queries = {q.query_id: q.text for q in ds.queries_iter() if q.query_id in qrels}
+    except Exception as e:  # ir_datasets raises plain RuntimeError/IOError on failed downloads
+        home = os.environ.get("IR_DATASETS_HOME", "~/.ir_datasets")
+        raise CorpusError(
+            f"Cannot load {dataset_id!r}: its files are not under IR_DATASETS_HOME ({home}) and "
+            f"downloading them failed ({type(e).__name__}); put the files there or connect."
+        ) from e
+
+    def documents() -> Iterator[Document]:
+        for d in ds.docs_iter():
+            yield Document(
+                id=d.doc_id, text=getattr(d, "text", ""), title=getattr(d, "title", "") or ""
+            )
+
+    return Dataset(
+        name=dataset_id,
+        queries=queries,
+        qrels=qrels,
+        documents_factory=documents,
+        fingerprint=hashlib.sha256(
+            f"ir_datasets|{dataset_id}|{ds.docs_count()}".encode()
+        ).hexdigest(),
+        split=dataset_id.rsplit("/", 1)[-1],
+    )
+
+
+def load_dataset(spec: str | Path, split: str = "test") -> Dataset:
+    """A local BEIR folder (``split`` picks its qrels) or an ir_datasets id."""
+    path = Path(spec)
+    if path.is_dir():
+        return load_beir_folder(path, split)
+    if path.suffix or str(spec).startswith((".", "/", "~")):
+        raise CorpusError(f"Dataset {spec} not found: give a BEIR folder or an ir_datasets id.")
+    return load_ir_dataset(str(spec))

@@ -7,6 +7,22 @@ from collections.abc import Mapping, Sequence
 DEFAULT_MEASURES = ("nDCG@10", "R@100", "R@1000", "RR@10", "AP@100")
 
 
+def parse_measures(measures: Sequence[str]) -> list:
+    """ir-measures objects for measure names, or one clear error naming the bad one."""
+    import ir_measures
+
+    parsed = []
+    for name in measures:
+        try:
+            parsed.append(ir_measures.parse_measure(name))
+        except (ValueError, NameError, SyntaxError, TypeError, AttributeError) as e:
+            raise ValueError(
+                f"Unknown measure {name!r} (use ir-measures names such as nDCG@10, R@100, "
+                f"RR@10, AP@100, P@5): {e}"
+            ) from e
+    return parsed
+
+
 def per_query(
     run: Mapping[str, Mapping[str, float]],
     qrels: Mapping[str, Mapping[str, int]],
@@ -15,10 +31,7 @@ def per_query(
     """``{measure: {query_id: value}}`` for every judged query; a query without hits scores 0."""
     import ir_measures
 
-    try:
-        parsed = [ir_measures.parse_measure(m) for m in measures]
-    except (ValueError, NameError, SyntaxError, TypeError) as e:
-        raise ValueError(f"Unknown measure in {list(measures)}: {e}") from e
+    parsed = parse_measures(measures)
     values = {str(m): dict.fromkeys(qrels, 0.0) for m in parsed}
     judged_run = {q: dict(hits) for q, hits in run.items() if q in qrels and hits}
     for m in ir_measures.iter_calc(parsed, dict(qrels), judged_run):

@@ -161,23 +161,39 @@ class Searcher:
         return self.index.search(vectors, k)
 
 
+def rank(
+    index: Index,
+    query_ids: Sequence[str],
+    query_vectors,
+    k: int = 1000,
+    batch_size: int = 1024,
+    skip_self: bool = True,
+) -> dict[str, dict[str, float]]:
+    """A run ``{query_id: {doc_id: score}}`` from encoded queries.
+
+    With ``skip_self`` a hit whose document id equals the query id is dropped (the BEIR
+    convention for ArguAna and Quora, where queries are also documents); one extra hit is
+    retrieved so that each query still gets ``k``.
+    """
+    run: dict[str, dict[str, float]] = {}
+    for lo in range(0, len(query_ids), batch_size):
+        batch = list(query_ids[lo : lo + batch_size])
+        results = index.search(query_vectors[lo : lo + len(batch)], k=k + int(skip_self))
+        for qid, hits in zip(batch, results, strict=True):
+            kept = [(d, s) for d, s in hits if not (skip_self and d == qid)]
+            run[qid] = dict(kept[:k])
+    return run
+
+
 def retrieve(
     searcher: Searcher,
     queries: dict[str, str],
     k: int = 1000,
-    batch_size: int = 256,
-    progress: bool = True,
     skip_self: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """A run ``{query_id: {doc_id: score}}``; a hit whose id equals the query id is dropped."""
-    run: dict[str, dict[str, float]] = {}
+    """Encode ``{query_id: text}`` with the searcher's encoder and rank them (see :func:`rank`)."""
     qids = list(queries)
-    with tqdm(total=len(qids), desc="search", unit="query", disable=not progress) as bar:
-        for lo in range(0, len(qids), batch_size):
-            batch = qids[lo : lo + batch_size]
-            results = searcher.search([queries[q] for q in batch], k=k + int(skip_self))
-            for qid, hits in zip(batch, results, strict=True):
-                kept = [(d, s) for d, s in hits if not (skip_self and d == qid)]
-                run[qid] = dict(kept[:k])
-            bar.update(len(batch))
-    return run
+    if not qids:
+        return {}
+    vectors = searcher.encoder.encode_queries([queries[q] for q in qids])
+    return rank(searcher.index, qids, vectors, k=k, skip_self=skip_self)

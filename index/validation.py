@@ -27,6 +27,8 @@ def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array
             f"{vocab_size} terms; encode them with the encoder the index was built with."
         )
     csr = sp.csr_array(vectors, dtype=np.float32)
+    if not all(a.flags.writeable for a in (csr.data, csr.indices, csr.indptr)):
+        csr = csr.copy()  # e.g. views of memory-mapped Arrow buffers; canonicalizing writes
     csr.sum_duplicates()
     if csr.data.size and not np.isfinite(csr.data).all():
         raise ValueError(f"{what} contain NaN or infinite weights; fix the encoder output.")

@@ -41,11 +41,19 @@ def encode_corpus(
     progress: bool = False,
     stats: EncodingStats | None = None,
 ) -> Iterator[tuple[sp.csr_array, list[str]]]:
-    """Yield ``(document vectors, doc ids)`` batch by batch, fitting the encoder first if needed."""
+    """``(document vectors, doc ids)`` batches; an encoder that needs fitting is fitted first.
+
+    Fitting happens here, before the first batch is asked for, so ``encoder.vocab`` is final
+    when this returns (a BM25 word vocabulary grows while fitting).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     stats = stats if stats is not None else EncodingStats()
     stats.fit_seconds += prepare(encoder, docs, progress)
+    return _encode_batches(encoder, docs, batch_size, progress, stats)
+
+
+def _encode_batches(encoder, docs, batch_size, progress, stats):
     with tqdm(total=len(docs), desc="encode", unit="doc", disable=not progress) as bar:
         for lo in range(0, len(docs), batch_size):
             batch = docs[lo : lo + batch_size]

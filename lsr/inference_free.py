@@ -34,7 +34,9 @@ def idf_from_corpus(
     batch: list[str] = []
 
     def flush():
-        ids = model.tokenizer(batch, add_special_tokens=False, truncation=False)["input_ids"]
+        ids = model.tokenizer(batch, add_special_tokens=False, truncation=False, verbose=False)[
+            "input_ids"
+        ]
         for seq in ids:
             df[np.unique(np.asarray(seq, dtype=np.int64))] += 1
 
@@ -106,7 +108,9 @@ class InferenceFreeEncoder:
                 "call fit(corpus) first."
             )
         tok = self.doc_model.tokenizer
-        ids = tok(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+        ids = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)[
+            "input_ids"
+        ]
         special = set(self.doc_model.special_ids.tolist())
         indptr, indices = [0], []
         for seq in ids:

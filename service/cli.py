@@ -86,6 +86,41 @@ def _add_search(sub) -> None:
     p.set_defaults(func=commands.cmd_search)
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate encoders on BEIR datasets and write a report")
+    p.add_argument(
+        "datasets", nargs="+", help="BEIR folders or ir_datasets ids (beir/scifact/test)"
+    )
+    p.add_argument(
+        "--encoder",
+        action="append",
+        required=True,
+        help="encoder to evaluate; repeat the option to compare several",
+    )
+    p.add_argument("--out", required=True, help="report directory (runs, report.json/md/html)")
+    p.add_argument(
+        "--index", default=None, help="evaluate this prebuilt index instead of building one"
+    )
+    p.add_argument(
+        "--split", default="test", help="qrels split of local BEIR folders (default test)"
+    )
+    p.add_argument("-k", type=int, default=1000, help="hits retrieved per query (default 1000)")
+    p.add_argument(
+        "--measures",
+        nargs="+",
+        default=None,
+        help="ir-measures names (default nDCG@10 R@100 R@1000 RR@10 AP@100)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where encoded corpora are cached (default $LSR_CACHE or ~/.cache/lsr)",
+    )
+    _add_model_options(p)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=commands.cmd_eval)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="index and search the bundled sample corpus")
     p.add_argument(
@@ -103,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode(sub)
     _add_search(sub)
     _add_train(sub)
+    _add_eval(sub)
     _add_demo(sub)
     return parser
 

@@ -45,9 +45,9 @@ def cmd_index(args) -> int:
     return 0
 
 
-def _progress() -> bool | None:
-    """Progress bars on a terminal; tqdm's own choice (``None``) otherwise."""
-    return True if sys.stderr.isatty() else None
+def _progress() -> bool:
+    """Progress bars when stderr is a terminal (not in pipes, logs and tests)."""
+    return sys.stderr.isatty()
 
 
 def cmd_encode(args) -> int:
@@ -86,7 +86,7 @@ def cmd_train(args) -> int:
     if args.resume:
         config.resume = True
     trainer = Trainer(config)
-    out = trainer.train(progress=_progress() is not False)
+    out = trainer.train(progress=_progress())
     last = trainer.history[-1] if trainer.history else {}
     if args.json:
         _print_json({"output": str(out), "steps": trainer.step, "last": last})
@@ -96,6 +96,38 @@ def cmd_train(args) -> int:
             f"nnz q/d {last.get('nnz_q', 0):.0f}/{last.get('nnz_d', 0):.0f}, "
             f"FLOPS {last.get('flops_d', 0):.3f}"
         )
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from eval.metrics import DEFAULT_MEASURES
+    from eval.report import effectiveness_table, markdown_table
+    from eval.runner import run_evaluation
+
+    options = {
+        name: getattr(args, name)
+        for name in ("max_length", "max_chunks", "max_active_dims", "device")
+        if getattr(args, name, None) is not None
+    }
+    measures = args.measures or list(DEFAULT_MEASURES)
+    results = run_evaluation(
+        args.datasets,
+        args.encoder,
+        args.out,
+        split=args.split,
+        k=args.k,
+        measures=measures,
+        cache_dir=args.cache_dir,
+        index_dir=args.index,
+        batch_size=args.batch_size,
+        progress=_progress(),
+        encoder_options=options,
+    )
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+        return 0
+    print(markdown_table(*effectiveness_table(results, measures)))
+    print(f"report: {Path(args.out) / 'report.md'} (also report.json, report.html, runs/)")
     return 0
 
 
@@ -136,7 +168,7 @@ def cmd_demo(args) -> int:
     summary = index_corpus(dataset.corpus_path, BM25Encoder(), out, overwrite=True, progress=False)
     searcher = Searcher.open(out)
     examples = list(dataset.queries.items())[:3]
-    run = retrieve(searcher, dataset.queries, k=100, progress=False)
+    run = retrieve(searcher, dataset.queries, k=100)
     scores = evaluate(run, dataset.qrels, ["nDCG@10", "R@100"])
     if args.json:
         _print_json(

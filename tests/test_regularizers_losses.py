@@ -80,7 +80,9 @@ def test_info_nce_in_batch_and_hard_negatives():
     expected = F.cross_entropy(q @ docs.T, torch.arange(3))
     assert torch.allclose(info_nce(q, pos, neg), expected)
     own = torch.cat([pos.unsqueeze(1), neg], 1)
-    expected_own = F.cross_entropy(torch.einsum("bv,bnv->bn", q, own) / 0.5, torch.zeros(3, dtype=torch.long))
+    expected_own = F.cross_entropy(
+        torch.einsum("bv,bnv->bn", q, own) / 0.5, torch.zeros(3, dtype=torch.long)
+    )
     assert torch.allclose(info_nce(q, pos, neg, temperature=0.5, in_batch=False), expected_own)
     assert torch.allclose(info_nce(q, pos), F.cross_entropy(q @ pos.T, torch.arange(3)))
     with pytest.raises(ValueError, match="needs hard negatives"):
@@ -90,13 +92,17 @@ def test_info_nce_in_batch_and_hard_negatives():
 def test_margin_mse_and_kl():
     s_pos, s_neg = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])
     t_pos, t_neg = torch.tensor([2.0, 2.0]), torch.tensor([1.0, 0.0])
-    assert float(margin_mse(s_pos, s_neg, t_pos, t_neg)) == pytest.approx(((2 - 1) ** 2 + (-1 - 2) ** 2) / 2)
+    assert float(margin_mse(s_pos, s_neg, t_pos, t_neg)) == pytest.approx(
+        ((2 - 1) ** 2 + (-1 - 2) ** 2) / 2
+    )
     student = torch.tensor([[2.0, 1.0, 0.0]])
     assert float(kl_distillation(student, student.clone())) == pytest.approx(0.0, abs=1e-7)
     teacher = torch.tensor([[0.0, 1.0, 2.0]])
     p = torch.softmax(teacher / 2, -1)
     expected = float((p * (p.log() - torch.log_softmax(student / 2, -1))).sum()) * 4
-    assert float(kl_distillation(student, teacher, temperature=2.0)) == pytest.approx(expected, rel=1e-5)
+    assert float(kl_distillation(student, teacher, temperature=2.0)) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_teacher_normalization():
@@ -104,7 +110,9 @@ def test_teacher_normalization():
     assert torch.allclose(minmax_normalize(a), torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.0, 0.0]]))
     b = torch.tensor([[0.3, 0.1, 0.2], [1.0, 0.0, 0.5]])
     combined = combine_teachers([a, b], weights=[1.0, 3.0])
-    assert torch.allclose(combined[0], (minmax_normalize(a)[0] + 3 * torch.tensor([1.0, 0.0, 0.5])) / 4)
+    assert torch.allclose(
+        combined[0], (minmax_normalize(a)[0] + 3 * torch.tensor([1.0, 0.0, 0.5])) / 4
+    )
     with pytest.raises(ValueError):
         combine_teachers([])
 

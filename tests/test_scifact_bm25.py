@@ -18,7 +18,7 @@ def test_scifact_ndcg_matches_published_bm25(tmp_path, quantization):
         quantization=quantization,
         progress=False,
     )
-    run = retrieve(Searcher.open(tmp_path / "idx"), dataset.queries, k=100, progress=False)
+    run = retrieve(Searcher.open(tmp_path / "idx"), dataset.queries, k=100)
     scores = evaluate(run, dataset.qrels, ["nDCG@10", "R@100"])
     # Published BM25 on SciFact: 0.665 (multifield) to 0.679 (flat, as here).
     assert 0.665 <= scores["nDCG@10"] <= 0.69

@@ -58,7 +58,10 @@ def test_pruning_options(tiny_mlm):
 
 
 def test_long_documents_are_chunked_and_max_pooled(tiny_mlm):
-    words = "the cat sat mat paris france capital city coffee tea drink cup red blue green ocean whale fish".split()
+    words = (
+        "the cat sat mat paris france capital city coffee tea drink cup "
+        "red blue green ocean whale fish"
+    ).split()
     enc = load_encoder(tiny_mlm, max_length=8, max_chunks=3)  # 6 body tokens per window
     whole = enc.encode_documents([" ".join(words)]).toarray()[0]
     single = load_encoder(tiny_mlm, max_length=8)
@@ -76,10 +79,14 @@ def test_save_and_reload_with_a_separate_query_model(tiny_mlm, tmp_path):
     enc.save_pretrained(tmp_path / "saved")
     again = load_encoder(tmp_path / "saved")
     assert again.query_model is not None and again.max_active_dims == 20
-    for a, b in [(enc.encode_queries(TEXTS), again.encode_queries(TEXTS)),
-                 (enc.encode_documents(TEXTS), again.encode_documents(TEXTS))]:
+    for a, b in [
+        (enc.encode_queries(TEXTS), again.encode_queries(TEXTS)),
+        (enc.encode_documents(TEXTS), again.encode_documents(TEXTS)),
+    ]:
         assert np.allclose(a.toarray(), b.toarray(), atol=1e-6)
-    assert not np.allclose(enc.encode_queries(TEXTS).toarray(), enc.encode_documents(TEXTS).toarray())
+    assert not np.allclose(
+        enc.encode_queries(TEXTS).toarray(), enc.encode_documents(TEXTS).toarray()
+    )
 
 
 def test_inference_free_queries_are_table_lookups(tiny_mlm, tmp_path):
@@ -93,7 +100,10 @@ def test_inference_free_queries_are_table_lookups(tiny_mlm, tmp_path):
     vocab = enc.vocab
     assert {vocab[i] for i in q.indices} == {"the", "cat"}  # distinct, known, non-special
     n, df_cat, df_the = len(TEXTS), 1, 3
-    expect = {"cat": np.log1p((n - df_cat + 0.5) / (df_cat + 0.5)), "the": np.log1p((n - df_the + 0.5) / (df_the + 0.5))}
+    expect = {
+        "cat": np.log1p((n - df_cat + 0.5) / (df_cat + 0.5)),
+        "the": np.log1p((n - df_the + 0.5) / (df_the + 0.5)),
+    }
     for i, w in zip(q.indices, q.data, strict=True):
         assert w == pytest.approx(expect[vocab[i]], rel=1e-6)
 
@@ -103,7 +113,9 @@ def test_idf_json_round_trip_and_public_layout(tiny_mlm, tmp_path):
 
     folder = tmp_path / "public-model"
     shutil.copytree(tiny_mlm, folder)
-    (folder / "idf.json").write_text(json.dumps({"cat": 3.5, "paris": 2.0, "nope-not-a-token": 9.0}))
+    (folder / "idf.json").write_text(
+        json.dumps({"cat": 3.5, "paris": 2.0, "nope-not-a-token": 9.0})
+    )
     enc = load_encoder(folder)  # a model folder with idf.json is an inference-free checkpoint
     assert isinstance(enc, InferenceFreeEncoder)
     assert enc.decode(enc.encode_queries(["paris cat dog"])) == [("cat", 3.5), ("paris", 2.0)]

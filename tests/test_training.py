@@ -35,10 +35,17 @@ def write_synthetic_triples(path, n=64, seed=0, with_scores=False):
 
 def base_config(tiny_mlm, tmp_path, **over):
     cfg = {
-        "model": str(tiny_mlm), "output": str(tmp_path / "out"),
+        "model": str(tiny_mlm),
+        "output": str(tmp_path / "out"),
         "triples": str(write_synthetic_triples(tmp_path / "triples.jsonl")),
-        "negatives": 2, "steps": 50, "batch_size": 8, "learning_rate": 3e-3,
-        "warmup_ratio": 0.0, "log_every": 10, "max_length": 32, "query_max_length": 8,
+        "negatives": 2,
+        "steps": 50,
+        "batch_size": 8,
+        "learning_rate": 3e-3,
+        "warmup_ratio": 0.0,
+        "log_every": 10,
+        "max_length": 32,
+        "query_max_length": 8,
         "documents": {"type": "flops", "weight": 0.05, "warmup_steps": 20},
         "queries": {"type": "flops", "weight": 0.05, "warmup_steps": 20},
     }
@@ -76,8 +83,15 @@ def test_resume_continues_from_the_last_checkpoint(tiny_mlm, tmp_path):
 def test_inference_free_training_paths(tiny_mlm, tmp_path, loss, reg):
     triples = write_synthetic_triples(tmp_path / "t.jsonl", with_scores=True)
     cfg = base_config(
-        tiny_mlm, tmp_path, kind="inference-free", activation="l0", loss=loss, triples=str(triples),
-        steps=6, log_every=3, learn_query_weights=True,
+        tiny_mlm,
+        tmp_path,
+        kind="inference-free",
+        activation="l0",
+        loss=loss,
+        triples=str(triples),
+        steps=6,
+        log_every=3,
+        learn_query_weights=True,
         documents={"type": reg, "weight": 0.01, "tau": 2},
         queries={"type": "l1", "weight": 0.001},
     )

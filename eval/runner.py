@@ -1,0 +1,219 @@
+"""``lsr eval``: encode (cached), index, retrieve and score each encoder on each dataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from eval.cache import EncodingCache, encoder_fingerprint
+from eval.datasets import Dataset, load_dataset
+from eval.efficiency import latency, sparsity, warm_up
+from eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures
+from eval.pipeline import Searcher, build_index, rank, read_documents
+from index import Index
+from lsr import load_encoder
+from lsr.encoders import encoder_kind
+from lsr.encoding import EncodingStats, encode_corpus
+from lsr.vector_files import write_vectors
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """The effectiveness and efficiency of one encoder on one dataset."""
+
+    encoder: str
+    dataset: str
+    n_queries: int
+    n_docs: int
+    metrics: dict[str, float]
+    efficiency: dict[str, float]
+    run_file: str
+    index_dir: str
+    cached_encoding: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def encoder_label(spec: str) -> str:
+    """A short name for an encoder spec: ``bm25`` or the model folder / Hub id's last part."""
+    text = str(spec).split(":", 1)[-1].rstrip("/")
+    return text if text.lower() == "bm25" else Path(text).name or text
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> None:
+    """A TREC run file: ``qid Q0 docid rank score tag`` per line, ranks from 1."""
+    with open(path, "w", encoding="utf-8") as f:
+        for qid, hits in run.items():
+            ranked = sorted(hits.items(), key=lambda h: -h[1])
+            for rank, (doc, score) in enumerate(ranked, 1):
+                f.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
+
+
+def _encoded(
+    spec: str,
+    dataset: Dataset,
+    cache: EncodingCache,
+    batch_size: int,
+    progress: bool,
+    encoder_options: dict,
+):
+    """(encoder, vector file, stats, was cached) for a dataset, encoding it on a cache miss."""
+    encoder = load_encoder(spec, **encoder_options)
+    key = encoder_fingerprint(spec, encoder)
+    entry = cache.get(key, dataset.fingerprint)
+    if entry is not None:
+        logger.info("using cached encoding %s", entry.path)
+        return entry.encoder(), entry.vectors, entry.stats, True
+    docs = read_documents(dataset.documents(), progress)
+    stats = EncodingStats()
+
+    def write(tmp: Path) -> None:
+        batches = encode_corpus(encoder, docs, batch_size, progress, stats)
+        write_vectors(tmp / "vectors.parquet", batches, encoder.vocab, encoder=str(spec))
+        encoder.save_pretrained(tmp / "encoder")
+        (tmp / "stats.json").write_text(
+            json.dumps(
+                {
+                    "n_docs": stats.n_docs,
+                    "encode_seconds": stats.seconds,
+                    "fit_seconds": stats.fit_seconds,
+                    "docs_per_second": stats.docs_per_second,
+                }
+            )
+        )
+
+    entry = cache.put(key, dataset.fingerprint, write)
+    return encoder, entry.vectors, entry.stats, False
+
+
+def evaluate_one(
+    spec: str,
+    dataset: Dataset,
+    out: Path,
+    cache: EncodingCache,
+    k: int = 1000,
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    batch_size: int = 32,
+    index_dir: Path | None = None,
+    progress: bool = False,
+    encoder_options: dict | None = None,
+) -> EvalResult:
+    """Encode (or reuse), index, retrieve top-``k`` and score ``spec`` on ``dataset``."""
+    label = encoder_label(spec)
+    cached = False
+    if index_dir is not None:
+        searcher = Searcher.open(index_dir)
+        index, encoder = searcher.index, searcher.encoder
+        label = f"{label} ({Path(index_dir).name})"
+        enc_stats: dict = {}
+        build_seconds = None
+    else:
+        encoder, vectors, enc_stats, cached = _encoded(
+            spec, dataset, cache, batch_size, progress, encoder_options or {}
+        )
+        index_dir = out / "indexes" / _slug(label) / _slug(dataset.name)
+        t = time.perf_counter()
+        build_index(vectors.batches(), encoder, index_dir, overwrite=True)
+        build_seconds = time.perf_counter() - t
+        index = Index.load(index_dir)
+        index.check_vocab(encoder.vocab)
+    qids = list(dataset.queries)
+    texts = [dataset.queries[q] for q in qids]
+    t = time.perf_counter()
+    query_vectors = encoder.encode_queries(texts)
+    query_seconds = time.perf_counter() - t
+    compile_seconds = warm_up(index, query_vectors)
+    run = rank(index, qids, query_vectors, k=k)
+    run_file = out / "runs" / f"{_slug(label)}__{_slug(dataset.name)}.trec"
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    write_trec_run(run_file, run, _slug(label))
+    metrics = evaluate(run, dataset.qrels, measures)
+    efficiency = {
+        "index_bytes": sum(p.stat().st_size for p in Path(index_dir).glob("*.arrow")),
+        "build_seconds": build_seconds,
+        "encode_docs_per_second": enc_stats.get("docs_per_second"),
+        "encode_seconds": enc_stats.get("encode_seconds"),
+        "query_encode_ms": query_seconds / max(len(qids), 1) * 1e3,
+        "numba_warmup_seconds": compile_seconds,
+        **latency(index, query_vectors, k=10),
+        **sparsity(index, query_vectors),
+    }
+    result = EvalResult(
+        encoder=label,
+        dataset=dataset.name,
+        n_queries=len(qids),
+        n_docs=index.n_docs,
+        metrics=metrics,
+        efficiency=efficiency,
+        run_file=str(run_file),
+        index_dir=str(index_dir),
+        cached_encoding=cached,
+    )
+    logger.info("%s on %s: %s", label, dataset.name, metrics)
+    return result
+
+
+def run_evaluation(
+    datasets: Sequence[str],
+    encoders: Sequence[str],
+    out: str | Path,
+    split: str = "test",
+    k: int = 1000,
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    cache_dir: str | Path | None = None,
+    index_dir: str | Path | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+    encoder_options: dict | None = None,
+) -> list[EvalResult]:
+    """Every encoder on every dataset; writes the runs and ``report.{json,md,html}`` to ``out``."""
+    from eval.report import write_report
+
+    if not datasets or not encoders:
+        raise ValueError("Give at least one dataset and one encoder.")
+    if index_dir is not None and (len(datasets) != 1 or len(encoders) != 1):
+        raise ValueError(
+            "--index evaluates one prebuilt index: give exactly one dataset and encoder."
+        )
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    parse_measures(measures)
+    out = Path(out)
+    loaded = [load_dataset(d, split) for d in datasets]  # fail early on a bad dataset name
+    specs = [str(e) for e in encoders]
+    for spec in specs:  # and on an unknown encoder, before hours of encoding
+        encoder_kind(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = EncodingCache(cache_dir)
+    results = []
+    for spec in specs:
+        for dataset in loaded:
+            results.append(
+                evaluate_one(
+                    spec,
+                    dataset,
+                    out,
+                    cache,
+                    k=k,
+                    measures=measures,
+                    batch_size=batch_size,
+                    index_dir=Path(index_dir) if index_dir else None,
+                    progress=progress,
+                    encoder_options=encoder_options,
+                )
+            )
+    write_report(results, out, measures)
+    return results
