@@ -17,11 +17,12 @@ from eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures
 from eval.pipeline import Searcher, build_index, rank, read_documents
 from index import Index
 from lsr import load_encoder
-from lsr.encoders import encoder_kind
+from lsr.encoders import KINDS, encoder_kind
 from lsr.encoding import EncodingStats, encode_corpus
 from lsr.vector_files import write_vectors
 
 logger = logging.getLogger(__name__)
+KIND_PREFIXES = tuple(f"{k}:" for k in KINDS if k != "bm25")
 
 
 @dataclass
@@ -44,9 +45,12 @@ class EvalResult:
 
 
 def encoder_label(spec: str) -> str:
-    """A short name for an encoder spec: ``bm25`` or the model folder / Hub id's last part."""
-    text = str(spec).split(":", 1)[-1].rstrip("/")
-    return text if text.lower() == "bm25" else Path(text).name or text
+    """A short name for an encoder spec: ``bm25``, the model folder / Hub id's last part, with
+    an explicit ``kind:`` prefix kept (``inference-free:splade-tiny`` is not ``splade-tiny``)."""
+    text = str(spec).rstrip("/")
+    kind, sep, location = text.rpartition(":") if text.startswith(KIND_PREFIXES) else ("", "", text)
+    name = location if location.lower() == "bm25" else Path(location).name or location
+    return f"{kind}{sep}{name}"
 
 
 def _slug(text: str) -> str:
@@ -62,16 +66,16 @@ def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> No
                 f.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
 
 
-def _encoded(
+def encode_cached(
     spec: str,
     dataset: Dataset,
     cache: EncodingCache,
-    batch_size: int,
-    progress: bool,
-    encoder_options: dict,
+    batch_size: int = 32,
+    progress: bool = False,
+    encoder_options: dict | None = None,
 ):
     """(encoder, vector file, stats, was cached) for a dataset, encoding it on a cache miss."""
-    encoder = load_encoder(spec, **encoder_options)
+    encoder = load_encoder(spec, **(encoder_options or {}))
     key = encoder_fingerprint(spec, encoder)
     entry = cache.get(key, dataset.fingerprint)
     if entry is not None:
@@ -121,7 +125,7 @@ def evaluate_one(
         enc_stats: dict = {}
         build_seconds = None
     else:
-        encoder, vectors, enc_stats, cached = _encoded(
+        encoder, vectors, enc_stats, cached = encode_cached(
             spec, dataset, cache, batch_size, progress, encoder_options or {}
         )
         index_dir = out / "indexes" / _slug(label) / _slug(dataset.name)
@@ -194,6 +198,9 @@ def run_evaluation(
     out = Path(out)
     loaded = [load_dataset(d, split) for d in datasets]  # fail early on a bad dataset name
     specs = [str(e) for e in encoders]
+    labels = [encoder_label(s) for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Two encoders would share a report name ({labels}); give each once.")
     for spec in specs:  # and on an unknown encoder, before hours of encoding
         encoder_kind(spec)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.validation import as_sparse_batch
-from kernels import csr_to_postings, dequantize_scale, merge_runs, quantize_uint8, term_max
+from kernels import csr_to_postings, dequantize_scale, merge_runs, quantize_uint8
 
 if TYPE_CHECKING:
     from index.inverted import Index
@@ -117,8 +117,7 @@ class IndexBuilder:
         weights = np.empty(run_docs.shape[0], dtype=np.float32)
         merge_runs(run_offsets, run_docs, run_weights, offsets, docs, weights)
         del run_docs, run_weights
-        max_weights = term_max(offsets, weights)
-        top = float(max_weights.max()) if max_weights.size else 0.0
+        top = float(weights.max()) if weights.size else 0.0
         if self.quantization == "uint8":
             scale = dequantize_scale(top)
             impacts = quantize_uint8(weights, np.float32(scale))
@@ -135,7 +134,6 @@ class IndexBuilder:
             offsets=offsets,
             docs=docs,
             impacts=impacts,
-            max_weights=max_weights,
             doc_terms=doc_terms,
             scale=scale,
             metadata=dict(metadata or {}),

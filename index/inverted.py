@@ -13,9 +13,10 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from index import storage
+from index.algorithms import BLOCK_SIZE, Blocks, algorithm_code, keep_top_terms
 from index.errors import IndexFormatError, VocabularyMismatchError
 from index.validation import as_sparse_batch, check_k
-from kernels import search_batch, search_one
+from kernels import search_many, search_query
 
 __version__ = "0.1.0"
 
@@ -65,10 +66,10 @@ class Index:
         offsets: np.ndarray,
         docs: np.ndarray,
         impacts: np.ndarray,
-        max_weights: np.ndarray,
         doc_terms: np.ndarray,
         scale: float,
         metadata: dict | None = None,
+        blocks: Blocks | None = None,
     ) -> None:
         self.vocab = list(vocab)
         self.doc_ids = (
@@ -77,10 +78,10 @@ class Index:
         self.offsets = offsets
         self.docs = docs
         self.impacts = impacts
-        self.max_weights = max_weights
         self.doc_terms = doc_terms
         self.scale = float(scale)
         self.metadata = dict(metadata or {})
+        self.blocks = blocks if blocks is not None else Blocks.build(offsets, docs, impacts)
         self.vocab_hash = storage.vocab_hash(self.vocab)
         self._scratch = threading.local()
         self._position: dict[str, int] | None = None
@@ -171,31 +172,42 @@ class Index:
         k: int = 10,
         vocab: Sequence[str] | None = None,
         threads: int | None = None,
+        algorithm: str = "auto",
+        theta: float = 1.0,
+        query_terms: int | None = None,
     ) -> SearchResults:
-        """Exact top-``k`` documents for each query row, by dot product.
+        """Top-``k`` documents for each query row, by dot product.
 
-        Pass the encoder's ``vocab`` to have it checked against the index's. A single query
-        runs on the calling thread with reused scratch space; a batch runs in parallel.
+        ``algorithm``: ``exhaustive`` (term-at-a-time), ``maxscore`` or ``bmw`` (block-max
+        WAND) all return the same exact top-k; ``auto`` picks one from the query and index
+        sizes. Approximate search: ``theta`` > 1 prunes against ``theta`` x the k-th score
+        (maxscore/bmw), ``query_terms`` keeps only each query's heaviest terms. Pass the
+        encoder's ``vocab`` to have it checked against the index's.
         """
         k = check_k(k)
         if vocab is not None:
             self.check_vocab(vocab)
+        code = algorithm_code(algorithm, theta)
         q = as_sparse_batch(queries, self.vocab_size, "Query vectors")
+        if query_terms is not None:
+            q = keep_top_terms(q, query_terms)
         k_eff = min(k, max(self.n_docs, 1))
-        q_indptr = q.indptr.astype(np.int64)
-        q_terms = q.indices.astype(np.int64)
+        b = self.blocks
+        postings = (self.offsets, self.docs, self.impacts, b.max_impact, b.offsets, b.max, b.last)
+        scale, theta = np.float32(self.scale), float(theta)
         if q.shape[0] == 1:
-            acc, candidates = self._scratch_arrays()
             docs = np.full((1, k_eff), -1, dtype=np.int64)
             scores = np.zeros((1, k_eff), dtype=np.float32)
-            n = search_one(
-                self.offsets,
-                self.docs,
-                self.impacts,
-                q_terms,
+            acc, candidates = self._scratch_arrays()
+            n = search_query(
+                code,
+                *postings,
+                b.size,
+                q.indices,
                 q.data,
-                np.float32(self.scale),
+                scale,
                 k_eff,
+                theta,
                 acc,
                 candidates,
                 docs[0],
@@ -204,15 +216,16 @@ class Index:
             counts = np.array([n], dtype=np.int64)
         else:
             workers = (threads or numba.get_num_threads()) * 4
-            docs, scores, counts = search_batch(
-                self.offsets,
-                self.docs,
-                self.impacts,
-                q_indptr,
-                q_terms,
+            docs, scores, counts = search_many(
+                code,
+                *postings,
+                b.size,
+                q.indptr,
+                q.indices,
                 q.data,
-                np.float32(self.scale),
+                scale,
                 k_eff,
+                theta,
                 self.n_docs,
                 workers,
             )
@@ -242,7 +255,8 @@ class Index:
                     "term": pa.array(self.vocab, pa.string()),
                     "start": pa.array(starts, pa.int64()),
                     "df": pa.array(np.diff(self.offsets), pa.int64()),
-                    "max_weight": pa.array(self.max_weights, pa.float32()),
+                    "max_impact": pa.array(self.blocks.max_impact, pa.float32()),
+                    "block_start": pa.array(self.blocks.offsets[:-1], pa.int64()),
                 }
             ),
             "postings.arrow": pa.table(
@@ -257,6 +271,12 @@ class Index:
                     "n_terms": pa.array(self.doc_terms, pa.uint32()),
                 }
             ),
+            "blocks.arrow": pa.table(
+                {
+                    "max": pa.array(self.blocks.max, pa.float32()),
+                    "last": pa.array(self.blocks.last, pa.uint32()),
+                }
+            ),
         }
         manifest = {
             "format": storage.FORMAT_NAME,
@@ -267,6 +287,7 @@ class Index:
             "vocab_size": self.vocab_size,
             "vocab_hash": self.vocab_hash,
             "quantization": {"dtype": self.quantization, "scale": self.scale},
+            "block_size": self.blocks.size,
             "metadata": self.metadata,
         }
         storage.write_index(path, tables, manifest, overwrite=overwrite, extra=extra)
@@ -282,7 +303,7 @@ class Index:
         path = Path(path)
         manifest = storage.read_manifest(path)
         tables = storage.read_tables(path, manifest, mmap=mmap, verify=verify)
-        terms, postings, docs_t = (tables[n] for n in storage.FILES)
+        terms, postings, docs_t, blocks_t = (tables[n] for n in storage.FILES)
         q = manifest.get("quantization", {})
         dtype = q.get("dtype")
         if dtype not in ("uint8", "float32"):
@@ -320,7 +341,16 @@ class Index:
             offsets=offsets,
             docs=doc_nums,
             impacts=impacts,
-            max_weights=storage.column(terms, "max_weight", pa.float32(), "terms.arrow"),
+            blocks=Blocks(
+                max_impact=storage.column(terms, "max_impact", pa.float32(), "terms.arrow"),
+                offsets=np.append(
+                    storage.column(terms, "block_start", pa.int64(), "terms.arrow"),
+                    len(blocks_t),
+                ),
+                max=storage.column(blocks_t, "max", pa.float32(), "blocks.arrow"),
+                last=storage.column(blocks_t, "last", pa.uint32(), "blocks.arrow"),
+                size=int(manifest.get("block_size", BLOCK_SIZE)),
+            ),
             doc_terms=storage.column(docs_t, "n_terms", pa.uint32(), "docs.arrow"),
             scale=float(q.get("scale", 1.0)),
             metadata=manifest.get("metadata", {}),

@@ -3,9 +3,11 @@
 Layout of an index directory::
 
     manifest.json    format version, counts, vocab hash, quantization, file sizes + sha256
-    terms.arrow      term (string), start (int64), df (int64), max_weight (float32)
+    terms.arrow      term (string), start (int64), df (int64), max_impact (float32),
+                     block_start (int64)
     postings.arrow   doc (uint32), impact (uint8 | float32), term-major, one record batch
     docs.arrow       doc_id (large_string), n_terms (uint32)
+    blocks.arrow     max (float32), last (uint32): per block of ``block_size`` postings
 
 A save writes into a hidden sibling directory, fsyncs it and renames it into place, so a
 crash or an error never leaves a half-written index under the final name.
@@ -30,7 +32,7 @@ from index.errors import IndexFormatError
 FORMAT_NAME = "lsr-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-FILES = ("terms.arrow", "postings.arrow", "docs.arrow")
+FILES = ("terms.arrow", "postings.arrow", "docs.arrow", "blocks.arrow")
 
 
 def vocab_hash(vocab: list[str]) -> str:

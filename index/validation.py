@@ -26,15 +26,21 @@ def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array
             f"{what} have {vectors.shape[1]} columns but the index vocabulary has "
             f"{vocab_size} terms; encode them with the encoder the index was built with."
         )
-    csr = sp.csr_array(vectors, dtype=np.float32)
-    if not all(a.flags.writeable for a in (csr.data, csr.indices, csr.indptr)):
-        csr = csr.copy()  # e.g. views of memory-mapped Arrow buffers; canonicalizing writes
-    csr.sum_duplicates()
-    if csr.data.size and not np.isfinite(csr.data).all():
-        raise ValueError(f"{what} contain NaN or infinite weights; fix the encoder output.")
-    if csr.data.size and (csr.data < 0).any():
-        raise ValueError(f"{what} contain negative weights; sparse term weights must be >= 0.")
-    csr.eliminate_zeros()
+    csr = vectors
+    if not isinstance(csr, sp.csr_array) or csr.dtype != np.float32:
+        csr = sp.csr_array(vectors, dtype=np.float32)
+    if not csr.has_canonical_format:
+        csr = csr.copy()  # never modify the caller's arrays (they may also be read-only views)
+        csr.sum_duplicates()
+    data = csr.data
+    if data.size:
+        if not np.isfinite(data).all():
+            raise ValueError(f"{what} contain NaN or infinite weights; fix the encoder output.")
+        if (data < 0).any():
+            raise ValueError(f"{what} contain negative weights; sparse term weights must be >= 0.")
+        if not data.all():
+            csr = csr.copy()
+            csr.eliminate_zeros()
     return csr
 
 

@@ -4,18 +4,29 @@ Every kernel takes and returns plain numpy arrays, is compiled with ``cache=True
 the GIL (``nogil=True``) so that callers can run several of them in threads.
 """
 
-from kernels.postings import csr_to_postings, merge_runs, term_max
+from kernels.blocks import build_blocks, term_max_impact
+from kernels.dispatch import AUTO, BMW, EXHAUSTIVE, MAXSCORE, search_many, search_query
+from kernels.postings import csr_to_postings, merge_runs
+from kernels.pruned import bmw_one, maxscore_one
 from kernels.quantize import dequantize_scale, quantize_uint8
-from kernels.scoring import search_batch, search_one
+from kernels.scoring import search_one
 from kernels.topk import select_topk
 
 __all__ = [
+    "AUTO",
+    "BMW",
+    "EXHAUSTIVE",
+    "MAXSCORE",
+    "bmw_one",
+    "build_blocks",
     "csr_to_postings",
     "dequantize_scale",
+    "maxscore_one",
     "merge_runs",
     "quantize_uint8",
-    "search_batch",
+    "search_many",
     "search_one",
+    "search_query",
     "select_topk",
-    "term_max",
+    "term_max_impact",
 ]

@@ -62,17 +62,3 @@ def merge_runs(run_offsets, run_docs, run_weights, out_offsets, out_docs, out_we
                 pos += 1
         out_offsets[t + 1] = pos
     return pos
-
-
-@nb.njit(cache=True, nogil=True)
-def term_max(offsets, weights):
-    """The largest weight in each postings list (0 for an empty list)."""
-    n_terms = offsets.shape[0] - 1
-    out = np.zeros(n_terms, dtype=np.float32)
-    for t in range(n_terms):
-        best = np.float32(0.0)
-        for i in range(offsets[t], offsets[t + 1]):
-            if weights[i] > best:
-                best = weights[i]
-        out[t] = best
-    return out

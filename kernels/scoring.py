@@ -3,7 +3,9 @@
 import numba as nb
 import numpy as np
 
-from kernels.topk import select_topk
+from kernels.topk import heap_offer, heap_sort, select_topk
+
+DENSE_FRACTION = 4  # scan the accumulator densely once postings exceed n_docs / 4
 
 
 @nb.njit(cache=True, nogil=True)
@@ -13,58 +15,46 @@ def search_one(
     """Score one query term at a time and keep its top ``k``; returns the number of hits.
 
     ``acc`` (float32, one slot per document, all zero on entry) and ``candidates`` (int64, same
-    length) are caller-owned scratch reused across queries: only the touched slots are reset
-    on exit, so a query costs O(postings scored), not O(collection). Query weights must be
-    positive; a document enters ``candidates`` the first time its score becomes non-zero.
+    length) are caller-owned scratch reused across queries and left all zero on exit. A query
+    that reads few postings tracks the documents it touches and costs O(postings); one that
+    reads many scans the accumulator densely (sequential, branch-light). Both keep exactly
+    the documents with a positive score; query weights must be positive.
     """
-    n_candidates = 0
+    n_docs = acc.shape[0]
+    total = 0
     for j in range(q_terms.shape[0]):
-        w = q_weights[j]
-        t = q_terms[j]
-        for i in range(offsets[t], offsets[t + 1]):
-            d = docs[i]
-            if acc[d] == 0.0:
-                candidates[n_candidates] = d
-                n_candidates += 1
-            acc[d] += w * np.float32(impacts[i])
-    n = select_topk(acc, candidates, n_candidates, k, out_docs, out_scores)
-    for j in range(n):
+        total += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
+    if total * DENSE_FRACTION >= n_docs:
+        for j in range(q_terms.shape[0]):
+            w = q_weights[j]
+            t = q_terms[j]
+            for i in range(offsets[t], offsets[t + 1]):
+                acc[docs[i]] += w * np.float32(impacts[i])
+        size = 0
+        for d in range(n_docs):
+            s = acc[d]
+            if s > 0.0:
+                acc[d] = 0.0
+                if size == k and s < out_scores[0]:
+                    continue
+                size = heap_offer(out_scores, out_docs, size, k, s, d)
+        heap_sort(out_scores, out_docs, size)
+    else:
+        n_candidates = 0
+        for j in range(q_terms.shape[0]):
+            w = q_weights[j]
+            t = q_terms[j]
+            for i in range(offsets[t], offsets[t + 1]):
+                c = w * np.float32(impacts[i])
+                if c > 0.0:  # an underflowed contribution must not make a doc a candidate twice
+                    d = docs[i]
+                    if acc[d] == 0.0:
+                        candidates[n_candidates] = d
+                        n_candidates += 1
+                    acc[d] += c
+        size = select_topk(acc, candidates, n_candidates, k, out_docs, out_scores)
+        for j in range(n_candidates):
+            acc[candidates[j]] = 0.0
+    for j in range(size):
         out_scores[j] *= scale
-    for j in range(n_candidates):
-        acc[candidates[j]] = 0.0
-    return n
-
-
-@nb.njit(cache=True, nogil=True, parallel=True)
-def search_batch(offsets, docs, impacts, q_indptr, q_terms, q_weights, scale, k, n_docs, n_workers):
-    """Search every row of a query CSR in parallel; returns ``(docs, scores, counts)``.
-
-    Queries are split into ``n_workers`` contiguous slices; each slice allocates one
-    accumulator and reuses it for all its queries. Rows of ``docs`` are padded with -1.
-    """
-    n_queries = q_indptr.shape[0] - 1
-    out_docs = np.full((n_queries, k), -1, dtype=np.int64)
-    out_scores = np.zeros((n_queries, k), dtype=np.float32)
-    counts = np.zeros(n_queries, dtype=np.int64)
-    n_workers = max(1, min(n_workers, n_queries))
-    for w in nb.prange(n_workers):
-        lo = w * n_queries // n_workers
-        hi = (w + 1) * n_queries // n_workers
-        acc = np.zeros(n_docs, dtype=np.float32)
-        candidates = np.empty(n_docs, dtype=np.int64)
-        for q in range(lo, hi):
-            a, b = q_indptr[q], q_indptr[q + 1]
-            counts[q] = search_one(
-                offsets,
-                docs,
-                impacts,
-                q_terms[a:b],
-                q_weights[a:b],
-                scale,
-                k,
-                acc,
-                candidates,
-                out_docs[q],
-                out_scores[q],
-            )
-    return out_docs, out_scores, counts
+    return size

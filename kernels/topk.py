@@ -1,4 +1,4 @@
-"""Top-k selection with a bounded binary heap; ties broken by the lower doc number."""
+"""A bounded binary heap for top-k selection; ties broken by the lower doc number."""
 
 import numba as nb
 import numpy as np
@@ -41,6 +41,32 @@ def _sift_up(heap_s, heap_d, i):
 
 
 @nb.njit(cache=True, nogil=True)
+def heap_offer(heap_s, heap_d, size, k, s, d):
+    """Offer hit (s, d) to a heap of at most ``k`` hits (root = worst); returns the new size."""
+    if size < k:
+        heap_s[size] = s
+        heap_d[size] = d
+        _sift_up(heap_s, heap_d, size)
+        return size + 1
+    if _worse(heap_s[0], heap_d[0], s, d):
+        heap_s[0] = s
+        heap_d[0] = d
+        _sift_down(heap_s, heap_d, size, 0)
+    return size
+
+
+@nb.njit(cache=True, nogil=True)
+def heap_sort(heap_s, heap_d, size):
+    """Turn the heap into rank order in place (best first)."""
+    end = size
+    while end > 1:
+        end -= 1
+        heap_s[0], heap_s[end] = heap_s[end], heap_s[0]
+        heap_d[0], heap_d[end] = heap_d[end], heap_d[0]
+        _sift_down(heap_s, heap_d, end, 0)
+
+
+@nb.njit(cache=True, nogil=True)
 def select_topk(acc, candidates, n_candidates, k, out_docs, out_scores):
     """Write the best ``k`` of ``candidates[:n_candidates]`` (scores in ``acc``) in rank order.
 
@@ -51,22 +77,10 @@ def select_topk(acc, candidates, n_candidates, k, out_docs, out_scores):
     for j in range(n_candidates):
         d = candidates[j]
         s = acc[d]
-        if size < k:
-            out_scores[size] = s
-            out_docs[size] = d
-            _sift_up(out_scores, out_docs, size)
-            size += 1
-        elif _worse(out_scores[0], out_docs[0], s, d):
-            out_scores[0] = s
-            out_docs[0] = d
-            _sift_down(out_scores, out_docs, size, 0)
-    # Heap sort in place: repeatedly move the worst hit to the end of the live region.
-    end = size
-    while end > 1:
-        end -= 1
-        out_scores[0], out_scores[end] = out_scores[end], out_scores[0]
-        out_docs[0], out_docs[end] = out_docs[end], out_docs[0]
-        _sift_down(out_scores, out_docs, end, 0)
+        if size == k and s < out_scores[0]:
+            continue  # the common case once the heap is full: cheaper than a heap call
+        size = heap_offer(out_scores, out_docs, size, k, s, d)
+    heap_sort(out_scores, out_docs, size)
     return size
 
 

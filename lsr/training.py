@@ -184,11 +184,19 @@ class Trainer:
 
         enc = InferenceFreeEncoder.from_pretrained(source, activation=c.activation, **opts)
         if not enc.fitted:
-            texts = {e.positive for e in self.examples} | {
-                n for e in self.examples for n in e.negatives
-            }
-            enc.fit(sorted(texts))
+            enc.fit(self._idf_texts())
         return enc
+
+    def _idf_texts(self) -> list[str]:
+        """The documents IDF is computed from: the whole BEIR corpus, else the training texts."""
+        if self.config.beir:
+            from lsr.corpus import read_corpus
+
+            return [d.contents for d in read_corpus(self.config.beir)]
+        texts = {e.positive for e in self.examples} | {
+            n for e in self.examples for n in e.negatives
+        }
+        return sorted(texts)
 
     def _idf(self) -> np.ndarray | None:
         if self.config.kind == "inference-free":
@@ -198,10 +206,7 @@ class Trainer:
             return None
         from lsr.inference_free import idf_from_corpus
 
-        texts = {e.positive for e in self.examples} | {
-            n for e in self.examples for n in e.negatives
-        }
-        return idf_from_corpus(self.doc_model, sorted(texts))
+        return idf_from_corpus(self.doc_model, self._idf_texts())
 
     def _parameters(self):
         params = list(self.doc_model.model.parameters())

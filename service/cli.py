@@ -121,6 +121,36 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=commands.cmd_eval)
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark search algorithms and peer engines")
+    p.add_argument(
+        "target", help="an index directory, a dataset (BEIR folder / ir_datasets id) or 'synthetic'"
+    )
+    p.add_argument("--encoder", default="bm25", help="encoder for a dataset target (default bm25)")
+    p.add_argument(
+        "--queries",
+        default=None,
+        help="queries for an index target: a queries.jsonl / tsv file or a dataset",
+    )
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=1, help="timed passes over the queries")
+    p.add_argument("--max-queries", type=int, default=None)
+    p.add_argument("--docs", type=int, default=1_000_000, help="synthetic: number of documents")
+    p.add_argument("--doc-terms", type=int, default=120, help="synthetic: non-zeros per document")
+    p.add_argument("--query-terms", type=int, default=40, help="synthetic: non-zeros per query")
+    p.add_argument("--synthetic-queries", type=int, default=1000)
+    p.add_argument(
+        "--inference-free",
+        action="store_true",
+        help="synthetic: short IDF-weighted queries (~6 terms unless --query-terms)",
+    )
+    p.add_argument("--no-peers", action="store_true", help="skip splade-index / bm25s")
+    p.add_argument("--no-approximate", action="store_true", help="skip approximate settings")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_bench)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="index and search the bundled sample corpus")
     p.add_argument(
@@ -139,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_bench(sub)
     _add_demo(sub)
     return parser
 

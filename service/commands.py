@@ -131,6 +131,77 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _bench_queries(spec: str, encoder, limit: int | None):
+    """Query vectors from a queries file or a dataset's queries, encoded by ``encoder``."""
+    from eval.datasets import load_dataset
+    from lsr.corpus import read_queries
+
+    path = Path(spec)
+    texts = (
+        list(read_queries(path).values())
+        if path.is_file()
+        else list(load_dataset(spec).queries.values())
+    )
+    if limit:
+        texts = texts[:limit]
+    if not texts:
+        raise ValueError(f"No queries in {spec}.")
+    return encoder.encode_queries(texts)
+
+
+def cmd_bench(args) -> int:
+    from eval.bench import bench_index, bench_synthetic
+
+    common = {
+        "k": args.k,
+        "repeat": args.repeat,
+        "peers": not args.no_peers,
+        "approximate": not args.no_approximate,
+    }
+    if args.target == "synthetic":
+        query_terms = args.query_terms if args.query_terms != 40 or not args.inference_free else 6
+        report = bench_synthetic(
+            args.docs,
+            args.synthetic_queries,
+            doc_terms=args.doc_terms,
+            query_terms=query_terms,
+            inference_free=args.inference_free,
+            **common,
+        )
+    elif (Path(args.target) / "manifest.json").is_file():
+        if not args.queries:
+            raise ValueError("Benchmarking an index needs --queries (a queries file or a dataset).")
+        searcher = Searcher.open(args.target)
+        queries = _bench_queries(args.queries, searcher.encoder, args.max_queries)
+        report = bench_index(searcher.index, queries, Path(args.target).name, **common)
+    else:
+        report = _bench_dataset(args, common)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.table())
+        extras = ", ".join(
+            f"{k} {v:,.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.extra.items()
+        )
+        print(extras)
+    return 0
+
+
+def _bench_dataset(args, common):
+    """Encode (cached) and index a dataset in memory, then benchmark with its queries."""
+    from eval.bench import bench_index
+    from eval.cache import EncodingCache
+    from eval.datasets import load_dataset
+    from eval.runner import encode_cached
+    from index import IndexBuilder
+
+    dataset = load_dataset(args.target)
+    encoder, vectors, _, _ = encode_cached(args.encoder, dataset, EncodingCache(args.cache_dir))
+    index = IndexBuilder(encoder.vocab).extend(vectors.batches()).finish()
+    texts = list(dataset.queries.values())[: args.max_queries or None]
+    return bench_index(index, encoder.encode_queries(texts), dataset.name, **common)
+
+
 def _hits_table(query: str, hits: list[tuple[str, float]]) -> str:
     lines = [f"query: {query}"]
     if not hits:

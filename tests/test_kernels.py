@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from kernels import csr_to_postings, quantize_uint8, select_topk, term_max
+from kernels import build_blocks, csr_to_postings, quantize_uint8, select_topk, term_max_impact
 from kernels.topk import empty_topk
 from tests.conftest import random_csr
 
@@ -51,8 +51,21 @@ def test_quantize_keeps_positive_weights_and_saturates():
     assert q.tolist() == [1, 64, 140, 255, 255]
 
 
-def test_term_max(rng):
-    m = random_csr(rng, 50, 20, 0.2)
+def test_term_max_and_blocks(rng):
+    m = random_csr(rng, 500, 20, 0.2)
     c = sp.csc_array(m)
+    c.sort_indices()
+    offsets = c.indptr.astype(np.int64)
     ref = np.array([c.data[c.indptr[t] : c.indptr[t + 1]].max(initial=0) for t in range(20)])
-    assert np.allclose(term_max(c.indptr.astype(np.int64), c.data), ref)
+    assert np.allclose(term_max_impact(offsets, c.data), ref)
+    block_offsets, block_max, block_last = build_blocks(
+        offsets, c.indices.astype(np.uint32), c.data, 8
+    )
+    for t in range(20):
+        lo, hi = c.indptr[t], c.indptr[t + 1]
+        chunks = [
+            (c.data[i : min(i + 8, hi)], c.indices[min(i + 8, hi) - 1]) for i in range(lo, hi, 8)
+        ]
+        got = range(block_offsets[t], block_offsets[t + 1])
+        assert [float(block_max[b]) for b in got] == [float(x.max()) for x, _ in chunks]
+        assert [int(block_last[b]) for b in got] == [int(last) for _, last in chunks]

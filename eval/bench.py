@@ -1,0 +1,336 @@
+"""``lsr bench``: query throughput and latency of every search algorithm and of peer engines,
+measured in one run on the same document and query vectors, reported as ratios.
+
+Peers (optional, ``pip install -e ".[bench]"``): ``splade-index`` with its Numba backend, fed
+our (dequantized) postings and query vectors directly, and ``bm25s`` (Numba backend) for BM25
+indexes, fed the same BM25 postings and query term ids. Numba code of every engine is compiled
+and warmed up before timing; compile time is reported separately.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from index import Index
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchRow:
+    """One configuration's figures; ``recall`` is recall@k against the exact top-k."""
+
+    name: str
+    qps_single: float
+    p50_ms: float
+    p99_ms: float
+    qps_batch: float
+    recall: float | None = None
+    ratio_single: float | None = None
+    ratio_batch: float | None = None
+    notes: str = ""
+
+
+@dataclass
+class BenchReport:
+    corpus: str
+    n_docs: int
+    n_queries: int
+    k: int
+    index_bytes_per_posting: float
+    rows: list[BenchRow] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        head = (
+            f"{'configuration':<34} {'QPS 1':>9} {'p50 ms':>8} {'p99 ms':>8} {'QPS batch':>10} "
+            f"{'recall':>7} {'x peer 1':>9} {'x peer B':>9}"
+        )
+        lines = [
+            f"{self.corpus}: {self.n_docs:,} docs, {self.n_queries} queries, k={self.k}, "
+            f"{self.index_bytes_per_posting:.2f} bytes/posting",
+            head,
+            "-" * len(head),
+        ]
+        for r in self.rows:
+
+            def f(v, fmt):
+                return format(v, fmt) if v is not None else "–"
+
+            lines.append(
+                f"{r.name:<34} {r.qps_single:>9,.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
+                f"{r.qps_batch:>10,.0f} {f(r.recall, '.4f'):>7} {f(r.ratio_single, '.2f'):>9} "
+                f"{f(r.ratio_batch, '.2f'):>9}"
+            )
+        return "\n".join(lines)
+
+
+def _time_single(search: Callable[[int], object], n: int, repeat: int) -> tuple[np.ndarray, float]:
+    times = np.empty(n * repeat)
+    for r in range(repeat):
+        for i in range(n):
+            t = time.perf_counter()
+            search(i)
+            times[r * n + i] = time.perf_counter() - t
+    return times, float(times.sum())
+
+
+def _time_batch(search: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        search()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _row(name, single, batch_seconds, n, recall=None, notes="") -> BenchRow:
+    times, total = single
+    return BenchRow(
+        name=name,
+        qps_single=len(times) / total if total > 0 else 0.0,
+        p50_ms=float(np.percentile(times, 50) * 1e3),
+        p99_ms=float(np.percentile(times, 99) * 1e3),
+        qps_batch=n / batch_seconds if batch_seconds > 0 else 0.0,
+        recall=recall,
+        notes=notes,
+    )
+
+
+def _recall(results, exact, k: int) -> float:
+    values = []
+    for i in range(len(exact)):
+        truth = set(exact.docs[i, : exact.counts[i]].tolist())
+        if truth:
+            got = set(results.docs[i, : results.counts[i]].tolist())
+            values.append(len(truth & got) / len(truth))
+    return float(np.mean(values)) if values else 1.0
+
+
+def _peer_postings(index: Index) -> dict:
+    """Our postings as the CSC score arrays splade-index and bm25s consume (dequantized)."""
+    return {
+        "data": (index.impacts.astype(np.float32) * np.float32(index.scale)),
+        "indices": index.docs.astype(np.int32),
+        "indptr": index.offsets.astype(np.int32),
+        "num_docs": index.n_docs,
+    }
+
+
+def _splade_index_peer(index: Index, queries: sp.csr_array, k: int):
+    try:
+        from splade_index.numba.retrieve_utils import _retrieve_numba_functional
+    except ImportError:
+        return None
+    scores = _peer_postings(index)
+    ids = [
+        queries.indices[queries.indptr[i] : queries.indptr[i + 1]].astype(np.int32)
+        for i in range(queries.shape[0])
+    ]
+    weights = [
+        queries.data[queries.indptr[i] : queries.indptr[i + 1]] for i in range(queries.shape[0])
+    ]
+
+    def run(lo, hi, threads):
+        return _retrieve_numba_functional(
+            ids[lo:hi],
+            weights[lo:hi],
+            scores,
+            k=k,
+            sorted=True,
+            return_as="tuple",
+            show_progress=False,
+            n_threads=threads,
+        )
+
+    return run
+
+
+def _bm25s_peer(index: Index, queries: sp.csr_array, k: int):
+    try:
+        from bm25s.numba.retrieve_utils import _retrieve_numba_functional
+    except ImportError:
+        return None
+    if not np.allclose(queries.data, np.round(queries.data)):
+        return None  # bm25s scores term-id lists: only BM25 term-count queries translate
+    scores = _peer_postings(index)
+    ids = [
+        np.repeat(
+            queries.indices[queries.indptr[i] : queries.indptr[i + 1]],
+            queries.data[queries.indptr[i] : queries.indptr[i + 1]].astype(np.int64),
+        ).astype(np.int32)
+        for i in range(queries.shape[0])
+    ]
+
+    def run(lo, hi, threads):
+        return _retrieve_numba_functional(
+            ids[lo:hi],
+            scores,
+            k=k,
+            sorted=True,
+            return_as="tuple",
+            show_progress=False,
+            n_threads=threads,
+        )
+
+    return run
+
+
+def bench_index(
+    index: Index,
+    queries: sp.csr_array,
+    name: str,
+    k: int = 10,
+    repeat: int = 1,
+    threads: int | None = None,
+    approximate: bool = True,
+    peers: bool = True,
+) -> BenchReport:
+    """Benchmark all exact algorithms, approximate settings and the peers on one index."""
+    import numba
+
+    threads = threads or numba.get_num_threads()
+    queries = sp.csr_array(queries, dtype=np.float32)
+    queries.sum_duplicates()
+    n = queries.shape[0]
+    report = BenchReport(
+        corpus=name,
+        n_docs=index.n_docs,
+        n_queries=n,
+        k=k,
+        index_bytes_per_posting=index_bytes(index) / max(index.n_postings, 1),
+    )
+    rows_of = [queries[[i]] for i in range(n)]
+    exact = index.search(queries, k, algorithm="exhaustive")
+    configs = [(a, {"algorithm": a}) for a in ("exhaustive", "maxscore", "bmw", "auto")]
+    if approximate:
+        configs += [
+            (f"maxscore theta={t}", {"algorithm": "maxscore", "theta": t}) for t in (1.2, 1.5, 2.0)
+        ]
+        configs += [(f"bmw theta={t}", {"algorithm": "bmw", "theta": t}) for t in (1.2, 1.5, 2.0)]
+        avg_terms = queries.nnz / max(n, 1)
+        for m in sorted({max(1, int(avg_terms * f)) for f in (0.25, 0.5)}):
+            configs.append((f"auto query_terms={m}", {"algorithm": "auto", "query_terms": m}))
+    t = time.perf_counter()
+    for _, opts in configs:
+        index.search(rows_of[0], k, **opts)
+        index.search(queries[:2], k, **opts)
+    report.extra["numba_warmup_seconds"] = time.perf_counter() - t
+    for label, opts in configs:
+        single = _time_single(lambda i, o=opts: index.search(rows_of[i], k, **o), n, repeat)
+        results = index.search(queries, k, threads=threads, **opts)
+        batch = _time_batch(
+            lambda o=opts: index.search(queries, k, threads=threads, **o), max(repeat, 2)
+        )
+        recall = _recall(results, exact, k)
+        report.rows.append(_row(label, single, batch, n, recall))
+    if peers:
+        _add_peers(report, index, queries, k, repeat, threads, exact)
+    report.extra["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return report
+
+
+def _add_peers(report, index, queries, k, repeat, threads, exact) -> None:
+    n = queries.shape[0]
+    found = False
+    for peer_name, make in (
+        ("splade-index (numba)", _splade_index_peer),
+        ("bm25s (numba)", _bm25s_peer),
+    ):
+        run = make(index, queries, k)
+        if run is None:
+            continue
+        found = True
+        t = time.perf_counter()
+        run(0, 1, 1)
+        run(0, min(2, n), threads)
+        report.extra[f"{peer_name} warmup_seconds"] = time.perf_counter() - t
+        single = _time_single(lambda i, r=run: r(i, i + 1, 1), n, repeat)
+        batch = _time_batch(lambda r=run: r(0, n, threads), max(repeat, 2))
+        docs, _ = run(0, n, threads)
+        recall = float(
+            np.mean(
+                [
+                    len(
+                        set(np.asarray(docs[i]).tolist())
+                        & set(exact.docs[i, : exact.counts[i]].tolist())
+                    )
+                    / max(exact.counts[i], 1)
+                    for i in range(n)
+                    if exact.counts[i]
+                ]
+                or [1.0]
+            )
+        )
+        peer = _row(peer_name, single, batch, n, recall)
+        report.rows.append(peer)
+        if peer_name.startswith("splade-index"):
+            for row in report.rows:
+                if row is not peer:
+                    row.ratio_single = row.qps_single / peer.qps_single if peer.qps_single else None
+                    row.ratio_batch = row.qps_batch / peer.qps_batch if peer.qps_batch else None
+    if not found:
+        report.extra["peers"] = 'not installed: pip install -e ".[bench]"'
+
+
+def index_bytes(index: Index) -> int:
+    """Bytes of the postings, blocks and term tables (what a saved index stores per posting)."""
+    b = index.blocks
+    arrays = (index.docs, index.impacts, index.offsets, b.max_impact, b.offsets, b.max, b.last)
+    return int(sum(a.nbytes for a in arrays))
+
+
+def bench_synthetic(
+    n_docs: int,
+    n_queries: int = 1000,
+    vocab: int = 30522,
+    doc_terms: int = 120,
+    query_terms: int = 40,
+    inference_free: bool = False,
+    k: int = 10,
+    repeat: int = 1,
+    peers: bool = True,
+    approximate: bool = True,
+) -> BenchReport:
+    """Build a synthetic SPLADE-like index (timed) and benchmark it."""
+    from eval.synthetic import synthetic_corpus, synthetic_queries
+    from index import IndexBuilder
+
+    t = time.perf_counter()
+    builder = IndexBuilder([f"t{i}" for i in range(vocab)])
+    gen_seconds = 0.0
+    source = synthetic_corpus(n_docs, vocab, doc_terms)
+    while True:
+        g = time.perf_counter()
+        batch = next(source, None)
+        gen_seconds += time.perf_counter() - g
+        if batch is None:
+            break
+        builder.add(*batch)
+    index = builder.finish()
+    build_seconds = time.perf_counter() - t - gen_seconds
+    queries = synthetic_queries(n_queries, vocab, query_terms, inference_free=inference_free)
+    kind = "inference-free" if inference_free else "splade-like"
+    report = bench_index(
+        index, queries, f"synthetic {kind}", k, repeat, approximate=approximate, peers=peers
+    )
+    report.extra.update(
+        {
+            "build_seconds": build_seconds,
+            "generate_seconds": gen_seconds,
+            "avg_nnz_doc": float(index.doc_terms.mean()),
+            "avg_nnz_query": queries.nnz / n_queries,
+            "n_postings": index.n_postings,
+        }
+    )
+    return report

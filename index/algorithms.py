@@ -1,0 +1,65 @@
+"""Search algorithm choice, block summaries for pruning, and query-side approximation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, build_blocks, term_max_impact
+
+ALGORITHMS = ("auto", "exhaustive", "maxscore", "bmw")
+ALGORITHM_CODES = {"auto": AUTO, "maxscore": MAXSCORE, "bmw": BMW, "exhaustive": EXHAUSTIVE}
+BLOCK_SIZE = 64
+
+
+@dataclass
+class Blocks:
+    """Per-term maximum impact and per-block (``size`` postings) maxima and last doc numbers."""
+
+    max_impact: np.ndarray
+    offsets: np.ndarray
+    max: np.ndarray
+    last: np.ndarray
+    size: int = BLOCK_SIZE
+
+    @classmethod
+    def build(cls, offsets, docs, impacts, size: int = BLOCK_SIZE) -> Blocks:
+        block_offsets, block_max, block_last = build_blocks(offsets, docs, impacts, size)
+        return cls(term_max_impact(offsets, impacts), block_offsets, block_max, block_last, size)
+
+
+def keep_top_terms(queries: sp.csr_array, m: int) -> sp.csr_array:
+    """Each query row restricted to its ``m`` heaviest terms (approximate query term pruning)."""
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise ValueError(f"query_terms must be a positive integer, got {m!r}.")
+    rows = []
+    for i in range(queries.shape[0]):
+        lo, hi = queries.indptr[i], queries.indptr[i + 1]
+        if hi - lo > m:
+            keep = lo + np.sort(np.argsort(-queries.data[lo:hi], kind="stable")[:m])
+        else:
+            keep = np.arange(lo, hi)
+        rows.append(keep)
+    idx = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    indptr = np.zeros(queries.shape[0] + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    return sp.csr_array((queries.data[idx], queries.indices[idx], indptr), shape=queries.shape)
+
+
+def algorithm_code(algorithm: str, theta: float) -> int:
+    """Validate a search request; the kernel code of ``algorithm`` (``auto`` is resolved per
+    query inside the kernels: exhaustive for queries that read few postings, block-max WAND
+    for short queries, MaxScore for long, expanded ones)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
+    if (
+        isinstance(theta, bool)
+        or not isinstance(theta, (int, float))
+        or not (np.isfinite(theta) and theta >= 1.0)
+    ):
+        raise ValueError(f"theta must be a number >= 1 (1 = exact), got {theta!r}.")
+    if algorithm == "exhaustive" and theta != 1.0:
+        raise ValueError("theta > 1 needs a pruning algorithm (maxscore or bmw).")
+    return ALGORITHM_CODES[algorithm]

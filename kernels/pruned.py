@@ -1,0 +1,238 @@
+"""Exact document-at-a-time top-k with dynamic pruning: MaxScore and block-max WAND.
+
+Both return exactly the exhaustive top-k: a document's score is always summed in query-term
+order, as the term-at-a-time kernel does, so scores are bit-identical, and ties rank the lower
+doc number first. Pruning decisions compare upper bounds (with a relative safety margin for
+float rounding) against the current k-th score; a document enters only with a strictly
+higher score, which in doc order is the same tie rule. ``theta`` > 1 multiplies the
+threshold for an approximate search that trades recall for speed ("aggressive" pruning).
+"""
+
+import numba as nb
+import numpy as np
+
+from kernels.topk import heap_offer, heap_sort
+
+NO_DOC = np.int64(1) << 40
+MARGIN = 1e-4
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _seek(docs, lo, hi, target):
+    """First position in ``docs[lo:hi]`` (sorted) whose doc is >= target (``hi`` if none)."""
+    if lo >= hi or docs[lo] >= target:
+        return lo
+    step = 1
+    prev = lo
+    while lo + step < hi and docs[lo + step] < target:
+        prev = lo + step
+        step *= 2
+    left, right = prev + 1, min(lo + step, hi)
+    while left < right:
+        mid = (left + right) // 2
+        if docs[mid] < target:
+            left = mid + 1
+        else:
+            right = mid
+    return left
+
+
+@nb.njit(cache=True, nogil=True)
+def _live_terms(offsets, max_impact, q_terms, q_weights):
+    """Query terms that have postings: their list bounds, weights and score upper bounds."""
+    n = q_terms.shape[0]
+    starts = np.empty(n, dtype=np.int64)
+    ends = np.empty(n, dtype=np.int64)
+    weights = np.empty(n, dtype=np.float32)
+    ubs = np.empty(n, dtype=np.float64)
+    terms = np.empty(n, dtype=np.int64)
+    m = 0
+    for j in range(n):
+        t = q_terms[j]
+        if offsets[t + 1] > offsets[t] and q_weights[j] > 0:
+            starts[m] = offsets[t]
+            ends[m] = offsets[t + 1]
+            weights[m] = q_weights[j]
+            ubs[m] = np.float64(q_weights[j]) * np.float64(max_impact[t])
+            terms[m] = t
+            m += 1
+    return m, starts[:m], ends[:m], weights[:m], ubs[:m], terms[:m]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _canonical_score(contrib, m):
+    s = np.float32(0.0)
+    for j in range(m):
+        s += contrib[j]
+        contrib[j] = np.float32(0.0)
+    return s
+
+
+@nb.njit(cache=True, nogil=True)
+def maxscore_one(
+    offsets, docs, impacts, max_impact, q_terms, q_weights, scale, k, theta, out_docs, out_scores
+):
+    """MaxScore: terms sorted by upper bound; documents are only drawn from the "essential"
+    terms whose bounds could still lift a document over the threshold. Returns the hit count."""
+    m, starts, ends, w, ubs, _ = _live_terms(offsets, max_impact, q_terms, q_weights)
+    if m == 0:
+        return 0
+    order = np.argsort(ubs)
+    prefix = np.empty(m, dtype=np.float64)
+    total = 0.0
+    for i in range(m):
+        total += ubs[order[i]]
+        prefix[i] = total
+    pos = starts.copy()
+    contrib = np.zeros(m, dtype=np.float32)
+    size = 0
+    threshold = -1.0
+    first = 0
+    while first < m:
+        d = NO_DOC
+        for i in range(first, m):
+            j = order[i]
+            if pos[j] < ends[j] and docs[pos[j]] < d:
+                d = np.int64(docs[pos[j]])
+        if d == NO_DOC:
+            break
+        partial = 0.0
+        for i in range(first, m):
+            j = order[i]
+            if pos[j] < ends[j] and docs[pos[j]] == d:
+                c = w[j] * np.float32(impacts[pos[j]])
+                contrib[j] = c
+                partial += c
+                pos[j] += 1
+        pruned = False
+        for i in range(first - 1, -1, -1):
+            if size == k and (partial + prefix[i]) * (1.0 + MARGIN) <= threshold * theta:
+                pruned = True
+                break
+            j = order[i]
+            p = _seek(docs, pos[j], ends[j], d)
+            pos[j] = p
+            if p < ends[j] and docs[p] == d:
+                c = w[j] * np.float32(impacts[p])
+                contrib[j] = c
+                partial += c
+        s = _canonical_score(contrib, m)
+        if not pruned and s > 0.0:
+            size = heap_offer(out_scores, out_docs, size, k, s, d)
+            if size == k:
+                threshold = np.float64(out_scores[0])
+                while first < m and prefix[first] * (1.0 + MARGIN) <= threshold * theta:
+                    first += 1
+    heap_sort(out_scores, out_docs, size)
+    for i in range(size):
+        out_scores[i] *= scale
+    return size
+
+
+@nb.njit(cache=True, nogil=True)
+def bmw_one(
+    offsets,
+    docs,
+    impacts,
+    max_impact,
+    block_offsets,
+    block_max,
+    block_last,
+    block_size,
+    q_terms,
+    q_weights,
+    scale,
+    k,
+    theta,
+    out_docs,
+    out_scores,
+):
+    """Block-max WAND: a WAND pivot from whole-list bounds, then a finer check against the
+    maxima of the blocks holding the pivot document, skipping whole blocks that cannot
+    qualify. Returns the hit count."""
+    m, starts, ends, w, ubs, terms = _live_terms(offsets, max_impact, q_terms, q_weights)
+    if m == 0:
+        return 0
+    pos = starts.copy()
+    cur = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        cur[j] = np.int64(docs[pos[j]])
+    bfirst = np.empty(m, dtype=np.int64)
+    bend = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        bfirst[j] = block_offsets[terms[j]]
+        bend[j] = block_offsets[terms[j] + 1]
+    blk = np.empty(m, dtype=np.int64)
+    order = np.arange(m)
+    contrib = np.zeros(m, dtype=np.float32)
+    size = 0
+    threshold = -1.0
+    while True:
+        for i in range(1, m):  # insertion sort by current doc: lists stay nearly sorted
+            j = order[i]
+            c = cur[j]
+            h = i - 1
+            while h >= 0 and cur[order[h]] > c:
+                order[h + 1] = order[h]
+                h -= 1
+            order[h + 1] = j
+        acc = 0.0
+        p = -1
+        for i in range(m):
+            j = order[i]
+            if cur[j] == NO_DOC:
+                break
+            acc += ubs[j]
+            if size < k or acc * (1.0 + MARGIN) > threshold * theta:
+                p = i
+                break
+        if p == -1:
+            break
+        pd = cur[order[p]]
+        while p + 1 < m and cur[order[p + 1]] == pd:
+            p += 1
+        bound = 0.0
+        for i in range(p + 1):
+            j = order[i]
+            b = bfirst[j] + (pos[j] - starts[j]) // block_size
+            while b < bend[j] and block_last[b] < pd:
+                b += 1
+            blk[j] = b
+            if b < bend[j]:
+                bound += np.float64(w[j]) * np.float64(block_max[b])
+        if size == k and bound * (1.0 + MARGIN) <= threshold * theta:
+            nd = NO_DOC
+            for i in range(p + 1):
+                j = order[i]
+                if blk[j] < bend[j] and np.int64(block_last[blk[j]]) + 1 < nd:
+                    nd = np.int64(block_last[blk[j]]) + 1
+            if p + 1 < m and cur[order[p + 1]] < nd:
+                nd = cur[order[p + 1]]
+            if nd <= pd:
+                nd = pd + 1
+            for i in range(p + 1):
+                j = order[i]
+                if cur[j] < nd:
+                    pos[j] = _seek(docs, pos[j], ends[j], nd)
+                    cur[j] = np.int64(docs[pos[j]]) if pos[j] < ends[j] else NO_DOC
+        elif cur[order[0]] == pd:
+            for i in range(p + 1):
+                j = order[i]
+                contrib[j] = w[j] * np.float32(impacts[pos[j]])
+                pos[j] += 1
+                cur[j] = np.int64(docs[pos[j]]) if pos[j] < ends[j] else NO_DOC
+            s = _canonical_score(contrib, m)
+            if s > 0.0:
+                size = heap_offer(out_scores, out_docs, size, k, s, pd)
+                if size == k:
+                    threshold = np.float64(out_scores[0])
+        else:
+            for i in range(p):
+                j = order[i]
+                if cur[j] < pd:
+                    pos[j] = _seek(docs, pos[j], ends[j], pd)
+                    cur[j] = np.int64(docs[pos[j]]) if pos[j] < ends[j] else NO_DOC
+    heap_sort(out_scores, out_docs, size)
+    for i in range(size):
+        out_scores[i] *= scale
+    return size

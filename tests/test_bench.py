@@ -1,0 +1,71 @@
+"""``lsr bench`` runs every configuration and reports exact recall 1.0 for exact algorithms."""
+
+import json
+
+import pytest
+
+from eval.bench import bench_index, bench_synthetic
+from eval.synthetic import synthetic_corpus, synthetic_queries
+from index import IndexBuilder
+from service.cli import main
+
+
+def test_synthetic_collection_has_the_requested_shape():
+    [(docs, ids)] = list(synthetic_corpus(2000, vocab=3000, doc_terms=60, chunk=5000))
+    assert docs.shape == (2000, 3000) and len(ids) == 2000
+    assert 45 <= docs.nnz / 2000 <= 75
+    q = synthetic_queries(50, vocab=3000, query_terms=20)
+    assert 15 <= q.nnz / 50 <= 25
+    short = synthetic_queries(50, vocab=3000, query_terms=6, inference_free=True)
+    assert short.nnz / 50 < 8
+
+
+def test_bench_index_rows_and_exact_recall():
+    builder = IndexBuilder([f"t{i}" for i in range(3000)])
+    for batch in synthetic_corpus(3000, vocab=3000, doc_terms=40):
+        builder.add(*batch)
+    index = builder.finish()
+    report = bench_index(index, synthetic_queries(30, vocab=3000, query_terms=15), "tiny", k=10)
+    names = [r.name for r in report.rows]
+    for exact in ("exhaustive", "maxscore", "bmw", "auto"):
+        row = report.rows[names.index(exact)]
+        assert row.recall == 1.0 and row.qps_single > 0 and row.qps_batch > 0
+        assert row.p99_ms >= row.p50_ms
+    assert any("theta" in n for n in names) and any("query_terms" in n for n in names)
+    assert "numba_warmup_seconds" in report.extra
+    assert 1.0 < report.index_bytes_per_posting < 10
+    assert "tiny: 3,000 docs" in report.table()
+
+
+def test_bench_synthetic_reports_build_figures():
+    report = bench_synthetic(
+        2000, n_queries=20, vocab=2000, doc_terms=30, query_terms=10, peers=False, approximate=False
+    )
+    assert report.extra["build_seconds"] > 0 and report.extra["n_postings"] > 0
+    assert [r.name for r in report.rows] == ["exhaustive", "maxscore", "bmw", "auto"]
+
+
+def test_cli_bench_index_and_errors(tmp_path, capsys):
+    from lsr import sample_dataset
+
+    assert main(["index", str(sample_dataset()), "--out", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    argv = [
+        "bench",
+        str(tmp_path / "idx"),
+        "--queries",
+        str(sample_dataset() / "queries.jsonl"),
+        "--no-peers",
+        "--json",
+    ]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_queries"] == 40 and report["rows"][0]["recall"] == 1.0
+    assert main(["bench", str(tmp_path / "idx"), "--no-peers"]) == 2
+    assert "needs --queries" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["./no/such/folder"])
+def test_cli_bench_unknown_target(target, capsys):
+    assert main(["bench", target, "--no-peers"]) == 2
+    assert "not found" in capsys.readouterr().err
