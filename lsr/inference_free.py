@@ -18,8 +18,7 @@ import scipy.sparse as sp
 
 from lsr.encoders import CONFIG_NAME
 from lsr.errors import EncoderError
-from lsr.mlm import MLMSparseModel
-from lsr.sparse import decode
+from lsr.mlm import DocumentModelEncoder, MLMSparseModel
 from lsr.tokenization import save_json
 
 IDF_FILE = "idf.json"
@@ -56,7 +55,7 @@ def idf_from_corpus(
     return idf.astype(np.float32)
 
 
-class InferenceFreeEncoder:
+class InferenceFreeEncoder(DocumentModelEncoder):
     """Documents by an ``MLMSparseModel`` (``log1p_relu``/``l0``); queries by a weight table."""
 
     name = "inference-free"
@@ -86,10 +85,6 @@ class InferenceFreeEncoder:
         if not np.isfinite(weights).all() or (weights < 0).any():
             raise EncoderError("Query weights must be finite and non-negative.")
         return weights
-
-    @property
-    def vocab(self) -> list[str]:
-        return self.doc_model.vocab
 
     @property
     def fitted(self) -> bool:
@@ -122,19 +117,6 @@ class InferenceFreeEncoder:
             (self.query_weights[indices_arr], indices_arr, np.asarray(indptr, dtype=np.int64)),
             shape=(len(ids), self.doc_model.vocab_size),
         )
-
-    def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
-        return self.doc_model.encode(
-            texts,
-            self.batch_size,
-            None,
-            self.max_active_dims,
-            self.threshold,
-            progress=self.progress,
-        )
-
-    def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
-        return decode(vector, self.vocab, top_k)
 
     # ---- idf.json ------------------------------------------------------------------------
 
@@ -191,17 +173,7 @@ class InferenceFreeEncoder:
         self.doc_model.save_pretrained(folder)
         if self.query_weights is not None:
             save_json(folder / IDF_FILE, self.weights_as_dict())
-        save_json(
-            folder / CONFIG_NAME,
-            {
-                "type": self.name,
-                "max_length": self.doc_model.max_length,
-                "max_chunks": self.doc_model.max_chunks,
-                "activation": self.doc_model.activation,
-                "max_active_dims": self.max_active_dims,
-                "threshold": self.threshold,
-            },
-        )
+        save_json(folder / CONFIG_NAME, self._config())
 
 
 def _hub_file(repo_id: str | Path, filename: str) -> str | None:

@@ -221,3 +221,45 @@ def to_sparse(dense, max_active_dims: int | None = None, threshold: float = 0.0)
     out = sp.csr_array(dense)
     out.sort_indices()
     return out
+
+
+class DocumentModelEncoder:
+    """What SPLADE and inference-free encoders share: documents go through ``doc_model``."""
+
+    doc_model: MLMSparseModel
+    batch_size: int
+    max_active_dims: int | None
+    threshold: float
+    progress: bool
+    name: str
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.doc_model.vocab
+
+    def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
+        return self.doc_model.encode(
+            texts,
+            self.batch_size,
+            None,
+            self.max_active_dims,
+            self.threshold,
+            progress=self.progress,
+        )
+
+    def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
+        from lsr.sparse import decode
+
+        return decode(vector, self.vocab, top_k)
+
+    def _config(self, **extra) -> dict:
+        """The ``encoder.json`` content: type, document model settings, pruning, ``extra``."""
+        return {
+            "type": self.name,
+            "max_length": self.doc_model.max_length,
+            "max_chunks": self.doc_model.max_chunks,
+            "activation": self.doc_model.activation,
+            "max_active_dims": self.max_active_dims,
+            "threshold": self.threshold,
+            **extra,
+        }

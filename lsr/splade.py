@@ -10,14 +10,13 @@ import scipy.sparse as sp
 
 from lsr.encoders import CONFIG_NAME
 from lsr.errors import EncoderError
-from lsr.mlm import MLMSparseModel
-from lsr.sparse import decode
+from lsr.mlm import DocumentModelEncoder, MLMSparseModel
 from lsr.tokenization import save_json
 
 QUERY_MODEL_DIR = "query_model"
 
 
-class SpladeEncoder:
+class SpladeEncoder(DocumentModelEncoder):
     """SPLADE encoder: ``encode_queries`` / ``encode_documents`` return ``csr_array`` rows.
 
     ``max_active_dims`` keeps only the N largest weights per vector and ``threshold`` drops
@@ -44,10 +43,6 @@ class SpladeEncoder:
         self.max_active_dims = max_active_dims
         self.threshold = threshold
         self.progress = False
-
-    @property
-    def vocab(self) -> list[str]:
-        return self.doc_model.vocab
 
     @classmethod
     def from_pretrained(
@@ -93,34 +88,10 @@ class SpladeEncoder:
             texts, self.batch_size, self.query_max_length, self.max_active_dims, self.threshold
         )
 
-    def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
-        return self.doc_model.encode(
-            texts,
-            self.batch_size,
-            None,
-            self.max_active_dims,
-            self.threshold,
-            progress=self.progress,
-        )
-
-    def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
-        return decode(vector, self.vocab, top_k)
-
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.doc_model.save_pretrained(folder)
         if self.query_model is not None:
             self.query_model.save_pretrained(folder / QUERY_MODEL_DIR)
-        save_json(
-            folder / CONFIG_NAME,
-            {
-                "type": self.name,
-                "max_length": self.doc_model.max_length,
-                "max_chunks": self.doc_model.max_chunks,
-                "activation": self.doc_model.activation,
-                "query_max_length": self.query_max_length,
-                "max_active_dims": self.max_active_dims,
-                "threshold": self.threshold,
-            },
-        )
+        save_json(folder / CONFIG_NAME, self._config(query_max_length=self.query_max_length))
