@@ -15,6 +15,7 @@ from kernels.topk import heap_offer, heap_sort
 
 NO_DOC = np.int64(1) << 40
 MARGIN = 1e-4
+WINDOW = 4096
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -72,8 +73,15 @@ def _canonical_score(contrib, m):
 def maxscore_one(
     offsets, docs, impacts, max_impact, q_terms, q_weights, scale, k, theta, out_docs, out_scores
 ):
-    """MaxScore: terms sorted by upper bound; documents are only drawn from the "essential"
-    terms whose bounds could still lift a document over the threshold. Returns the hit count."""
+    """MaxScore over windows of documents; returns the hit count.
+
+    Terms are sorted by score upper bound; once the k-th score exceeds the summed bounds of
+    the lightest terms, those become "non-essential": a document matching only them cannot
+    enter the top k. For each window of ``WINDOW`` documents the essential postings are
+    accumulated term at a time into a small buffer; each document found there (in doc order)
+    is then refined with the non-essential terms, heaviest first, and dropped as soon as its
+    bound falls to the threshold. Survivors are scored exactly, in query-term order.
+    """
     m, starts, ends, w, ubs, _ = _live_terms(offsets, max_impact, q_terms, q_weights)
     if m == 0:
         return 0
@@ -84,45 +92,69 @@ def maxscore_one(
         total += ubs[order[i]]
         prefix[i] = total
     pos = starts.copy()
-    contrib = np.zeros(m, dtype=np.float32)
+    probe = starts.copy()
+    last_doc = 0
+    for j in range(m):
+        if np.int64(docs[ends[j] - 1]) > last_doc:
+            last_doc = np.int64(docs[ends[j] - 1])
+    window = np.zeros(WINDOW, dtype=np.float32)
     size = 0
     threshold = -1.0
     first = 0
-    while first < m:
-        d = NO_DOC
+    lo = 0
+    while lo <= last_doc and first < m:
+        hi = lo + WINDOW
+        touched = 0
         for i in range(first, m):
             j = order[i]
-            if pos[j] < ends[j] and docs[pos[j]] < d:
-                d = np.int64(docs[pos[j]])
-        if d == NO_DOC:
-            break
-        partial = 0.0
-        for i in range(first, m):
-            j = order[i]
-            if pos[j] < ends[j] and docs[pos[j]] == d:
-                c = w[j] * np.float32(impacts[pos[j]])
-                contrib[j] = c
-                partial += c
-                pos[j] += 1
-        pruned = False
-        for i in range(first - 1, -1, -1):
-            if size == k and (partial + prefix[i]) * (1.0 + MARGIN) <= threshold * theta:
-                pruned = True
-                break
-            j = order[i]
-            p = _seek(docs, pos[j], ends[j], d)
+            p = pos[j]
+            wj = w[j]
+            while p < ends[j] and docs[p] < hi:
+                window[docs[p] - lo] += wj * np.float32(impacts[p])
+                p += 1
+            touched += p - pos[j]
             pos[j] = p
-            if p < ends[j] and docs[p] == d:
-                c = w[j] * np.float32(impacts[p])
-                contrib[j] = c
-                partial += c
-        s = _canonical_score(contrib, m)
-        if not pruned and s > 0.0:
-            size = heap_offer(out_scores, out_docs, size, k, s, d)
-            if size == k:
-                threshold = np.float64(out_scores[0])
-                while first < m and prefix[first] * (1.0 + MARGIN) <= threshold * theta:
-                    first += 1
+        if touched == 0:
+            lo = hi
+            continue
+        # the window was accumulated with terms order[first:] essential: refine with the others
+        frozen = first
+        rest = prefix[frozen - 1] if frozen > 0 else 0.0
+        for x in range(WINDOW):
+            partial = window[x]
+            if partial == 0.0:
+                continue
+            window[x] = 0.0
+            d = lo + x
+            bound = np.float64(partial) + rest
+            if size == k and bound * (1.0 + MARGIN) <= threshold * theta:
+                continue
+            pruned = False
+            for i in range(frozen - 1, -1, -1):
+                j = order[i]
+                bound -= ubs[j]
+                p = _seek(docs, probe[j], ends[j], d)
+                probe[j] = p
+                if p < ends[j] and docs[p] == d:
+                    bound += np.float64(w[j] * np.float32(impacts[p]))
+                if size == k and bound * (1.0 + MARGIN) <= threshold * theta:
+                    pruned = True
+                    break
+            if pruned:
+                continue
+            s = np.float32(0.0)
+            for j in range(m):
+                p = _seek(docs, probe[j], ends[j], d)
+                probe[j] = p
+                if p < ends[j] and docs[p] == d:
+                    s += w[j] * np.float32(impacts[p])
+            if s > 0.0:
+                size = heap_offer(out_scores, out_docs, size, k, s, d)
+                if size == k:
+                    threshold = np.float64(out_scores[0])
+                    while first < m and prefix[first] * (1.0 + MARGIN) <= threshold * theta:
+                        first += 1
+        lo = hi
     heap_sort(out_scores, out_docs, size)
     for i in range(size):
         out_scores[i] *= scale

@@ -56,6 +56,14 @@ def test_pruned_equals_exhaustive_on_skewed_data(rng, quantization, k):
             assert single[0] == ref[3]
 
 
+def test_pruned_equals_exhaustive_across_many_windows(rng):
+    _, idx = _zipf_index(rng, n_docs=12_000, vocab=300, nnz=12)  # several MaxScore windows
+    queries = random_csr(rng, 20, 300, 25 / 300)
+    ref = idx.search(queries, 10, algorithm="exhaustive")
+    for algo in ("maxscore", "bmw"):
+        _same(ref, idx.search(queries, 10, algorithm=algo))
+
+
 def test_ties_are_broken_identically(rng):
     _, idx = _zipf_index(rng, integer=True, quantization="float32")
     queries = sp.csr_array(np.ones((1, 400), np.float32) * (np.arange(400) < 3))
