@@ -155,6 +155,17 @@ class Index:
                 out[self.vocab[t]] = float(self.impacts[i]) * self.scale
         return out
 
+    def term_weights(self, doc: int, terms: np.ndarray) -> np.ndarray:
+        """The stored (dequantized) weights of document number ``doc`` for ``terms`` (0 if absent);
+        a binary search per term, for explaining a hit."""
+        out = np.zeros(len(terms), dtype=np.float32)
+        for j, t in enumerate(terms):
+            lo, hi = self.offsets[t], self.offsets[t + 1]
+            i = lo + np.searchsorted(self.docs[lo:hi], doc)
+            if i < hi and self.docs[i] == doc:
+                out[j] = float(self.impacts[i]) * self.scale
+        return out
+
     # ---- search -------------------------------------------------------------------------
 
     def check_vocab(self, vocab: Sequence[str]) -> None:

@@ -49,10 +49,14 @@ class L1(Regularizer):
 class IDFAwareFLOPS(Regularizer):
     """FLOPS with each term's penalty divided by its IDF: sum_j (mean_b |w_bj|)^2 / idf_j.
 
-    With inference-free matching the score of a document is sum_j idf_j * w_dj over the query
-    tokens, so a low-IDF term contributes little to relevance but a long postings list to the
-    cost: dividing by idf_j makes the penalty of frequent (low-IDF) terms larger and frees
-    rare, informative terms. IDF values are floored at ``min_idf`` to keep the factor bounded.
+    Inference-free matching scores a document by s(q, d) = sum_{j in q} idf_j * w_dj, so a
+    term's effective contribution is v_j = idf_j * w_j. Geng et al. (2024) make FLOPS
+    "IDF-aware" by penalizing the raw weights while matching with IDF: in terms of the
+    contributions that is sum_j (mean v_j / idf_j)^2, i.e. low-IDF terms pay ~1/idf_j^2 more
+    (their reference code applies plain FLOPS to w under IDF matching: use ``flops`` with an
+    inference-free model for exactly that). This class goes one step further and divides
+    the penalty on w by idf_j as well, suppressing frequent terms, and their long postings
+    lists, harder. IDF values are floored at ``min_idf`` to keep the factor bounded.
     """
 
     name = "idf_flops"

@@ -151,6 +151,30 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=commands.cmd_bench)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve an index over HTTP (FastAPI + uvicorn)")
+    p.add_argument("index", help="index directory (built by lsr index)")
+    p.add_argument("--encoder", default=None, help="query/document encoder (default: the index's)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require this X-API-Key for writes (default: $LSR_API_KEY if set)",
+    )
+    p.add_argument("--protect-reads", action="store_true", help="require the API key for reads too")
+    p.add_argument("--max-k", type=int, default=1000)
+    p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
+    p.add_argument(
+        "--merge-threshold",
+        type=int,
+        default=10_000,
+        help="fold updates into the base index after this many changed documents",
+    )
+    p.set_defaults(func=commands.cmd_serve)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="index and search the bundled sample corpus")
     p.add_argument(
@@ -170,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_bench(sub)
+    _add_serve(sub)
     _add_demo(sub)
     return parser
 

@@ -202,6 +202,27 @@ def _bench_dataset(args, common):
     return bench_index(index, encoder.encode_queries(texts), dataset.name, **common)
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    import uvicorn
+
+    from service.app import Limits, create_app
+
+    app = create_app(
+        args.index,
+        encoder=args.encoder,
+        api_key=args.api_key or os.environ.get("LSR_API_KEY") or None,
+        protect_reads=args.protect_reads,
+        limits=Limits(
+            max_body_bytes=args.max_body_bytes, max_k=args.max_k, max_batch=args.max_batch
+        ),
+        merge_threshold=args.merge_threshold,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _hits_table(query: str, hits: list[tuple[str, float]]) -> str:
     lines = [f"query: {query}"]
     if not hits:
