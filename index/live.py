@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from index.builder import IndexBuilder
 from index.errors import IndexFormatError
 from index.inverted import Index
-from index.storage import FILES, MANIFEST
+from index.storage import FILES, MANIFEST, recover
 from index.validation import as_sparse_batch, check_k
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ class LiveIndex:
         self.path = Path(path)
         self.merge_threshold = merge_threshold
         self._write_lock = threading.Lock()
+        for action in recover(self.path):
+            logger.warning("%s: %s after an interrupted write", self.path, action)
         self._open()
 
     def _open(self) -> None:

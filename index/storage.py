@@ -117,6 +117,27 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover(path: Path) -> list[str]:
+    """Clean up after a crash during :func:`write_index` at ``path``; returns what it did.
+
+    A crash between the two renames of a replace leaves no index under the final name but the
+    previous one under ``.NAME.old-*``: it is put back (the interrupted write was never
+    acknowledged). Leftover ``.NAME.tmp-*`` and ``.NAME.old-*`` directories are removed.
+    Only the single writer of an index should call this.
+    """
+    path = Path(path)
+    actions = []
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not path.exists() and olds:
+        os.rename(olds[-1], path)
+        actions.append(f"restored {olds[-1].name}")
+        olds = olds[:-1]
+    for leftover in [*olds, *path.parent.glob(f".{path.name}.tmp-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+        actions.append(f"removed {leftover.name}")
+    return actions
+
+
 def read_manifest(path: Path) -> dict:
     """Parse and check the manifest of the index at ``path``."""
     path = Path(path)

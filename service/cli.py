@@ -175,6 +175,18 @@ def _add_serve(sub) -> None:
     p.set_defaults(func=commands.cmd_serve)
 
 
+def _add_loadtest(sub) -> None:
+    p = sub.add_parser("loadtest", help="bounded loopback load test of a running lsr serve")
+    p.add_argument("url", help="e.g. http://127.0.0.1:8000 (loopback only)")
+    p.add_argument("--queries", required=True, help="queries.jsonl / tsv file or a dataset")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
+    p.add_argument("--max-requests", type=int, default=20_000)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_loadtest)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="index and search the bundled sample corpus")
     p.add_argument(
@@ -195,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_bench(sub)
     _add_serve(sub)
+    _add_loadtest(sub)
     _add_demo(sub)
     return parser
 

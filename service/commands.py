@@ -223,6 +223,31 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_loadtest(args) -> int:
+    from eval.datasets import load_dataset
+    from lsr.corpus import read_queries
+    from service.loadtest import check_loopback, run_load
+
+    check_loopback(args.url)
+    path = Path(args.queries)
+    texts = list(
+        (read_queries(path) if path.is_file() else load_dataset(args.queries).queries).values()
+    )
+    results = [
+        run_load(args.url, texts, c, args.duration, args.max_requests, args.k)
+        for c in args.concurrency
+    ]
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+        return 0
+    for r in results:
+        print(
+            f"{r.concurrency:>3} clients: {r.requests:,} requests in {r.seconds:.1f}s, "
+            f"{r.qps:,.0f} QPS, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, {r.errors} errors"
+        )
+    return 0
+
+
 def _hits_table(query: str, hits: list[tuple[str, float]]) -> str:
     lines = [f"query: {query}"]
     if not hits:

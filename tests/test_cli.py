@@ -53,6 +53,8 @@ def test_query_without_known_terms(sample_index, capsys):
         (["index", "{sample}", "--out", "{index}"], "already exists; pass --overwrite"),
         (["index", "{sample}", "--out", "{tmp}/y", "--b", "2"], "0 <= b <= 1"),
         (["index", "{sample}", "--out", "{tmp}/z", "--encoder", "nope"], "Unknown encoder"),
+        (["serve", "/nonexistent/idx"], "No index at /nonexistent/idx"),
+        (["loadtest", "http://example.com:80", "--queries", "{sample}"], "only targets loopback"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(sample_index, tmp_path, capsys, argv, message):

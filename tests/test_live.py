@@ -113,3 +113,16 @@ def test_bad_updates(live, rng):
     with pytest.raises(ValueError, match="negative"):
         index.upsert(sp.csr_array(-np.ones((1, V), np.float32)), ["a"])
     assert index.stats()["last_seq"] == 0  # nothing was logged
+
+
+def test_crash_between_renames_is_recovered_on_open(live, rng):
+    path, _ = live
+    index = LiveIndex(path)
+    index.upsert(random_csr(rng, 2, V, 0.3), ["z1", "z2"])
+    index.close()
+    # the state a crash leaves between "old index moved aside" and "new index moved in"
+    path.rename(path.parent / f".{path.name}.old-12345678")
+    (path.parent / f".{path.name}.tmp-87654321").mkdir()
+    again = LiveIndex(path)
+    assert again.get("z1") is not None and again.stats()["n_docs"] == 202
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

@@ -254,3 +254,14 @@ def test_openapi_schema_documents_every_endpoint(server):
     ):
         assert path in spec["paths"], path
     assert "examples" in json.dumps(spec["components"]["schemas"]["SearchRequest"])
+
+
+def test_load_test_is_bounded_and_loopback_only(server):
+    from service.loadtest import run_load
+
+    result = run_load(
+        server.url, ["honey bees", "lava"], concurrency=4, duration=1.0, max_requests=40
+    )
+    assert result.requests == 40 and result.errors == 0 and result.p99_ms >= result.p50_ms
+    with pytest.raises(ValueError, match="only targets loopback"):
+        run_load("http://192.168.1.10:8000", ["x"], concurrency=1)
