@@ -127,24 +127,21 @@ def _peer_postings(index: Index) -> dict:
     }
 
 
-def _splade_index_peer(index: Index, queries: sp.csr_array, k: int):
-    try:
-        from splade_index.numba.retrieve_utils import _retrieve_numba_functional
-    except ImportError:
-        return None
-    scores = _peer_postings(index)
-    ids = [
-        queries.indices[queries.indptr[i] : queries.indptr[i + 1]].astype(np.int32)
-        for i in range(queries.shape[0])
-    ]
-    weights = [
-        queries.data[queries.indptr[i] : queries.indptr[i + 1]] for i in range(queries.shape[0])
+def _rows(queries: sp.csr_array) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each query's term ids and weights."""
+    return [
+        (queries.indices[lo:hi].astype(np.int32), queries.data[lo:hi])
+        for lo, hi in zip(queries.indptr[:-1], queries.indptr[1:], strict=True)
     ]
 
+
+def _peer_runner(retrieve, per_query: list[tuple], scores: dict, k: int):
+    """``run(lo, hi, threads)`` calling a peer's Numba retrieval on queries ``lo:hi``."""
+
     def run(lo, hi, threads):
-        return _retrieve_numba_functional(
-            ids[lo:hi],
-            weights[lo:hi],
+        args = [list(column) for column in zip(*per_query[lo:hi], strict=True)]
+        return retrieve(
+            *args,
             scores,
             k=k,
             sorted=True,
@@ -156,34 +153,25 @@ def _splade_index_peer(index: Index, queries: sp.csr_array, k: int):
     return run
 
 
+def _splade_index_peer(index: Index, queries: sp.csr_array, k: int):
+    """splade-index's Numba backend fed our postings and weighted query terms."""
+    try:
+        from splade_index.numba.retrieve_utils import _retrieve_numba_functional
+    except ImportError:
+        return None
+    return _peer_runner(_retrieve_numba_functional, _rows(queries), _peer_postings(index), k)
+
+
 def _bm25s_peer(index: Index, queries: sp.csr_array, k: int):
+    """bm25s' Numba backend fed our BM25 postings and query term ids (repeated by count)."""
     try:
         from bm25s.numba.retrieve_utils import _retrieve_numba_functional
     except ImportError:
         return None
     if not np.allclose(queries.data, np.round(queries.data)):
         return None  # bm25s scores term-id lists: only BM25 term-count queries translate
-    scores = _peer_postings(index)
-    ids = [
-        np.repeat(
-            queries.indices[queries.indptr[i] : queries.indptr[i + 1]],
-            queries.data[queries.indptr[i] : queries.indptr[i + 1]].astype(np.int64),
-        ).astype(np.int32)
-        for i in range(queries.shape[0])
-    ]
-
-    def run(lo, hi, threads):
-        return _retrieve_numba_functional(
-            ids[lo:hi],
-            scores,
-            k=k,
-            sorted=True,
-            return_as="tuple",
-            show_progress=False,
-            n_threads=threads,
-        )
-
-    return run
+    ids = [(np.repeat(t, w.astype(np.int64)).astype(np.int32),) for t, w in _rows(queries)]
+    return _peer_runner(_retrieve_numba_functional, ids, _peer_postings(index), k)
 
 
 def bench_index(
