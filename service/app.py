@@ -94,6 +94,95 @@ class UpsertRequest(BaseModel):
     documents: list[DocumentIn] = Field(..., min_length=1)
 
 
+class TermContribution(BaseModel):
+    term: str
+    query_weight: float
+    doc_weight: float
+    contribution: float
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    terms: list[TermContribution] | None = Field(None, description="with explain=true")
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"hits": [{"id": "d146", "score": 7.35}], "took_ms": 0.4}]}
+    )
+    hits: list[Hit]
+    took_ms: float
+
+
+class QueryHits(BaseModel):
+    hits: list[Hit]
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[QueryHits]
+    took_ms: float
+
+
+class EncodeResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"vectors": [{"honei": 1.0, "bee": 1.0}]}]}
+    )
+    vectors: list[dict[str, float]]
+
+
+class DocumentResponse(BaseModel):
+    id: str
+    vector: dict[str, float] = Field(..., description="the stored term weights")
+
+
+class UpsertResponse(BaseModel):
+    upserted: int
+    seq: int = Field(..., description="write-ahead log sequence number of this write")
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+    seq: int
+
+
+class HealthResponse(BaseModel):
+    status: str
+    documents: int
+
+
+class StatsResponse(BaseModel):
+    n_docs: int
+    base_docs: int
+    delta_docs: int
+    deleted_or_replaced: int
+    vocab_size: int
+    postings: int
+    last_seq: int
+    merged_seq: int
+    wal_bytes: int
+    encoder: str
+    limits: dict[str, int]
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": "k must be at most 1000"}]})
+    error: str
+    detail: list[dict] | None = None
+
+
+ERRORS = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in [
+        (400, "invalid value"),
+        (401, "missing or wrong X-API-Key"),
+        (404, "not found"),
+        (413, "request body too large"),
+        (422, "invalid request"),
+    ]
+}
+
+
 class Metrics:
     """Request counters and latency sums in the Prometheus text format."""
 
@@ -286,16 +375,16 @@ def create_app(
             out.append(hit)
         return {"hits": out[:k]}
 
-    @app.post("/search", dependencies=[Depends(reader)])
-    def search(req: SearchRequest) -> dict:
+    @app.post("/search", dependencies=[Depends(reader)], responses=ERRORS)
+    def search(req: SearchRequest) -> SearchResponse:
         """Top-k documents for one query (text or vector)."""
         start = time.perf_counter()
         vector = query_vector(req)
         [result] = live.search(vector, req.k, algorithm=req.algorithm)
         return {**hits(req, vector, result, req.k), "took_ms": (time.perf_counter() - start) * 1e3}
 
-    @app.post("/search/batch", dependencies=[Depends(reader)])
-    def search_batch(req: BatchSearchRequest) -> dict:
+    @app.post("/search/batch", dependencies=[Depends(reader)], responses=ERRORS)
+    def search_batch(req: BatchSearchRequest) -> BatchSearchResponse:
         """Several queries in one request (at most the server's batch limit)."""
         if len(req.queries) > limits.max_batch:
             raise HTTPException(422, f"at most {limits.max_batch} queries per batch")
@@ -309,8 +398,8 @@ def create_app(
             results.append(hits(q, vector, result, k))
         return {"results": results, "took_ms": (time.perf_counter() - start) * 1e3}
 
-    @app.post("/encode", dependencies=[Depends(reader)])
-    def encode(req: EncodeRequest) -> dict:
+    @app.post("/encode", dependencies=[Depends(reader)], responses=ERRORS)
+    def encode(req: EncodeRequest) -> EncodeResponse:
         """Sparse vectors ({term: weight}) of texts, as queries or as documents."""
         if len(req.texts) > limits.max_batch:
             raise HTTPException(422, f"at most {limits.max_batch} texts per request")
@@ -323,16 +412,16 @@ def create_app(
         )
         return {"vectors": [dict(enc.decode(vectors[[i]])) for i in range(vectors.shape[0])]}
 
-    @app.get("/documents/{doc_id}", dependencies=[Depends(reader)])
-    def get_document(doc_id: str) -> dict:
+    @app.get("/documents/{doc_id}", dependencies=[Depends(reader)], responses=ERRORS)
+    def get_document(doc_id: str) -> DocumentResponse:
         """A document's stored vector."""
         vector = live.get(doc_id)
         if vector is None:
             raise HTTPException(404, f"no document {doc_id!r}")
         return {"id": doc_id, "vector": vector}
 
-    @app.post("/documents", dependencies=[Depends(writer)])
-    def upsert(req: UpsertRequest) -> dict:
+    @app.post("/documents", dependencies=[Depends(writer)], responses=ERRORS)
+    def upsert(req: UpsertRequest) -> UpsertResponse:
         """Add or replace documents (encoded by the server); durable when this returns."""
         if len(req.documents) > limits.max_documents:
             raise HTTPException(422, f"at most {limits.max_documents} documents per request")
@@ -344,8 +433,8 @@ def create_app(
         maybe_merge()
         return {"upserted": len(ids), "seq": seq}
 
-    @app.delete("/documents/{doc_id}", dependencies=[Depends(writer)])
-    def delete(doc_id: str) -> dict:
+    @app.delete("/documents/{doc_id}", dependencies=[Depends(writer)], responses=ERRORS)
+    def delete(doc_id: str) -> DeleteResponse:
         """Delete a document; durable when this returns."""
         seq, gone = live.delete([doc_id])
         if not gone:
@@ -367,11 +456,11 @@ def create_app(
             threading.Thread(target=run, daemon=True).start()
 
     @app.get("/health")
-    def health() -> dict:
+    def health() -> HealthResponse:
         return {"status": "ok", "documents": live.stats()["n_docs"]}
 
-    @app.get("/stats", dependencies=[Depends(reader)])
-    def stats() -> dict:
+    @app.get("/stats", dependencies=[Depends(reader)], responses=ERRORS)
+    def stats() -> StatsResponse:
         return {
             **live.stats(),
             "encoder": getattr(enc, "name", type(enc).__name__),

@@ -254,6 +254,10 @@ def test_openapi_schema_documents_every_endpoint(server):
     ):
         assert path in spec["paths"], path
     assert "examples" in json.dumps(spec["components"]["schemas"]["SearchRequest"])
+    responses = spec["paths"]["/search"]["post"]["responses"]
+    assert "SearchResponse" in json.dumps(responses["200"]) and "ErrorResponse" in json.dumps(
+        responses["422"]
+    )
 
 
 def test_load_test_is_bounded_and_loopback_only(server):
