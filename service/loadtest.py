@@ -57,6 +57,12 @@ def run_load(
     check_loopback(url)
     if not queries:
         raise ValueError("The load test needs at least one query.")
+    try:
+        httpx.get(url + "/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as e:
+        raise ValueError(
+            f"No lsr server answers at {url} ({type(e).__name__}); start lsr serve."
+        ) from e
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()

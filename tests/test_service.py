@@ -269,3 +269,5 @@ def test_load_test_is_bounded_and_loopback_only(server):
     assert result.requests == 40 and result.errors == 0 and result.p99_ms >= result.p50_ms
     with pytest.raises(ValueError, match="only targets loopback"):
         run_load("http://192.168.1.10:8000", ["x"], concurrency=1)
+    with pytest.raises(ValueError, match="No lsr server answers"):
+        run_load(f"http://127.0.0.1:{_free_port()}", ["x"], concurrency=1)
