@@ -111,6 +111,64 @@ def search_query(
     )
 
 
+@nb.njit(cache=True, nogil=True)
+def _search_slice(
+    algorithm,
+    offsets,
+    docs,
+    impacts,
+    max_impact,
+    block_offsets,
+    block_max,
+    block_last,
+    block_size,
+    q_indptr,
+    q_terms,
+    q_weights,
+    scale,
+    k,
+    theta,
+    n_docs,
+    lo,
+    hi,
+    out_docs,
+    out_scores,
+    counts,
+):
+    """Queries ``lo:hi`` of a batch on one thread; the accumulator is allocated only if needed."""
+    exhaustive = False
+    for q in range(lo, hi):
+        a, b = q_indptr[q], q_indptr[q + 1]
+        if resolve(algorithm, offsets, q_terms[a:b], theta) == EXHAUSTIVE:
+            exhaustive = True
+            break
+    size = n_docs if exhaustive else 0
+    acc = np.zeros(size, dtype=np.float32)
+    candidates = np.empty(size, dtype=np.int64)
+    for q in range(lo, hi):
+        a, b = q_indptr[q], q_indptr[q + 1]
+        counts[q] = search_query(
+            algorithm,
+            offsets,
+            docs,
+            impacts,
+            max_impact,
+            block_offsets,
+            block_max,
+            block_last,
+            block_size,
+            q_terms[a:b],
+            q_weights[a:b],
+            scale,
+            k,
+            theta,
+            acc,
+            candidates,
+            out_docs[q],
+            out_scores[q],
+        )
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def search_many(
     algorithm,
@@ -133,7 +191,7 @@ def search_many(
 ):
     """Every row of a query CSR, in ``n_workers`` parallel slices; ``(docs, scores, counts)``.
 
-    Each slice allocates its accumulator only if one of its queries runs exhaustively, so
+    A slice allocates its accumulator only if one of its queries runs exhaustively, so
     pruned batches over large collections allocate nothing collection-sized.
     """
     n_queries = q_indptr.shape[0] - 1
@@ -142,34 +200,27 @@ def search_many(
     counts = np.zeros(n_queries, dtype=np.int64)
     n_workers = max(1, min(n_workers, n_queries))
     for w in nb.prange(n_workers):
-        lo = w * n_queries // n_workers
-        hi = (w + 1) * n_queries // n_workers
-        acc = np.zeros(0, dtype=np.float32)
-        candidates = np.zeros(0, dtype=np.int64)
-        for q in range(lo, hi):
-            a, b = q_indptr[q], q_indptr[q + 1]
-            algo = resolve(algorithm, offsets, q_terms[a:b], theta)
-            if algo == EXHAUSTIVE and acc.shape[0] != n_docs:
-                acc = np.zeros(n_docs, dtype=np.float32)
-                candidates = np.empty(n_docs, dtype=np.int64)
-            counts[q] = search_query(
-                algo,
-                offsets,
-                docs,
-                impacts,
-                max_impact,
-                block_offsets,
-                block_max,
-                block_last,
-                block_size,
-                q_terms[a:b],
-                q_weights[a:b],
-                scale,
-                k,
-                theta,
-                acc,
-                candidates,
-                out_docs[q],
-                out_scores[q],
-            )
+        _search_slice(
+            algorithm,
+            offsets,
+            docs,
+            impacts,
+            max_impact,
+            block_offsets,
+            block_max,
+            block_last,
+            block_size,
+            q_indptr,
+            q_terms,
+            q_weights,
+            scale,
+            k,
+            theta,
+            n_docs,
+            w * n_queries // n_workers,
+            (w + 1) * n_queries // n_workers,
+            out_docs,
+            out_scores,
+            counts,
+        )
     return out_docs, out_scores, counts

@@ -3,7 +3,7 @@
 import numba as nb
 import numpy as np
 
-from kernels.topk import heap_offer, heap_sort, select_topk
+from kernels.topk import dense_topk, select_topk
 
 DENSE_FRACTION = 4  # scan the accumulator densely once postings exceed n_docs / 4
 
@@ -14,9 +14,9 @@ def search_one(
 ):
     """Score one query term at a time and keep its top ``k``; returns the number of hits.
 
-    ``acc`` (float32, one slot per document, all zero on entry) and ``candidates`` (int64, same
-    length) are caller-owned scratch reused across queries and left all zero on exit. A query
-    that reads few postings tracks the documents it touches and costs O(postings); one that
+    ``acc`` (float32, one slot per document, all zero on entry and exit) and ``candidates``
+    (int64, same length: the candidate list, or block maxima on the dense path) are
+    caller-owned scratch reused across queries. A query that reads few postings tracks the documents it touches and costs O(postings); one that
     reads many scans the accumulator densely (sequential, branch-light). Both keep exactly
     the documents with a positive score; query weights must be positive.
     """
@@ -30,15 +30,7 @@ def search_one(
             t = q_terms[j]
             for i in range(offsets[t], offsets[t + 1]):
                 acc[docs[i]] += w * np.float32(impacts[i])
-        size = 0
-        for d in range(n_docs):
-            s = acc[d]
-            if s > 0.0:
-                acc[d] = 0.0
-                if size == k and s < out_scores[0]:
-                    continue
-                size = heap_offer(out_scores, out_docs, size, k, s, d)
-        heap_sort(out_scores, out_docs, size)
+        size = dense_topk(acc, k, candidates.view(np.float32), out_docs, out_scores)
     else:
         n_candidates = 0
         for j in range(q_terms.shape[0]):

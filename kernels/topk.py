@@ -84,6 +84,94 @@ def select_topk(acc, candidates, n_candidates, k, out_docs, out_scores):
     return size
 
 
+SCAN_BLOCK = 64  # documents per block when bounding the k-th score of a dense accumulator
+SMALLEST_POSITIVE = np.float32(1e-45)  # the smallest positive float32 (a denormal)
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def block_maxima(acc, out):
+    """``out[b]`` = the largest score in documents ``b*SCAN_BLOCK`` onwards (a vectorized pass)."""
+    n = acc.shape[0]
+    full = n // SCAN_BLOCK
+    for b in range(full):
+        lo = b * SCAN_BLOCK
+        m = np.float32(0.0)
+        for d in range(SCAN_BLOCK):
+            v = acc[lo + d]
+            m = v if v > m else m
+        out[b] = m
+    if full * SCAN_BLOCK < n:
+        m = np.float32(0.0)
+        for d in range(full * SCAN_BLOCK, n):
+            v = acc[d]
+            m = v if v > m else m
+        out[full] = m
+    return full + (1 if full * SCAN_BLOCK < n else 0)
+
+
+@nb.njit(cache=True, nogil=True)
+def kth_largest(values, n, k, heap):
+    """The ``k``-th largest positive value of ``values[:n]`` (``heap``: ``k`` floats of scratch).
+
+    Returns the smallest positive float when fewer than ``k`` values are positive.
+    """
+    size = 0
+    for b in range(n):
+        m = values[b]
+        if m <= 0.0:
+            continue
+        if size < k:
+            heap[size] = m
+            i = size
+            size += 1
+            while i > 0 and heap[(i - 1) // 2] > heap[i]:
+                p = (i - 1) // 2
+                heap[i], heap[p] = heap[p], heap[i]
+                i = p
+        elif m > heap[0]:
+            heap[0] = m
+            i = 0
+            while True:
+                c = 2 * i + 1
+                if c >= size:
+                    break
+                if c + 1 < size and heap[c + 1] < heap[c]:
+                    c += 1
+                if heap[c] < heap[i]:
+                    heap[i], heap[c] = heap[c], heap[i]
+                    i = c
+                else:
+                    break
+    return heap[0] if size == k else SMALLEST_POSITIVE
+
+
+@nb.njit(cache=True, nogil=True)
+def dense_topk(acc, k, maxima, out_docs, out_scores):
+    """The best ``k`` documents of a dense accumulator, in rank order; zeroes ``acc``.
+
+    The ``k``-th largest block maximum bounds the ``k``-th score from below (``k`` blocks each
+    hold a document at least that good), so only blocks reaching the bound are scanned and
+    the heap sees few documents; ties on the bound are kept, so the doc-number tie break stays
+    exact. ``maxima`` is scratch for one float per ``SCAN_BLOCK`` documents. Returns the count.
+    """
+    n_blocks = block_maxima(acc, maxima)
+    bound = kth_largest(maxima, n_blocks, k, out_scores)
+    n = acc.shape[0]
+    size = 0
+    for b in range(n_blocks):
+        if maxima[b] < bound:
+            continue
+        for d in range(b * SCAN_BLOCK, min(n, (b + 1) * SCAN_BLOCK)):
+            s = acc[d]
+            if s >= bound:
+                if size == k and s < out_scores[0]:
+                    continue
+                size = heap_offer(out_scores, out_docs, size, k, s, d)
+    acc[:] = 0.0
+    heap_sort(out_scores, out_docs, size)
+    return size
+
+
 def empty_topk(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Output buffers for ``select_topk``: doc numbers padded with -1, scores with 0."""
     return np.full(k, -1, dtype=np.int64), np.zeros(k, dtype=np.float32)
