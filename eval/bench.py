@@ -183,8 +183,13 @@ def bench_index(
     threads: int | None = None,
     approximate: bool = True,
     peers: bool = True,
+    clustered: dict | None = None,
 ) -> BenchReport:
-    """Benchmark all exact algorithms, approximate settings and the peers on one index."""
+    """Benchmark all exact algorithms, approximate settings and the peers on one index.
+
+    ``clustered``: build settings of a clustered (Seismic-style) index to benchmark too, as
+    part of the approximate settings (default :data:`CLUSTER_DEFAULTS`; ``{}`` skips it).
+    """
     import numba
 
     threads = threads or numba.get_num_threads()
@@ -222,10 +227,41 @@ def bench_index(
         )
         recall = _recall(results, exact, k)
         report.rows.append(_row(label, single, batch, n, recall))
+    if approximate and clustered != {}:
+        _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, clustered)
     if peers:
         _add_peers(report, index, queries, k, repeat, threads, exact)
     report.extra["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
+
+
+CLUSTER_DEFAULTS = {"postings_per_term": 1000, "cluster_size": 32, "summary_mass": 0.3}
+
+
+def _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, settings) -> None:
+    """Build a clustered index (timed) and add a row per search setting."""
+    from index import ClusteredIndex
+
+    settings = {**CLUSTER_DEFAULTS, **(settings or {})}
+    clustered = ClusteredIndex.build(index, **settings)
+    report.extra["clustered_build_seconds"] = clustered.build_seconds
+    report.extra["clustered_bytes_per_posting"] = clustered.nbytes / max(index.n_postings, 1)
+    report.extra["clustered_settings"] = settings
+    n = queries.shape[0]
+    avg_terms = queries.nnz / max(n, 1)
+    probes = sorted({max(1, int(avg_terms * 0.25)), max(1, int(avg_terms))})
+    clustered.search(rows_of[0], k)
+    clustered.search(queries[:2], k)
+    for heap_factor in (1.0, 1.5):
+        for m in probes:
+            opts = {"heap_factor": heap_factor, "query_terms": m}
+            single = _time_single(lambda i, o=opts: clustered.search(rows_of[i], k, **o), n, repeat)
+            results = clustered.search(queries, k, threads=threads, **opts)
+            batch = _time_batch(
+                lambda o=opts: clustered.search(queries, k, threads=threads, **o), max(repeat, 2)
+            )
+            label = f"clustered hf={heap_factor} terms={m}"
+            report.rows.append(_row(label, single, batch, n, _recall(results, exact, k)))
 
 
 def _add_peers(report, index, queries, k, repeat, threads, exact) -> None:
@@ -289,6 +325,7 @@ def bench_synthetic(
     repeat: int = 1,
     peers: bool = True,
     approximate: bool = True,
+    clustered: dict | None = None,
 ) -> BenchReport:
     """Build a synthetic SPLADE-like index (timed) and benchmark it."""
     from eval.synthetic import synthetic_corpus, synthetic_queries
@@ -310,7 +347,14 @@ def bench_synthetic(
     queries = synthetic_queries(n_queries, vocab, query_terms, inference_free=inference_free)
     kind = "inference-free" if inference_free else "splade-like"
     report = bench_index(
-        index, queries, f"synthetic {kind}", k, repeat, approximate=approximate, peers=peers
+        index,
+        queries,
+        f"synthetic {kind}",
+        k,
+        repeat,
+        approximate=approximate,
+        peers=peers,
+        clustered=clustered,
     )
     report.extra.update(
         {

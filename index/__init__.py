@@ -5,11 +5,13 @@ columns are term ids of a vocabulary that is stored with the index.
 """
 
 from index.builder import IndexBuilder
+from index.clustered import ClusteredIndex
 from index.errors import IndexFormatError, VocabularyMismatchError
 from index.inverted import Index, SearchResults
 from index.live import LiveIndex
 
 __all__ = [
+    "ClusteredIndex",
     "Index",
     "IndexBuilder",
     "IndexFormatError",

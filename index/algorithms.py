@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, build_blocks, term_max_impact
+from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, build_blocks, term_max_impact, top_terms
 
 ALGORITHMS = ("auto", "exhaustive", "maxscore", "bmw")
 ALGORITHM_CODES = {"auto": AUTO, "maxscore": MAXSCORE, "bmw": BMW, "exhaustive": EXHAUSTIVE}
@@ -30,22 +30,19 @@ class Blocks:
         return cls(term_max_impact(offsets, impacts), block_offsets, block_max, block_last, size)
 
 
-def keep_top_terms(queries: sp.csr_array, m: int) -> sp.csr_array:
-    """Each query row restricted to its ``m`` heaviest terms (approximate query term pruning)."""
+def check_query_terms(m: object) -> int:
+    """``query_terms`` (how many of a query's heaviest terms to keep) as an int, or an error."""
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         raise ValueError(f"query_terms must be a positive integer, got {m!r}.")
-    rows = []
-    for i in range(queries.shape[0]):
-        lo, hi = queries.indptr[i], queries.indptr[i + 1]
-        if hi - lo > m:
-            keep = lo + np.sort(np.argsort(-queries.data[lo:hi], kind="stable")[:m])
-        else:
-            keep = np.arange(lo, hi)
-        rows.append(keep)
-    idx = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
-    indptr = np.zeros(queries.shape[0] + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in rows], out=indptr[1:])
-    return sp.csr_array((queries.data[idx], queries.indices[idx], indptr), shape=queries.shape)
+    return int(m)
+
+
+def keep_top_terms(queries: sp.csr_array, m: int) -> sp.csr_array:
+    """Each query row restricted to its ``m`` heaviest terms (approximate query term pruning)."""
+    indptr, indices, data = top_terms(
+        queries.indptr, queries.indices, queries.data, check_query_terms(m)
+    )
+    return sp.csr_array((data, indices, indptr), shape=queries.shape)
 
 
 def algorithm_code(algorithm: str, theta: float) -> int:

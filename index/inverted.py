@@ -13,10 +13,10 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from index import storage
-from index.algorithms import BLOCK_SIZE, Blocks, algorithm_code, keep_top_terms
+from index.algorithms import BLOCK_SIZE, Blocks, algorithm_code, check_query_terms
 from index.errors import IndexFormatError, VocabularyMismatchError
 from index.validation import as_sparse_batch, check_k
-from kernels import search_many, search_query
+from kernels import search_many, search_query, top_terms
 
 __version__ = "0.1.0"
 
@@ -84,6 +84,8 @@ class Index:
         self.blocks = blocks if blocks is not None else Blocks.build(offsets, docs, impacts)
         self.vocab_hash = storage.vocab_hash(self.vocab)
         self._scratch = threading.local()
+        b = self.blocks
+        self._kernel_arrays = (offsets, docs, impacts, b.max_impact, b.offsets, b.max, b.last)
         self._position: dict[str, int] | None = None
 
     # ---- construction -------------------------------------------------------------------
@@ -200,11 +202,14 @@ class Index:
             self.check_vocab(vocab)
         code = algorithm_code(algorithm, theta)
         q = as_sparse_batch(queries, self.vocab_size, "Query vectors")
+        q_indptr, q_terms, q_weights = q.indptr, q.indices, q.data
         if query_terms is not None:
-            q = keep_top_terms(q, query_terms)
+            q_indptr, q_terms, q_weights = top_terms(
+                q_indptr, q_terms, q_weights, check_query_terms(query_terms)
+            )
         k_eff = min(k, max(self.n_docs, 1))
         b = self.blocks
-        postings = (self.offsets, self.docs, self.impacts, b.max_impact, b.offsets, b.max, b.last)
+        postings = self._kernel_arrays
         scale, theta = np.float32(self.scale), float(theta)
         if q.shape[0] == 1:
             docs = np.full((1, k_eff), -1, dtype=np.int64)
@@ -214,8 +219,8 @@ class Index:
                 code,
                 *postings,
                 b.size,
-                q.indices,
-                q.data,
+                q_terms,
+                q_weights,
                 scale,
                 k_eff,
                 theta,
@@ -231,9 +236,9 @@ class Index:
                 code,
                 *postings,
                 b.size,
-                q.indptr,
-                q.indices,
-                q.data,
+                q_indptr,
+                q_terms,
+                q_weights,
                 scale,
                 k_eff,
                 theta,

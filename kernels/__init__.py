@@ -9,6 +9,7 @@ from kernels.dispatch import AUTO, BMW, EXHAUSTIVE, MAXSCORE, search_many, searc
 from kernels.postings import csr_to_postings, merge_runs
 from kernels.pruned import bmw_one, maxscore_one
 from kernels.quantize import dequantize_scale, quantize_uint8
+from kernels.queries import top_terms
 from kernels.scoring import search_one
 from kernels.topk import select_topk
 
@@ -29,4 +30,5 @@ __all__ = [
     "search_query",
     "select_topk",
     "term_max_impact",
+    "top_terms",
 ]

@@ -146,6 +146,24 @@ def _add_bench(sub) -> None:
     )
     p.add_argument("--no-peers", action="store_true", help="skip splade-index / bm25s")
     p.add_argument("--no-approximate", action="store_true", help="skip approximate settings")
+    p.add_argument(
+        "--no-clustered", action="store_true", help="skip the clustered (Seismic-style) index"
+    )
+    p.add_argument(
+        "--cluster-postings",
+        type=int,
+        default=1000,
+        help="clustered index: postings kept per term (static pruning, default 1000)",
+    )
+    p.add_argument(
+        "--cluster-size", type=int, default=32, help="clustered index: documents per block"
+    )
+    p.add_argument(
+        "--summary-mass",
+        type=float,
+        default=0.3,
+        help="clustered index: fraction of a block summary's mass kept (default 0.3)",
+    )
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_bench)

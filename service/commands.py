@@ -157,6 +157,13 @@ def cmd_bench(args) -> int:
         "repeat": args.repeat,
         "peers": not args.no_peers,
         "approximate": not args.no_approximate,
+        "clustered": {}
+        if args.no_clustered
+        else {
+            "postings_per_term": args.cluster_postings,
+            "cluster_size": args.cluster_size,
+            "summary_mass": args.summary_mass,
+        },
     }
     if args.target == "synthetic":
         query_terms = args.query_terms if args.query_terms != 40 or not args.inference_free else 6

@@ -1,0 +1,247 @@
+"""Approximate search in the style of Seismic: static pruning, clustered blocks, summaries.
+
+Built from an :class:`~index.inverted.Index`: each term keeps its ``postings_per_term``
+highest-impact postings, which faiss k-means groups into blocks of about ``cluster_size``
+similar documents (clustered on random projections of the documents' sparse vectors); each
+block gets a summary (per-term maximum impacts holding ``summary_mass`` of the total). A
+query then scores only the documents of blocks whose summaries look promising, exactly,
+through a forward index. Build once, search many times; every setting's recall against the
+exact top-k is measured by ``lsr bench``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from index.algorithms import check_query_terms
+from index.inverted import Index, SearchResults
+from index.validation import as_sparse_batch, check_k
+from kernels.clustered import block_summaries, clustered_many, clustered_one, prune_postings
+from kernels.postings import csr_to_postings
+
+logger = logging.getLogger(__name__)
+
+SKETCH_DIM = 32  # random projection width the k-means runs in
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How a clustered index was built (``postings_per_term`` None keeps every posting)."""
+
+    postings_per_term: int | None = None
+    cluster_size: int = 32
+    summary_mass: float = 0.5
+    kmeans_iterations: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        p = self.postings_per_term
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
+            raise ValueError(f"postings_per_term must be a positive integer or None, got {p!r}.")
+        if isinstance(self.cluster_size, bool) or not isinstance(self.cluster_size, int):
+            raise ValueError(f"cluster_size must be an integer >= 1, got {self.cluster_size!r}.")
+        if self.cluster_size < 1:
+            raise ValueError(f"cluster_size must be an integer >= 1, got {self.cluster_size!r}.")
+        if not (isinstance(self.summary_mass, (int, float)) and 0 < self.summary_mass <= 1):
+            raise ValueError(f"summary_mass must be in (0, 1], got {self.summary_mass!r}.")
+        if not isinstance(self.kmeans_iterations, int) or self.kmeans_iterations < 1:
+            raise ValueError(
+                f"kmeans_iterations must be a positive integer, got {self.kmeans_iterations!r}."
+            )
+
+
+class ClusteredIndex:
+    """Clustered postings blocks with summaries plus a forward index, over one ``Index``."""
+
+    def __init__(self, index: Index, settings: ClusterSettings, arrays: tuple, seconds: float):
+        self.index = index
+        self.settings = settings
+        self.arrays = arrays
+        self.build_seconds = seconds
+        self._scratch = threading.local()
+
+    @classmethod
+    def build(cls, index: Index, **settings) -> ClusteredIndex:
+        """Prune, cluster and summarize ``index``'s postings (see :class:`ClusterSettings`)."""
+        import faiss  # heavy: only clustered search needs it
+
+        s = ClusterSettings(**settings)
+        start = time.perf_counter()
+        fwd_offsets, fwd_terms, fwd_weights = csr_to_postings(
+            index.offsets, index.docs, index.impacts.astype(np.float32), index.n_docs, 0
+        )
+        term_dtype = np.uint16 if index.vocab_size <= 1 << 16 else np.uint32
+        fwd_terms = fwd_terms.astype(term_dtype)
+        fwd_impacts = fwd_weights.astype(index.impacts.dtype)
+        offsets, docs, _ = prune_postings(
+            index.offsets, index.docs, index.impacts, s.postings_per_term or 0
+        )
+        sketch = _sketches(fwd_offsets, fwd_terms, fwd_weights, index.vocab_size, s.seed)
+        term_blocks = np.zeros(index.vocab_size + 1, dtype=np.int64)
+        block_sizes: list[np.ndarray] = []
+        ordered = np.empty_like(docs)
+        for t in range(index.vocab_size):
+            lo, hi = offsets[t], offsets[t + 1]
+            n = hi - lo
+            n_clusters = -(-n // s.cluster_size)
+            if n_clusters <= 1:
+                ordered[lo:hi] = docs[lo:hi]
+                sizes = np.array([n] if n else [], dtype=np.int64)
+            else:
+                x = sketch[docs[lo:hi]]
+                km = faiss.Kmeans(
+                    SKETCH_DIM,
+                    int(n_clusters),
+                    niter=s.kmeans_iterations,
+                    seed=s.seed + t,
+                    spherical=True,
+                    min_points_per_centroid=1,
+                    max_points_per_centroid=max(256, s.cluster_size),
+                )
+                km.train(x)
+                _, assign = km.index.search(x, 1)
+                assign = assign[:, 0]
+                order = np.lexsort((docs[lo:hi], assign))
+                ordered[lo:hi] = docs[lo:hi][order]
+                sizes = np.bincount(assign, minlength=int(n_clusters)).astype(np.int64)
+                sizes = sizes[sizes > 0]
+            block_sizes.append(sizes)
+            term_blocks[t + 1] = term_blocks[t] + len(sizes)
+        sizes = np.concatenate(block_sizes) if block_sizes else np.empty(0, np.int64)
+        block_offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=block_offsets[1:])
+        sum_offsets, sum_terms, sum_values = block_summaries(
+            block_offsets,
+            ordered,
+            fwd_offsets,
+            fwd_terms,
+            fwd_impacts,
+            index.vocab_size,
+            float(s.summary_mass),
+        )
+        arrays = (
+            term_blocks,
+            block_offsets,
+            ordered,
+            sum_offsets,
+            sum_terms.astype(term_dtype),
+            sum_values,
+            fwd_offsets,
+            fwd_terms,
+            fwd_impacts,
+        )
+        seconds = time.perf_counter() - start
+        logger.info(
+            "clustered %d postings into %d blocks in %.1fs", len(ordered), len(sizes), seconds
+        )
+        return cls(index, s, arrays, seconds)
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.arrays[1].shape[0] - 1)
+
+    @property
+    def n_postings(self) -> int:
+        """Postings kept after static pruning."""
+        return int(self.arrays[2].shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the blocks, summaries and forward index (on top of the inverted index)."""
+        return int(sum(a.nbytes for a in self.arrays))
+
+    def __repr__(self) -> str:
+        return (
+            f"ClusteredIndex(n_docs={self.index.n_docs}, n_blocks={self.n_blocks}, "
+            f"n_postings={self.n_postings}, settings={self.settings})"
+        )
+
+    def search(
+        self,
+        queries: sp.csr_array,
+        k: int = 10,
+        heap_factor: float = 0.9,
+        query_terms: int | None = None,
+        threads: int | None = None,
+    ) -> SearchResults:
+        """Approximate top-``k`` per query row.
+
+        A block is visited when its summary score reaches ``heap_factor`` x the current k-th
+        score (smaller: more blocks, higher recall); only the ``query_terms`` heaviest query
+        terms have their blocks visited (None: all). Scores of returned documents are exact.
+        """
+        k = check_k(k)
+        if isinstance(heap_factor, bool) or not isinstance(heap_factor, (int, float)):
+            raise ValueError(f"heap_factor must be a number > 0, got {heap_factor!r}.")
+        if not (np.isfinite(heap_factor) and heap_factor > 0):
+            raise ValueError(f"heap_factor must be a number > 0, got {heap_factor!r}.")
+        index = self.index
+        q = as_sparse_batch(queries, index.vocab_size, "Query vectors")
+        n_probe = index.vocab_size if query_terms is None else check_query_terms(query_terms)
+        k_eff = min(k, max(index.n_docs, 1))
+        scale, hf = np.float32(index.scale), np.float32(heap_factor)
+        if q.shape[0] == 1:
+            q_dense, seen, stamp = self._scratch_arrays()
+            docs = np.full((1, k_eff), -1, dtype=np.int64)
+            scores = np.zeros((1, k_eff), dtype=np.float32)
+            n = clustered_one(
+                *self.arrays,
+                q.indices,
+                q.data,
+                n_probe,
+                hf,
+                scale,
+                k_eff,
+                q_dense,
+                seen,
+                stamp,
+                docs[0],
+                scores[0],
+            )
+            counts = np.array([n], dtype=np.int64)
+        else:
+            workers = (threads or numba.get_num_threads()) * 4
+            docs, scores, counts = clustered_many(
+                self.arrays,
+                q.indptr,
+                q.indices,
+                q.data,
+                n_probe,
+                hf,
+                scale,
+                k_eff,
+                index.vocab_size,
+                index.n_docs,
+                workers,
+            )
+        return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=index.doc_ids)
+
+    def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """This thread's dense query vector and seen-stamps, plus a fresh stamp."""
+        s = self._scratch
+        if getattr(s, "seen", None) is None:
+            s.q_dense = np.zeros(self.index.vocab_size, dtype=np.float32)
+            s.seen = np.full(self.index.n_docs, -1, dtype=np.int64)
+            s.stamp = 0
+        s.stamp += 1
+        return s.q_dense, s.seen, s.stamp
+
+
+def _sketches(fwd_offsets, fwd_terms, fwd_weights, vocab_size: int, seed: int) -> np.ndarray:
+    """Unit-length random projections of the documents' sparse vectors (what k-means sees)."""
+    n_docs = fwd_offsets.shape[0] - 1
+    docs = sp.csr_array(
+        (fwd_weights, fwd_terms.astype(np.int64), fwd_offsets), (n_docs, vocab_size)
+    )
+    rng = np.random.default_rng(seed)
+    projection = rng.standard_normal((vocab_size, SKETCH_DIM), dtype=np.float32)
+    sketch = np.ascontiguousarray(docs @ projection, dtype=np.float32)
+    norms = np.linalg.norm(sketch, axis=1, keepdims=True)
+    return sketch / np.maximum(norms, 1e-12)
