@@ -120,8 +120,8 @@ def _recall(results, exact, k: int) -> float:
 def _peer_postings(index: Index) -> dict:
     """Our postings as the CSC score arrays splade-index and bm25s consume (dequantized)."""
     return {
-        "data": (index.impacts.astype(np.float32) * np.float32(index.scale)),
-        "indices": index.docs.astype(np.int32),
+        "data": (index.impact_values().astype(np.float32) * np.float32(index.scale)),
+        "indices": index.doc_numbers().astype(np.int32),
         "indptr": index.offsets.astype(np.int32),
         "num_docs": index.n_docs,
     }

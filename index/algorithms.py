@@ -27,7 +27,9 @@ class Blocks:
     @classmethod
     def build(cls, offsets, docs, impacts, size: int = BLOCK_SIZE) -> Blocks:
         block_offsets, block_max, block_last = build_blocks(offsets, docs, impacts, size)
-        return cls(term_max_impact(offsets, impacts), block_offsets, block_max, block_last, size)
+        return cls(
+            term_max_impact(offsets, docs, impacts), block_offsets, block_max, block_last, size
+        )
 
 
 def check_query_terms(m: object) -> int:

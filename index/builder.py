@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from index.validation import as_sparse_batch
 from kernels import csr_to_postings, dequantize_scale, merge_runs, quantize_uint8
+from kernels.layout import MAX_PACKED_DOCS, PACKED_MARKER, pack
 
 if TYPE_CHECKING:
     from index.inverted import Index
@@ -124,6 +125,8 @@ class IndexBuilder:
         else:
             scale = 1.0
             impacts = weights
+        if impacts.dtype == np.uint8 and self.n_docs <= MAX_PACKED_DOCS:
+            docs, impacts = pack(docs, impacts), PACKED_MARKER  # one 4-byte word per posting
         doc_terms = (
             np.concatenate(self._doc_terms) if self._doc_terms else np.empty(0, dtype=np.uint32)
         )

@@ -74,15 +74,17 @@ class ClusteredIndex:
 
         s = ClusterSettings(**settings)
         start = time.perf_counter()
+        doc_numbers, impacts = index.doc_numbers(), index.impact_values()
         fwd_offsets, fwd_terms, fwd_weights = csr_to_postings(
-            index.offsets, index.docs, index.impacts.astype(np.float32), index.n_docs, 0
+            index.offsets, doc_numbers, impacts.astype(np.float32), index.n_docs, 0
         )
         term_dtype = np.uint16 if index.vocab_size <= 1 << 16 else np.uint32
         fwd_terms = fwd_terms.astype(term_dtype)
-        fwd_impacts = fwd_weights.astype(index.impacts.dtype)
+        fwd_impacts = fwd_weights.astype(impacts.dtype)
         offsets, docs, _ = prune_postings(
-            index.offsets, index.docs, index.impacts, s.postings_per_term or 0
+            index.offsets, doc_numbers, impacts, s.postings_per_term or 0
         )
+        del doc_numbers, impacts
         sketch = _sketches(fwd_offsets, fwd_terms, fwd_weights, index.vocab_size, s.seed)
         term_blocks = np.zeros(index.vocab_size + 1, dtype=np.int64)
         block_sizes: list[np.ndarray] = []

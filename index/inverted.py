@@ -17,6 +17,7 @@ from index.algorithms import BLOCK_SIZE, Blocks, algorithm_code, check_query_ter
 from index.errors import IndexFormatError, VocabularyMismatchError
 from index.validation import as_sparse_batch, check_k
 from kernels import search_many, search_query, top_terms
+from kernels.layout import PACKED_MARKER, is_packed, unpack_docs, unpack_impacts
 
 __version__ = "0.1.0"
 
@@ -133,7 +134,28 @@ class Index:
 
     @property
     def quantization(self) -> str:
-        return "uint8" if self.impacts.dtype == np.uint8 else "float32"
+        return "uint8" if self.packed or self.impacts.dtype == np.uint8 else "float32"
+
+    @property
+    def packed(self) -> bool:
+        """Postings are uint32 words of doc number (low 24 bits) and uint8 impact (high 8)."""
+        return is_packed(self.impacts)
+
+    def doc_numbers(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Doc numbers of postings ``lo:hi`` (uint32), whatever the postings layout."""
+        words = self.docs[lo:hi]
+        return unpack_docs(words) if self.packed else words
+
+    def impact_values(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Stored impacts of postings ``lo:hi`` (uint8 or float32; times ``scale`` = weight)."""
+        return unpack_impacts(self.docs[lo:hi]) if self.packed else self.impacts[lo:hi]
+
+    def weights(self) -> sp.csc_array:
+        """All dequantized weights as a (documents x vocabulary) CSC array."""
+        data = self.impact_values().astype(np.float32) * np.float32(self.scale)
+        return sp.csc_array(
+            (data, self.doc_numbers(), self.offsets), shape=(self.n_docs, self.vocab_size)
+        )
 
     def __repr__(self) -> str:
         return (
@@ -151,21 +173,25 @@ class Index:
         """The stored (dequantized) weights of document number ``doc``, term by term."""
         out = {}
         for t in np.flatnonzero(self.offsets[1:] > self.offsets[:-1]):
-            lo, hi = self.offsets[t], self.offsets[t + 1]
-            i = lo + np.searchsorted(self.docs[lo:hi], doc)
-            if i < hi and self.docs[i] == doc:
-                out[self.vocab[t]] = float(self.impacts[i]) * self.scale
+            weight = self._stored_weight(t, doc)
+            if weight is not None:
+                out[self.vocab[t]] = weight
         return out
+
+    def _stored_weight(self, term: int, doc: int) -> float | None:
+        """The dequantized weight of ``doc`` in ``term``'s postings (binary search), or None."""
+        lo, hi = int(self.offsets[term]), int(self.offsets[term + 1])
+        i = lo + int(np.searchsorted(self.doc_numbers(lo, hi), doc))
+        if i < hi and self.doc_numbers(i, i + 1)[0] == doc:
+            return float(self.impact_values(i, i + 1)[0]) * self.scale
+        return None
 
     def term_weights(self, doc: int, terms: np.ndarray) -> np.ndarray:
         """The stored (dequantized) weights of document number ``doc`` for ``terms`` (0 if absent);
         a binary search per term, for explaining a hit."""
         out = np.zeros(len(terms), dtype=np.float32)
         for j, t in enumerate(terms):
-            lo, hi = self.offsets[t], self.offsets[t + 1]
-            i = lo + np.searchsorted(self.docs[lo:hi], doc)
-            if i < hi and self.docs[i] == doc:
-                out[j] = float(self.impacts[i]) * self.scale
+            out[j] = self._stored_weight(int(t), doc) or 0.0
         return out
 
     # ---- search -------------------------------------------------------------------------
@@ -276,7 +302,9 @@ class Index:
                 }
             ),
             "postings.arrow": pa.table(
-                {
+                {"posting": pa.array(self.docs, pa.uint32())}
+                if self.packed
+                else {
                     "doc": pa.array(self.docs, pa.uint32()),
                     "impact": pa.array(self.impacts),
                 }
@@ -303,6 +331,7 @@ class Index:
             "vocab_size": self.vocab_size,
             "vocab_hash": self.vocab_hash,
             "quantization": {"dtype": self.quantization, "scale": self.scale},
+            "postings_layout": "packed" if self.packed else "separate",
             "block_size": self.blocks.size,
             "metadata": self.metadata,
         }
@@ -329,8 +358,17 @@ class Index:
         offsets = np.empty(starts.shape[0] + 1, dtype=np.int64)
         offsets[:-1] = starts
         offsets[-1] = starts[-1] + df[-1] if starts.shape[0] else 0
-        doc_nums = storage.column(postings, "doc", pa.uint32(), "postings.arrow")
-        impacts = storage.column(postings, "impact", pa.type_for_alias(dtype), "postings.arrow")
+        layout = manifest.get("postings_layout", "separate")
+        if layout == "packed" and dtype == "uint8":
+            doc_nums = storage.column(postings, "posting", pa.uint32(), "postings.arrow")
+            impacts = PACKED_MARKER
+        elif layout == "separate":
+            doc_nums = storage.column(postings, "doc", pa.uint32(), "postings.arrow")
+            impacts = storage.column(postings, "impact", pa.type_for_alias(dtype), "postings.arrow")
+        else:
+            raise IndexFormatError(
+                f"{path}: unknown postings layout {layout!r} for {dtype}; rebuild the index."
+            )
         vocab = terms.column("term").to_pylist()
         doc_ids = docs_t.column("doc_id").combine_chunks()
         n_docs, n_postings = manifest.get("n_docs"), manifest.get("n_postings")
@@ -347,7 +385,7 @@ class Index:
             raise IndexFormatError(
                 f"{path}: vocabulary does not match its hash; rebuild the index."
             )
-        if verify and n_postings and int(doc_nums.max()) >= n_docs:
+        if verify and n_postings and _max_doc(doc_nums, impacts) >= n_docs:
             raise IndexFormatError(
                 f"{path}: postings refer to unknown documents; rebuild the index."
             )
@@ -371,3 +409,10 @@ class Index:
             scale=float(q.get("scale", 1.0)),
             metadata=manifest.get("metadata", {}),
         )
+
+
+def _max_doc(docs: np.ndarray, impacts: np.ndarray, chunk: int = 1 << 24) -> int:
+    """The largest doc number in the postings, decoded a chunk at a time."""
+    if not is_packed(impacts):
+        return int(docs.max())
+    return max(int(unpack_docs(docs[i : i + chunk]).max()) for i in range(0, len(docs), chunk))

@@ -280,10 +280,7 @@ class LiveIndex:
             if not self._delta_docs and not self._shadowed:
                 return
             base = snap.base
-            weights = sp.csc_array(
-                (base.impacts.astype(np.float32) * np.float32(base.scale), base.docs, base.offsets),
-                shape=(base.n_docs, base.vocab_size),
-            ).tocsr()
+            weights = base.weights().tocsr()
             base_ids = base.doc_ids.to_pylist()
             keep = [i for i, d in enumerate(base_ids) if d not in self._shadowed]
             builder = IndexBuilder(self.vocab, quantization=base.quantization)

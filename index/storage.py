@@ -30,7 +30,8 @@ import pyarrow as pa
 from index.errors import IndexFormatError
 
 FORMAT_NAME = "lsr-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: packed postings words for uint8 indexes
+READABLE_VERSIONS = (1, 2)  # 1 stored every index with separate doc and impact columns
 MANIFEST = "manifest.json"
 FILES = ("terms.arrow", "postings.arrow", "docs.arrow", "blocks.arrow")
 
@@ -155,10 +156,10 @@ def read_manifest(path: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise IndexFormatError(f"{mpath} is not an lsr index manifest; rebuild the index.")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise IndexFormatError(
             f"{path} has index format version {version}, this version of lsr reads "
-            f"{FORMAT_VERSION}; rebuild the index with this version."
+            f"{', '.join(map(str, READABLE_VERSIONS))}; rebuild the index with this version."
         )
     return manifest
 

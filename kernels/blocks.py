@@ -3,6 +3,8 @@
 import numba as nb
 import numpy as np
 
+from kernels.layout import doc_at, impact_at
+
 
 @nb.njit(cache=True, nogil=True)
 def build_blocks(offsets, docs, impacts, block_size):
@@ -27,24 +29,24 @@ def build_blocks(offsets, docs, impacts, block_size):
             hi = min(lo + block_size, end)
             best = np.float32(0.0)
             for i in range(lo, hi):
-                v = np.float32(impacts[i])
+                v = impact_at(docs, impacts, i)
                 if v > best:
                     best = v
             block_max[b] = best
-            block_last[b] = docs[hi - 1]
+            block_last[b] = doc_at(docs, impacts, hi - 1)
             b += 1
     return block_offsets, block_max, block_last
 
 
 @nb.njit(cache=True, nogil=True)
-def term_max_impact(offsets, impacts):
+def term_max_impact(offsets, docs, impacts):
     """The largest stored impact of each postings list, as float32 (0 for an empty list)."""
     n_terms = offsets.shape[0] - 1
     out = np.zeros(n_terms, dtype=np.float32)
     for t in range(n_terms):
         best = np.float32(0.0)
         for i in range(offsets[t], offsets[t + 1]):
-            v = np.float32(impacts[i])
+            v = impact_at(docs, impacts, i)
             if v > best:
                 best = v
         out[t] = best

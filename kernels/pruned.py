@@ -11,6 +11,7 @@ threshold for an approximate search that trades recall for speed ("aggressive" p
 import numba as nb
 import numpy as np
 
+from kernels.layout import doc_at, impact_at
 from kernels.topk import heap_offer, heap_sort
 
 NO_DOC = np.int64(1) << 40
@@ -19,19 +20,19 @@ WINDOW = 4096
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _seek(docs, lo, hi, target):
-    """First position in ``docs[lo:hi]`` (sorted) whose doc is >= target (``hi`` if none)."""
-    if lo >= hi or docs[lo] >= target:
+def _seek(docs, impacts, lo, hi, target):
+    """First position in ``lo:hi`` (docs sorted) whose doc is >= target (``hi`` if none)."""
+    if lo >= hi or doc_at(docs, impacts, lo) >= target:
         return lo
     step = 1
     prev = lo
-    while lo + step < hi and docs[lo + step] < target:
+    while lo + step < hi and doc_at(docs, impacts, lo + step) < target:
         prev = lo + step
         step *= 2
     left, right = prev + 1, min(lo + step, hi)
     while left < right:
         mid = (left + right) // 2
-        if docs[mid] < target:
+        if doc_at(docs, impacts, mid) < target:
             left = mid + 1
         else:
             right = mid
@@ -95,8 +96,8 @@ def maxscore_one(
     probe = starts.copy()
     last_doc = 0
     for j in range(m):
-        if np.int64(docs[ends[j] - 1]) > last_doc:
-            last_doc = np.int64(docs[ends[j] - 1])
+        if np.int64(doc_at(docs, impacts, ends[j] - 1)) > last_doc:
+            last_doc = np.int64(doc_at(docs, impacts, ends[j] - 1))
     window = np.zeros(WINDOW, dtype=np.float32)
     size = 0
     threshold = -1.0
@@ -109,8 +110,8 @@ def maxscore_one(
             j = order[i]
             p = pos[j]
             wj = w[j]
-            while p < ends[j] and docs[p] < hi:
-                window[docs[p] - lo] += wj * np.float32(impacts[p])
+            while p < ends[j] and doc_at(docs, impacts, p) < hi:
+                window[doc_at(docs, impacts, p) - lo] += wj * impact_at(docs, impacts, p)
                 p += 1
             touched += p - pos[j]
             pos[j] = p
@@ -133,10 +134,10 @@ def maxscore_one(
             for i in range(frozen - 1, -1, -1):
                 j = order[i]
                 bound -= ubs[j]
-                p = _seek(docs, probe[j], ends[j], d)
+                p = _seek(docs, impacts, probe[j], ends[j], d)
                 probe[j] = p
-                if p < ends[j] and docs[p] == d:
-                    bound += np.float64(w[j] * np.float32(impacts[p]))
+                if p < ends[j] and doc_at(docs, impacts, p) == d:
+                    bound += np.float64(w[j] * impact_at(docs, impacts, p))
                 if size == k and bound * (1.0 + MARGIN) <= threshold * theta:
                     pruned = True
                     break
@@ -144,10 +145,10 @@ def maxscore_one(
                 continue
             s = np.float32(0.0)
             for j in range(m):
-                p = _seek(docs, probe[j], ends[j], d)
+                p = _seek(docs, impacts, probe[j], ends[j], d)
                 probe[j] = p
-                if p < ends[j] and docs[p] == d:
-                    s += w[j] * np.float32(impacts[p])
+                if p < ends[j] and doc_at(docs, impacts, p) == d:
+                    s += w[j] * impact_at(docs, impacts, p)
             if s > 0.0:
                 size = heap_offer(out_scores, out_docs, size, k, s, d)
                 if size == k:
@@ -188,7 +189,7 @@ def bmw_one(
     pos = starts.copy()
     cur = np.empty(m, dtype=np.int64)
     for j in range(m):
-        cur[j] = np.int64(docs[pos[j]])
+        cur[j] = np.int64(doc_at(docs, impacts, pos[j]))
     bfirst = np.empty(m, dtype=np.int64)
     bend = np.empty(m, dtype=np.int64)
     for j in range(m):
@@ -245,14 +246,14 @@ def bmw_one(
             for i in range(p + 1):
                 j = order[i]
                 if cur[j] < nd:
-                    pos[j] = _seek(docs, pos[j], ends[j], nd)
-                    cur[j] = np.int64(docs[pos[j]]) if pos[j] < ends[j] else NO_DOC
+                    pos[j] = _seek(docs, impacts, pos[j], ends[j], nd)
+                    cur[j] = np.int64(doc_at(docs, impacts, pos[j])) if pos[j] < ends[j] else NO_DOC
         elif cur[order[0]] == pd:
             for i in range(p + 1):
                 j = order[i]
-                contrib[j] = w[j] * np.float32(impacts[pos[j]])
+                contrib[j] = w[j] * impact_at(docs, impacts, pos[j])
                 pos[j] += 1
-                cur[j] = np.int64(docs[pos[j]]) if pos[j] < ends[j] else NO_DOC
+                cur[j] = np.int64(doc_at(docs, impacts, pos[j])) if pos[j] < ends[j] else NO_DOC
             s = _canonical_score(contrib, m)
             if s > 0.0:
                 size = heap_offer(out_scores, out_docs, size, k, s, pd)
@@ -262,8 +263,8 @@ def bmw_one(
             for i in range(p):
                 j = order[i]
                 if cur[j] < pd:
-                    pos[j] = _seek(docs, pos[j], ends[j], pd)
-                    cur[j] = np.int64(docs[pos[j]]) if pos[j] < ends[j] else NO_DOC
+                    pos[j] = _seek(docs, impacts, pos[j], ends[j], pd)
+                    cur[j] = np.int64(doc_at(docs, impacts, pos[j])) if pos[j] < ends[j] else NO_DOC
     heap_sort(out_scores, out_docs, size)
     for i in range(size):
         out_scores[i] *= scale

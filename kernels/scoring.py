@@ -3,6 +3,7 @@
 import numba as nb
 import numpy as np
 
+from kernels.layout import doc_at, impact_at
 from kernels.topk import dense_topk, select_topk
 
 DENSE_FRACTION = 4  # scan the accumulator densely once postings exceed n_docs / 4
@@ -30,7 +31,7 @@ def search_one(
             w = q_weights[j]
             t = q_terms[j]
             for i in range(offsets[t], offsets[t + 1]):
-                acc[docs[i]] += w * np.float32(impacts[i])
+                acc[doc_at(docs, impacts, i)] += w * impact_at(docs, impacts, i)
         size = dense_topk(acc, k, candidates.view(np.float32), out_docs, out_scores)
     else:
         n_candidates = 0
@@ -38,9 +39,9 @@ def search_one(
             w = q_weights[j]
             t = q_terms[j]
             for i in range(offsets[t], offsets[t + 1]):
-                c = w * np.float32(impacts[i])
+                c = w * impact_at(docs, impacts, i)
                 if c > 0.0:  # an underflowed contribution must not make a doc a candidate twice
-                    d = docs[i]
+                    d = doc_at(docs, impacts, i)
                     if acc[d] == 0.0:
                         candidates[n_candidates] = d
                         n_candidates += 1

@@ -59,7 +59,8 @@ def test_float_weights_match_brute_force_up_to_rounding(rng):
 
 def test_uint8_index_matches_brute_force_on_dequantized_weights(rng):
     docs, idx = _index(rng, quantization="uint8", integer=False)
-    assert idx.impacts.dtype == np.uint8
+    assert idx.quantization == "uint8" and idx.packed and idx.impact_values().dtype == np.uint8
+    assert idx.docs.nbytes == 4 * idx.n_postings  # one word per posting
     dequant = sp.csr_array(docs)
     dequant.data = np.clip(
         np.floor(dequant.data / np.float32(idx.scale) + 0.5), 1, 255

@@ -57,7 +57,7 @@ def test_term_max_and_blocks(rng):
     c.sort_indices()
     offsets = c.indptr.astype(np.int64)
     ref = np.array([c.data[c.indptr[t] : c.indptr[t + 1]].max(initial=0) for t in range(20)])
-    assert np.allclose(term_max_impact(offsets, c.data), ref)
+    assert np.allclose(term_max_impact(offsets, c.indices.astype(np.uint32), c.data), ref)
     block_offsets, block_max, block_last = build_blocks(
         offsets, c.indices.astype(np.uint32), c.data, 8
     )

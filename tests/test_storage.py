@@ -28,7 +28,7 @@ def test_round_trip_gives_identical_results(tmp_path, built, mmap):
     a, b = idx.search(queries, 10), loaded.search(queries, 10)
     assert list(a) == list(b)
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["n_postings"] == idx.n_postings and manifest["format_version"] == 1
+    assert manifest["n_postings"] == idx.n_postings and manifest["format_version"] == 2
 
 
 def test_memory_mapped_arrays_are_not_copies(tmp_path, built):
@@ -129,3 +129,49 @@ def _edit_manifest(folder, **changes):
 def test_missing_directory(tmp_path):
     with pytest.raises(IndexFormatError, match="does not exist"):
         Index.load(tmp_path / "nope")
+
+
+def _separate_layout(idx: Index) -> Index:
+    """The same index with doc numbers and uint8 impacts in two arrays (format 1's layout)."""
+    return Index(
+        vocab=idx.vocab,
+        doc_ids=idx.doc_ids,
+        offsets=idx.offsets,
+        docs=idx.doc_numbers(),
+        impacts=idx.impact_values(),
+        doc_terms=idx.doc_terms,
+        scale=idx.scale,
+    )
+
+
+def test_packed_and_separate_layouts_search_identically(built):
+    idx, queries = built
+    separate = _separate_layout(idx)
+    assert idx.packed and not separate.packed
+    for algorithm in ("exhaustive", "maxscore", "bmw"):
+        a = idx.search(queries, 10, algorithm=algorithm)
+        b = separate.search(queries, 10, algorithm=algorithm)
+        assert np.array_equal(a.docs, b.docs) and np.array_equal(a.scores, b.scores)
+    assert idx.document_vector(7) == separate.document_vector(7)
+
+
+def test_reads_format_version_1(tmp_path, built):
+    idx, queries = built
+    _separate_layout(idx).save(tmp_path / "v1")
+    path = tmp_path / "v1" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["postings_layout"] == "separate"
+    del manifest["postings_layout"]
+    manifest["format_version"] = 1
+    path.write_text(json.dumps(manifest))
+    old = Index.load(tmp_path / "v1")
+    assert not old.packed and old.quantization == "uint8"
+    assert list(old.search(queries, 10)) == list(idx.search(queries, 10))
+
+
+def test_unknown_postings_layout(tmp_path, built):
+    idx, _ = built
+    idx.save(tmp_path / "idx")
+    _edit_manifest(tmp_path / "idx", postings_layout="zigzag")
+    with pytest.raises(IndexFormatError, match="unknown postings layout 'zigzag'"):
+        Index.load(tmp_path / "idx")
