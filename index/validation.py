@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from kernels.queries import WEIGHTS_NEGATIVE, WEIGHTS_NON_FINITE, WEIGHTS_ZERO, weights_status
+
 
 def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array:
     """Return ``vectors`` as a canonical float32 CSR array of width ``vocab_size``, or raise.
@@ -32,15 +34,14 @@ def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array
     if not csr.has_canonical_format:
         csr = csr.copy()  # never modify the caller's arrays (they may also be read-only views)
         csr.sum_duplicates()
-    data = csr.data
-    if data.size and not (data.min() > 0 and np.isfinite(data.sum())):  # one fast check first
-        if not np.isfinite(data).all():
-            raise ValueError(f"{what} contain NaN or infinite weights; fix the encoder output.")
-        if (data < 0).any():
-            raise ValueError(f"{what} contain negative weights; sparse term weights must be >= 0.")
-        if not data.all():
-            csr = csr.copy()
-            csr.eliminate_zeros()
+    status = weights_status(csr.data)
+    if status == WEIGHTS_NON_FINITE:
+        raise ValueError(f"{what} contain NaN or infinite weights; fix the encoder output.")
+    if status == WEIGHTS_NEGATIVE:
+        raise ValueError(f"{what} contain negative weights; sparse term weights must be >= 0.")
+    if status == WEIGHTS_ZERO:
+        csr = csr.copy()
+        csr.eliminate_zeros()
     return csr
 
 

@@ -24,3 +24,22 @@ def top_terms(indptr, indices, data, m):
             out_indices[at + j] = indices[lo + keep[j]]
             out_data[at + j] = data[lo + keep[j]]
     return out_indptr, out_indices, out_data
+
+
+WEIGHTS_OK, WEIGHTS_NON_FINITE, WEIGHTS_NEGATIVE, WEIGHTS_ZERO = 0, 1, 2, 3
+
+
+@nb.njit(cache=True, nogil=True)
+def weights_status(data):
+    """One pass over sparse weights: OK, or the first problem found (non-finite, negative, or
+    an explicit zero); non-finite and negative take precedence over zeros."""
+    zero = False
+    for i in range(data.shape[0]):
+        v = data[i]
+        if not np.isfinite(v):
+            return WEIGHTS_NON_FINITE
+        if v < 0:
+            return WEIGHTS_NEGATIVE
+        if v == 0:
+            zero = True
+    return WEIGHTS_ZERO if zero else WEIGHTS_OK
