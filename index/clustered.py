@@ -12,8 +12,10 @@ exact top-k is measured by ``lsr bench``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -38,7 +40,7 @@ class ClusterSettings:
     postings_per_term: int | None = None
     cluster_size: int = 32
     summary_mass: float = 0.5
-    kmeans_iterations: int = 8
+    kmeans_iterations: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -68,10 +70,11 @@ class ClusteredIndex:
         self._scratch = threading.local()
 
     @classmethod
-    def build(cls, index: Index, **settings) -> ClusteredIndex:
-        """Prune, cluster and summarize ``index``'s postings (see :class:`ClusterSettings`)."""
-        import faiss  # heavy: only clustered search needs it
-
+    def build(
+        cls, index: Index, threads: int | None = None, progress: bool = False, **settings
+    ) -> ClusteredIndex:
+        """Prune, cluster and summarize ``index``'s postings (see :class:`ClusterSettings`);
+        postings lists are clustered on ``threads`` threads (default: all cores)."""
         s = ClusterSettings(**settings)
         start = time.perf_counter()
         doc_numbers, impacts = index.doc_numbers(), index.impact_values()
@@ -86,37 +89,10 @@ class ClusteredIndex:
         )
         del doc_numbers, impacts
         sketch = _sketches(fwd_offsets, fwd_terms, fwd_weights, index.vocab_size, s.seed)
+        ordered, sizes = _cluster_lists(offsets, docs, sketch, s, threads, progress)
         term_blocks = np.zeros(index.vocab_size + 1, dtype=np.int64)
-        block_sizes: list[np.ndarray] = []
-        ordered = np.empty_like(docs)
-        for t in range(index.vocab_size):
-            lo, hi = offsets[t], offsets[t + 1]
-            n = hi - lo
-            n_clusters = -(-n // s.cluster_size)
-            if n_clusters <= 1:
-                ordered[lo:hi] = docs[lo:hi]
-                sizes = np.array([n] if n else [], dtype=np.int64)
-            else:
-                x = sketch[docs[lo:hi]]
-                km = faiss.Kmeans(
-                    SKETCH_DIM,
-                    int(n_clusters),
-                    niter=s.kmeans_iterations,
-                    seed=s.seed + t,
-                    spherical=True,
-                    min_points_per_centroid=1,
-                    max_points_per_centroid=max(256, s.cluster_size),
-                )
-                km.train(x)
-                _, assign = km.index.search(x, 1)
-                assign = assign[:, 0]
-                order = np.lexsort((docs[lo:hi], assign))
-                ordered[lo:hi] = docs[lo:hi][order]
-                sizes = np.bincount(assign, minlength=int(n_clusters)).astype(np.int64)
-                sizes = sizes[sizes > 0]
-            block_sizes.append(sizes)
-            term_blocks[t + 1] = term_blocks[t] + len(sizes)
-        sizes = np.concatenate(block_sizes) if block_sizes else np.empty(0, np.int64)
+        np.cumsum([len(x) for x in sizes], out=term_blocks[1:])
+        sizes = np.concatenate(sizes) if sizes else np.empty(0, np.int64)
         block_offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=block_offsets[1:])
         sum_offsets, sum_terms, sum_values = block_summaries(
@@ -234,6 +210,52 @@ class ClusteredIndex:
             s.stamp = 0
         s.stamp += 1
         return s.q_dense, s.seen, s.stamp
+
+
+def _cluster_lists(offsets, docs, sketch, s: ClusterSettings, threads, progress):
+    """Every term's postings reordered by cluster (faiss k-means on the document sketches,
+    one single-threaded k-means per list, lists spread over threads); ``(docs, block sizes)``."""
+    import faiss  # heavy: only clustered search needs it
+    from tqdm.auto import tqdm
+
+    n_terms = offsets.shape[0] - 1
+    ordered = docs.copy()
+    sizes: list[np.ndarray] = [np.empty(0, np.int64)] * n_terms
+
+    def cluster(t: int) -> None:
+        lo, hi = offsets[t], offsets[t + 1]
+        n = int(hi - lo)
+        n_clusters = -(-n // s.cluster_size)
+        if n_clusters <= 1:
+            sizes[t] = np.array([n] if n else [], dtype=np.int64)
+            return
+        x = sketch[docs[lo:hi]]
+        km = faiss.Kmeans(
+            SKETCH_DIM,
+            n_clusters,
+            niter=s.kmeans_iterations,
+            seed=s.seed + t,
+            spherical=True,
+            min_points_per_centroid=1,
+            max_points_per_centroid=max(256, s.cluster_size),
+        )
+        km.train(x)
+        assign = np.argmax(x @ km.centroids.T, axis=1)
+        ordered[lo:hi] = docs[lo:hi][np.lexsort((docs[lo:hi], assign))]
+        counts = np.bincount(assign, minlength=n_clusters)
+        sizes[t] = counts[counts > 0].astype(np.int64)
+
+    workers = threads or os.cpu_count() or 1
+    omp_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # many small problems: threads over lists, not inside one
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            jobs = pool.map(cluster, range(n_terms), chunksize=64)
+            for _ in tqdm(jobs, total=n_terms, desc="cluster", unit="term", disable=not progress):
+                pass
+    finally:
+        faiss.omp_set_num_threads(omp_threads)
+    return ordered, sizes
 
 
 def _sketches(fwd_offsets, fwd_terms, fwd_weights, vocab_size: int, seed: int) -> np.ndarray:
