@@ -47,10 +47,9 @@ class ClusterSettings:
         p = self.postings_per_term
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
             raise ValueError(f"postings_per_term must be a positive integer or None, got {p!r}.")
-        if isinstance(self.cluster_size, bool) or not isinstance(self.cluster_size, int):
-            raise ValueError(f"cluster_size must be an integer >= 1, got {self.cluster_size!r}.")
-        if self.cluster_size < 1:
-            raise ValueError(f"cluster_size must be an integer >= 1, got {self.cluster_size!r}.")
+        c = self.cluster_size
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"cluster_size must be an integer >= 1, got {c!r}.")
         if not (isinstance(self.summary_mass, (int, float)) and 0 < self.summary_mass <= 1):
             raise ValueError(f"summary_mass must be in (0, 1], got {self.summary_mass!r}.")
         if not isinstance(self.kmeans_iterations, int) or self.kmeans_iterations < 1:
@@ -156,9 +155,11 @@ class ClusteredIndex:
         terms have their blocks visited (None: all). Scores of returned documents are exact.
         """
         k = check_k(k)
-        if isinstance(heap_factor, bool) or not isinstance(heap_factor, (int, float)):
-            raise ValueError(f"heap_factor must be a number > 0, got {heap_factor!r}.")
-        if not (np.isfinite(heap_factor) and heap_factor > 0):
+        if (
+            isinstance(heap_factor, bool)
+            or not isinstance(heap_factor, (int, float))
+            or not (np.isfinite(heap_factor) and heap_factor > 0)
+        ):
             raise ValueError(f"heap_factor must be a number > 0, got {heap_factor!r}.")
         index = self.index
         q = as_sparse_batch(queries, index.vocab_size, "Query vectors")

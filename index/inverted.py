@@ -86,7 +86,7 @@ class Index:
         self.vocab_hash = storage.vocab_hash(self.vocab)
         self._scratch = threading.local()
         b = self.blocks
-        self._kernel_arrays = (offsets, docs, impacts, b.max_impact, b.offsets, b.max, b.last)
+        self._postings = (offsets, docs, impacts, b.max_impact, b.offsets, b.max, b.last, b.size)
         self._position: dict[str, int] | None = None
 
     # ---- construction -------------------------------------------------------------------
@@ -234,43 +234,22 @@ class Index:
                 q_indptr, q_terms, q_weights, check_query_terms(query_terms)
             )
         k_eff = min(k, max(self.n_docs, 1))
-        b = self.blocks
-        postings = self._kernel_arrays
         scale, theta = np.float32(self.scale), float(theta)
         if q.shape[0] == 1:
             docs = np.full((1, k_eff), -1, dtype=np.int64)
             scores = np.zeros((1, k_eff), dtype=np.float32)
             acc, candidates = self._scratch_arrays()
             n = search_query(
-                code,
-                *postings,
-                b.size,
-                q_terms,
-                q_weights,
-                scale,
-                k_eff,
-                theta,
-                acc,
-                candidates,
-                docs[0],
-                scores[0],
-            )
+                code, self._postings, q_terms, q_weights, scale, k_eff, theta, acc,
+                candidates, docs[0], scores[0],
+            )  # fmt: skip
             counts = np.array([n], dtype=np.int64)
         else:
             workers = (threads or numba.get_num_threads()) * 4
             docs, scores, counts = search_many(
-                code,
-                *postings,
-                b.size,
-                q_indptr,
-                q_terms,
-                q_weights,
-                scale,
-                k_eff,
-                theta,
-                self.n_docs,
-                workers,
-            )
+                code, self._postings, q_indptr, q_terms, q_weights, scale, k_eff, theta,
+                self.n_docs, workers,
+            )  # fmt: skip
         return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=self.doc_ids)
 
     def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -43,103 +43,41 @@ def resolve(algorithm, offsets, q_terms, theta):
 
 @nb.njit(cache=True, nogil=True)
 def search_query(
-    algorithm,
-    offsets,
-    docs,
-    impacts,
-    max_impact,
-    block_offsets,
-    block_max,
-    block_last,
-    block_size,
-    q_terms,
-    q_weights,
-    scale,
-    k,
-    theta,
-    acc,
-    candidates,
-    out_docs,
-    out_scores,
+    algorithm, postings, q_terms, q_weights, scale, k, theta, acc, candidates, out_docs, out_scores
 ):
-    """Run one query with the given (or automatically chosen) algorithm; returns the hit count."""
+    """Run one query with the given (or automatically chosen) algorithm; returns the hit count.
+
+    ``postings``: ``(offsets, docs, impacts, max_impact, block_offsets, block_max, block_last,
+    block_size)`` of the index.
+    """
+    offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size = postings
     algo = resolve(algorithm, offsets, q_terms, theta)
     if algo == EXHAUSTIVE:
         return search_one(
-            offsets,
-            docs,
-            impacts,
-            q_terms,
-            q_weights,
-            scale,
-            k,
-            acc,
-            candidates,
-            out_docs,
+            offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs,
             out_scores,
-        )
+        )  # fmt: skip
     if algo == MAXSCORE:
         return maxscore_one(
-            offsets,
-            docs,
-            impacts,
-            max_impact,
-            q_terms,
-            q_weights,
-            scale,
-            k,
-            theta,
-            out_docs,
+            offsets, docs, impacts, max_impact, q_terms, q_weights, scale, k, theta, out_docs,
             out_scores,
-        )
+        )  # fmt: skip
     return bmw_one(
-        offsets,
-        docs,
-        impacts,
-        max_impact,
-        block_offsets,
-        block_max,
-        block_last,
-        block_size,
-        q_terms,
-        q_weights,
-        scale,
-        k,
-        theta,
-        out_docs,
-        out_scores,
-    )
+        offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
+        q_terms, q_weights, scale, k, theta, out_docs, out_scores,
+    )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True)
 def _search_slice(
-    algorithm,
-    offsets,
-    docs,
-    impacts,
-    max_impact,
-    block_offsets,
-    block_max,
-    block_last,
-    block_size,
-    q_indptr,
-    q_terms,
-    q_weights,
-    scale,
-    k,
-    theta,
-    n_docs,
-    lo,
-    hi,
-    out_docs,
-    out_scores,
-    counts,
-):
+    algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, n_docs, lo, hi,
+    out_docs, out_scores, counts,
+):  # fmt: skip
     """Queries ``lo:hi`` of a batch on one thread; the accumulator is allocated only if needed."""
     exhaustive = False
     for q in range(lo, hi):
         a, b = q_indptr[q], q_indptr[q + 1]
-        if resolve(algorithm, offsets, q_terms[a:b], theta) == EXHAUSTIVE:
+        if resolve(algorithm, postings[0], q_terms[a:b], theta) == EXHAUSTIVE:
             exhaustive = True
             break
     size = n_docs if exhaustive else 0
@@ -148,46 +86,14 @@ def _search_slice(
     for q in range(lo, hi):
         a, b = q_indptr[q], q_indptr[q + 1]
         counts[q] = search_query(
-            algorithm,
-            offsets,
-            docs,
-            impacts,
-            max_impact,
-            block_offsets,
-            block_max,
-            block_last,
-            block_size,
-            q_terms[a:b],
-            q_weights[a:b],
-            scale,
-            k,
-            theta,
-            acc,
-            candidates,
-            out_docs[q],
-            out_scores[q],
-        )
+            algorithm, postings, q_terms[a:b], q_weights[a:b], scale, k, theta, acc, candidates,
+            out_docs[q], out_scores[q],
+        )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def search_many(
-    algorithm,
-    offsets,
-    docs,
-    impacts,
-    max_impact,
-    block_offsets,
-    block_max,
-    block_last,
-    block_size,
-    q_indptr,
-    q_terms,
-    q_weights,
-    scale,
-    k,
-    theta,
-    n_docs,
-    n_workers,
+    algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, n_docs, n_workers
 ):
     """Every row of a query CSR, in ``n_workers`` parallel slices; ``(docs, scores, counts)``.
 
@@ -201,26 +107,8 @@ def search_many(
     n_workers = max(1, min(n_workers, n_queries))
     for w in nb.prange(n_workers):
         _search_slice(
-            algorithm,
-            offsets,
-            docs,
-            impacts,
-            max_impact,
-            block_offsets,
-            block_max,
-            block_last,
-            block_size,
-            q_indptr,
-            q_terms,
-            q_weights,
-            scale,
-            k,
-            theta,
-            n_docs,
-            w * n_queries // n_workers,
-            (w + 1) * n_queries // n_workers,
-            out_docs,
-            out_scores,
+            algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, n_docs,
+            w * n_queries // n_workers, (w + 1) * n_queries // n_workers, out_docs, out_scores,
             counts,
-        )
+        )  # fmt: skip
     return out_docs, out_scores, counts

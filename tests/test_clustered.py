@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 
 from index import ClusteredIndex, Index
 from tests.conftest import random_csr
-from tests.test_pruning import _same, _zipf_index, index_and_queries
+from tests.test_pruning import _same, _zipf_index, build_numbered, index_and_queries
 
 EXACT_SETTINGS = {"postings_per_term": None, "summary_mass": 1.0}
 
@@ -36,12 +36,7 @@ def test_pruning_off_is_exact(rng, cluster_size):
 @given(index_and_queries())
 def test_property_pruning_off_matches_exhaustive(case):
     docs, queries, k, quant = case
-    idx = Index.build(
-        docs,
-        [str(i) for i in range(docs.shape[0])],
-        [str(t) for t in range(docs.shape[1])],
-        quantization=quant,
-    )
+    idx = build_numbered(docs, quant)
     clustered = ClusteredIndex.build(idx, cluster_size=3, **EXACT_SETTINGS)
     ref = idx.search(queries, k, algorithm="exhaustive")
     _same(ref, clustered.search(queries, k, heap_factor=1.0))

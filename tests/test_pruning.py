@@ -91,16 +91,21 @@ def index_and_queries(draw):
     return docs, queries, k, quant
 
 
+def build_numbered(docs: sp.csr_array, quantization: str) -> Index:
+    """An index whose doc ids and terms are the row and column numbers."""
+    return Index.build(
+        docs,
+        [str(i) for i in range(docs.shape[0])],
+        [str(t) for t in range(docs.shape[1])],
+        quantization=quantization,
+    )
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(index_and_queries())
 def test_property_all_exact_algorithms_agree(case):
     docs, queries, k, quant = case
-    idx = Index.build(
-        docs,
-        [str(i) for i in range(docs.shape[0])],
-        [str(t) for t in range(docs.shape[1])],
-        quantization=quant,
-    )
+    idx = build_numbered(docs, quant)
     ref = idx.search(queries, k, algorithm="exhaustive")
     for algo in ("maxscore", "bmw"):
         _same(ref, idx.search(queries, k, algorithm=algo))
