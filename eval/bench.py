@@ -235,7 +235,7 @@ def bench_index(
     return report
 
 
-CLUSTER_DEFAULTS = {"postings_per_term": 1000, "cluster_size": 32, "summary_mass": 0.3}
+CLUSTER_DEFAULTS = {"postings_per_term": 1000, "cluster_size": 16, "summary_mass": 0.15}
 
 
 def _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, settings) -> None:
@@ -249,10 +249,10 @@ def _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, s
     report.extra["clustered_settings"] = settings
     n = queries.shape[0]
     avg_terms = queries.nnz / max(n, 1)
-    probes = sorted({max(1, int(avg_terms * 0.25)), max(1, int(avg_terms))})
+    probes = sorted({max(1, round(avg_terms * f)) for f in (0.25, 0.33, 1.0)})
     clustered.search(rows_of[0], k)
     clustered.search(queries[:2], k)
-    for heap_factor in (1.0, 1.5):
+    for heap_factor in (0.9, 1.0):
         for m in probes:
             opts = {"heap_factor": heap_factor, "query_terms": m}
             single = _time_single(lambda i, o=opts: clustered.search(rows_of[i], k, **o), n, repeat)

@@ -38,8 +38,8 @@ class ClusterSettings:
     """How a clustered index was built (``postings_per_term`` None keeps every posting)."""
 
     postings_per_term: int | None = None
-    cluster_size: int = 32
-    summary_mass: float = 0.5
+    cluster_size: int = 16
+    summary_mass: float = 0.15
     kmeans_iterations: int = 4
     seed: int = 0
 

@@ -156,13 +156,13 @@ def _add_bench(sub) -> None:
         help="clustered index: postings kept per term (static pruning, default 1000)",
     )
     p.add_argument(
-        "--cluster-size", type=int, default=32, help="clustered index: documents per block"
+        "--cluster-size", type=int, default=16, help="clustered index: documents per block"
     )
     p.add_argument(
         "--summary-mass",
         type=float,
-        default=0.3,
-        help="clustered index: fraction of a block summary's mass kept (default 0.3)",
+        default=0.15,
+        help="clustered index: fraction of a block summary's mass kept (default 0.15)",
     )
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", action="store_true")

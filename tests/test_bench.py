@@ -32,6 +32,9 @@ def test_bench_index_rows_and_exact_recall():
         assert row.recall == 1.0 and row.qps_single > 0 and row.qps_batch > 0
         assert row.p99_ms >= row.p50_ms
     assert any("theta" in n for n in names) and any("query_terms" in n for n in names)
+    clustered = [r for r in report.rows if r.name.startswith("clustered")]
+    assert len(clustered) >= 4 and all(0.0 < r.recall <= 1.0 for r in clustered)
+    assert report.extra["clustered_build_seconds"] > 0
     assert "numba_warmup_seconds" in report.extra
     assert 1.0 < report.index_bytes_per_posting < 10
     assert "tiny: 3,000 docs" in report.table()
@@ -57,10 +60,20 @@ def test_cli_bench_index_and_errors(tmp_path, capsys):
         str(sample_dataset() / "queries.jsonl"),
         "--no-peers",
         "--json",
+        "--cluster-size",
+        "4",
+        "--cluster-postings",
+        "50",
     ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_queries"] == 40 and report["rows"][0]["recall"] == 1.0
+    assert report["extra"]["clustered_settings"]["cluster_size"] == 4
+    assert main([*argv, "--no-clustered"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert not any(r["name"].startswith("clustered") for r in rows)
+    assert main([*argv[:-4], "--cluster-size", "0"]) == 2
+    assert "cluster_size must be an integer >= 1" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "idx"), "--no-peers"]) == 2
     assert "needs --queries" in capsys.readouterr().err
 
