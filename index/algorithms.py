@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, build_blocks, term_max_impact, top_terms
+from kernels.layout import is_packed
 
 ALGORITHMS = ("auto", "exhaustive", "maxscore", "bmw")
 ALGORITHM_CODES = {"auto": AUTO, "maxscore": MAXSCORE, "bmw": BMW, "exhaustive": EXHAUSTIVE}
@@ -26,10 +27,15 @@ class Blocks:
 
     @classmethod
     def build(cls, offsets, docs, impacts, size: int = BLOCK_SIZE) -> Blocks:
+        """Block tables in the narrowest exact types: maxima as uint8 when impacts are uint8
+        (packed or not), block numbers as int32 while they fit."""
         block_offsets, block_max, block_last = build_blocks(offsets, docs, impacts, size)
-        return cls(
-            term_max_impact(offsets, docs, impacts), block_offsets, block_max, block_last, size
-        )
+        max_impact = term_max_impact(offsets, docs, impacts)
+        if is_packed(impacts) or impacts.dtype == np.uint8:
+            block_max, max_impact = block_max.astype(np.uint8), max_impact.astype(np.uint8)
+        if block_offsets[-1] < np.iinfo(np.int32).max:
+            block_offsets = block_offsets.astype(np.int32)
+        return cls(max_impact, block_offsets, block_max, block_last, size)
 
 
 def check_query_terms(m: object) -> int:

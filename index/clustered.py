@@ -94,9 +94,11 @@ class ClusteredIndex:
         sizes = np.concatenate(sizes) if sizes else np.empty(0, np.int64)
         block_offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=block_offsets[1:])
+        block_term = np.repeat(np.arange(index.vocab_size), np.diff(term_blocks))
         sum_offsets, sum_terms, sum_values = block_summaries(
             block_offsets,
             ordered,
+            block_term,
             fwd_offsets,
             fwd_terms,
             fwd_impacts,

@@ -276,8 +276,8 @@ class Index:
                     "term": pa.array(self.vocab, pa.string()),
                     "start": pa.array(starts, pa.int64()),
                     "df": pa.array(np.diff(self.offsets), pa.int64()),
-                    "max_impact": pa.array(self.blocks.max_impact, pa.float32()),
-                    "block_start": pa.array(self.blocks.offsets[:-1], pa.int64()),
+                    "max_impact": pa.array(self.blocks.max_impact),
+                    "block_start": pa.array(self.blocks.offsets[:-1]),
                 }
             ),
             "postings.arrow": pa.table(
@@ -296,7 +296,7 @@ class Index:
             ),
             "blocks.arrow": pa.table(
                 {
-                    "max": pa.array(self.blocks.max, pa.float32()),
+                    "max": pa.array(self.blocks.max),
                     "last": pa.array(self.blocks.last, pa.uint32()),
                 }
             ),
@@ -348,6 +348,8 @@ class Index:
             raise IndexFormatError(
                 f"{path}: unknown postings layout {layout!r} for {dtype}; rebuild the index."
             )
+        maxima = (pa.float32(), pa.uint8())  # format 1 stored float32 maxima
+        block_start = storage.column(terms, "block_start", (pa.int64(), pa.int32()), "terms.arrow")
         vocab = terms.column("term").to_pylist()
         doc_ids = docs_t.column("doc_id").combine_chunks()
         n_docs, n_postings = manifest.get("n_docs"), manifest.get("n_postings")
@@ -375,12 +377,9 @@ class Index:
             docs=doc_nums,
             impacts=impacts,
             blocks=Blocks(
-                max_impact=storage.column(terms, "max_impact", pa.float32(), "terms.arrow"),
-                offsets=np.append(
-                    storage.column(terms, "block_start", pa.int64(), "terms.arrow"),
-                    len(blocks_t),
-                ),
-                max=storage.column(blocks_t, "max", pa.float32(), "blocks.arrow"),
+                max_impact=storage.column(terms, "max_impact", maxima, "terms.arrow"),
+                offsets=np.append(block_start, np.array([len(blocks_t)], block_start.dtype)),
+                max=storage.column(blocks_t, "max", maxima, "blocks.arrow"),
                 last=storage.column(blocks_t, "last", pa.uint32(), "blocks.arrow"),
                 size=int(manifest.get("block_size", BLOCK_SIZE)),
             ),

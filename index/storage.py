@@ -196,13 +196,18 @@ def read_tables(path: Path, manifest: dict, mmap: bool, verify: bool) -> dict[st
     return tables
 
 
-def column(table: pa.Table, name: str, dtype: pa.DataType, source: str) -> np.ndarray:
-    """A numeric column as a numpy array, zero-copy when stored in a single chunk."""
+def column(
+    table: pa.Table, name: str, dtype: pa.DataType | tuple[pa.DataType, ...], source: str
+) -> np.ndarray:
+    """A numeric column (of ``dtype``, or one of several) as a numpy array, zero-copy when
+    stored in a single chunk."""
     if name not in table.column_names:
         raise IndexFormatError(f"{source} has no column {name!r}; rebuild the index.")
     col = table.column(name)
-    if col.type != dtype:
-        raise IndexFormatError(f"{source} column {name!r} is {col.type}, expected {dtype}.")
+    allowed = dtype if isinstance(dtype, tuple) else (dtype,)
+    if col.type not in allowed:
+        expected = " or ".join(str(t) for t in allowed)
+        raise IndexFormatError(f"{source} column {name!r} is {col.type}, expected {expected}.")
     if col.num_chunks == 1:
         return col.chunk(0).to_numpy(zero_copy_only=True)
     return col.to_numpy()

@@ -46,10 +46,14 @@ def prune_postings(offsets, docs, impacts, keep):
 
 
 @nb.njit(cache=True, nogil=True)
-def block_summaries(block_offsets, block_docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, mass):
+def block_summaries(
+    block_offsets, block_docs, block_term, fwd_offsets, fwd_terms, fwd_impacts, n_terms, mass
+):
     """Per block, the per-term maximum impact over its documents, keeping its largest entries
-    until they hold at least ``mass`` (0-1] of the summary's total; ``(offsets, terms,
-    values)``. Linear time per block: entries are ranked by a 256-bin histogram of values.
+    until they hold at least ``mass`` (0-1] of the summary's total, and always the entry of
+    the term whose list holds the block (``block_term``), which every document in it has;
+    ``(offsets, terms, values)``. Linear time per block: entries are ranked by a 256-bin
+    histogram of values.
     """
     n_blocks = block_offsets.shape[0] - 1
     top = np.float64(0.0)
@@ -94,7 +98,7 @@ def block_summaries(block_offsets, block_docs, fwd_offsets, fwd_terms, fwd_impac
         for j in range(n_touched):
             t = touched[j]
             v = best[t]
-            if min(255, int(np.float64(v) / bin_width)) >= cut:
+            if t == block_term[b] or min(255, int(np.float64(v) / bin_width)) >= cut:
                 terms[size] = t
                 values[size] = v
                 size += 1
