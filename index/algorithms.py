@@ -55,8 +55,8 @@ def keep_top_terms(queries: sp.csr_array, m: int) -> sp.csr_array:
 
 def algorithm_code(algorithm: str, theta: float) -> int:
     """Validate a search request; the kernel code of ``algorithm`` (``auto`` is resolved per
-    query inside the kernels: exhaustive for queries that read few postings, block-max WAND
-    for short queries, MaxScore for long, expanded ones)."""
+    query inside the kernels: exhaustive when exact, and with ``theta`` > 1 MaxScore for
+    short queries, block-max WAND for long, expanded ones)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
     if (

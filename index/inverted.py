@@ -218,8 +218,9 @@ class Index:
         """Top-``k`` documents for each query row, by dot product.
 
         ``algorithm``: ``exhaustive`` (term-at-a-time), ``maxscore`` or ``bmw`` (block-max
-        WAND) all return the same exact top-k; ``auto`` picks one from the query and index
-        sizes. Approximate search: ``theta`` > 1 prunes against ``theta`` x the k-th score
+        WAND) all return the same exact top-k; ``auto`` picks one per query (the fastest
+        measured: exhaustive when exact; MaxScore or BMW by query length when approximate).
+        Approximate search: ``theta`` > 1 prunes against ``theta`` x the k-th score
         (maxscore/bmw), ``query_terms`` keeps only each query's heaviest terms. Pass the
         encoder's ``vocab`` to have it checked against the index's.
         """
