@@ -245,7 +245,7 @@ def _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, s
     from index import ClusteredIndex
 
     settings = {**CLUSTER_DEFAULTS, **(settings or {})}
-    clustered = ClusteredIndex.build(index, **settings)
+    clustered = ClusteredIndex.build(index, progress=True, **settings)
     report.extra["clustered_build_seconds"] = clustered.build_seconds
     report.extra["clustered_bytes_per_posting"] = clustered.nbytes / max(index.n_postings, 1)
     report.extra["clustered_settings"] = settings

@@ -3,7 +3,8 @@
 Built from an :class:`~index.inverted.Index`: each term keeps its ``postings_per_term``
 highest-impact postings, which faiss k-means groups into blocks of about ``cluster_size``
 similar documents (clustered on random projections of the documents' sparse vectors); each
-block gets a summary (per-term maximum impacts holding ``summary_mass`` of the total). A
+block gets a summary (per-term maximum impacts holding ``summary_mass`` of the total, plus
+the list's own term). A
 query then scores only the documents of blocks whose summaries look promising, exactly,
 through a forward index. Build once, search many times; every setting's recall against the
 exact top-k is measured by ``lsr bench``.
