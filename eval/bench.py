@@ -9,6 +9,8 @@ and warmed up before timing; compile time is reported separately.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import resource
 import time
@@ -75,24 +77,40 @@ class BenchReport:
         return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _quiet_gc():
+    """Collect garbage first and keep the collector off while timing (as ``timeit`` does), so
+    no configuration pays for another's garbage."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _time_single(search: Callable[[int], object], n: int, repeat: int) -> tuple[np.ndarray, float]:
     """Per-query latencies of ``repeat`` passes, and the fastest pass's total (the QPS basis:
     on a shared machine the best pass is the least disturbed one)."""
     times = np.empty(n * repeat)
-    for r in range(repeat):
-        for i in range(n):
-            t = time.perf_counter()
-            search(i)
-            times[r * n + i] = time.perf_counter() - t
+    with _quiet_gc():
+        for r in range(repeat):
+            for i in range(n):
+                t = time.perf_counter()
+                search(i)
+                times[r * n + i] = time.perf_counter() - t
     return times, float(times.reshape(repeat, n).sum(axis=1).min())
 
 
 def _time_batch(search: Callable[[], object], repeat: int) -> float:
     best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        search()
-        best = min(best, time.perf_counter() - t)
+    with _quiet_gc():
+        for _ in range(repeat):
+            t = time.perf_counter()
+            search()
+            best = min(best, time.perf_counter() - t)
     return best
 
 
