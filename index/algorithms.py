@@ -1,13 +1,12 @@
-"""Search algorithm choice, block summaries for pruning, and query-side approximation."""
+"""Search algorithm choice, block summaries for pruning, and checks on search options."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, build_blocks, term_max_impact, top_terms
+from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, build_blocks, term_max_impact
 from kernels.layout import is_packed
 
 ALGORITHMS = ("auto", "exhaustive", "maxscore", "bmw")
@@ -43,14 +42,6 @@ def check_query_terms(m: object) -> int:
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         raise ValueError(f"query_terms must be a positive integer, got {m!r}.")
     return int(m)
-
-
-def keep_top_terms(queries: sp.csr_array, m: int) -> sp.csr_array:
-    """Each query row restricted to its ``m`` heaviest terms (approximate query term pruning)."""
-    indptr, indices, data = top_terms(
-        queries.indptr, queries.indices, queries.data, check_query_terms(m)
-    )
-    return sp.csr_array((data, indices, indptr), shape=queries.shape)
 
 
 def algorithm_code(algorithm: str, theta: float) -> int:

@@ -8,7 +8,6 @@ array. Kernels take ``(docs, impacts)`` either way and read postings through ``d
 made when Numba compiles, so neither layout pays for the other.
 """
 
-import numba as nb
 import numpy as np
 from numba import types
 from numba.extending import overload
@@ -66,23 +65,3 @@ def _impact_at(docs, impacts, i):
     if _packed_type(impacts):
         return lambda docs, impacts, i: np.float32(docs[i] >> np.uint32(DOC_BITS))
     return lambda docs, impacts, i: np.float32(impacts[i])
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def seek(docs, impacts, lo, hi, target):
-    """First position in ``lo:hi`` (docs sorted) whose doc is >= target (``hi`` if none)."""
-    if lo >= hi or doc_at(docs, impacts, lo) >= target:
-        return lo
-    step = 1
-    prev = lo
-    while lo + step < hi and doc_at(docs, impacts, lo + step) < target:
-        prev = lo + step
-        step *= 2
-    left, right = prev + 1, min(lo + step, hi)
-    while left < right:
-        mid = (left + right) // 2
-        if doc_at(docs, impacts, mid) < target:
-            left = mid + 1
-        else:
-            right = mid
-    return left

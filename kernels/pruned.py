@@ -11,12 +11,32 @@ threshold for an approximate search that trades recall for speed ("aggressive" p
 import numba as nb
 import numpy as np
 
-from kernels.layout import doc_at, impact_at, seek
+from kernels.layout import doc_at, impact_at
 from kernels.topk import heap_offer, heap_sort
 
 NO_DOC = np.int64(1) << 40
 MARGIN = 1e-4
 WINDOW = 4096
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _seek(docs, impacts, lo, hi, target):
+    """First position in ``lo:hi`` (docs sorted) whose doc is >= target (``hi`` if none)."""
+    if lo >= hi or doc_at(docs, impacts, lo) >= target:
+        return lo
+    step = 1
+    prev = lo
+    while lo + step < hi and doc_at(docs, impacts, lo + step) < target:
+        prev = lo + step
+        step *= 2
+    left, right = prev + 1, min(lo + step, hi)
+    while left < right:
+        mid = (left + right) // 2
+        if doc_at(docs, impacts, mid) < target:
+            left = mid + 1
+        else:
+            right = mid
+    return left
 
 
 @nb.njit(cache=True, nogil=True)
@@ -114,7 +134,7 @@ def maxscore_one(
             for i in range(frozen - 1, -1, -1):
                 j = order[i]
                 bound -= ubs[j]
-                p = seek(docs, impacts, probe[j], ends[j], d)
+                p = _seek(docs, impacts, probe[j], ends[j], d)
                 probe[j] = p
                 if p < ends[j] and doc_at(docs, impacts, p) == d:
                     bound += np.float64(w[j] * impact_at(docs, impacts, p))
@@ -125,7 +145,7 @@ def maxscore_one(
                 continue
             s = np.float32(0.0)
             for j in range(m):
-                p = seek(docs, impacts, probe[j], ends[j], d)
+                p = _seek(docs, impacts, probe[j], ends[j], d)
                 probe[j] = p
                 if p < ends[j] and doc_at(docs, impacts, p) == d:
                     s += w[j] * impact_at(docs, impacts, p)
@@ -226,7 +246,7 @@ def bmw_one(
             for i in range(p + 1):
                 j = order[i]
                 if cur[j] < nd:
-                    pos[j] = seek(docs, impacts, pos[j], ends[j], nd)
+                    pos[j] = _seek(docs, impacts, pos[j], ends[j], nd)
                     cur[j] = np.int64(doc_at(docs, impacts, pos[j])) if pos[j] < ends[j] else NO_DOC
         elif cur[order[0]] == pd:
             for i in range(p + 1):
@@ -243,7 +263,7 @@ def bmw_one(
             for i in range(p):
                 j = order[i]
                 if cur[j] < pd:
-                    pos[j] = seek(docs, impacts, pos[j], ends[j], pd)
+                    pos[j] = _seek(docs, impacts, pos[j], ends[j], pd)
                     cur[j] = np.int64(doc_at(docs, impacts, pos[j])) if pos[j] < ends[j] else NO_DOC
     heap_sort(out_scores, out_docs, size)
     for i in range(size):

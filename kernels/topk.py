@@ -110,38 +110,16 @@ def block_maxima(acc, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def kth_largest(values, n, k, heap):
-    """The ``k``-th largest positive value of ``values[:n]`` (``heap``: ``k`` floats of scratch).
-
-    Returns the smallest positive float when fewer than ``k`` values are positive.
+def kth_largest(values, n, k, heap, heap_ids):
+    """The ``k``-th largest positive value of ``values[:n]``, kept in a top-k heap (``heap``,
+    ``heap_ids``: ``k`` slots of scratch each). Returns the smallest positive float when fewer
+    than ``k`` values are positive.
     """
     size = 0
     for b in range(n):
         m = values[b]
-        if m <= 0.0:
-            continue
-        if size < k:
-            heap[size] = m
-            i = size
-            size += 1
-            while i > 0 and heap[(i - 1) // 2] > heap[i]:
-                p = (i - 1) // 2
-                heap[i], heap[p] = heap[p], heap[i]
-                i = p
-        elif m > heap[0]:
-            heap[0] = m
-            i = 0
-            while True:
-                c = 2 * i + 1
-                if c >= size:
-                    break
-                if c + 1 < size and heap[c + 1] < heap[c]:
-                    c += 1
-                if heap[c] < heap[i]:
-                    heap[i], heap[c] = heap[c], heap[i]
-                    i = c
-                else:
-                    break
+        if m > 0.0 and (size < k or m > heap[0]):
+            size = heap_offer(heap, heap_ids, size, k, m, b)
     return heap[0] if size == k else SMALLEST_POSITIVE
 
 
@@ -155,7 +133,7 @@ def dense_topk(acc, k, maxima, out_docs, out_scores):
     exact. ``maxima`` is scratch for one float per ``SCAN_BLOCK`` documents. Returns the count.
     """
     n_blocks = block_maxima(acc, maxima)
-    bound = kth_largest(maxima, n_blocks, k, out_scores)
+    bound = kth_largest(maxima, n_blocks, k, out_scores, out_docs)
     n = acc.shape[0]
     size = 0
     for b in range(n_blocks):
