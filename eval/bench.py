@@ -127,6 +127,16 @@ def _row(name, single, batch_seconds, n, recall=None, notes="") -> BenchRow:
     )
 
 
+def _measure(label, search, opts, queries, rows_of, k, repeat, threads, exact) -> BenchRow:
+    """One configuration's row: ``search(queries, k, **opts)`` timed query by query and as a
+    batch, with its recall@k against ``exact``."""
+    n = queries.shape[0]
+    single = _time_single(lambda i: search(rows_of[i], k, **opts), n, repeat)
+    results = search(queries, k, threads=threads, **opts)
+    batch = _time_batch(lambda: search(queries, k, threads=threads, **opts), max(repeat, 2))
+    return _row(label, single, batch, n, _recall(results, exact, k))
+
+
 def _recall(results, exact, k: int) -> float:
     values = []
     for i in range(len(exact)):
@@ -241,13 +251,9 @@ def bench_index(
         index.search(queries[:2], k, **opts)
     report.extra["numba_warmup_seconds"] = time.perf_counter() - t
     for label, opts in configs:
-        single = _time_single(lambda i, o=opts: index.search(rows_of[i], k, **o), n, repeat)
-        results = index.search(queries, k, threads=threads, **opts)
-        batch = _time_batch(
-            lambda o=opts: index.search(queries, k, threads=threads, **o), max(repeat, 2)
+        report.rows.append(
+            _measure(label, index.search, opts, queries, rows_of, k, repeat, threads, exact)
         )
-        recall = _recall(results, exact, k)
-        report.rows.append(_row(label, single, batch, n, recall))
     if approximate and clustered != {}:
         _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, clustered)
     if peers:
@@ -276,13 +282,11 @@ def _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, s
     for heap_factor in (0.9, 0.95, 1.0):
         for m in probes:
             opts = {"heap_factor": heap_factor, "query_terms": m}
-            single = _time_single(lambda i, o=opts: clustered.search(rows_of[i], k, **o), n, repeat)
-            results = clustered.search(queries, k, threads=threads, **opts)
-            batch = _time_batch(
-                lambda o=opts: clustered.search(queries, k, threads=threads, **o), max(repeat, 2)
-            )
             label = f"clustered hf={heap_factor} terms={m}"
-            report.rows.append(_row(label, single, batch, n, _recall(results, exact, k)))
+            row = _measure(
+                label, clustered.search, opts, queries, rows_of, k, repeat, threads, exact
+            )
+            report.rows.append(row)
 
 
 def _add_peers(report, index, queries, k, repeat, threads, exact) -> None:

@@ -174,35 +174,16 @@ class ClusteredIndex:
             docs = np.full((1, k_eff), -1, dtype=np.int64)
             scores = np.zeros((1, k_eff), dtype=np.float32)
             n = clustered_one(
-                *self.arrays,
-                q.indices,
-                q.data,
-                n_probe,
-                hf,
-                scale,
-                k_eff,
-                q_dense,
-                seen,
-                stamp,
-                docs[0],
-                scores[0],
-            )
+                self.arrays, q.indices, q.data, n_probe, hf, scale, k_eff, q_dense, seen, stamp,
+                docs[0], scores[0],
+            )  # fmt: skip
             counts = np.array([n], dtype=np.int64)
         else:
             workers = (threads or numba.get_num_threads()) * 4
             docs, scores, counts = clustered_many(
-                self.arrays,
-                q.indptr,
-                q.indices,
-                q.data,
-                n_probe,
-                hf,
-                scale,
-                k_eff,
-                index.vocab_size,
-                index.n_docs,
-                workers,
-            )
+                self.arrays, q.indptr, q.indices, q.data, n_probe, hf, scale, k_eff,
+                index.vocab_size, index.n_docs, workers,
+            )  # fmt: skip
         return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=index.doc_ids)
 
     def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray, int]:

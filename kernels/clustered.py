@@ -109,15 +109,7 @@ def block_summaries(
 
 @nb.njit(cache=True, nogil=True)
 def clustered_one(
-    term_blocks,
-    block_offsets,
-    block_docs,
-    sum_offsets,
-    sum_terms,
-    sum_values,
-    fwd_offsets,
-    fwd_terms,
-    fwd_impacts,
+    arrays,
     q_terms,
     q_weights,
     n_probe_terms,
@@ -132,11 +124,17 @@ def clustered_one(
 ):
     """Top-``k`` of one query (terms ascending) over clustered blocks; returns the hit count.
 
-    ``n_probe_terms``: how many of the heaviest query terms have their blocks visited (all
-    terms still count in the scores). ``q_dense`` (float32, vocabulary size, all zero) and
-    ``seen`` (int64, one per document) are caller-owned scratch; ``stamp`` must differ from
-    every value ``seen`` held before, so documents are scored once without clearing it.
+    ``arrays``: ``(term_blocks, block_offsets, block_docs, sum_offsets, sum_terms, sum_values,
+    fwd_offsets, fwd_terms, fwd_impacts)`` of the clustered index. ``n_probe_terms``: how many
+    of the heaviest query terms have their blocks visited (all terms still count in the
+    scores). ``q_dense`` (float32, vocabulary size, all zero) and ``seen`` (int64, one per
+    document) are caller-owned scratch; ``stamp`` must differ from every value ``seen`` held
+    before, so documents are scored once without clearing it.
     """
+    (
+        term_blocks, block_offsets, block_docs, sum_offsets, sum_terms, sum_values, fwd_offsets,
+        fwd_terms, fwd_impacts,
+    ) = arrays  # fmt: skip
     n_q = q_terms.shape[0]
     for j in range(n_q):
         q_dense[q_terms[j]] = q_weights[j]
@@ -197,9 +195,8 @@ def _clustered_slice(
     for q in range(lo, hi):
         a, b = q_indptr[q], q_indptr[q + 1]
         counts[q] = clustered_one(
-            arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6],
-            arrays[7], arrays[8], q_terms[a:b], q_weights[a:b], n_probe, heap_factor, scale,
-            k, q_dense, seen, q, out_docs[q], out_scores[q],
+            arrays, q_terms[a:b], q_weights[a:b], n_probe, heap_factor, scale, k, q_dense, seen,
+            q, out_docs[q], out_scores[q],
         )  # fmt: skip
 
 
@@ -219,7 +216,7 @@ def clustered_many(
 ):
     """Every row of a query CSR in ``n_workers`` parallel slices; ``(docs, scores, counts)``.
 
-    ``arrays``: the nine clustered-index arrays in ``clustered_one``'s order.
+    ``arrays``: the clustered-index arrays, as ``clustered_one`` takes them.
     """
     n_queries = q_indptr.shape[0] - 1
     out_docs = np.full((n_queries, k), -1, dtype=np.int64)
