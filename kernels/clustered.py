@@ -14,7 +14,7 @@ import numba as nb
 import numpy as np
 
 from kernels.pruned import MARGIN
-from kernels.topk import heap_offer, heap_sort
+from kernels.topk import batch_outputs, heap_offer, heap_sort
 
 
 @nb.njit(cache=True, nogil=True)
@@ -219,9 +219,7 @@ def clustered_many(
     ``arrays``: the clustered-index arrays, as ``clustered_one`` takes them.
     """
     n_queries = q_indptr.shape[0] - 1
-    out_docs = np.full((n_queries, k), -1, dtype=np.int64)
-    out_scores = np.zeros((n_queries, k), dtype=np.float32)
-    counts = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, counts = batch_outputs(n_queries, k)
     n_workers = max(1, min(n_workers, n_queries))
     for w in nb.prange(n_workers):
         _clustered_slice(

@@ -9,6 +9,7 @@ import numpy as np
 
 from kernels.pruned import bmw_one, maxscore_one
 from kernels.scoring import search_one
+from kernels.topk import batch_outputs
 
 AUTO, MAXSCORE, BMW, EXHAUSTIVE = 0, 1, 2, 3
 
@@ -93,9 +94,7 @@ def search_many(
     pruned batches over large collections allocate nothing collection-sized.
     """
     n_queries = q_indptr.shape[0] - 1
-    out_docs = np.full((n_queries, k), -1, dtype=np.int64)
-    out_scores = np.zeros((n_queries, k), dtype=np.float32)
-    counts = np.zeros(n_queries, dtype=np.int64)
+    out_docs, out_scores, counts = batch_outputs(n_queries, k)
     n_workers = max(1, min(n_workers, n_queries))
     for w in nb.prange(n_workers):
         _search_slice(

@@ -150,6 +150,13 @@ def dense_topk(acc, k, maxima, out_docs, out_scores):
     return size
 
 
+@nb.njit(cache=True, nogil=True)
+def batch_outputs(n_queries, k):
+    """Result arrays of a batch: doc numbers padded with -1, scores with 0, hit counts."""
+    docs = np.full((n_queries, k), -1, dtype=np.int64)
+    return docs, np.zeros((n_queries, k), dtype=np.float32), np.zeros(n_queries, dtype=np.int64)
+
+
 def empty_topk(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Output buffers for ``select_topk``: doc numbers padded with -1, scores with 0."""
     return np.full(k, -1, dtype=np.int64), np.zeros(k, dtype=np.float32)
