@@ -51,12 +51,14 @@ class ClusterSettings:
         c = self.cluster_size
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise ValueError(f"cluster_size must be an integer >= 1, got {c!r}.")
-        if not (isinstance(self.summary_mass, (int, float)) and 0 < self.summary_mass <= 1):
-            raise ValueError(f"summary_mass must be in (0, 1], got {self.summary_mass!r}.")
-        if not isinstance(self.kmeans_iterations, int) or self.kmeans_iterations < 1:
-            raise ValueError(
-                f"kmeans_iterations must be a positive integer, got {self.kmeans_iterations!r}."
-            )
+        m = self.summary_mass
+        if isinstance(m, bool) or not (isinstance(m, (int, float)) and 0 < m <= 1):
+            raise ValueError(f"summary_mass must be in (0, 1], got {m!r}.")
+        i = self.kmeans_iterations
+        if isinstance(i, bool) or not isinstance(i, int) or i < 1:
+            raise ValueError(f"kmeans_iterations must be a positive integer, got {i!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
 
 
 class ClusteredIndex:
@@ -76,6 +78,10 @@ class ClusteredIndex:
         """Prune, cluster and summarize ``index``'s postings (see :class:`ClusterSettings`);
         postings lists are clustered on ``threads`` threads (default: all cores)."""
         s = ClusterSettings(**settings)
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
         start = time.perf_counter()
         doc_numbers, impacts = index.doc_numbers(), index.impact_values()
         fwd_offsets, fwd_terms, fwd_weights = csr_to_postings(

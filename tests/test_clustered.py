@@ -74,6 +74,10 @@ def docs_score(idx: Index, query: sp.csr_array, doc_id: str) -> float:
         ({"summary_mass": 0.0}, r"summary_mass must be in \(0, 1\]"),
         ({"summary_mass": 1.5}, r"summary_mass must be in \(0, 1\]"),
         ({"kmeans_iterations": 0}, "kmeans_iterations must be a positive integer"),
+        ({"kmeans_iterations": True}, "kmeans_iterations must be a positive integer"),
+        ({"summary_mass": True}, r"summary_mass must be in \(0, 1\]"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"threads": 0}, "threads must be a positive integer or None"),
         ({"clusters": 3}, "unexpected keyword"),
     ],
 )
