@@ -236,7 +236,8 @@ def bench_index(
     )
     rows_of = [queries[[i]] for i in range(n)]
     exact = index.search(queries, k, algorithm="exhaustive")
-    configs = [(a, {"algorithm": a}) for a in ("exhaustive", "maxscore", "bmw", "auto")]
+    exact_algorithms = ("exhaustive", "maxscore", "maxscore-taat", "bmw", "auto")
+    configs = [(a, {"algorithm": a}) for a in exact_algorithms]
     if approximate:
         configs += [
             (f"maxscore theta={t}", {"algorithm": "maxscore", "theta": t}) for t in (1.2, 1.5, 2.0)

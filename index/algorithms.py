@@ -6,11 +6,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, build_blocks, term_max_impact
+from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, MAXSCORE_TAAT, build_blocks, term_max_impact
 from kernels.layout import is_packed
 
-ALGORITHMS = ("auto", "exhaustive", "maxscore", "bmw")
-ALGORITHM_CODES = {"auto": AUTO, "maxscore": MAXSCORE, "bmw": BMW, "exhaustive": EXHAUSTIVE}
+ALGORITHMS = ("auto", "exhaustive", "maxscore", "maxscore-taat", "bmw")
+ALGORITHM_CODES = {
+    "auto": AUTO,
+    "maxscore": MAXSCORE,
+    "bmw": BMW,
+    "exhaustive": EXHAUSTIVE,
+    "maxscore-taat": MAXSCORE_TAAT,
+}
 BLOCK_SIZE = 64
 
 
@@ -46,8 +52,9 @@ def check_query_terms(m: object) -> int:
 
 def algorithm_code(algorithm: str, theta: float) -> int:
     """Validate a search request; the kernel code of ``algorithm`` (``auto`` is resolved per
-    query inside the kernels: exhaustive when exact, and with ``theta`` > 1 MaxScore for
-    short queries, block-max WAND for long, expanded ones)."""
+    query inside the kernels: term-at-a-time MaxScore on large collections and exhaustive on
+    small ones when exact; with ``theta`` > 1 MaxScore for short queries, block-max WAND for
+    long, expanded ones)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}.")
     if (
@@ -56,6 +63,6 @@ def algorithm_code(algorithm: str, theta: float) -> int:
         or not (np.isfinite(theta) and theta >= 1.0)
     ):
         raise ValueError(f"theta must be a number >= 1 (1 = exact), got {theta!r}.")
-    if algorithm == "exhaustive" and theta != 1.0:
-        raise ValueError("theta > 1 needs a pruning algorithm (maxscore or bmw).")
+    if algorithm in ("exhaustive", "maxscore-taat") and theta != 1.0:
+        raise ValueError(f"theta > 1 needs maxscore or bmw; {algorithm} is exact only.")
     return ALGORITHM_CODES[algorithm]

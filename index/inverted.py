@@ -16,7 +16,7 @@ from index import storage
 from index.algorithms import BLOCK_SIZE, Blocks, algorithm_code, check_query_terms
 from index.errors import IndexFormatError, VocabularyMismatchError
 from index.validation import as_sparse_batch, check_k
-from kernels import search_many, search_query, top_terms
+from kernels import scratch, search_many, search_query, top_terms
 from kernels.layout import PACKED_MARKER, is_packed, unpack_docs, unpack_impacts
 
 __version__ = "0.1.0"
@@ -217,11 +217,12 @@ class Index:
     ) -> SearchResults:
         """Top-``k`` documents for each query row, by dot product.
 
-        ``algorithm``: ``exhaustive`` (term-at-a-time), ``maxscore`` or ``bmw`` (block-max
-        WAND) all return the same exact top-k; ``auto`` picks one per query (the fastest
-        measured: exhaustive when exact; MaxScore or BMW by query length when approximate).
-        Approximate search: ``theta`` > 1 prunes against ``theta`` x the k-th score
-        (maxscore/bmw), ``query_terms`` keeps only each query's heaviest terms. Pass the
+        ``algorithm``: ``exhaustive`` (term-at-a-time), ``maxscore`` (document-at-a-time),
+        ``maxscore-taat`` (term-at-a-time) or ``bmw`` (block-max WAND) all return the same
+        exact top-k; ``auto`` picks one per query (the fastest measured: term-at-a-time
+        MaxScore from 100k documents, exhaustive below; MaxScore or BMW by query length when
+        approximate). Approximate search: ``theta`` > 1 prunes against ``theta`` x the k-th
+        score (maxscore/bmw), ``query_terms`` keeps only each query's heaviest terms. Pass the
         encoder's ``vocab`` to have it checked against the index's.
         """
         k = check_k(k)
@@ -257,8 +258,7 @@ class Index:
         """Per-thread accumulator and candidate list, allocated once per thread."""
         s = self._scratch
         if getattr(s, "acc", None) is None or s.acc.shape[0] != self.n_docs:
-            s.acc = np.zeros(self.n_docs, dtype=np.float32)
-            s.candidates = np.empty(self.n_docs, dtype=np.int64)
+            s.acc, s.candidates = scratch(self.n_docs)
         return s.acc, s.candidates
 
     # ---- persistence --------------------------------------------------------------------

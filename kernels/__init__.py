@@ -5,12 +5,20 @@ the GIL (``nogil=True``) so that callers can run several of them in threads.
 """
 
 from kernels.blocks import build_blocks, term_max_impact
-from kernels.dispatch import AUTO, BMW, EXHAUSTIVE, MAXSCORE, search_many, search_query
+from kernels.dispatch import (
+    AUTO,
+    BMW,
+    EXHAUSTIVE,
+    MAXSCORE,
+    MAXSCORE_TAAT,
+    search_many,
+    search_query,
+)
 from kernels.postings import csr_to_postings, merge_runs
 from kernels.pruned import bmw_one, maxscore_one
 from kernels.quantize import dequantize_scale, quantize_uint8
 from kernels.queries import top_terms
-from kernels.scoring import search_one
+from kernels.scoring import scratch, search_one
 from kernels.topk import select_topk
 
 __all__ = [
@@ -18,6 +26,7 @@ __all__ = [
     "BMW",
     "EXHAUSTIVE",
     "MAXSCORE",
+    "MAXSCORE_TAAT",
     "bmw_one",
     "build_blocks",
     "csr_to_postings",
@@ -25,6 +34,7 @@ __all__ = [
     "maxscore_one",
     "merge_runs",
     "quantize_uint8",
+    "scratch",
     "search_many",
     "search_one",
     "search_query",

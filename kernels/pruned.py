@@ -20,7 +20,7 @@ WINDOW = 4096
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _seek(docs, impacts, lo, hi, target):
+def seek(docs, impacts, lo, hi, target):
     """First position in ``lo:hi`` (docs sorted) whose doc is >= target (``hi`` if none)."""
     if lo >= hi or doc_at(docs, impacts, lo) >= target:
         return lo
@@ -40,7 +40,7 @@ def _seek(docs, impacts, lo, hi, target):
 
 
 @nb.njit(cache=True, nogil=True)
-def _live_terms(offsets, max_impact, q_terms, q_weights):
+def live_terms(offsets, max_impact, q_terms, q_weights):
     """Query terms that have postings: their list bounds, weights and score upper bounds."""
     n = q_terms.shape[0]
     starts = np.empty(n, dtype=np.int64)
@@ -83,7 +83,7 @@ def maxscore_one(
     is then refined with the non-essential terms, heaviest first, and dropped as soon as its
     bound falls to the threshold. Survivors are scored exactly, in query-term order.
     """
-    m, starts, ends, w, ubs, _ = _live_terms(offsets, max_impact, q_terms, q_weights)
+    m, starts, ends, w, ubs, _ = live_terms(offsets, max_impact, q_terms, q_weights)
     if m == 0:
         return 0
     order = np.argsort(ubs)
@@ -134,7 +134,7 @@ def maxscore_one(
             for i in range(frozen - 1, -1, -1):
                 j = order[i]
                 bound -= ubs[j]
-                p = _seek(docs, impacts, probe[j], ends[j], d)
+                p = seek(docs, impacts, probe[j], ends[j], d)
                 probe[j] = p
                 if p < ends[j] and doc_at(docs, impacts, p) == d:
                     bound += np.float64(w[j] * impact_at(docs, impacts, p))
@@ -145,7 +145,7 @@ def maxscore_one(
                 continue
             s = np.float32(0.0)
             for j in range(m):
-                p = _seek(docs, impacts, probe[j], ends[j], d)
+                p = seek(docs, impacts, probe[j], ends[j], d)
                 probe[j] = p
                 if p < ends[j] and doc_at(docs, impacts, p) == d:
                     s += w[j] * impact_at(docs, impacts, p)
@@ -183,7 +183,7 @@ def bmw_one(
     """Block-max WAND: a WAND pivot from whole-list bounds, then a finer check against the
     maxima of the blocks holding the pivot document, skipping whole blocks that cannot
     qualify. Returns the hit count."""
-    m, starts, ends, w, ubs, terms = _live_terms(offsets, max_impact, q_terms, q_weights)
+    m, starts, ends, w, ubs, terms = live_terms(offsets, max_impact, q_terms, q_weights)
     if m == 0:
         return 0
     pos = starts.copy()
@@ -246,7 +246,7 @@ def bmw_one(
             for i in range(p + 1):
                 j = order[i]
                 if cur[j] < nd:
-                    pos[j] = _seek(docs, impacts, pos[j], ends[j], nd)
+                    pos[j] = seek(docs, impacts, pos[j], ends[j], nd)
                     cur[j] = np.int64(doc_at(docs, impacts, pos[j])) if pos[j] < ends[j] else NO_DOC
         elif cur[order[0]] == pd:
             for i in range(p + 1):
@@ -263,7 +263,7 @@ def bmw_one(
             for i in range(p):
                 j = order[i]
                 if cur[j] < pd:
-                    pos[j] = _seek(docs, impacts, pos[j], ends[j], pd)
+                    pos[j] = seek(docs, impacts, pos[j], ends[j], pd)
                     cur[j] = np.int64(doc_at(docs, impacts, pos[j])) if pos[j] < ends[j] else NO_DOC
     heap_sort(out_scores, out_docs, size)
     for i in range(size):

@@ -4,9 +4,17 @@ import numba as nb
 import numpy as np
 
 from kernels.layout import doc_at, impact_at
-from kernels.topk import dense_topk, select_topk
+from kernels.topk import SCAN_BLOCK, dense_topk, select_topk
 
 DENSE_FRACTION = 4  # scan the accumulator densely once postings exceed n_docs / 4
+
+
+@nb.njit(cache=True, nogil=True)
+def scratch(n_docs):
+    """Per-thread scratch of the term-at-a-time kernels: a zeroed float32 accumulator and an
+    int64 candidate list with room for one block maximum per ``SCAN_BLOCK`` documents."""
+    acc = np.zeros(n_docs, dtype=np.float32)
+    return acc, np.empty(n_docs + n_docs // SCAN_BLOCK + 1, dtype=np.int64)
 
 
 @nb.njit(cache=True, nogil=True)

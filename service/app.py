@@ -53,7 +53,7 @@ class SearchRequest(BaseModel):
     vector: dict[str, float] | None = Field(None, description="term -> weight; give this or query")
     k: int = Field(10, ge=1, description="number of hits")
     explain: bool = Field(False, description="return the matching terms and their contributions")
-    algorithm: Literal["auto", "exhaustive", "maxscore", "bmw"] = "auto"
+    algorithm: Literal["auto", "exhaustive", "maxscore", "maxscore-taat", "bmw"] = "auto"
 
 
 class BatchSearchRequest(BaseModel):

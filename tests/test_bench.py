@@ -27,7 +27,7 @@ def test_bench_index_rows_and_exact_recall():
     index = builder.finish()
     report = bench_index(index, synthetic_queries(30, vocab=3000, query_terms=15), "tiny", k=10)
     names = [r.name for r in report.rows]
-    for exact in ("exhaustive", "maxscore", "bmw", "auto"):
+    for exact in ("exhaustive", "maxscore", "maxscore-taat", "bmw", "auto"):
         row = report.rows[names.index(exact)]
         assert row.recall == 1.0 and row.qps_single > 0 and row.qps_batch > 0
         assert row.p99_ms >= row.p50_ms
@@ -45,7 +45,7 @@ def test_bench_synthetic_reports_build_figures():
         2000, n_queries=20, vocab=2000, doc_terms=30, query_terms=10, peers=False, approximate=False
     )
     assert report.extra["build_seconds"] > 0 and report.extra["n_postings"] > 0
-    assert [r.name for r in report.rows] == ["exhaustive", "maxscore", "bmw", "auto"]
+    assert [r.name for r in report.rows] == ["exhaustive", "maxscore", "maxscore-taat", "bmw", "auto"]
 
 
 def test_cli_bench_index_and_errors(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""MaxScore and block-max WAND return exactly the exhaustive top-k (ids and scores)."""
+"""MaxScore (both kinds) and block-max WAND return exactly the exhaustive top-k (ids, scores)."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from index import Index
 from tests.conftest import random_csr
 
-EXACT = ("exhaustive", "maxscore", "bmw")
+EXACT = ("exhaustive", "maxscore", "maxscore-taat", "bmw")
+PRUNED = EXACT[1:]
 
 
 def _zipf_index(rng, n_docs=3000, vocab=400, nnz=30, quantization="uint8", integer=False):
@@ -50,7 +51,7 @@ def test_pruned_equals_exhaustive_on_skewed_data(rng, quantization, k):
     for n_terms in (2, 5, 40):
         queries = random_csr(rng, 30, 400, n_terms / 400)
         ref = idx.search(queries, k, algorithm="exhaustive")
-        for algo in ("maxscore", "bmw", "auto"):
+        for algo in (*PRUNED, "auto"):
             _same(ref, idx.search(queries, k, algorithm=algo))
             single = idx.search(queries[[3]], k, algorithm=algo)
             assert single[0] == ref[3]
@@ -60,7 +61,7 @@ def test_pruned_equals_exhaustive_across_many_windows(rng):
     _, idx = _zipf_index(rng, n_docs=12_000, vocab=300, nnz=12)  # several MaxScore windows
     queries = random_csr(rng, 20, 300, 25 / 300)
     ref = idx.search(queries, 10, algorithm="exhaustive")
-    for algo in ("maxscore", "bmw"):
+    for algo in PRUNED:
         _same(ref, idx.search(queries, 10, algorithm=algo))
 
 
@@ -70,7 +71,7 @@ def test_ties_are_broken_identically(rng):
     ref = idx.search(queries, 50, algorithm="exhaustive")
     scores = ref.scores[0, : ref.counts[0]]
     assert len(set(scores.tolist())) < len(scores)  # many equal scores
-    for algo in ("maxscore", "bmw"):
+    for algo in PRUNED:
         _same(ref, idx.search(queries, 50, algorithm=algo))
 
 
@@ -107,7 +108,7 @@ def test_property_all_exact_algorithms_agree(case):
     docs, queries, k, quant = case
     idx = build_numbered(docs, quant)
     ref = idx.search(queries, k, algorithm="exhaustive")
-    for algo in ("maxscore", "bmw"):
+    for algo in PRUNED:
         _same(ref, idx.search(queries, k, algorithm=algo))
         for i in range(queries.shape[0]):
             assert idx.search(queries[[i]], k, algorithm=algo)[0] == ref[i]
@@ -118,13 +119,17 @@ def test_approximate_modes(rng):
     queries = random_csr(rng, 40, 400, 30 / 400)
     ref = idx.search(queries, 10, algorithm="exhaustive")
     # with pruning off, approximate settings are exact
-    _same(ref, idx.search(queries, 10, algorithm="maxscore", theta=1.0))
+    for algo in PRUNED:
+        _same(ref, idx.search(queries, 10, algorithm=algo, theta=1.0))
+    with pytest.raises(ValueError, match="exact only"):
+        idx.search(queries, 10, algorithm="maxscore-taat", theta=1.5)
     _same(ref, idx.search(queries, 10, query_terms=10_000))
-    loose = idx.search(queries, 10, algorithm="maxscore", theta=1.5)
-    recall = np.mean(
-        [len(set(loose.ids(i)) & set(ref.ids(i))) / max(len(ref.ids(i)), 1) for i in range(40)]
-    )
-    assert 0.3 < recall <= 1.0
+    for algo in ("maxscore", "bmw"):
+        loose = idx.search(queries, 10, algorithm=algo, theta=1.5)
+        recall = np.mean(
+            [len(set(loose.ids(i)) & set(ref.ids(i))) / max(len(ref.ids(i)), 1) for i in range(40)]
+        )
+        assert 0.3 < recall <= 1.0, algo
     few = idx.search(queries, 10, query_terms=3)
     assert all(len(few.ids(i)) <= 10 for i in range(40))
 
@@ -134,7 +139,7 @@ def test_approximate_modes(rng):
     [
         ({"algorithm": "wand2"}, "algorithm must be one of"),
         ({"theta": 0.5}, "theta must be a number >= 1"),
-        ({"algorithm": "exhaustive", "theta": 2.0}, "needs a pruning algorithm"),
+        ({"algorithm": "exhaustive", "theta": 2.0}, "needs maxscore or bmw"),
         ({"query_terms": 0}, "query_terms must be a positive integer"),
     ],
 )
@@ -152,3 +157,38 @@ def test_blocks_survive_save_and_load(rng, tmp_path):
     assert np.array_equal(again.blocks.offsets, idx.blocks.offsets)
     queries = random_csr(rng, 10, 400, 0.05)
     _same(idx.search(queries, 10, algorithm="bmw"), again.search(queries, 10, algorithm="bmw"))
+
+
+def test_auto_picks_term_at_a_time_maxscore_on_large_collections():
+    from kernels.dispatch import (
+        AUTO,
+        AUTO_TAAT_MIN_DOCS,
+        EXHAUSTIVE,
+        MAXSCORE,
+        MAXSCORE_TAAT,
+        resolve,
+    )
+
+    terms = np.arange(5, dtype=np.int32)
+    assert resolve(AUTO, terms, 1.0, AUTO_TAAT_MIN_DOCS) == MAXSCORE_TAAT
+    assert resolve(AUTO, terms, 1.0, AUTO_TAAT_MIN_DOCS - 1) == EXHAUSTIVE
+    assert resolve(AUTO, terms, 1.5, AUTO_TAAT_MIN_DOCS) == MAXSCORE
+    assert resolve(EXHAUSTIVE, terms, 1.0, AUTO_TAAT_MIN_DOCS) == EXHAUSTIVE
+
+
+def test_term_at_a_time_maxscore_with_heavy_rare_and_light_common_terms(rng):
+    """Light terms in every document and heavy rare ones: most lists become non-essential,
+    short and long ones (bounded per posting and per block), and still nothing changes."""
+    n_docs, vocab = 20_000, 60
+    common = rng.random((n_docs, 10)) < 0.9
+    rare = rng.random((n_docs, 50)) < 0.01
+    light = common * rng.uniform(0.1, 0.5, (n_docs, 10))
+    heavy = rare * rng.uniform(1.0, 9.0, (n_docs, 50))
+    weights = np.hstack([light, heavy]).astype(np.float32)
+    idx = build_numbered(sp.csr_array(weights), "uint8")
+    queries = random_csr(rng, 25, vocab, 0.6)
+    for k in (1, 10, 1000):
+        _same(
+            idx.search(queries, k, algorithm="exhaustive"),
+            idx.search(queries, k, algorithm="maxscore-taat"),
+        )

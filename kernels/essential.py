@@ -1,0 +1,212 @@
+"""Term-at-a-time MaxScore: accumulate only the essential terms, then refine a few candidates.
+
+A threshold that the final k-th score cannot fall below is known before any posting is
+read: ``k`` blocks of one list whose maxima reach ``b`` hold ``k`` distinct documents that
+each score at least ``w * b``. The lightest query terms whose summed upper bounds stay
+under it are "non-essential": a document found only in their lists cannot enter the top k.
+The essential lists are accumulated densely (as the exhaustive kernel does, in query-term
+order); the documents whose partial score plus the non-essential bounds can still reach the
+k-th partial score become candidates, which are looked up in the non-essential lists
+(heaviest first, galloping over doc-ordered postings) and dropped as soon as their bound
+falls under the threshold. Survivors are rescored in query-term order, so scores are
+bit-identical to the exhaustive kernel's and ties rank the lower doc number first.
+"""
+
+import numba as nb
+import numpy as np
+
+from kernels.layout import doc_at, impact_at
+from kernels.pruned import MARGIN, live_terms, seek
+from kernels.scoring import DENSE_FRACTION, search_one
+from kernels.topk import SCAN_BLOCK, block_maxima, heap_offer, heap_sort, kth_largest
+
+
+@nb.njit(cache=True, nogil=True)
+def _threshold_estimate(block_offsets, block_max, terms, w, ubs, order, k, heap, heap_ids):
+    """The best single-list lower bound on the final k-th score (0.0 if no list has k blocks)."""
+    best = 0.0
+    for i in range(order.shape[0] - 1, -1, -1):
+        j = order[i]
+        if ubs[j] <= best:
+            break  # lists are visited by falling upper bound: none left can do better
+        lo, hi = block_offsets[terms[j]], block_offsets[terms[j] + 1]
+        if hi - lo < k:
+            continue
+        kth = kth_largest(block_max[lo:hi], hi - lo, k, heap, heap_ids)
+        bound = np.float64(w[j]) * np.float64(kth)
+        if bound > best:
+            best = bound
+    return best
+
+
+@nb.njit(cache=True, nogil=True)
+def _kth_partial(acc, cand, n_cand, k, heap, heap_ids):
+    """The k-th largest ``acc`` value among the candidates (0.0 if there are fewer than k)."""
+    size = 0
+    for c in range(n_cand):
+        s = acc[cand[c]]
+        if size < k or s > heap[0]:
+            size = heap_offer(heap, heap_ids, size, k, s, c)
+    return np.float64(heap[0]) if size == k else 0.0
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _raise_to(bounds, s, v, cur_s, cur_v):
+    """Make one term's contribution to ``bounds[s]`` at least ``v`` (a term adds its largest
+    value per scan block once); returns the new ``(cur_s, cur_v)``."""
+    if s == cur_s:
+        if v > cur_v:
+            bounds[s] += v - cur_v
+            return s, v
+        return cur_s, cur_v
+    bounds[s] += v
+    return s, v
+
+
+@nb.njit(cache=True, nogil=True)
+def _lazy_bounds(docs, impacts, starts, ends, block_offsets, block_max, block_last, terms, w,
+                 lazy, bounds):  # fmt: skip
+    """``bounds[s]``: what the lazy terms can add to any document of scan block ``s``.
+
+    A list no longer than the number of scan blocks adds each posting to its scan block; a
+    longer one adds each posting block's maximum to the scan blocks its doc range reaches.
+    Either way a term adds only its largest value to a scan block.
+    """
+    n_scan = bounds.shape[0]
+    bounds[:] = 0.0
+    for j in lazy:
+        wj = w[j]
+        cur_s, cur_v = -1, np.float32(0.0)
+        if ends[j] - starts[j] <= n_scan:
+            for p in range(starts[j], ends[j]):
+                cur_s, cur_v = _raise_to(
+                    bounds, doc_at(docs, impacts, p) // SCAN_BLOCK,
+                    wj * impact_at(docs, impacts, p), cur_s, cur_v,
+                )  # fmt: skip
+            continue
+        b0 = block_offsets[terms[j]]
+        first = doc_at(docs, impacts, starts[j]) // SCAN_BLOCK
+        for b in range(b0, block_offsets[terms[j] + 1]):
+            if b > b0:  # the block holds docs after the previous block's last one
+                first = (block_last[b - 1] + 1) // SCAN_BLOCK
+            last = block_last[b] // SCAN_BLOCK
+            v = wj * np.float32(block_max[b])
+            cur_s, cur_v = _raise_to(bounds, first, v, cur_s, cur_v)
+            for s in range(first + 1, last + 1):  # scan blocks only this posting block reaches
+                bounds[s] += v
+            if last > first:
+                cur_s, cur_v = last, v
+
+
+@nb.njit(cache=True, nogil=True)
+def _lookup(docs, impacts, start, end, wj, acc, cand, n_cand):
+    """Add one list's contributions to the (sorted) candidates' ``acc`` by galloping."""
+    p = start
+    for c in range(n_cand):
+        d = cand[c]
+        p = seek(docs, impacts, p, end, d)
+        if p == end:
+            return
+        if doc_at(docs, impacts, p) == d:
+            acc[d] += wj * impact_at(docs, impacts, p)
+
+
+@nb.njit(cache=True, nogil=True)
+def maxscore_taat_one(
+    offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, q_terms,
+    q_weights, scale, k, acc, candidates, out_docs, out_scores,
+):  # fmt: skip
+    """Top ``k`` of one query by term-at-a-time MaxScore; returns the hit count.
+
+    ``acc`` and ``candidates`` are the exhaustive kernel's scratch (see ``scratch``). Queries
+    that read fewer than ``n_docs / DENSE_FRACTION`` postings are scored exhaustively.
+    """
+    n_docs = acc.shape[0]
+    m, starts, ends, w, ubs, terms = live_terms(offsets, max_impact, q_terms, q_weights)
+    total = 0
+    for j in range(m):
+        total += ends[j] - starts[j]
+    if m == 0 or total * DENSE_FRACTION < n_docs:
+        return search_one(
+            offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs,
+            out_scores,
+        )  # fmt: skip
+    order = np.argsort(ubs)
+    prefix = np.empty(m, dtype=np.float64)
+    running = 0.0
+    for i in range(m):
+        running += ubs[order[i]]
+        prefix[i] = running
+    floor = _threshold_estimate(
+        block_offsets, block_max, terms, w, ubs, order, k, out_scores, out_docs
+    )
+    n_lazy = 0
+    while n_lazy < m and prefix[n_lazy] * (1.0 + MARGIN) <= floor:
+        n_lazy += 1
+    tail = candidates[n_docs:].view(np.float32)
+    cap = n_docs // SCAN_BLOCK + 1
+    maxima = tail[:cap]
+    n_blocks = 0
+    fresh = False
+    since = 0
+    i = m - 1
+    while i >= n_lazy:  # heaviest first, re-estimating the floor every n_docs / 2 postings
+        j = order[i]
+        wj = w[j]
+        for p in range(starts[j], ends[j]):
+            acc[doc_at(docs, impacts, p)] += wj * impact_at(docs, impacts, p)
+        since += ends[j] - starts[j]
+        fresh = False
+        i -= 1
+        if since * 2 >= n_docs and i >= n_lazy:
+            n_blocks = block_maxima(acc, maxima)
+            kth = np.float64(kth_largest(maxima, n_blocks, k, out_scores, out_docs))
+            floor = max(floor, kth / (1.0 + MARGIN))
+            fresh = True
+            since = 0
+            while n_lazy <= i and prefix[n_lazy] * (1.0 + MARGIN) <= floor:
+                n_lazy += 1
+    if not fresh:
+        n_blocks = block_maxima(acc, maxima)
+        kth = np.float64(kth_largest(maxima, n_blocks, k, out_scores, out_docs))
+        floor = max(floor, kth / (1.0 + MARGIN))
+    rest = prefix[n_lazy - 1] if n_lazy > 0 else 0.0
+    bounds = tail[cap : cap + n_blocks]
+    _lazy_bounds(
+        docs, impacts, starts, ends, block_offsets, block_max, block_last, terms, w,
+        order[:n_lazy], bounds,
+    )  # fmt: skip
+    cut = np.float32(floor / (1.0 + MARGIN))
+    n_cand = 0
+    for b in range(n_blocks):
+        extra = bounds[b]
+        if maxima[b] + extra < cut:
+            continue
+        for d in range(b * SCAN_BLOCK, min(n_docs, (b + 1) * SCAN_BLOCK)):
+            if acc[d] > 0.0 and acc[d] + extra >= cut:
+                candidates[n_cand] = d
+                n_cand += 1
+    for x in range(n_lazy - 1, -1, -1):
+        j = order[x]
+        rest -= ubs[j]
+        _lookup(docs, impacts, starts[j], ends[j], w[j], acc, candidates, n_cand)
+        floor = max(floor, _kth_partial(acc, candidates, n_cand, k, out_scores, out_docs))
+        kept = 0
+        for c in range(n_cand):
+            d = candidates[c]
+            if (np.float64(acc[d]) + rest) * (1.0 + MARGIN) > floor:
+                candidates[kept] = d
+                kept += 1
+        n_cand = kept
+    acc[:] = 0.0
+    for j in range(m):  # rescore the survivors in query-term order: bit-identical scores
+        _lookup(docs, impacts, starts[j], ends[j], w[j], acc, candidates, n_cand)
+    size = 0
+    for c in range(n_cand):
+        d = candidates[c]
+        size = heap_offer(out_scores, out_docs, size, k, acc[d], d)
+        acc[d] = 0.0
+    heap_sort(out_scores, out_docs, size)
+    for i in range(size):
+        out_scores[i] *= scale
+    return size
