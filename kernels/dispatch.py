@@ -7,7 +7,7 @@ Algorithm codes: 0 auto, 1 MaxScore, 2 block-max WAND, 3 exhaustive term-at-a-ti
 
 import numba as nb
 
-from kernels.essential import maxscore_taat_one
+from kernels.maxscore_taat import maxscore_taat_one
 from kernels.pruned import bmw_one, maxscore_one
 from kernels.scoring import scratch, search_one
 from kernels.topk import batch_outputs

@@ -61,6 +61,19 @@ def live_terms(offsets, max_impact, q_terms, q_weights):
     return m, starts[:m], ends[:m], weights[:m], ubs[:m], terms[:m]
 
 
+@nb.njit(cache=True, nogil=True)
+def bound_order(ubs):
+    """Terms by rising upper bound, and the running sums of those bounds (MaxScore's split:
+    the terms before the first sum reaching the threshold are non-essential)."""
+    order = np.argsort(ubs)
+    prefix = np.empty(ubs.shape[0], dtype=np.float64)
+    total = 0.0
+    for i in range(ubs.shape[0]):
+        total += ubs[order[i]]
+        prefix[i] = total
+    return order, prefix
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def _canonical_score(contrib, m):
     s = np.float32(0.0)
@@ -86,12 +99,7 @@ def maxscore_one(
     m, starts, ends, w, ubs, _ = live_terms(offsets, max_impact, q_terms, q_weights)
     if m == 0:
         return 0
-    order = np.argsort(ubs)
-    prefix = np.empty(m, dtype=np.float64)
-    total = 0.0
-    for i in range(m):
-        total += ubs[order[i]]
-        prefix[i] = total
+    order, prefix = bound_order(ubs)
     pos = starts.copy()
     probe = starts.copy()
     last_doc = 0

@@ -45,7 +45,8 @@ def test_bench_synthetic_reports_build_figures():
         2000, n_queries=20, vocab=2000, doc_terms=30, query_terms=10, peers=False, approximate=False
     )
     assert report.extra["build_seconds"] > 0 and report.extra["n_postings"] > 0
-    assert [r.name for r in report.rows] == ["exhaustive", "maxscore", "maxscore-taat", "bmw", "auto"]
+    names = ["exhaustive", "maxscore", "maxscore-taat", "bmw", "auto"]
+    assert [r.name for r in report.rows] == names
 
 
 def test_cli_bench_index_and_errors(tmp_path, capsys):

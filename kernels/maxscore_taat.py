@@ -16,7 +16,7 @@ import numba as nb
 import numpy as np
 
 from kernels.layout import doc_at, impact_at
-from kernels.pruned import MARGIN, live_terms, seek
+from kernels.pruned import MARGIN, bound_order, live_terms, seek
 from kernels.scoring import DENSE_FRACTION, search_one
 from kernels.topk import SCAN_BLOCK, block_maxima, heap_offer, heap_sort, kth_largest
 
@@ -131,12 +131,7 @@ def maxscore_taat_one(
             offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs,
             out_scores,
         )  # fmt: skip
-    order = np.argsort(ubs)
-    prefix = np.empty(m, dtype=np.float64)
-    running = 0.0
-    for i in range(m):
-        running += ubs[order[i]]
-        prefix[i] = running
+    order, prefix = bound_order(ubs)
     floor = _threshold_estimate(
         block_offsets, block_max, terms, w, ubs, order, k, out_scores, out_docs
     )
