@@ -4,7 +4,7 @@ Every kernel takes and returns plain numpy arrays, is compiled with ``cache=True
 the GIL (``nogil=True``) so that callers can run several of them in threads.
 """
 
-from kernels.blocks import build_blocks, term_max_impact
+from kernels.blocks import build_blocks, doc_range_maxima, term_max_impact
 from kernels.dispatch import (
     AUTO,
     BMW,
@@ -31,6 +31,7 @@ __all__ = [
     "build_blocks",
     "csr_to_postings",
     "dequantize_scale",
+    "doc_range_maxima",
     "maxscore_one",
     "merge_runs",
     "quantize_uint8",

@@ -43,9 +43,12 @@ def search_query(
     """Run one query with the given (or automatically chosen) algorithm; returns the hit count.
 
     ``postings``: ``(offsets, docs, impacts, max_impact, block_offsets, block_max, block_last,
-    block_size)`` of the index.
+    block_size, range_rows, range_max)`` of the index (the last two from ``doc_range_maxima``).
     """
-    offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size = postings
+    offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size = postings[
+        :8
+    ]
+    range_rows, range_max = postings[8], postings[9]
     algo = resolve(algorithm, q_terms, theta, acc.shape[0])
     if algo == EXHAUSTIVE:
         return search_one(
@@ -54,8 +57,8 @@ def search_query(
         )  # fmt: skip
     if algo == MAXSCORE_TAAT:
         return maxscore_taat_one(
-            offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, q_terms,
-            q_weights, scale, k, acc, candidates, out_docs, out_scores,
+            offsets, docs, impacts, max_impact, block_offsets, block_max, range_rows, range_max,
+            q_terms, q_weights, scale, k, acc, candidates, out_docs, out_scores,
         )  # fmt: skip
     if algo == MAXSCORE:
         return maxscore_one(

@@ -64,38 +64,27 @@ def _raise_to(bounds, s, v, cur_s, cur_v):
 
 
 @nb.njit(cache=True, nogil=True)
-def _lazy_bounds(docs, impacts, starts, ends, block_offsets, block_max, block_last, terms, w,
-                 lazy, bounds):  # fmt: skip
+def _lazy_bounds(docs, impacts, starts, ends, terms, w, lazy, range_rows, range_max, bounds):
     """``bounds[s]``: what the lazy terms can add to any document of scan block ``s``.
 
-    A list no longer than the number of scan blocks adds each posting to its scan block; a
-    longer one adds each posting block's maximum to the scan blocks its doc range reaches.
-    Either way a term adds only its largest value to a scan block.
+    A long list adds its weighted per-range maxima (``doc_range_maxima``); a short one adds
+    each posting to its scan block, only its largest one there.
     """
-    n_scan = bounds.shape[0]
     bounds[:] = 0.0
     for j in lazy:
         wj = w[j]
-        cur_s, cur_v = -1, np.float32(0.0)
-        if ends[j] - starts[j] <= n_scan:
-            for p in range(starts[j], ends[j]):
-                cur_s, cur_v = _raise_to(
-                    bounds, doc_at(docs, impacts, p) // SCAN_BLOCK,
-                    wj * impact_at(docs, impacts, p), cur_s, cur_v,
-                )  # fmt: skip
+        row = range_rows[terms[j]]
+        if row >= 0:
+            maxima = range_max[row]
+            for s in range(bounds.shape[0]):
+                bounds[s] += wj * np.float32(maxima[s])
             continue
-        b0 = block_offsets[terms[j]]
-        first = doc_at(docs, impacts, starts[j]) // SCAN_BLOCK
-        for b in range(b0, block_offsets[terms[j] + 1]):
-            if b > b0:  # the block holds docs after the previous block's last one
-                first = (block_last[b - 1] + 1) // SCAN_BLOCK
-            last = block_last[b] // SCAN_BLOCK
-            v = wj * np.float32(block_max[b])
-            cur_s, cur_v = _raise_to(bounds, first, v, cur_s, cur_v)
-            for s in range(first + 1, last + 1):  # scan blocks only this posting block reaches
-                bounds[s] += v
-            if last > first:
-                cur_s, cur_v = last, v
+        cur_s, cur_v = -1, np.float32(0.0)
+        for p in range(starts[j], ends[j]):
+            cur_s, cur_v = _raise_to(
+                bounds, doc_at(docs, impacts, p) // SCAN_BLOCK, wj * impact_at(docs, impacts, p),
+                cur_s, cur_v,
+            )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True)
@@ -113,8 +102,8 @@ def _lookup(docs, impacts, start, end, wj, acc, cand, n_cand):
 
 @nb.njit(cache=True, nogil=True)
 def maxscore_taat_one(
-    offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, q_terms,
-    q_weights, scale, k, acc, candidates, out_docs, out_scores,
+    offsets, docs, impacts, max_impact, block_offsets, block_max, range_rows, range_max,
+    q_terms, q_weights, scale, k, acc, candidates, out_docs, out_scores,
 ):  # fmt: skip
     """Top ``k`` of one query by term-at-a-time MaxScore; returns the hit count.
 
@@ -168,19 +157,23 @@ def maxscore_taat_one(
     rest = prefix[n_lazy - 1] if n_lazy > 0 else 0.0
     bounds = tail[cap : cap + n_blocks]
     _lazy_bounds(
-        docs, impacts, starts, ends, block_offsets, block_max, block_last, terms, w,
-        order[:n_lazy], bounds,
-    )  # fmt: skip
+        docs, impacts, starts, ends, terms, w, order[:n_lazy], range_rows, range_max, bounds
+    )
     cut = np.float32(floor / (1.0 + MARGIN))
     n_cand = 0
-    for b in range(n_blocks):
+    for b in range(n_blocks):  # collect the candidates and zero every other document
+        lo, hi = b * SCAN_BLOCK, min(n_docs, (b + 1) * SCAN_BLOCK)
         extra = bounds[b]
         if maxima[b] + extra < cut:
+            if maxima[b] > 0.0:
+                acc[lo:hi] = 0.0
             continue
-        for d in range(b * SCAN_BLOCK, min(n_docs, (b + 1) * SCAN_BLOCK)):
-            if acc[d] > 0.0 and acc[d] + extra >= cut:
-                candidates[n_cand] = d
-                n_cand += 1
+        for d in range(lo, hi):
+            partial = acc[d]  # branch-free: the test is unpredictable
+            keep = (partial > 0.0) & (partial + extra >= cut)
+            candidates[n_cand] = d
+            n_cand += np.int64(keep)
+            acc[d] = partial * np.float32(keep)
     for x in range(n_lazy - 1, -1, -1):
         j = order[x]
         rest -= ubs[j]
@@ -192,8 +185,11 @@ def maxscore_taat_one(
             if (np.float64(acc[d]) + rest) * (1.0 + MARGIN) > floor:
                 candidates[kept] = d
                 kept += 1
+            else:
+                acc[d] = 0.0
         n_cand = kept
-    acc[:] = 0.0
+    for c in range(n_cand):
+        acc[candidates[c]] = 0.0
     for j in range(m):  # rescore the survivors in query-term order: bit-identical scores
         _lookup(docs, impacts, starts[j], ends[j], w[j], acc, candidates, n_cand)
     size = 0
