@@ -57,8 +57,9 @@ def search_query(
         )  # fmt: skip
     if algo == MAXSCORE_TAAT:
         return maxscore_taat_one(
-            offsets, docs, impacts, max_impact, block_offsets, block_max, range_rows, range_max,
-            q_terms, q_weights, scale, k, acc, candidates, out_docs, out_scores,
+            offsets, docs, impacts, max_impact, block_offsets, block_max, block_last,
+            block_size, range_rows, range_max, q_terms, q_weights, scale, k, acc, candidates,
+            out_docs, out_scores,
         )  # fmt: skip
     if algo == MAXSCORE:
         return maxscore_one(

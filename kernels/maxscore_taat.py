@@ -3,13 +3,15 @@
 A threshold that the final k-th score cannot fall below is known before any posting is
 read: ``k`` blocks of one list whose maxima reach ``b`` hold ``k`` distinct documents that
 each score at least ``w * b``. The lightest query terms whose summed upper bounds stay
-under it are "non-essential": a document found only in their lists cannot enter the top k.
-The essential lists are accumulated densely (as the exhaustive kernel does, in query-term
-order); the documents whose partial score plus the non-essential bounds can still reach the
-k-th partial score become candidates, which are looked up in the non-essential lists
-(heaviest first, galloping over doc-ordered postings) and dropped as soon as their bound
-falls under the threshold. Survivors are rescored in query-term order, so scores are
-bit-identical to the exhaustive kernel's and ties rank the lower doc number first.
+under it are "non-essential" (lazy): a document found only in their lists cannot enter the
+top k. The essential lists are accumulated densely, heaviest first, and the threshold is
+raised from the accumulator (k-th largest block maximum) as they go, which can make more
+terms lazy. A document becomes a candidate when its partial score plus what the lazy terms
+can add to its 64-document range (``doc_range_maxima`` for long lists, the postings for
+short ones) reaches the threshold; candidates are looked up in the lazy lists, heaviest
+first, through the lists' block tables, and dropped once their bound falls under it.
+Survivors are rescored in query-term order, so scores are bit-identical to the exhaustive
+kernel's and ties rank the lower doc number first.
 """
 
 import numba as nb
@@ -88,22 +90,29 @@ def _lazy_bounds(docs, impacts, starts, ends, terms, w, lazy, range_rows, range_
 
 
 @nb.njit(cache=True, nogil=True)
-def _lookup(docs, impacts, start, end, wj, acc, cand, n_cand):
-    """Add one list's contributions to the (sorted) candidates' ``acc`` by galloping."""
-    p = start
+def _lookup(docs, impacts, start, end, b0, b1, block_last, block_size, wj, acc, cand, n_cand):
+    """Add one list's contributions to the (sorted) candidates' ``acc``: gallop over the
+    list's block table (``b0:b1``, 64x smaller than the list, so mostly cached), then scan
+    the one block that can hold the candidate."""
+    b = b0
     for c in range(n_cand):
         d = cand[c]
-        p = seek(docs, impacts, p, end, d)
-        if p == end:
+        b = seek(block_last, block_last, b, b1, d)  # the block table read as a doc list
+        if b == b1:
             return
-        if doc_at(docs, impacts, p) == d:
-            acc[d] += wj * impact_at(docs, impacts, p)
+        lo = start + (b - b0) * block_size
+        for p in range(lo, min(end, lo + block_size)):
+            doc = doc_at(docs, impacts, p)
+            if doc >= d:
+                if doc == d:
+                    acc[d] += wj * impact_at(docs, impacts, p)
+                break
 
 
 @nb.njit(cache=True, nogil=True)
 def maxscore_taat_one(
-    offsets, docs, impacts, max_impact, block_offsets, block_max, range_rows, range_max,
-    q_terms, q_weights, scale, k, acc, candidates, out_docs, out_scores,
+    offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
+    range_rows, range_max, q_terms, q_weights, scale, k, acc, candidates, out_docs, out_scores,
 ):  # fmt: skip
     """Top ``k`` of one query by term-at-a-time MaxScore; returns the hit count.
 
@@ -161,23 +170,27 @@ def maxscore_taat_one(
     )
     cut = np.float32(floor / (1.0 + MARGIN))
     n_cand = 0
-    for b in range(n_blocks):  # collect the candidates and zero every other document
-        lo, hi = b * SCAN_BLOCK, min(n_docs, (b + 1) * SCAN_BLOCK)
+    for b in range(n_blocks):
         extra = bounds[b]
         if maxima[b] + extra < cut:
-            if maxima[b] > 0.0:
-                acc[lo:hi] = 0.0
             continue
-        for d in range(lo, hi):
-            partial = acc[d]  # branch-free: the test is unpredictable
-            keep = (partial > 0.0) & (partial + extra >= cut)
+        for d in range(b * SCAN_BLOCK, min(n_docs, (b + 1) * SCAN_BLOCK)):
+            partial = acc[d]  # branch-free append: the test is unpredictable
             candidates[n_cand] = d
-            n_cand += np.int64(keep)
-            acc[d] = partial * np.float32(keep)
+            n_cand += np.int64((partial > 0.0) & (partial + extra >= cut))
+    partials = np.empty(n_cand, dtype=np.float32)  # clear the accumulator in one sweep
+    for c in range(n_cand):
+        partials[c] = acc[candidates[c]]
+    acc[:] = 0.0
+    for c in range(n_cand):
+        acc[candidates[c]] = partials[c]
     for x in range(n_lazy - 1, -1, -1):
         j = order[x]
         rest -= ubs[j]
-        _lookup(docs, impacts, starts[j], ends[j], w[j], acc, candidates, n_cand)
+        _lookup(
+            docs, impacts, starts[j], ends[j], block_offsets[terms[j]], block_offsets[terms[j] + 1],
+            block_last, block_size, w[j], acc, candidates, n_cand,
+        )  # fmt: skip
         floor = max(floor, _kth_partial(acc, candidates, n_cand, k, out_scores, out_docs))
         kept = 0
         for c in range(n_cand):
@@ -191,7 +204,10 @@ def maxscore_taat_one(
     for c in range(n_cand):
         acc[candidates[c]] = 0.0
     for j in range(m):  # rescore the survivors in query-term order: bit-identical scores
-        _lookup(docs, impacts, starts[j], ends[j], w[j], acc, candidates, n_cand)
+        _lookup(
+            docs, impacts, starts[j], ends[j], block_offsets[terms[j]], block_offsets[terms[j] + 1],
+            block_last, block_size, w[j], acc, candidates, n_cand,
+        )  # fmt: skip
     size = 0
     for c in range(n_cand):
         d = candidates[c]

@@ -69,3 +69,25 @@ def test_term_max_and_blocks(rng):
         got = range(block_offsets[t], block_offsets[t + 1])
         assert [float(block_max[b]) for b in got] == [float(x.max()) for x, _ in chunks]
         assert [int(block_last[b]) for b in got] == [int(last) for _, last in chunks]
+
+
+def test_doc_range_maxima_rows_only_for_long_lists(rng):
+    from kernels import doc_range_maxima
+    from kernels.layout import pack
+
+    n_docs, ranges = 1000, 4  # ranges of 256 documents
+    dense = (rng.random((n_docs, 6)) < np.array([0.9, 0.5, 0.004, 0.003, 0.0, 0.2])) * (
+        rng.integers(1, 256, (n_docs, 6))
+    )
+    c = sp.csc_array(sp.csr_array(dense.astype(np.float32)))
+    c.sort_indices()
+    offsets, docs = c.indptr.astype(np.int64), c.indices.astype(np.uint32)
+    impacts = c.data.astype(np.uint8)
+    for postings in ((docs, impacts), (pack(docs, impacts), np.zeros(0, dtype=np.bool_))):
+        rows, table = doc_range_maxima(offsets, *postings, n_docs, impacts[:0], 256)
+        long = np.diff(offsets) > ranges
+        assert np.array_equal(rows >= 0, long) and table.shape == (long.sum(), ranges)
+        assert table.dtype == np.uint8
+        for t in np.flatnonzero(long):
+            ref = np.pad(dense[:, t], (0, 24)).reshape(ranges, 256).max(axis=1)  # last: 232
+            assert np.array_equal(table[rows[t]], ref)
