@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eval.pipeline import ENCODER_DIR
 from index import LiveIndex
+from index.algorithms import ALGORITHMS
 from lsr import load_encoder
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class SearchRequest(BaseModel):
     vector: dict[str, float] | None = Field(None, description="term -> weight; give this or query")
     k: int = Field(10, ge=1, description="number of hits")
     explain: bool = Field(False, description="return the matching terms and their contributions")
-    algorithm: Literal["auto", "exhaustive", "maxscore", "maxscore-taat", "bmw"] = "auto"
+    algorithm: Literal[ALGORITHMS] = "auto"
 
 
 class BatchSearchRequest(BaseModel):
