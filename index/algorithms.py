@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from kernels import AUTO, BMW, EXHAUSTIVE, MAXSCORE, MAXSCORE_TAAT, build_blocks, term_max_impact
@@ -41,6 +44,28 @@ class Blocks:
         if block_offsets[-1] < np.iinfo(np.int32).max:
             block_offsets = block_offsets.astype(np.int32)
         return cls(max_impact, block_offsets, block_max, block_last, size)
+
+
+def check_threads(threads: object) -> int | None:
+    """``threads`` (a positive int, or None for all of Numba's threads), or an error."""
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
+    ):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
+    return None if threads is None else int(threads)
+
+
+@contextmanager
+def parallel_threads(threads: int | None) -> Iterator[int]:
+    """Run the enclosed parallel kernels on ``threads`` threads (None: all Numba has, capped
+    by it); yields the count in use and restores the previous setting afterwards."""
+    previous = numba.get_num_threads()
+    n = previous if threads is None else min(threads, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        numba.set_num_threads(previous)
 
 
 def check_query_terms(m: object) -> int:

@@ -19,11 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
-from index.algorithms import check_query_terms
+from index.algorithms import check_query_terms, check_threads, parallel_threads
 from index.inverted import Index, SearchResults
 from index.validation import as_sparse_batch, check_k
 from kernels.clustered import block_summaries, clustered_many, clustered_one, prune_postings
@@ -77,11 +76,7 @@ class ClusteredIndex:
     ) -> ClusteredIndex:
         """Prune, cluster and summarize ``index``'s postings (see :class:`ClusterSettings`);
         postings lists are clustered on ``threads`` threads (default: all cores)."""
-        s = ClusterSettings(**settings)
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-        ):
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}.")
+        s, threads = ClusterSettings(**settings), check_threads(threads)
         start = time.perf_counter()
         doc_numbers, impacts = index.doc_numbers(), index.impact_values()
         fwd_offsets, fwd_terms, fwd_weights = csr_to_postings(
@@ -163,7 +158,7 @@ class ClusteredIndex:
         score (smaller: more blocks, higher recall); only the ``query_terms`` heaviest query
         terms have their blocks visited (None: all). Scores of returned documents are exact.
         """
-        k = check_k(k)
+        k, threads = check_k(k), check_threads(threads)
         if (
             isinstance(heap_factor, bool)
             or not isinstance(heap_factor, (int, float))
@@ -185,11 +180,11 @@ class ClusteredIndex:
             )  # fmt: skip
             counts = np.array([n], dtype=np.int64)
         else:
-            workers = (threads or numba.get_num_threads()) * 4
-            docs, scores, counts = clustered_many(
-                self.arrays, q.indptr, q.indices, q.data, n_probe, hf, scale, k_eff,
-                index.vocab_size, index.n_docs, workers,
-            )  # fmt: skip
+            with parallel_threads(threads) as n_threads:
+                docs, scores, counts = clustered_many(
+                    self.arrays, q.indptr, q.indices, q.data, n_probe, hf, scale, k_eff,
+                    index.vocab_size, index.n_docs, n_threads * 4,
+                )  # fmt: skip
         return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=index.doc_ids)
 
     def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray, int]:

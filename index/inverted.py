@@ -7,13 +7,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
 from index import storage
-from index.algorithms import BLOCK_SIZE, Blocks, algorithm_code, check_query_terms
+from index.algorithms import (
+    BLOCK_SIZE,
+    Blocks,
+    algorithm_code,
+    check_query_terms,
+    check_threads,
+    parallel_threads,
+)
 from index.errors import IndexFormatError, VocabularyMismatchError
 from index.validation import as_sparse_batch, check_k
 from kernels import doc_range_maxima, scratch, search_many, search_query, top_terms
@@ -245,7 +251,7 @@ class Index:
         score (maxscore/bmw), ``query_terms`` keeps only each query's heaviest terms. Pass the
         encoder's ``vocab`` to have it checked against the index's.
         """
-        k = check_k(k)
+        k, threads = check_k(k), check_threads(threads)
         if vocab is not None:
             self.check_vocab(vocab)
         code = algorithm_code(algorithm, theta)
@@ -267,11 +273,11 @@ class Index:
             )  # fmt: skip
             counts = np.array([n], dtype=np.int64)
         else:
-            workers = (threads or numba.get_num_threads()) * 4
-            docs, scores, counts = search_many(
-                code, self._postings, q_indptr, q_terms, q_weights, scale, k_eff, theta,
-                self.n_docs, workers,
-            )  # fmt: skip
+            with parallel_threads(threads) as n_threads:
+                docs, scores, counts = search_many(
+                    code, self._postings, q_indptr, q_terms, q_weights, scale, k_eff, theta,
+                    self.n_docs, n_threads * 4,
+                )  # fmt: skip
         return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=self.doc_ids)
 
     def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -167,3 +167,20 @@ def test_empty_index_searches_to_nothing():
     idx = IndexBuilder(["a", "b"]).finish()
     assert idx.n_docs == 0
     assert idx.search(sp.csr_array(np.ones((2, 2), np.float32)), 3)[1] == []
+
+
+def test_threads_limit_the_batch_and_are_validated(rng):
+    import numba
+
+    docs = random_csr(rng, 300, 40, 0.2)
+    idx = Index.build(docs, [f"d{i}" for i in range(300)], [f"t{i}" for i in range(40)])
+    queries = random_csr(rng, 20, 40, 0.3)
+    before = numba.get_num_threads()
+    one = idx.search(queries, 5, threads=1)
+    assert numba.get_num_threads() == before  # the caller's setting is restored
+    all_threads = idx.search(queries, 5)
+    assert np.array_equal(one.docs, all_threads.docs)
+    assert np.array_equal(one.docs, idx.search(queries, 5, threads=64).docs)  # capped
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            idx.search(queries, 5, threads=bad)
