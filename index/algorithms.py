@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ def algorithm_code(algorithm: str, theta: float) -> int:
     if (
         isinstance(theta, bool)
         or not isinstance(theta, (int, float))
-        or not (np.isfinite(theta) and theta >= 1.0)
+        or not (math.isfinite(theta) and theta >= 1.0)
     ):
         raise ValueError(f"theta must be a number >= 1 (1 = exact), got {theta!r}.")
     if algorithm in ("exhaustive", "maxscore-taat") and theta != 1.0:
