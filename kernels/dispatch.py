@@ -23,10 +23,11 @@ AUTO_TAAT_MIN_DOCS = 100_000  # exact auto: term-at-a-time MaxScore from this ma
 def resolve(algorithm, q_terms, theta, n_docs):
     """The algorithm ``auto`` stands for on this query (others are returned unchanged).
 
-    Exact search: term-at-a-time MaxScore on collections of ``AUTO_TAAT_MIN_DOCS`` or more
-    (measured 1.4-1.6x the exhaustive kernel on 200k and 1M synthetic documents), exhaustive
-    term-at-a-time below (on SciFact's 5k documents the dense exhaustive kernel beats every
-    pruning kernel: their bookkeeping costs more than the postings they skip). With
+    Exact search: term-at-a-time MaxScore on collections of ``AUTO_TAAT_MIN_DOCS`` or more,
+    exhaustive term-at-a-time below. Measured with ``lsr bench synthetic`` (40-term queries)
+    against the exhaustive kernel: 2.1-3.2x at 1M documents (1.5x with 5-term queries),
+    1.7-1.8x at 200k, 1.0-1.2x at 50k, 0.8-1.0x at 20k; on SciFact's 5k documents it is
+    2-3x slower, its bookkeeping costing more than the postings it skips. With
     ``theta`` > 1 (approximate), MaxScore for short queries and BMW for long ones.
     """
     if algorithm != AUTO:
@@ -45,10 +46,10 @@ def search_query(
     ``postings``: ``(offsets, docs, impacts, max_impact, block_offsets, block_max, block_last,
     block_size, range_rows, range_max)`` of the index (the last two from ``doc_range_maxima``).
     """
-    offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size = postings[
-        :8
-    ]
-    range_rows, range_max = postings[8], postings[9]
+    (
+        offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
+        range_rows, range_max,
+    ) = postings  # fmt: skip
     algo = resolve(algorithm, q_terms, theta, acc.shape[0])
     if algo == EXHAUSTIVE:
         return search_one(

@@ -24,8 +24,8 @@ def search_one(
     """Score one query term at a time and keep its top ``k``; returns the number of hits.
 
     ``acc`` (float32, one slot per document, all zero on entry and exit) and ``candidates``
-    (int64, same length: the candidate list, or block maxima on the dense path) are
-    caller-owned scratch reused across queries. A query that reads few postings tracks the
+    (int64: the candidate list, or block maxima on the dense path) are caller-owned scratch
+    from ``scratch``, reused across queries. A query that reads few postings tracks the
     documents it touches and costs O(postings); one that reads many scans the accumulator
     densely (branch-light, bounded by block maxima). Both keep exactly the documents with a
     positive score; query weights must be positive.
