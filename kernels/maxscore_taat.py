@@ -42,6 +42,14 @@ def _threshold_estimate(block_offsets, block_max, terms, w, ubs, order, k, heap,
 
 
 @nb.njit(cache=True, nogil=True)
+def _accumulator_floor(acc, maxima, k, heap, heap_ids):
+    """``(n_blocks, floor)``: the accumulator's block maxima (into ``maxima``) and the k-th
+    largest of them, less the rounding margin: ``k`` documents score at least that much."""
+    n_blocks = block_maxima(acc, maxima)
+    return n_blocks, np.float64(kth_largest(maxima, n_blocks, k, heap, heap_ids)) / (1.0 + MARGIN)
+
+
+@nb.njit(cache=True, nogil=True)
 def _kth_partial(acc, cand, n_cand, k, heap, heap_ids):
     """The k-th largest ``acc`` value among the candidates (0.0 if there are fewer than k)."""
     size = 0
@@ -140,8 +148,7 @@ def maxscore_taat_one(
     cap = n_docs // SCAN_BLOCK + 1
     maxima = tail[:cap]
     n_blocks = 0
-    fresh = False
-    since = 0
+    since = 0  # postings accumulated since the maxima were last taken (live lists are not empty)
     i = m - 1
     while i >= n_lazy:  # heaviest first, re-estimating the floor every n_docs / 2 postings
         j = order[i]
@@ -149,20 +156,16 @@ def maxscore_taat_one(
         for p in range(starts[j], ends[j]):
             acc[doc_at(docs, impacts, p)] += wj * impact_at(docs, impacts, p)
         since += ends[j] - starts[j]
-        fresh = False
         i -= 1
         if since * 2 >= n_docs and i >= n_lazy:
-            n_blocks = block_maxima(acc, maxima)
-            kth = np.float64(kth_largest(maxima, n_blocks, k, out_scores, out_docs))
-            floor = max(floor, kth / (1.0 + MARGIN))
-            fresh = True
+            n_blocks, kth = _accumulator_floor(acc, maxima, k, out_scores, out_docs)
+            floor = max(floor, kth)
             since = 0
             while n_lazy <= i and prefix[n_lazy] * (1.0 + MARGIN) <= floor:
                 n_lazy += 1
-    if not fresh:
-        n_blocks = block_maxima(acc, maxima)
-        kth = np.float64(kth_largest(maxima, n_blocks, k, out_scores, out_docs))
-        floor = max(floor, kth / (1.0 + MARGIN))
+    if since > 0:
+        n_blocks, kth = _accumulator_floor(acc, maxima, k, out_scores, out_docs)
+        floor = max(floor, kth)
     rest = prefix[n_lazy - 1] if n_lazy > 0 else 0.0
     bounds = tail[cap : cap + n_blocks]
     _lazy_bounds(
