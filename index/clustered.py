@@ -13,6 +13,7 @@ exact top-k is measured by ``lsr bench``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -162,7 +163,7 @@ class ClusteredIndex:
         if (
             isinstance(heap_factor, bool)
             or not isinstance(heap_factor, (int, float))
-            or not (np.isfinite(heap_factor) and heap_factor > 0)
+            or not (math.isfinite(heap_factor) and heap_factor > 0)
         ):
             raise ValueError(f"heap_factor must be a number > 0, got {heap_factor!r}.")
         index = self.index
