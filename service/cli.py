@@ -152,16 +152,14 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "--cluster-postings",
         type=int,
-        default=1000,
         help="clustered index: postings kept per term (static pruning, default 1000)",
     )
     p.add_argument(
-        "--cluster-size", type=int, default=16, help="clustered index: documents per block"
+        "--cluster-size", type=int, help="clustered index: documents per block (default 16)"
     )
     p.add_argument(
         "--summary-mass",
         type=float,
-        default=0.15,
         help="clustered index: fraction of a block summary's mass kept (default 0.15)",
     )
     p.add_argument("--cache-dir", default=None)

@@ -152,18 +152,19 @@ def _bench_queries(spec: str, encoder, limit: int | None):
 def cmd_bench(args) -> int:
     from eval.bench import bench_index, bench_synthetic
 
+    given = {
+        "postings_per_term": args.cluster_postings,
+        "cluster_size": args.cluster_size,
+        "summary_mass": args.summary_mass,
+    }
+    # options left out fall back to eval.bench.CLUSTER_DEFAULTS; {} skips the clustered index
+    clustered = {k: v for k, v in given.items() if v is not None}
     common = {
         "k": args.k,
         "repeat": args.repeat,
         "peers": not args.no_peers,
         "approximate": not args.no_approximate,
-        "clustered": {}
-        if args.no_clustered
-        else {
-            "postings_per_term": args.cluster_postings,
-            "cluster_size": args.cluster_size,
-            "summary_mass": args.summary_mass,
-        },
+        "clustered": {} if args.no_clustered else (clustered or None),
     }
     if args.target == "synthetic":
         query_terms = args.query_terms if args.query_terms != 40 or not args.inference_free else 6

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from eval.bench import bench_index, bench_synthetic
+from eval.bench import CLUSTER_DEFAULTS, bench_index, bench_synthetic
 from eval.synthetic import synthetic_corpus, synthetic_queries
 from index import IndexBuilder
 from service.cli import main
@@ -70,6 +70,8 @@ def test_cli_bench_index_and_errors(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n_queries"] == 40 and report["rows"][0]["recall"] == 1.0
     assert report["extra"]["clustered_settings"]["cluster_size"] == 4
+    # an option left out takes the library's default
+    assert report["extra"]["clustered_settings"]["summary_mass"] == CLUSTER_DEFAULTS["summary_mass"]
     assert main([*argv, "--no-clustered"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert not any(r["name"].startswith("clustered") for r in rows)
