@@ -18,6 +18,7 @@ from index.algorithms import (
     algorithm_code,
     check_query_terms,
     check_threads,
+    maxima_dtype,
     parallel_threads,
 )
 from index.errors import IndexFormatError, VocabularyMismatchError
@@ -104,8 +105,7 @@ class Index:
             with self._kernel_lock:
                 if self._kernel_arrays is None:
                     b = self.blocks
-                    narrow = is_packed(self.impacts) or self.impacts.dtype == np.uint8
-                    like = np.zeros(0, dtype=np.uint8 if narrow else np.float32)
+                    like = np.zeros(0, dtype=maxima_dtype(self.impacts))
                     ranges = doc_range_maxima(
                         self.offsets, self.docs, self.impacts, self.n_docs, like, SCAN_BLOCK
                     )
