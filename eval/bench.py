@@ -91,50 +91,60 @@ def _quiet_gc():
             gc.enable()
 
 
-def _time_single(search: Callable[[int], object], n: int, repeat: int) -> tuple[np.ndarray, float]:
-    """Per-query latencies of ``repeat`` passes, and the fastest pass's total (the QPS basis:
-    on a shared machine the best pass is the least disturbed one)."""
-    times = np.empty(n * repeat)
+@dataclass
+class _Candidate:
+    """One configuration to time: ``single(i)`` runs query ``i`` alone, ``batch()`` all of
+    them; the timings of every pass are collected here."""
+
+    name: str
+    single: Callable[[int], object]
+    batch: Callable[[], object]
+    recall: float | None
+    times: list[np.ndarray] = field(default_factory=list)
+    batch_best: float = float("inf")
+
+    def row(self, n: int) -> BenchRow:
+        times = np.concatenate(self.times)
+        best_pass = min(float(t.sum()) for t in self.times)  # the least disturbed pass
+        return BenchRow(
+            name=self.name,
+            qps_single=n / best_pass if best_pass > 0 else 0.0,
+            p50_ms=float(np.percentile(times, 50) * 1e3),
+            p99_ms=float(np.percentile(times, 99) * 1e3),
+            qps_batch=n / self.batch_best if self.batch_best > 0 else 0.0,
+            recall=self.recall,
+        )
+
+
+def _time_interleaved(candidates: list[_Candidate], n: int, repeat: int) -> None:
+    """Time every candidate in rounds (one single-query pass and one batch per candidate per
+    round), so that a machine whose speed drifts during the run slows all of them alike;
+    ``repeat`` single passes and at least two batches each, the best one counting."""
     with _quiet_gc():
-        for r in range(repeat):
-            for i in range(n):
+        for r in range(max(repeat, 2)):
+            for c in candidates:
+                if r < repeat:
+                    times = np.empty(n)
+                    for i in range(n):
+                        t = time.perf_counter()
+                        c.single(i)
+                        times[i] = time.perf_counter() - t
+                    c.times.append(times)
                 t = time.perf_counter()
-                search(i)
-                times[r * n + i] = time.perf_counter() - t
-    return times, float(times.reshape(repeat, n).sum(axis=1).min())
+                c.batch()
+                c.batch_best = min(c.batch_best, time.perf_counter() - t)
 
 
-def _time_batch(search: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    with _quiet_gc():
-        for _ in range(repeat):
-            t = time.perf_counter()
-            search()
-            best = min(best, time.perf_counter() - t)
-    return best
-
-
-def _row(name, single, batch_seconds, n, recall=None, notes="") -> BenchRow:
-    times, best_pass = single
-    return BenchRow(
-        name=name,
-        qps_single=n / best_pass if best_pass > 0 else 0.0,
-        p50_ms=float(np.percentile(times, 50) * 1e3),
-        p99_ms=float(np.percentile(times, 99) * 1e3),
-        qps_batch=n / batch_seconds if batch_seconds > 0 else 0.0,
-        recall=recall,
-        notes=notes,
-    )
-
-
-def _measure(label, search, opts, queries, rows_of, k, repeat, threads, exact) -> BenchRow:
-    """One configuration's row: ``search(queries, k, **opts)`` timed query by query and as a
-    batch, with its recall@k against ``exact``."""
-    n = queries.shape[0]
-    single = _time_single(lambda i: search(rows_of[i], k, **opts), n, repeat)
+def _ours(name, search, opts, queries, rows_of, k, threads, exact) -> _Candidate:
+    """A candidate for ``search(queries, k, **opts)`` (an index's or a clustered index's),
+    with its recall@k against ``exact``."""
     results = search(queries, k, threads=threads, **opts)
-    batch = _time_batch(lambda: search(queries, k, threads=threads, **opts), max(repeat, 2))
-    return _row(label, single, batch, n, _recall(results, exact, k))
+    return _Candidate(
+        name,
+        lambda i: search(rows_of[i], k, **opts),
+        lambda: search(queries, k, threads=threads, **opts),
+        _recall(results, exact, k),
+    )
 
 
 def _recall(results, exact, k: int) -> float:
@@ -251,14 +261,22 @@ def bench_index(
         index.search(rows_of[0], k, **opts)
         index.search(queries[:2], k, **opts)
     report.extra["numba_warmup_seconds"] = time.perf_counter() - t
-    for label, opts in configs:
-        report.rows.append(
-            _measure(label, index.search, opts, queries, rows_of, k, repeat, threads, exact)
-        )
+    candidates = [
+        _ours(label, index.search, opts, queries, rows_of, k, threads, exact)
+        for label, opts in configs
+    ]
     if approximate and clustered != {}:
-        _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, clustered)
-    if peers:
-        _add_peers(report, index, queries, k, repeat, threads, exact)
+        candidates += _clustered(report, index, queries, rows_of, k, threads, exact, clustered)
+    peer_candidates = _peers(report, index, queries, k, threads, exact) if peers else []
+    _time_interleaved(candidates + peer_candidates, n, repeat)
+    report.rows = [c.row(n) for c in candidates + peer_candidates]
+    baseline = next((r for r in report.rows if r.name.startswith("splade-index")), None)
+    if baseline is not None:
+        for row in report.rows:
+            if row is not baseline:
+                b1, bb = baseline.qps_single, baseline.qps_batch
+                row.ratio_single = row.qps_single / b1 if b1 else None
+                row.ratio_batch = row.qps_batch / bb if bb else None
     report.extra["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
 
@@ -266,8 +284,8 @@ def bench_index(
 CLUSTER_DEFAULTS = {"postings_per_term": 1000, "cluster_size": 16, "summary_mass": 0.15}
 
 
-def _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, settings) -> None:
-    """Build a clustered index (timed) and add a row per search setting."""
+def _clustered(report, index, queries, rows_of, k, threads, exact, settings) -> list[_Candidate]:
+    """Build a clustered index (timed); a candidate per search setting."""
     from index import ClusteredIndex
 
     settings = {**CLUSTER_DEFAULTS, **(settings or {})}
@@ -280,19 +298,26 @@ def _add_clustered(report, index, queries, rows_of, k, repeat, threads, exact, s
     probes = sorted({max(1, round(avg_terms * f)) for f in (0.25, 0.33, 1.0)})
     clustered.search(rows_of[0], k)
     clustered.search(queries[:2], k)
-    for heap_factor in (0.9, 0.95, 1.0):
-        for m in probes:
-            opts = {"heap_factor": heap_factor, "query_terms": m}
-            label = f"clustered hf={heap_factor} terms={m}"
-            row = _measure(
-                label, clustered.search, opts, queries, rows_of, k, repeat, threads, exact
-            )
-            report.rows.append(row)
+    return [
+        _ours(
+            f"clustered hf={heap_factor} terms={m}",
+            clustered.search,
+            {"heap_factor": heap_factor, "query_terms": m},
+            queries,
+            rows_of,
+            k,
+            threads,
+            exact,
+        )
+        for heap_factor in (0.9, 0.95, 1.0)
+        for m in probes
+    ]
 
 
-def _add_peers(report, index, queries, k, repeat, threads, exact) -> None:
+def _peers(report, index, queries, k, threads, exact) -> list[_Candidate]:
+    """A candidate per installed peer, compiled and warmed up (time in ``report.extra``)."""
     n = queries.shape[0]
-    found = False
+    found = []
     for peer_name, make in (
         ("splade-index (numba)", _splade_index_peer),
         ("bm25s (numba)", _bm25s_peer),
@@ -300,37 +325,28 @@ def _add_peers(report, index, queries, k, repeat, threads, exact) -> None:
         run = make(index, queries, k)
         if run is None:
             continue
-        found = True
         t = time.perf_counter()
         run(0, 1, 1)
         run(0, min(2, n), threads)
         report.extra[f"{peer_name} warmup_seconds"] = time.perf_counter() - t
-        single = _time_single(lambda i, r=run: r(i, i + 1, 1), n, repeat)
-        batch = _time_batch(lambda r=run: r(0, n, threads), max(repeat, 2))
         docs, _ = run(0, n, threads)
-        recall = float(
-            np.mean(
-                [
-                    len(
-                        set(np.asarray(docs[i]).tolist())
-                        & set(exact.docs[i, : exact.counts[i]].tolist())
-                    )
-                    / max(exact.counts[i], 1)
-                    for i in range(n)
-                    if exact.counts[i]
-                ]
-                or [1.0]
+        truth = [set(exact.docs[i, : exact.counts[i]].tolist()) for i in range(n)]
+        recall = [
+            len(set(np.asarray(docs[i]).tolist()) & truth[i]) / len(truth[i])
+            for i in range(n)
+            if truth[i]
+        ]
+        found.append(
+            _Candidate(
+                peer_name,
+                lambda i, r=run: r(i, i + 1, 1),
+                lambda r=run: r(0, n, threads),
+                float(np.mean(recall)) if recall else 1.0,
             )
         )
-        peer = _row(peer_name, single, batch, n, recall)
-        report.rows.append(peer)
-        if peer_name.startswith("splade-index"):
-            for row in report.rows:
-                if row is not peer:
-                    row.ratio_single = row.qps_single / peer.qps_single if peer.qps_single else None
-                    row.ratio_batch = row.qps_batch / peer.qps_batch if peer.qps_batch else None
     if not found:
         report.extra["peers"] = 'not installed: pip install -e ".[bench]"'
+    return found
 
 
 def index_bytes(index: Index) -> int:
