@@ -23,11 +23,22 @@ from index.algorithms import (
 )
 from index.errors import IndexFormatError, VocabularyMismatchError
 from index.validation import as_sparse_batch, check_k
-from kernels import doc_range_maxima, scratch, search_many, search_query, top_terms
+from kernels import (
+    dense_rows,
+    doc_range_maxima,
+    scratch,
+    search_many,
+    search_single,
+    top_terms,
+)
+from kernels.dispatch import AUTO_TAAT_MIN_DOCS
 from kernels.layout import PACKED_MARKER, is_packed, unpack_docs, unpack_impacts
 from kernels.topk import SCAN_BLOCK
 
 __version__ = "0.1.0"
+
+# dense rows (kernels.dense) are built where exact ``auto`` runs the exhaustive kernel
+DENSE_ROWS_MAX_DOCS = AUTO_TAAT_MIN_DOCS
 
 
 @dataclass
@@ -89,6 +100,7 @@ class Index:
         self.impacts = impacts
         self.doc_terms = doc_terms
         self.scale = float(scale)
+        self._scale32 = np.float32(self.scale)  # what the kernels multiply by (one conversion)
         self.metadata = dict(metadata or {})
         self.blocks = blocks if blocks is not None else Blocks.build(offsets, docs, impacts)
         self.vocab_hash = storage.vocab_hash(self.vocab)
@@ -100,7 +112,9 @@ class Index:
     @property
     def _postings(self) -> tuple:
         """The arrays the search kernels take, built on first use: the doc-range maxima of the
-        long lists take one pass over their postings (about 0.6 s per 100M)."""
+        long lists (one pass over their postings, about 0.6 s per 100M) and, on collections
+        below ``DENSE_ROWS_MAX_DOCS``, dense rows for the most frequent terms (at most half the
+        postings' bytes)."""
         if self._kernel_arrays is None:
             with self._kernel_lock:
                 if self._kernel_arrays is None:
@@ -109,9 +123,15 @@ class Index:
                     ranges = doc_range_maxima(
                         self.offsets, self.docs, self.impacts, self.n_docs, like, SCAN_BLOCK
                     )
+                    budget = (self.docs.nbytes + self.impacts.nbytes) // 2
+                    row_bytes = max(self.n_docs, 1) * like.itemsize
+                    max_rows = budget // row_bytes if self.n_docs < DENSE_ROWS_MAX_DOCS else 0
+                    dense = dense_rows(
+                        self.offsets, self.docs, self.impacts, self.n_docs, like, max_rows
+                    )
                     self._kernel_arrays = (
                         self.offsets, self.docs, self.impacts, b.max_impact, b.offsets, b.max,
-                        b.last, b.size, *ranges,
+                        b.last, b.size, *ranges, *dense,
                     )  # fmt: skip
         return self._kernel_arrays
 
@@ -262,16 +282,16 @@ class Index:
                 q_indptr, q_terms, q_weights, check_query_terms(query_terms)
             )
         k_eff = min(k, max(self.n_docs, 1))
-        scale, theta = np.float32(self.scale), float(theta)
+        scale, theta = self._scale32, float(theta)
         if q.shape[0] == 1:
-            docs = np.full((1, k_eff), -1, dtype=np.int64)
-            scores = np.zeros((1, k_eff), dtype=np.float32)
+            docs = np.empty((1, k_eff), dtype=np.int64)
+            scores = np.empty((1, k_eff), dtype=np.float32)
+            counts = np.empty(1, dtype=np.int64)
             acc, candidates = self._scratch_arrays()
-            n = search_query(
+            search_single(
                 code, self._postings, q_terms, q_weights, scale, k_eff, theta, acc,
-                candidates, docs[0], scores[0],
+                candidates, docs, scores, counts,
             )  # fmt: skip
-            counts = np.array([n], dtype=np.int64)
         else:
             with parallel_threads(threads) as n_threads:
                 docs, scores, counts = search_many(

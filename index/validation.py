@@ -14,7 +14,7 @@ def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array
     Duplicates are summed, explicit zeros dropped; negative or non-finite weights are refused
     because impacts and query weights must be non-negative for top-k scoring to be exact.
     """
-    if not sp.issparse(vectors):
+    if not isinstance(vectors, sp.csr_array) and not sp.issparse(vectors):
         raise TypeError(
             f"{what} must be a scipy.sparse CSR array of shape (n, {vocab_size}), "
             f"got {type(vectors).__name__}."

@@ -5,6 +5,7 @@ the GIL (``nogil=True``) so that callers can run several of them in threads.
 """
 
 from kernels.blocks import build_blocks, doc_range_maxima, term_max_impact
+from kernels.dense import dense_rows
 from kernels.dispatch import (
     AUTO,
     BMW,
@@ -13,6 +14,7 @@ from kernels.dispatch import (
     MAXSCORE_TAAT,
     search_many,
     search_query,
+    search_single,
 )
 from kernels.postings import csr_to_postings, merge_runs
 from kernels.pruned import bmw_one, maxscore_one
@@ -30,6 +32,7 @@ __all__ = [
     "bmw_one",
     "build_blocks",
     "csr_to_postings",
+    "dense_rows",
     "dequantize_scale",
     "doc_range_maxima",
     "maxscore_one",
@@ -39,6 +42,7 @@ __all__ = [
     "search_many",
     "search_one",
     "search_query",
+    "search_single",
     "select_topk",
     "term_max_impact",
     "top_terms",

@@ -24,11 +24,14 @@ def resolve(algorithm, q_terms, theta, n_docs):
     """The algorithm ``auto`` stands for on this query (others are returned unchanged).
 
     Exact search: term-at-a-time MaxScore on collections of ``AUTO_TAAT_MIN_DOCS`` or more,
-    exhaustive term-at-a-time below. Measured with ``lsr bench synthetic`` (40-term queries)
-    against the exhaustive kernel: 2.1-3.2x at 1M documents (1.5x with 5-term queries),
-    1.7-1.8x at 200k, 1.0-1.2x at 50k, 0.8-1.0x at 20k; on SciFact's 5k documents it is
-    2-3x slower, its bookkeeping costing more than the postings it skips. With
-    ``theta`` > 1 (approximate), MaxScore for short queries and BMW for long ones.
+    exhaustive term-at-a-time below, where ``index.Index`` gives the exhaustive kernel dense
+    rows for its frequent terms. With 40-term synthetic queries, MaxScore against exhaustive
+    without rows: 2.1-3.2x at 1M documents, 1.0-1.2x at 50k, 0.8-1.0x at 20k (``lsr bench
+    synthetic``), 1.7-1.8x at 200k; exhaustive with rows against without: 1.8x at 20k and
+    50k, 1.4-2x at 200k (level with MaxScore there), 1.7x at 1M (MaxScore still 1.6x ahead;
+    rows would cost 114 MB) (throwaway scripts, one thread). On SciFact's 5k documents
+    MaxScore's bookkeeping costs more than the postings it skips. With ``theta`` > 1
+    (approximate), MaxScore for short queries and BMW for long ones.
     """
     if algorithm != AUTO:
         return algorithm
@@ -44,17 +47,18 @@ def search_query(
     """Run one query with the given (or automatically chosen) algorithm; returns the hit count.
 
     ``postings``: ``(offsets, docs, impacts, max_impact, block_offsets, block_max, block_last,
-    block_size, range_rows, range_max)`` of the index (the last two from ``doc_range_maxima``).
+    block_size, range_rows, range_max, dense_rows, dense_table)`` of the index (the range
+    maxima from ``doc_range_maxima``, the dense rows from ``dense_rows``).
     """
     (
         offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
-        range_rows, range_max,
+        range_rows, range_max, dense_rows, dense_table,
     ) = postings  # fmt: skip
     algo = resolve(algorithm, q_terms, theta, acc.shape[0])
     if algo == EXHAUSTIVE:
         return search_one(
-            offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs,
-            out_scores,
+            offsets, docs, impacts, dense_rows, dense_table, q_terms, q_weights, scale, k, acc,
+            candidates, out_docs, out_scores,
         )  # fmt: skip
     if algo == MAXSCORE_TAAT:
         return maxscore_taat_one(
@@ -71,6 +75,23 @@ def search_query(
         offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
         q_terms, q_weights, scale, k, theta, out_docs, out_scores,
     )  # fmt: skip
+
+
+@nb.njit(cache=True, nogil=True)
+def search_single(
+    algorithm, postings, q_terms, q_weights, scale, k, theta, acc, candidates, out_docs,
+    out_scores, counts,
+):  # fmt: skip
+    """``search_query`` into row 0 of caller-allocated ``(1, k)`` outputs, padded with -1 and
+    0 after the hits, the hit count in ``counts[0]``: the single-query path takes no views
+    and boxes nothing on return (each returned array costs about 0.5 us)."""
+    n = search_query(
+        algorithm, postings, q_terms, q_weights, scale, k, theta, acc, candidates, out_docs[0],
+        out_scores[0],
+    )  # fmt: skip
+    out_docs[0, n:] = -1
+    out_scores[0, n:] = 0.0
+    counts[0] = n
 
 
 @nb.njit(cache=True, nogil=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from kernels.layout import doc_at, impact_at
 from kernels.pruned import MARGIN, bound_order, live_terms, seek
-from kernels.scoring import DENSE_FRACTION, search_one
+from kernels.scoring import DENSE_FRACTION, search_sparse
 from kernels.topk import SCAN_BLOCK, block_maxima, heap_offer, heap_sort, kth_largest
 
 
@@ -133,7 +133,7 @@ def maxscore_taat_one(
     for j in range(m):
         total += ends[j] - starts[j]
     if m == 0 or total * DENSE_FRACTION < n_docs:
-        return search_one(
+        return search_sparse(
             offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs,
             out_scores,
         )  # fmt: skip

@@ -3,6 +3,7 @@
 import numba as nb
 import numpy as np
 
+from kernels.dense import add_row
 from kernels.layout import doc_at, impact_at
 from kernels.topk import SCAN_BLOCK, dense_topk, select_topk
 
@@ -19,44 +20,62 @@ def scratch(n_docs):
 
 @nb.njit(cache=True, nogil=True)
 def search_one(
-    offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs, out_scores
-):
+    offsets, docs, impacts, dense_rows, dense_table, q_terms, q_weights, scale, k, acc,
+    candidates, out_docs, out_scores,
+):  # fmt: skip
     """Score one query term at a time and keep its top ``k``; returns the number of hits.
 
     ``acc`` (float32, one slot per document, all zero on entry and exit) and ``candidates``
-    (int64: the candidate list, or block maxima on the dense path) are caller-owned scratch
-    from ``scratch``, reused across queries. A query that reads few postings tracks the
-    documents it touches and costs O(postings); one that reads many scans the accumulator
-    densely (branch-light, bounded by block maxima). Both keep exactly the documents with a
-    positive score; query weights must be positive.
+    (int64: the candidate list, then room for block maxima) are caller-owned scratch
+    from ``scratch``, reused across queries. A query that reads many postings scans the
+    accumulator densely (branch-light, bounded by block maxima) and adds the terms that have
+    a row in ``dense_table`` (see ``kernels.dense``; ``dense_rows[t]`` is -1 for the others)
+    row-wise; one that reads few goes to ``search_sparse``. Query weights must be positive.
     """
     n_docs = acc.shape[0]
     total = 0
     for j in range(q_terms.shape[0]):
         total += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
-    if total * DENSE_FRACTION >= n_docs:
-        for j in range(q_terms.shape[0]):
-            w = q_weights[j]
-            t = q_terms[j]
-            for i in range(offsets[t], offsets[t + 1]):
-                acc[doc_at(docs, impacts, i)] += w * impact_at(docs, impacts, i)
-        size = dense_topk(acc, k, candidates.view(np.float32), out_docs, out_scores)
-    else:
-        n_candidates = 0
-        for j in range(q_terms.shape[0]):
-            w = q_weights[j]
-            t = q_terms[j]
-            for i in range(offsets[t], offsets[t + 1]):
-                c = w * impact_at(docs, impacts, i)
-                if c > 0.0:  # an underflowed contribution must not make a doc a candidate twice
-                    d = doc_at(docs, impacts, i)
-                    if acc[d] == 0.0:
-                        candidates[n_candidates] = d
-                        n_candidates += 1
-                    acc[d] += c
-        size = select_topk(acc, candidates, n_candidates, k, out_docs, out_scores)
-        for j in range(n_candidates):
-            acc[candidates[j]] = 0.0
+    if total * DENSE_FRACTION < n_docs:
+        return search_sparse(
+            offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs,
+            out_scores,
+        )  # fmt: skip
+    for j in range(q_terms.shape[0]):
+        w = q_weights[j]
+        t = q_terms[j]
+        if dense_rows[t] >= 0:
+            add_row(acc, dense_table[dense_rows[t]], w)
+            continue
+        for i in range(offsets[t], offsets[t + 1]):
+            acc[doc_at(docs, impacts, i)] += w * impact_at(docs, impacts, i)
+    size = dense_topk(acc, k, candidates, out_docs, out_scores)
+    for j in range(size):
+        out_scores[j] *= scale
+    return size
+
+
+@nb.njit(cache=True, nogil=True)
+def search_sparse(
+    offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs, out_scores
+):
+    """``search_one`` for a query that reads few postings: it tracks the documents it touches
+    and costs O(postings). Keeps exactly the documents with a positive score."""
+    n_candidates = 0
+    for j in range(q_terms.shape[0]):
+        w = q_weights[j]
+        t = q_terms[j]
+        for i in range(offsets[t], offsets[t + 1]):
+            c = w * impact_at(docs, impacts, i)
+            if c > 0.0:  # an underflowed contribution must not make a doc a candidate twice
+                d = doc_at(docs, impacts, i)
+                if acc[d] == 0.0:
+                    candidates[n_candidates] = d
+                    n_candidates += 1
+                acc[d] += c
+    size = select_topk(acc, candidates, n_candidates, k, out_docs, out_scores)
+    for j in range(n_candidates):
+        acc[candidates[j]] = 0.0
     for j in range(size):
         out_scores[j] *= scale
     return size

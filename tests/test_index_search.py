@@ -184,3 +184,36 @@ def test_threads_limit_the_batch_and_are_validated(rng):
     for bad in (0, -1, True, 1.5):
         with pytest.raises(ValueError, match="threads must be a positive integer"):
             idx.search(queries, 5, threads=bad)
+
+
+def test_single_query_pads_missing_hits(rng):
+    """The single-query path fills the slots after the hits with -1 and 0."""
+    docs, idx = _index(rng)
+    term = int(np.argmax(np.diff(sp.csc_array(docs).indptr) > 0))
+    q = sp.csr_array((np.ones(1, np.float32), ([0], [term])), shape=(1, VOCAB))
+    res = idx.search(q, N_DOCS + 5)
+    n = int(res.counts[0])
+    assert 0 < n < N_DOCS + 5 and res.docs.shape == (1, N_DOCS)
+    assert (res.docs[0, n:] == -1).all() and (res.scores[0, n:] == 0).all()
+    assert (res.docs[0, :n] >= 0).all() and (res.scores[0, :n] > 0).all()
+
+
+@pytest.mark.parametrize("quantization", ["uint8", "float32"])
+def test_dense_rows_leave_results_unchanged(rng, monkeypatch, quantization):
+    """Frequent terms scored through dense rows give bit-identical hits to their postings."""
+    import index.inverted as inverted
+
+    docs = random_csr(rng, 400, VOCAB, 0.25)
+    ids, vocab = [f"d{i}" for i in range(400)], [f"t{i}" for i in range(VOCAB)]
+    queries = random_csr(rng, 40, VOCAB, 0.3)
+    with_rows = Index.build(docs, ids, vocab, quantization=quantization)
+    res = with_rows.search(queries, 10, algorithm="exhaustive")  # rows are built on first use
+    monkeypatch.setattr(inverted, "DENSE_ROWS_MAX_DOCS", 0)
+    without = Index.build(docs, ids, vocab, quantization=quantization)
+    ref = without.search(queries, 10, algorithm="exhaustive")
+    assert with_rows._postings[-1].shape[0] > 0 and without._postings[-1].shape[0] == 0
+    assert np.array_equal(ref.docs, res.docs) and np.array_equal(ref.scores, res.scores)
+    for i in range(5):
+        single = with_rows.search(queries[[i]], 10, algorithm="exhaustive")
+        assert np.array_equal(single.docs[0], ref.docs[i])
+        assert np.array_equal(single.scores[0], ref.scores[i])

@@ -91,3 +91,44 @@ def test_doc_range_maxima_rows_only_for_long_lists(rng):
         for t in np.flatnonzero(long):
             ref = np.pad(dense[:, t], (0, 24)).reshape(ranges, 256).max(axis=1)  # last: 232
             assert np.array_equal(table[rows[t]], ref)
+
+
+def test_dense_rows_for_the_most_frequent_terms(rng):
+    from kernels import dense_rows
+    from kernels.layout import pack
+
+    n_docs = 800
+    fractions = np.array([0.9, 0.05, 0.5, 0.2, 0.0, 0.13, 0.3])  # 0.05 < 1/8: no row
+    dense = (rng.random((n_docs, 7)) < fractions) * rng.integers(1, 256, (n_docs, 7))
+    c = sp.csc_array(sp.csr_array(dense.astype(np.float32)))
+    c.sort_indices()
+    offsets, docs = c.indptr.astype(np.int64), c.indices.astype(np.uint32)
+    impacts = c.data.astype(np.uint8)
+    df = np.diff(offsets)
+    by_df = [t for t in np.argsort(-df, kind="stable") if df[t] * 8 >= n_docs]
+    assert 1 not in by_df and 4 not in by_df
+    layouts = ((docs, impacts), (pack(docs, impacts), np.zeros(0, dtype=np.bool_)))
+    for postings in layouts:
+        for max_rows in (0, 2, 100):
+            rows, table = dense_rows(offsets, *postings, n_docs, impacts[:0], max_rows)
+            chosen = by_df[:max_rows]
+            assert table.shape == (len(chosen), n_docs) and table.dtype == np.uint8
+            assert [int(rows[t]) for t in chosen] == list(range(len(chosen)))
+            assert (np.delete(rows, chosen) == -1).all()
+            for t in chosen:
+                assert np.array_equal(table[rows[t]], dense[:, t])
+    weights = c.data / 7
+    rows, table = dense_rows(offsets, docs, weights, n_docs, weights[:0], 100)
+    assert table.dtype == np.float32
+    assert np.array_equal(table[rows[0]], (dense[:, 0] / 7).astype(np.float32))
+
+
+def test_kth_largest_with_small_and_large_k(rng):
+    from kernels.topk import SMALLEST_POSITIVE, kth_largest
+
+    values = rng.integers(0, 20, 300).astype(np.float32)  # ties and zeros
+    positive = np.sort(values[values > 0])[::-1]
+    for k in (1, 10, 32, 33, 100):
+        heap, ids = np.zeros(k, np.float32), np.zeros(k, np.int64)
+        assert kth_largest(values, values.shape[0], k, heap, ids) == positive[k - 1]
+        assert kth_largest(values, 5, k + 5, heap[: k + 5], ids) == SMALLEST_POSITIVE
