@@ -19,8 +19,10 @@ import numpy as np
 
 from kernels.layout import doc_at, impact_at
 from kernels.pruned import MARGIN, bound_order, live_terms, seek
-from kernels.scoring import DENSE_FRACTION, search_sparse
+from kernels.scoring import search_sparse
 from kernels.topk import SCAN_BLOCK, block_maxima, heap_offer, heap_sort, kth_largest
+
+SPARSE_FRACTION = 4  # queries reading fewer than n_docs / 4 postings go to ``search_sparse``
 
 
 @nb.njit(cache=True, nogil=True)
@@ -125,14 +127,14 @@ def maxscore_taat_one(
     """Top ``k`` of one query by term-at-a-time MaxScore; returns the hit count.
 
     ``acc`` and ``candidates`` are the exhaustive kernel's scratch (see ``scratch``). Queries
-    that read fewer than ``n_docs / DENSE_FRACTION`` postings are scored exhaustively.
+    that read fewer than ``n_docs / SPARSE_FRACTION`` postings are scored by ``search_sparse``.
     """
     n_docs = acc.shape[0]
     m, starts, ends, w, ubs, terms = live_terms(offsets, max_impact, q_terms, q_weights)
     total = 0
     for j in range(m):
         total += ends[j] - starts[j]
-    if m == 0 or total * DENSE_FRACTION < n_docs:
+    if m == 0 or total * SPARSE_FRACTION < n_docs:
         return search_sparse(
             offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs,
             out_scores,

@@ -7,7 +7,10 @@ from kernels.dense import add_row
 from kernels.layout import doc_at, impact_at
 from kernels.topk import SCAN_BLOCK, dense_topk, select_topk
 
-DENSE_FRACTION = 4  # scan the accumulator densely once postings exceed n_docs / 4
+# The dense path (vectorized rows and top-k scan) beats tracking touched documents once a
+# query reads more than n_docs / 16 postings: 7% faster than n_docs / 4 on SciFact BM25
+# queries, level on SPLADE and 20k-50k synthetic queries (throwaway script, one thread).
+DENSE_FRACTION = 16
 
 
 @nb.njit(cache=True, nogil=True)
@@ -47,8 +50,8 @@ def search_one(
         if dense_rows[t] >= 0:
             add_row(acc, dense_table[dense_rows[t]], w)
             continue
-        for i in range(offsets[t], offsets[t + 1]):
-            acc[doc_at(docs, impacts, i)] += w * impact_at(docs, impacts, i)
+        for i in range(np.uint64(offsets[t]), np.uint64(offsets[t + 1])):  # unsigned: no
+            acc[doc_at(docs, impacts, i)] += w * impact_at(docs, impacts, i)  # wraparound
     size = dense_topk(acc, k, candidates, out_docs, out_scores)
     for j in range(size):
         out_scores[j] *= scale

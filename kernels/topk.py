@@ -88,47 +88,52 @@ SCAN_BLOCK = 64  # documents per block when bounding the k-th score of a dense a
 SMALLEST_POSITIVE = np.float32(1e-45)  # the smallest positive float32 (a denormal)
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+@nb.njit(cache=True, nogil=True)
 def block_maxima(acc, out):
-    """``out[b]`` = the largest score in documents ``b*SCAN_BLOCK`` onwards (a vectorized pass)."""
-    n = acc.shape[0]
-    full = n // SCAN_BLOCK
-    for b in range(full):
-        lo = b * SCAN_BLOCK
-        m = np.float32(0.0)
-        for d in range(SCAN_BLOCK):
-            v = acc[lo + d]
+    """``out[b]`` = the largest score in documents ``b*SCAN_BLOCK`` onwards; returns the count.
+
+    Scores must be >= 0 (and ``acc``, ``out`` contiguous): the maxima are taken on the float
+    bit patterns as int32, which order like the scores and, unlike float max, LLVM vectorizes
+    (3x faster on SciFact's 5k documents). The inner bound stays a run-time value so the
+    block is not unrolled, which would stop the vectorizer.
+    """
+    bits = acc.view(np.int32)
+    out_bits = out.view(np.int32)
+    n = bits.shape[0]
+    b = 0
+    for lo in range(0, n, SCAN_BLOCK):
+        m = np.int32(0)
+        for d in range(lo, min(n, lo + SCAN_BLOCK)):
+            v = bits[d]
             m = v if v > m else m
-        out[b] = m
-    if full * SCAN_BLOCK < n:
-        m = np.float32(0.0)
-        for d in range(full * SCAN_BLOCK, n):
-            v = acc[d]
-            m = v if v > m else m
-        out[full] = m
-    return full + (1 if full * SCAN_BLOCK < n else 0)
+        out_bits[b] = m
+        b += 1
+    return b
 
 
-INSERTION_MAX_K = 32  # up to this k a sorted buffer beats the heap (2.4x on 81 values)
+INSERTION_MAX_K = 32  # up to this k a sorted buffer beats the heap
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def offer_value(top, size, v):
-    """Offer ``v`` to ``top[:size]``, the largest values so far in descending order, at most
-    ``top.shape[0]`` of them; returns the new size."""
+@nb.njit(cache=True, nogil=True)
+def largest_values(values, n, top):
+    """Fill ``top`` with the largest values of ``values[:n]`` in descending order (0 where
+    fewer than ``top.shape[0]`` are positive); returns the last, the k-th largest.
+
+    A value that beats the last slot goes through a branch-free insertion network (one min
+    and one max per slot), 3x faster than a branching insertion on 81 block maxima.
+    """
     k = top.shape[0]
-    if size < k:
-        i = size
-        size += 1
-    elif v > top[k - 1]:
-        i = k - 1
-    else:
-        return size
-    while i > 0 and top[i - 1] < v:
-        top[i] = top[i - 1]
-        i -= 1
-    top[i] = v
-    return size
+    top[:] = 0
+    for b in range(n):
+        v = values[b]
+        if v <= top[k - 1]:
+            continue
+        for i in range(k - 1, 0, -1):
+            above = top[i - 1]
+            moved = v if v < above else above
+            top[i] = moved if moved > top[i] else top[i]
+        top[0] = v if v > top[0] else top[0]
+    return top[k - 1]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -137,13 +142,10 @@ def kth_largest(values, n, k, heap, heap_ids):
     small ``k`` and in a top-k heap otherwise (``heap``, ``heap_ids``: ``k`` slots of scratch
     each). Returns the smallest positive float when fewer than ``k`` values are positive.
     """
-    size = 0
     if k <= INSERTION_MAX_K:
-        top = heap[:k]
-        for b in range(n):
-            if values[b] > 0.0:
-                size = offer_value(top, size, values[b])
-        return top[k - 1] if size == k else SMALLEST_POSITIVE
+        kth = largest_values(values, n, heap[:k])
+        return kth if kth > 0 else SMALLEST_POSITIVE
+    size = 0
     for b in range(n):
         m = values[b]
         if m > 0.0 and (size < k or m > heap[0]):
@@ -152,19 +154,61 @@ def kth_largest(values, n, k, heap, heap_ids):
 
 
 @nb.njit(cache=True, nogil=True)
+def _scan_into_buffer(bits, maxima, n_blocks, bound, k, out_docs, top):
+    """The best ``k`` documents scoring at least ``bound`` (int32 score bits), in rank order,
+    by one pass over the blocks whose maximum reaches it into a sorted buffer (``top``,
+    ``out_docs``); documents come in ascending order, so an equal score never moves ahead,
+    and the bound rises to just above the k-th score once the buffer is full. Unsigned
+    indices spare Numba's negative-index check (5% of a SciFact BM25 query)."""
+    n = bits.shape[0]
+    size = 0
+    for b in range(n_blocks):
+        if maxima[b] < bound:
+            continue
+        for d in range(np.uint64(b * SCAN_BLOCK), np.uint64(min(n, (b + 1) * SCAN_BLOCK))):
+            v = bits[d]
+            if v < bound:
+                continue
+            if size < k:
+                i = size
+                size += 1
+            else:
+                i = k - 1
+            while i > 0 and top[i - 1] < v:
+                top[i] = top[i - 1]
+                out_docs[i] = out_docs[i - 1]
+                i -= 1
+            top[i] = v
+            out_docs[i] = d
+            if size == k:
+                bound = top[k - 1] + 1
+    return size
+
+
+@nb.njit(cache=True, nogil=True)
 def dense_topk(acc, k, candidates, out_docs, out_scores):
-    """The best ``k`` documents of a dense accumulator, in rank order; zeroes ``acc``.
+    """The best ``k`` documents of a dense accumulator (scores >= 0), in rank order; zeroes
+    ``acc``. ``out_scores`` must be contiguous.
 
     The ``k``-th largest block maximum bounds the ``k``-th score from below (``k`` blocks each
-    hold a document at least that good), so only blocks reaching the bound are scanned, and
-    their documents reaching it are listed without a branch for ``select_topk``; ties on the
-    bound are kept, so the doc-number tie break stays exact. ``candidates`` is the scratch of
-    ``kernels.scoring.scratch`` (documents first, then one float per ``SCAN_BLOCK`` documents
+    hold a document at least that good), so only blocks reaching the bound are scanned; ties
+    on the bound are kept, so the doc-number tie break stays exact. Small ``k`` works on the
+    scores' int32 bit patterns throughout; larger ``k`` lists the documents reaching the
+    bound without a branch for ``select_topk``. ``candidates`` is the scratch of
+    ``kernels.scoring.scratch`` (documents first, then one slot per ``SCAN_BLOCK`` documents
     for the block maxima). Returns the count.
     """
     n = acc.shape[0]
     maxima = candidates[n:].view(np.float32)
     n_blocks = block_maxima(acc, maxima)
+    if k <= INSERTION_MAX_K:
+        top = out_scores.view(np.int32)[:k]
+        bound = max(largest_values(maxima.view(np.int32), n_blocks, top), np.int32(1))
+        size = _scan_into_buffer(
+            acc.view(np.int32), maxima.view(np.int32), n_blocks, bound, k, out_docs, top
+        )
+        acc[:] = 0.0
+        return size
     bound = kth_largest(maxima, n_blocks, k, out_scores, out_docs)
     count = 0
     for b in range(n_blocks):

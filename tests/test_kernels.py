@@ -131,4 +131,29 @@ def test_kth_largest_with_small_and_large_k(rng):
     for k in (1, 10, 32, 33, 100):
         heap, ids = np.zeros(k, np.float32), np.zeros(k, np.int64)
         assert kth_largest(values, values.shape[0], k, heap, ids) == positive[k - 1]
-        assert kth_largest(values, 5, k + 5, heap[: k + 5], ids) == SMALLEST_POSITIVE
+        more, more_ids = np.zeros(k + 5, np.float32), np.zeros(k + 5, np.int64)
+        assert kth_largest(values, 5, k + 5, more, more_ids) == SMALLEST_POSITIVE
+
+
+def test_dense_topk_matches_a_sort_with_ties_and_zeros(rng):
+    """Both dense top-k paths (score bits and sorted buffer for k <= 32, candidate list and
+    heap above) against a numpy sort: score descending, then doc ascending, positive only."""
+    from kernels.scoring import scratch
+    from kernels.topk import dense_topk
+
+    for n_docs in (1, 63, 64, 65, 1000, 5183):
+        for positive in sorted({0, min(3, n_docs), n_docs // 3, n_docs}):
+            acc, candidates = scratch(n_docs)
+            values = np.zeros(n_docs, np.float32)
+            hit = rng.choice(n_docs, positive, replace=False)
+            values[hit] = rng.integers(1, 6, positive).astype(np.float32) / 4  # many ties
+            values[hit[: positive // 10]] = np.float32(1e-45)  # the smallest positive float
+            for k in (1, 5, 10, 32, 33, 100):
+                acc[:] = values
+                out_docs, out_scores = np.full(k, -1, np.int64), np.zeros(k, np.float32)
+                size = dense_topk(acc, k, candidates, out_docs, out_scores)
+                order = np.lexsort((np.arange(n_docs), -values))[: min(k, positive)]
+                assert size == len(order), (n_docs, positive, k)
+                assert np.array_equal(out_docs[:size], order), (n_docs, positive, k)
+                assert np.array_equal(out_scores[:size], values[order])
+                assert not acc.any()  # the accumulator is left zeroed for the next query
