@@ -119,7 +119,9 @@ class _Candidate:
 BATCH_SECONDS = 0.1  # each round times back-to-back batches for at least this long
 
 
-def _time_interleaved(candidates: list[_Candidate], n: int, repeat: int) -> None:
+def _time_interleaved(
+    candidates: list[_Candidate], n: int, repeat: int, batch_seconds: float = BATCH_SECONDS
+) -> None:
     """Time every candidate in rounds (one single-query pass and one stretch of batches per
     candidate per round), so that a machine whose speed drifts during the run slows all of
     them alike; ``repeat`` single passes and at least two rounds of batches each, the best
@@ -127,7 +129,7 @@ def _time_interleaved(candidates: list[_Candidate], n: int, repeat: int) -> None
 
     Batch QPS is sustained throughput: after one untimed batch that wakes the idle worker
     threads (on this 2-vCPU VM the first batch after a single-query pass waits about 1.5 ms
-    for them, whatever the engine), batches run back to back for ``BATCH_SECONDS`` and the
+    for them, whatever the engine), batches run back to back for ``batch_seconds`` and the
     round's figure is their mean time per batch.
     """
     with _quiet_gc():
@@ -142,7 +144,7 @@ def _time_interleaved(candidates: list[_Candidate], n: int, repeat: int) -> None
                     c.times.append(times)
                 c.batch()
                 runs, start = 0, time.perf_counter()
-                while runs < 2 or time.perf_counter() - start < BATCH_SECONDS:
+                while runs < 2 or time.perf_counter() - start < batch_seconds:
                     c.batch()
                     runs += 1
                 c.batch_best = min(c.batch_best, (time.perf_counter() - start) / runs)
@@ -237,12 +239,14 @@ def bench_index(
     approximate: bool = True,
     peers: bool = True,
     clustered: dict | None = None,
+    batch_seconds: float = BATCH_SECONDS,
 ) -> BenchReport:
     """Benchmark all exact algorithms, approximate settings and the peers on one index.
 
     ``clustered``: build settings of a clustered (Seismic-style) index to benchmark too, as
     part of the approximate settings (default :data:`CLUSTER_DEFAULTS`; ``{}`` skips it),
     searched with heap factors 0.9, 0.95 and 1.0 at three query-term probe depths.
+    ``batch_seconds``: how long each round times back-to-back batches (0: two batches).
     """
     import numba
 
@@ -281,7 +285,7 @@ def bench_index(
     if approximate and clustered != {}:
         candidates += _clustered(report, index, queries, rows_of, k, threads, exact, clustered)
     peer_candidates = _peers(report, index, queries, k, threads, exact) if peers else []
-    _time_interleaved(candidates + peer_candidates, n, repeat)
+    _time_interleaved(candidates + peer_candidates, n, repeat, batch_seconds)
     report.rows = [c.row(n) for c in candidates + peer_candidates]
     baseline = next((r for r in report.rows if r.name.startswith("splade-index")), None)
     if baseline is not None:

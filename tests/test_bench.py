@@ -1,6 +1,7 @@
 """``lsr bench`` runs every configuration and reports exact recall 1.0 for exact algorithms."""
 
 import json
+import time
 
 import pytest
 
@@ -25,7 +26,8 @@ def test_bench_index_rows_and_exact_recall():
     for batch in synthetic_corpus(3000, vocab=3000, doc_terms=40):
         builder.add(*batch)
     index = builder.finish()
-    report = bench_index(index, synthetic_queries(30, vocab=3000, query_terms=15), "tiny", k=10)
+    queries = synthetic_queries(30, vocab=3000, query_terms=15)
+    report = bench_index(index, queries, "tiny", k=10, batch_seconds=0.0)
     names = [r.name for r in report.rows]
     for exact in ("exhaustive", "maxscore", "maxscore-taat", "bmw", "auto"):
         row = report.rows[names.index(exact)]
@@ -38,6 +40,26 @@ def test_bench_index_rows_and_exact_recall():
     assert "numba_warmup_seconds" in report.extra
     assert 1.0 < report.index_bytes_per_posting < 10
     assert "tiny: 3,000 docs" in report.table()
+
+
+def test_batches_are_timed_back_to_back_after_an_untimed_one():
+    from eval.bench import _Candidate, _time_interleaved
+
+    calls, cold = [], [False]
+
+    def single(i):
+        cold[0] = True  # the next batch runs after a single-query pass, like a cold one
+
+    def batch():
+        calls.append(cold[0])
+        time.sleep(0.05 if cold[0] else 0.001)
+        cold[0] = False
+
+    candidate = _Candidate("c", single, batch, None)
+    _time_interleaved([candidate], n=3, repeat=2, batch_seconds=0.02)
+    assert calls.count(True) == 2 and len(calls) >= 2 * (1 + 2)
+    assert len(candidate.times) == 2 and all(len(t) == 3 for t in candidate.times)
+    assert 0.001 <= candidate.batch_best < 0.0025  # the cold batch (50 ms) is not timed
 
 
 def test_bench_synthetic_reports_build_figures():
