@@ -76,12 +76,25 @@ def index_dir(tmp_path):
     return out
 
 
+LIMITS = ("--max-k", "100", "--max-batch", "4", "--max-body-bytes", "20000")
+
+
 @pytest.fixture
 def server(index_dir):
-    srv = Server(
-        index_dir, "--max-k", "100", "--max-batch", "4", "--max-body-bytes", "20000"
-    ).start()
+    srv = Server(index_dir, *LIMITS).start()
     yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def refusing_server(tmp_path_factory):
+    """One server for all the bad-input cases: each request is refused, so none changes what
+    the next one sees (and the server must stay healthy through all of them)."""
+    out = tmp_path_factory.mktemp("refusing") / "idx"
+    assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
+    srv = Server(out, *LIMITS).start()
+    yield srv
+    assert httpx.get(srv.url + "/health", timeout=30).status_code == 200
     srv.stop()
 
 
@@ -150,7 +163,8 @@ def test_search_encode_documents_and_observability(server):
         ("get", "/no/such/route", None, 404),
     ],
 )
-def test_bad_input_is_4xx_with_json_body(server, method, path, body, status):
+def test_bad_input_is_4xx_with_json_body(refusing_server, method, path, body, status):
+    server = refusing_server
     kwargs = {}
     headers = {"X-API-Key": KEY} if isinstance(body, dict) and body.pop("_key", False) else {}
     if isinstance(body, bytes):
