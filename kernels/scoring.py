@@ -50,8 +50,9 @@ def search_one(
         if dense_rows[t] >= 0:
             add_row(acc, dense_table[dense_rows[t]], w)
             continue
-        for i in range(np.uint64(offsets[t]), np.uint64(offsets[t + 1])):  # unsigned: no
-            acc[doc_at(docs, impacts, i)] += w * impact_at(docs, impacts, i)  # wraparound
+        # unsigned indices spare Numba's negative-index check (5% of a SciFact BM25 query)
+        for i in range(np.uint64(offsets[t]), np.uint64(offsets[t + 1])):
+            acc[doc_at(docs, impacts, i)] += w * impact_at(docs, impacts, i)
     size = dense_topk(acc, k, candidates, out_docs, out_scores)
     for j in range(size):
         out_scores[j] *= scale

@@ -202,11 +202,9 @@ def dense_topk(acc, k, candidates, out_docs, out_scores):
     maxima = candidates[n:].view(np.float32)
     n_blocks = block_maxima(acc, maxima)
     if k <= INSERTION_MAX_K:
-        top = out_scores.view(np.int32)[:k]
-        bound = max(largest_values(maxima.view(np.int32), n_blocks, top), np.int32(1))
-        size = _scan_into_buffer(
-            acc.view(np.int32), maxima.view(np.int32), n_blocks, bound, k, out_docs, top
-        )
+        top, maxima_bits = out_scores.view(np.int32)[:k], maxima.view(np.int32)
+        bound = max(largest_values(maxima_bits, n_blocks, top), np.int32(1))
+        size = _scan_into_buffer(acc.view(np.int32), maxima_bits, n_blocks, bound, k, out_docs, top)
         acc[:] = 0.0
         return size
     bound = kth_largest(maxima, n_blocks, k, out_scores, out_docs)

@@ -69,11 +69,15 @@ class Server:
             self.proc.wait(timeout=30)
 
 
-@pytest.fixture
-def index_dir(tmp_path):
-    out = tmp_path / "idx"
+def _index_sample(out):
+    """The bundled sample indexed with BM25 into ``out``."""
     assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture
+def index_dir(tmp_path):
+    return _index_sample(tmp_path / "idx")
 
 
 LIMITS = ("--max-k", "100", "--max-batch", "4", "--max-body-bytes", "20000")
@@ -90,9 +94,7 @@ def server(index_dir):
 def refusing_server(tmp_path_factory):
     """One server for all the bad-input cases: each request is refused, so none changes what
     the next one sees (and the server must stay healthy through all of them)."""
-    out = tmp_path_factory.mktemp("refusing") / "idx"
-    assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
-    srv = Server(out, *LIMITS).start()
+    srv = Server(_index_sample(tmp_path_factory.mktemp("refusing") / "idx"), *LIMITS).start()
     yield srv
     assert httpx.get(srv.url + "/health", timeout=30).status_code == 200
     srv.stop()
@@ -164,14 +166,13 @@ def test_search_encode_documents_and_observability(server):
     ],
 )
 def test_bad_input_is_4xx_with_json_body(refusing_server, method, path, body, status):
-    server = refusing_server
     kwargs = {}
     headers = {"X-API-Key": KEY} if isinstance(body, dict) and body.pop("_key", False) else {}
     if isinstance(body, bytes):
         kwargs = {"content": body, "headers": {"content-type": "application/json"}}
     elif body is not None:
         kwargs = {"json": body, "headers": headers}
-    r = getattr(httpx, method)(server.url + path, timeout=30, **kwargs)
+    r = getattr(httpx, method)(refusing_server.url + path, timeout=30, **kwargs)
     assert r.status_code == status, r.text
     payload = r.json()
     assert isinstance(payload, dict) and ("error" in payload or "detail" in payload)
