@@ -150,6 +150,14 @@ def _time_interleaved(
                 c.batch_best = min(c.batch_best, (time.perf_counter() - start) / runs)
 
 
+def _check_timing(repeat: object, batch_seconds: object = BATCH_SECONDS) -> None:
+    """Refuse timing options that would time nothing (or wait forever) with a clear error."""
+    if isinstance(repeat, bool) or not isinstance(repeat, (int, np.integer)) or repeat < 1:
+        raise ValueError(f"repeat must be a positive integer (timed passes), got {repeat!r}.")
+    if not isinstance(batch_seconds, (int, float)) or not 0 <= batch_seconds < float("inf"):
+        raise ValueError(f"batch_seconds must be a finite number >= 0, got {batch_seconds!r}.")
+
+
 def _ours(name, search, opts, queries, rows_of, k, threads, exact) -> _Candidate:
     """A candidate for ``search(queries, k, **opts)`` (an index's or a clustered index's),
     with its recall@k against ``exact``."""
@@ -250,6 +258,7 @@ def bench_index(
     """
     import numba
 
+    _check_timing(repeat, batch_seconds)
     threads = threads or numba.get_num_threads()
     queries = sp.csr_array(queries, dtype=np.float32)
     queries.sum_duplicates()
@@ -389,6 +398,8 @@ def bench_synthetic(
     """Build a synthetic SPLADE-like index (timed) and benchmark it."""
     from eval.synthetic import synthetic_corpus, synthetic_queries
     from index import IndexBuilder
+
+    _check_timing(repeat)  # before the build, which takes a while on large corpora
 
     t = time.perf_counter()
     builder = IndexBuilder([f"t{i}" for i in range(vocab)])

@@ -62,6 +62,18 @@ def test_batches_are_timed_back_to_back_after_an_untimed_one():
     assert 0.001 <= candidate.batch_best < 0.0025  # the cold batch (50 ms) is not timed
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"repeat": 0}, "repeat must be"), ({"batch_seconds": -1.0}, "batch_seconds must be")],
+)
+def test_bench_index_refuses_bad_timing_options(option, message):
+    builder = IndexBuilder([f"t{i}" for i in range(50)])
+    for batch in synthetic_corpus(100, vocab=50, doc_terms=5):
+        builder.add(*batch)
+    with pytest.raises(ValueError, match=message):
+        bench_index(builder.finish(), synthetic_queries(3, vocab=50, query_terms=3), "x", **option)
+
+
 def test_bench_synthetic_reports_build_figures():
     report = bench_synthetic(
         2000, n_queries=20, vocab=2000, doc_terms=30, query_terms=10, peers=False, approximate=False
@@ -101,6 +113,10 @@ def test_cli_bench_index_and_errors(tmp_path, capsys):
     assert "cluster_size must be an integer >= 1" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "idx"), "--no-peers"]) == 2
     assert "needs --queries" in capsys.readouterr().err
+    assert main([*argv, "--repeat", "0"]) == 2
+    assert "repeat must be a positive integer" in capsys.readouterr().err
+    assert main(["bench", "synthetic", "--docs", "100", "--repeat", "-1", "--no-peers"]) == 2
+    assert "repeat must be a positive integer" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("target", ["./no/such/folder"])
