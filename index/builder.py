@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from index.validation import as_sparse_batch
+from index.validation import as_sparse_batch, check_doc_ids
 from kernels import csr_to_postings, dequantize_scale, merge_runs, quantize_uint8
 from kernels.layout import MAX_PACKED_DOCS, PACKED_MARKER, pack
 
@@ -57,7 +57,7 @@ class IndexBuilder:
     def add(self, vectors: sp.csr_array, doc_ids: Sequence[str]) -> None:
         """Append a batch of document vectors (rows) with their external ids."""
         csr = as_sparse_batch(vectors, len(self.vocab), "Document vectors")
-        ids = [str(d) for d in doc_ids]
+        ids = check_doc_ids([d if isinstance(d, str) else str(d) for d in doc_ids])
         if len(ids) != csr.shape[0]:
             raise ValueError(
                 f"Got {csr.shape[0]} document vectors but {len(ids)} doc ids; pass one id per row."
@@ -66,8 +66,6 @@ class IndexBuilder:
         if len(fresh) != len(ids) or not fresh.isdisjoint(self._seen):
             dup = next(d for d in ids if d in self._seen or ids.count(d) > 1)
             raise ValueError(f"Duplicate document id {dup!r}; document ids must be unique.")
-        if any(not d for d in ids):
-            raise ValueError("Empty document id; every document needs a non-empty id.")
         self._pending.append(csr)
         self._pending_nnz += csr.nnz
         self._doc_terms.append(np.diff(csr.indptr).astype(np.uint32))

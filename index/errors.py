@@ -1,5 +1,9 @@
 """Errors the index raises at its entry points; each message says what was wrong and what to do."""
 
+from __future__ import annotations
+
+import errno
+
 
 class IndexFormatError(ValueError):
     """An index directory is missing, corrupt, truncated or of an unknown format version."""
@@ -7,3 +11,36 @@ class IndexFormatError(ValueError):
 
 class VocabularyMismatchError(ValueError):
     """Query vectors were encoded with a vocabulary other than the index's."""
+
+
+class InvalidDocumentIdError(ValueError):
+    """A document id is empty, too long, not valid UTF-8 or contains control characters."""
+
+
+class CollectionLockedError(OSError):
+    """Another writer (a process or an open ``LiveIndex``) holds the collection's lock."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EAGAIN, message)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+class ReadOnlyError(PermissionError):
+    """A write was attempted on a collection opened read-only."""
+
+
+class WriteUnavailableError(OSError):
+    """The collection cannot take writes for now (disk full, I/O error); nothing was written.
+
+    ``retry_after`` is the number of seconds after which a retry may succeed; the previous
+    state (base index and write-ahead log) is intact and reads keep working.
+    """
+
+    def __init__(self, code: int, message: str, retry_after: float) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return self.strerror

@@ -33,6 +33,7 @@ from kernels import (
 )
 from kernels.dispatch import AUTO_TAAT_MIN_DOCS
 from kernels.layout import PACKED_MARKER, is_packed, unpack_docs, unpack_impacts
+from kernels.lookup import document_postings, posting_positions
 from kernels.topk import SCAN_BLOCK
 
 __version__ = "0.1.0"
@@ -216,29 +217,33 @@ class Index:
         return self._position[doc_id]
 
     def document_vector(self, doc: int) -> dict[str, float]:
-        """The stored (dequantized) weights of document number ``doc``, term by term."""
-        out = {}
-        for t in np.flatnonzero(self.offsets[1:] > self.offsets[:-1]):
-            weight = self._stored_weight(t, doc)
-            if weight is not None:
-                out[self.vocab[t]] = weight
-        return out
+        """The stored (dequantized) weights of document number ``doc``, term by term (one
+        compiled binary search per non-empty term)."""
+        terms, positions = document_postings(self.offsets, self.docs, self.impacts, int(doc))
+        weights = self._weights_at(positions)
+        return {
+            self.vocab[t]: float(w) for t, w in zip(terms.tolist(), weights.tolist(), strict=True)
+        }
 
-    def _stored_weight(self, term: int, doc: int) -> float | None:
-        """The dequantized weight of ``doc`` in ``term``'s postings (binary search), or None."""
-        lo, hi = int(self.offsets[term]), int(self.offsets[term + 1])
-        i = lo + int(np.searchsorted(self.doc_numbers(lo, hi), doc))
-        if i < hi and self.doc_numbers(i, i + 1)[0] == doc:
-            return float(self.impact_values(i, i + 1)[0]) * self.scale
-        return None
+    def term_weights(self, docs: np.ndarray | int, terms: np.ndarray) -> np.ndarray:
+        """The stored (dequantized) weights of document numbers ``docs`` for ``terms`` (0 where
+        absent): an array (len(docs), len(terms)), or (len(terms),) for one document number;
+        one compiled binary search per pair, for explaining hits."""
+        single = np.ndim(docs) == 0
+        doc_numbers = np.atleast_1d(np.asarray(docs, dtype=np.int64))
+        terms = np.asarray(terms, dtype=np.int64)
+        if terms.size and (terms.min() < 0 or terms.max() >= self.vocab_size):
+            raise ValueError(f"term ids must be in [0, {self.vocab_size}).")
+        positions = posting_positions(self.offsets, self.docs, self.impacts, doc_numbers, terms)
+        out = np.zeros(positions.shape, dtype=np.float32)
+        found = positions >= 0
+        out[found] = self._weights_at(positions[found])
+        return out[0] if single else out
 
-    def term_weights(self, doc: int, terms: np.ndarray) -> np.ndarray:
-        """The stored (dequantized) weights of document number ``doc`` for ``terms`` (0 if absent);
-        a binary search per term, for explaining a hit."""
-        out = np.zeros(len(terms), dtype=np.float32)
-        for j, t in enumerate(terms):
-            out[j] = self._stored_weight(int(t), doc) or 0.0
-        return out
+    def _weights_at(self, positions: np.ndarray) -> np.ndarray:
+        """Dequantized weights of the postings at ``positions``."""
+        stored = unpack_impacts(self.docs[positions]) if self.packed else self.impacts[positions]
+        return stored.astype(np.float32) * self._scale32
 
     # ---- search -------------------------------------------------------------------------
 
@@ -309,11 +314,18 @@ class Index:
 
     # ---- persistence --------------------------------------------------------------------
 
-    def save(self, path: str | Path, overwrite: bool = False, extra=None) -> Path:
+    def save(
+        self,
+        path: str | Path,
+        overwrite: bool = False,
+        extra=None,
+        manifest_fields: dict | None = None,
+    ) -> Path:
         """Write the index to directory ``path`` atomically (temp dir + rename).
 
         ``extra(tmp_dir)`` may write more files (e.g. the encoder) into the directory before
-        it is renamed into place, so they appear together with the index or not at all.
+        it is renamed into place, so they appear together with the index or not at all;
+        ``manifest_fields`` adds top-level manifest fields (``base_id``, ``wal``).
         """
         path = Path(path)
         starts = self.offsets[:-1]
@@ -360,6 +372,7 @@ class Index:
             "postings_layout": "packed" if self.packed else "separate",
             "block_size": self.blocks.size,
             "metadata": self.metadata,
+            **(manifest_fields or {}),
         }
         storage.write_index(path, tables, manifest, overwrite=overwrite, extra=extra)
         return path

@@ -1,21 +1,40 @@
-"""A live index: a base index plus acknowledged updates that survive a crash.
+"""A live index: a base index plus acknowledged updates that survive a crash or a full disk.
 
 Upserts go to a small in-memory delta (rebuilt as an :class:`Index` on each write), deletes
 (and upserts of documents already in the base) to a tombstone set. Every write is appended
-to a write-ahead log and fsynced *before* it is acknowledged; on open, the log is replayed
-over the base, so a crash (even ``kill -9``) loses no acknowledged write. ``merge`` folds the
-updates into a new base written atomically (temp dir + rename) that records the last
-sequence number it contains, so a crash during a merge leaves either the old base with its
-full log or the new base, and replay skips what the base already holds.
+to the write-ahead log (:mod:`index.wal`: framed, checksummed, numbered records) and fsynced
+*before* it is acknowledged; on open the log is replayed over the base, so a crash (even
+``kill -9``) loses no acknowledged write. A failed append is cut back off the log and
+reported as :class:`WriteUnavailableError` (the service answers 503 with ``Retry-After``);
+further writes are refused without touching the disk until a back-off has passed.
+
+``merge`` folds the updates into a new base written atomically (temp dir + rename) that
+records the last sequence number it contains, with a fresh, empty log inside, so a crash
+during a merge leaves either the old base with its full log or the new base with its own. A
+failed merge leaves both intact and is retried only after an exponential back-off.
+
+Integrity: the manifest is checksummed and names the log's checkpoint (``wal``: the last
+sequence number and byte length known durable, written at open, at close and every
+``checkpoint_seconds`` of writes). A log shorter than its checkpoint, missing where the
+checkpoint says records were written, numbered with gaps, belonging to another base, or with
+a bad record before valid ones is an error on open, never a silent loss. Only the bytes of an
+append that was still in flight (after the checkpoint, with nothing valid behind them) are
+taken for a torn tail and cut off.
+
+One writer: a writer holds the collection's lock (:mod:`index.lock`) from open to
+:meth:`close`; a second writer, in this process or another, gets a
+:class:`CollectionLockedError`. ``read_only=True`` opens take no lock, never modify the
+directory, and see the base plus the log as it was when they opened.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
-import os
 import shutil
 import threading
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +42,17 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from index import wal
 from index.builder import IndexBuilder
-from index.errors import IndexFormatError
+from index.errors import IndexFormatError, ReadOnlyError, WriteUnavailableError
 from index.inverted import Index
-from index.storage import FILES, MANIFEST, recover
-from index.validation import as_sparse_batch, check_k
+from index.lock import WriterLock
+from index.storage import FILES, MANIFEST, read_manifest, recover, update_manifest
+from index.validation import as_sparse_batch, check_doc_ids, check_k
 
 logger = logging.getLogger(__name__)
-WAL_NAME = "wal.jsonl"
+WAL_NAME = "wal.log"
+LEGACY_WAL_NAME = "wal.jsonl"  # JSON lines, written by lsr 0.1; migrated on a writer's open
 
 
 @dataclass(frozen=True)
@@ -51,71 +73,160 @@ class Hits:
     scores: list[float]
 
 
-class WriteAheadLog:
-    """Append-only JSON lines, each fsynced before the append returns."""
+class Backoff:
+    """Consecutive failures of one kind of operation and when to try it again (exponential
+    back-off from ``first`` seconds, doubling up to ``cap``)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for appends
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap = first, cap
+        self.failures = 0
+        self.last_error: str | None = None
+        self._until = 0.0
 
-    def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    def fail(self, error: BaseException) -> float:
+        self.failures += 1
+        delay = min(self.cap, self.first * 2 ** (self.failures - 1))
+        self._until = time.monotonic() + delay
+        self.last_error = str(error) or type(error).__name__
+        return delay
 
-    def close(self) -> None:
-        self._file.close()
+    def succeed(self) -> None:
+        self.failures, self.last_error, self._until = 0, None, 0.0
 
-    @staticmethod
-    def read(path: Path) -> list[dict]:
-        """All complete records; a torn last line (a crash mid-append, never acknowledged) is
-        ignored, a corrupt line before it is an error."""
-        if not path.is_file():
-            return []
-        lines = path.read_bytes().split(b"\n")
-        records = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                if i >= len(lines) - 2:  # the last non-empty line: an interrupted append
-                    logger.warning("ignoring a torn last record in %s", path)
-                    break
-                raise IndexFormatError(f"{path}: record {i + 1} is corrupt ({e}).") from e
-        return records
+    def remaining(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+    def to_dict(self) -> dict:
+        return {
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "retry_in_s": round(self.remaining(), 3),
+        }
 
 
 class LiveIndex:
     """Searchable while being updated; see the module docstring for the durability contract."""
 
-    def __init__(self, path: str | Path, merge_threshold: int = 10_000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        merge_threshold: int = 10_000,
+        read_only: bool = False,
+        checkpoint_seconds: float = 1.0,
+    ) -> None:
         self.path = Path(path)
         self.merge_threshold = merge_threshold
+        self.read_only = read_only
+        self.checkpoint_seconds = checkpoint_seconds
+        self.write_backoff = Backoff(first=1.0, cap=30.0)
+        self.merge_backoff = Backoff(first=1.0, cap=300.0)
         self._write_lock = threading.Lock()
-        for action in recover(self.path):
-            logger.warning("%s: %s after an interrupted write", self.path, action)
-        self._open()
+        self._wal: wal.LogWriter | None = None
+        self._lock = None if read_only else WriterLock(self.path).acquire()
+        try:
+            if not read_only:
+                for action in recover(self.path):
+                    logger.warning("%s: %s after an interrupted write", self.path, action)
+            self._open()
+        except BaseException:
+            self._release()
+            raise
 
     def _open(self) -> None:
         base = Index.load(self.path)
+        manifest = read_manifest(self.path)
         self.vocab = base.vocab
         self._applied = int(base.metadata.get("applied_seq", 0))
-        self._seq = self._applied
         self._delta_docs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._shadowed: set[str] = set()
         self._base_ids: set[str] | None = None
         self._snapshot = Snapshot(base, None, frozenset(), base.n_docs)
-        records = WriteAheadLog.read(self.path / WAL_NAME)
+        records, end = self._read_log(manifest)
         for rec in records:
-            if rec.get("seq", 0) > self._applied:
-                self._apply(rec)
-        if records:
-            self._seq = max(self._seq, max(r.get("seq", 0) for r in records))
+            self._apply(rec)
+        self._seq = self._applied + len(records)
         self._publish()
-        self._wal = WriteAheadLog(self.path / WAL_NAME)
+        if not self.read_only:
+            self._wal = wal.LogWriter(self.path / WAL_NAME, end)
+            self._checkpoint()
         logger.info("opened %s: replayed %d log records", self.path, len(records))
+
+    def _read_log(self, manifest: dict) -> tuple[list[dict], int]:
+        """The operations to replay over the base and where the valid log ends; a writer also
+        cuts off a torn tail, creates a missing log and migrates a legacy one."""
+        log, legacy = self.path / WAL_NAME, self.path / LEGACY_WAL_NAME
+        mark = manifest.get("wal") or {}
+        base_id = manifest.get("base_id")
+        start = self._applied + 1
+        if log.is_file():
+            scan = wal.scan(log)
+            if base_id is not None and scan.base_id != base_id:
+                raise IndexFormatError(
+                    f"{log} belongs to another base index (its id {scan.base_id} is not "
+                    f"{base_id}); restore the matching log or base from a backup."
+                )
+            if scan.header["start_seq"] != start:
+                raise IndexFormatError(
+                    f"{log} starts at sequence number {scan.header['start_seq']} but the base "
+                    f"index holds sequence numbers up to {self._applied}; restore the matching "
+                    "log from a backup."
+                )
+            if scan.end < mark.get("bytes", 0) or scan.last_seq < mark.get("seq", 0):
+                raise IndexFormatError(
+                    f"{log} ends at sequence number {scan.last_seq} (byte {scan.end}) but "
+                    f"writes up to sequence number {mark['seq']} ({mark['bytes']} bytes) were "
+                    "acknowledged: the log was truncated or damaged; restore it from a backup."
+                )
+            if scan.torn_bytes:
+                action = "ignored" if self.read_only else "cut off"
+                logger.warning(
+                    "%s: %s %d bytes of an append interrupted before it was acknowledged",
+                    log, action, scan.torn_bytes,
+                )  # fmt: skip
+            if legacy.is_file() and not self.read_only:
+                self._drop_migrated(legacy, scan.last_seq)
+            ops = [wal.decode(r.payload, f"{log} record {r.seq}") for r in scan.records]
+            return ops, scan.end
+        if mark.get("seq", self._applied) > self._applied:
+            raise IndexFormatError(
+                f"{log} is missing but writes up to sequence number {mark['seq']} were "
+                "acknowledged after the base index; restore the log from a backup."
+            )
+        ops = []
+        if legacy.is_file():
+            ops = [r for r in wal.read_legacy_jsonl(legacy) if r.get("seq", 0) >= start]
+            if [r["seq"] for r in ops] != list(range(start, start + len(ops))):
+                raise IndexFormatError(f"{legacy}: sequence numbers have gaps; restore it.")
+        if self.read_only:
+            return ops, 0
+        if base_id is None:  # a manifest written before base ids existed
+            base_id = uuid.uuid4().hex
+            update_manifest(self.path, {"base_id": base_id})
+        payloads = [wal.encode(op) for op in ops]
+        end = wal.create(log, base_id, start, payloads)
+        if legacy.is_file():
+            legacy.unlink()
+            logger.warning("%s: migrated %d records of %s", self.path, len(ops), legacy.name)
+        return ops, end
+
+    def _drop_migrated(self, legacy: Path, last_seq: int) -> None:
+        """Remove a legacy log whose records the new log already holds (a crash came between
+        the migration and the removal); one with records beyond it is an error."""
+        newest = max((r.get("seq", 0) for r in wal.read_legacy_jsonl(legacy)), default=0)
+        if newest > last_seq:
+            raise IndexFormatError(
+                f"{self.path} has both {WAL_NAME} and {LEGACY_WAL_NAME}, and the legacy log holds "
+                f"sequence number {newest}, beyond the new log's {last_seq}; move one away."
+            )
+        legacy.unlink()
+
+    def _checkpoint(self) -> None:
+        """Record in the manifest how far the log is known durable (see module docstring)."""
+        self._marked_at = time.monotonic()
+        try:
+            update_manifest(self.path, {"wal": {"seq": self._seq, "bytes": self._wal.end}})
+        except OSError as e:
+            logger.warning("%s: could not record the log checkpoint (%s)", self.path, e)
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -154,22 +265,32 @@ class LiveIndex:
         except KeyError:
             return None
 
-    def explain(self, doc_id: str, terms: np.ndarray) -> np.ndarray:
-        """A document's weights for the given term ids (zeros if it does not exist)."""
-        if doc_id in self._delta_docs:
-            doc_terms, weights = self._delta_docs[doc_id]
-            lookup = dict(zip(doc_terms.tolist(), weights.tolist(), strict=True))
-            return np.asarray([lookup.get(int(t), 0.0) for t in terms], dtype=np.float32)
+    def explain(self, doc_ids: Sequence[str], terms: np.ndarray) -> np.ndarray:
+        """Documents' weights for the given term ids, (len(doc_ids), len(terms)); zeros for a
+        document that does not exist. Compiled binary searches, no per-term Python loop."""
+        terms = np.asarray(terms, dtype=np.int64)
+        out = np.zeros((len(doc_ids), len(terms)), dtype=np.float32)
         base = self._snapshot.base
-        if doc_id in self._shadowed:
-            return np.zeros(len(terms), dtype=np.float32)
-        try:
-            return base.term_weights(base.doc_index(doc_id), terms)
-        except KeyError:
-            return np.zeros(len(terms), dtype=np.float32)
+        rows, numbers = [], []
+        for i, doc_id in enumerate(doc_ids):
+            if doc_id in self._delta_docs:
+                doc_terms, weights = self._delta_docs[doc_id]
+                pos = np.minimum(np.searchsorted(doc_terms, terms), max(len(doc_terms) - 1, 0))
+                hit = doc_terms[pos] == terms if len(doc_terms) else np.zeros(len(terms), bool)
+                out[i, hit] = weights[pos[hit]]
+            elif doc_id not in self._shadowed:
+                try:
+                    numbers.append(base.doc_index(doc_id))
+                    rows.append(i)
+                except KeyError:
+                    pass
+        if rows:
+            out[rows] = base.term_weights(np.asarray(numbers, dtype=np.int64), terms)
+        return out
 
     def stats(self) -> dict:
         snap = self._snapshot
+        log = self.path / WAL_NAME
         return {
             "n_docs": snap.n_docs,
             "base_docs": snap.base.n_docs,
@@ -179,41 +300,51 @@ class LiveIndex:
             "postings": snap.base.n_postings + (snap.delta.n_postings if snap.delta else 0),
             "last_seq": self._seq,
             "merged_seq": self._applied,
-            "wal_bytes": (self.path / WAL_NAME).stat().st_size
-            if (self.path / WAL_NAME).exists()
-            else 0,
+            "log_records": self._seq - self._applied,
+            "wal_bytes": log.stat().st_size if log.exists() else 0,
+            "read_only": self.read_only,
+            "writable": self.writable,
+            "writes": self.write_backoff.to_dict(),
+            "merges": self.merge_backoff.to_dict(),
         }
+
+    @property
+    def writable(self) -> bool:
+        """False when read-only, or while writes are refused after a failed append."""
+        return not self.read_only and self.write_backoff.remaining() == 0
 
     # ---- writes --------------------------------------------------------------------------
 
     def upsert(self, vectors: sp.csr_array, doc_ids: Sequence[str]) -> int:
         """Add or replace documents; durable when this returns. Returns the sequence number."""
+        self._check_not_read_only()
         csr = as_sparse_batch(vectors, len(self.vocab), "Document vectors")
-        ids = [str(d) for d in doc_ids]
+        ids = check_doc_ids(list(doc_ids))
         if len(ids) != csr.shape[0]:
             raise ValueError(
                 f"Got {csr.shape[0]} vectors but {len(ids)} ids; pass one id per vector."
             )
-        if any(not d for d in ids) or len(set(ids)) != len(ids):
-            raise ValueError("Document ids must be non-empty and unique within a request.")
-        record = {
-            "op": "upsert",
-            "ids": ids,
-            "indptr": csr.indptr.tolist(),
-            "indices": csr.indices.tolist(),
-            "data": csr.data.tolist(),
-        }
-        return self._write(record)
+        if len(set(ids)) != len(ids):
+            raise ValueError("Document ids must be unique within a request.")
+        op = {"op": "upsert", "ids": ids, "indptr": csr.indptr, "indices": csr.indices,
+              "data": csr.data}  # fmt: skip
+        with self._write_lock:
+            return self._write_locked(op)
 
     def delete(self, doc_ids: Sequence[str]) -> tuple[int, list[str]]:
         """Delete documents; returns the sequence number and the ids that existed."""
-        ids = [str(d) for d in doc_ids]
+        self._check_not_read_only()
+        ids = check_doc_ids(list(doc_ids))
         with self._write_lock:
-            existing = [d for d in ids if self._exists(d)]
+            existing = [d for d in dict.fromkeys(ids) if self._exists(d)]
             if not existing:
                 return self._seq, []
             seq = self._write_locked({"op": "delete", "ids": existing})
         return seq, existing
+
+    def _check_not_read_only(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"{self.path} is open read-only; open it as the writer to update.")
 
     def _exists(self, doc_id: str) -> bool:
         if doc_id in self._delta_docs:
@@ -225,38 +356,53 @@ class LiveIndex:
             self._base_ids = set(self._snapshot.base.doc_ids.to_pylist())
         return self._base_ids
 
-    def _write(self, record: dict) -> int:
-        with self._write_lock:
-            return self._write_locked(record)
-
-    def _write_locked(self, record: dict) -> int:
-        record = {"seq": self._seq + 1, **record}
-        self._wal.append(record)  # durable before it is applied or acknowledged
-        self._seq = record["seq"]
-        self._apply(record)
+    def _write_locked(self, op: dict) -> int:
+        """Log ``op`` durably, then apply and publish it; a failed append leaves no trace."""
+        wait = self.write_backoff.remaining()
+        if wait > 0:
+            raise WriteUnavailableError(
+                errno.EAGAIN,
+                f"writes are paused for {wait:.1f} s after a failed write "
+                f"({self.write_backoff.last_error}); retry later.",
+                retry_after=wait,
+            )
+        seq = self._seq + 1
+        try:
+            self._wal.append(seq, wal.encode(op))
+        except OSError as e:
+            delay = self.write_backoff.fail(e)
+            reason = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else str(e)
+            logger.error("%s: write %d failed and was not applied: %s", self.path, seq, e)
+            raise WriteUnavailableError(
+                e.errno or errno.EIO,
+                f"the write was not stored: {reason}; retry after {delay:.0f} s.",
+                retry_after=delay,
+            ) from e
+        self.write_backoff.succeed()
+        self._seq = seq
+        self._apply(op)
         self._publish()
-        return self._seq
+        if time.monotonic() - self._marked_at >= self.checkpoint_seconds:
+            self._checkpoint()
+        return seq
 
     def _apply(self, rec: dict) -> None:
-        op = rec.get("op")
         base_ids = self._base_id_set()
-        if op == "upsert":
+        if rec["op"] == "upsert":
             indptr, indices, data = rec["indptr"], rec["indices"], rec["data"]
             for i, doc_id in enumerate(rec["ids"]):
-                lo, hi = indptr[i], indptr[i + 1]
+                lo, hi = int(indptr[i]), int(indptr[i + 1])
                 self._delta_docs[doc_id] = (
-                    np.asarray(indices[lo:hi], dtype=np.int32),
-                    np.asarray(data[lo:hi], dtype=np.float32),
+                    np.array(indices[lo:hi], dtype=np.int32),
+                    np.array(data[lo:hi], dtype=np.float32),
                 )
                 if doc_id in base_ids:
                     self._shadowed.add(doc_id)
-        elif op == "delete":
+        else:
             for doc_id in rec["ids"]:
                 self._delta_docs.pop(doc_id, None)
                 if doc_id in base_ids:
                     self._shadowed.add(doc_id)
-        else:
-            raise IndexFormatError(f"{self.path / WAL_NAME}: unknown operation {op!r}.")
 
     def _publish(self) -> None:
         """Rebuild the delta index and swap in a new snapshot (one reference assignment)."""
@@ -271,33 +417,75 @@ class LiveIndex:
         self._snapshot = Snapshot(base, delta, frozenset(self._shadowed), n_docs)
 
     def needs_merge(self) -> bool:
-        return len(self._delta_docs) + len(self._shadowed) >= self.merge_threshold
+        """Enough changed documents to merge, and no failed merge waiting out its back-off."""
+        changed = len(self._delta_docs) + len(self._shadowed)
+        return (
+            not self.read_only
+            and changed >= self.merge_threshold
+            and self.merge_backoff.remaining() == 0
+        )
 
     def merge(self) -> None:
-        """Fold the updates into a new base (atomic swap), then start an empty log."""
+        """Fold the updates into a new base (atomic swap) with a new, empty log. A failure
+        leaves the current base and log as they were and starts the merge back-off."""
+        self._check_not_read_only()
         with self._write_lock:
-            snap = self._snapshot
             if not self._delta_docs and not self._shadowed:
                 return
-            base = snap.base
-            weights = base.weights().tocsr()
-            base_ids = base.doc_ids.to_pylist()
-            keep = [i for i, d in enumerate(base_ids) if d not in self._shadowed]
-            builder = IndexBuilder(self.vocab, quantization=base.quantization)
-            if keep:
-                builder.add(weights[keep], [base_ids[i] for i in keep])
-            ids = list(self._delta_docs)
-            if ids:
-                builder.add(_rows(self._delta_docs, ids, len(self.vocab)), ids)
-            merged = builder.finish({**base.metadata, "applied_seq": self._seq})
-            merged.save(self.path, overwrite=True, extra=self._copy_extras)
-            self._wal.close()  # the old log went away with the old directory
-            self._open()
+            try:
+                self._merge_locked()
+            except Exception as e:
+                delay = self.merge_backoff.fail(e)
+                logger.error("%s: merge failed (%s); next attempt in %.0f s", self.path, e, delay)
+                raise
+            self.merge_backoff.succeed()
+
+    def _merge_locked(self) -> None:
+        needed, free = self._merge_bytes_needed(), shutil.disk_usage(self.path.parent).free
+        if free < needed:
+            raise WriteUnavailableError(
+                errno.ENOSPC,
+                f"a merge needs about {needed:,} bytes and {free:,} are free",
+                retry_after=self.merge_backoff.first,
+            )
+        base = self._snapshot.base
+        weights = base.weights().tocsr()
+        base_ids = base.doc_ids.to_pylist()
+        keep = [i for i, d in enumerate(base_ids) if d not in self._shadowed]
+        builder = IndexBuilder(self.vocab, quantization=base.quantization)
+        if keep:
+            builder.add(weights[keep], [base_ids[i] for i in keep])
+        ids = list(self._delta_docs)
+        if ids:
+            builder.add(_rows(self._delta_docs, ids, len(self.vocab)), ids)
+        merged = builder.finish({**base.metadata, "applied_seq": self._seq})
+        base_id = uuid.uuid4().hex
+        log_bytes = len(wal.header(base_id, self._seq + 1))
+
+        def extras(tmp: Path) -> None:
+            self._copy_extras(tmp)
+            wal.create(tmp / WAL_NAME, base_id, self._seq + 1)
+
+        fields = {"base_id": base_id, "wal": {"seq": self._seq, "bytes": log_bytes}}
+        try:
+            merged.save(self.path, overwrite=True, extra=extras, manifest_fields=fields)
+        finally:
+            if read_manifest(self.path).get("base_id") == base_id:  # swapped in, maybe
+                self._wal.close()  # followed by an error from the final directory fsync
+                self._open()
+
+    def _merge_bytes_needed(self) -> int:
+        """About what a merge writes: the directory as it is plus the delta's postings."""
+        current = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        delta = self._snapshot.delta
+        return int(current * 1.1) + (delta.n_postings * 8 if delta is not None else 0)
 
     def _copy_extras(self, tmp: Path) -> None:
-        """Carry over what lives beside the index files (e.g. the encoder), not the log."""
+        """Carry over what lives beside the index files (e.g. the encoder), not the logs."""
         for item in self.path.iterdir():
-            if item.name in (*FILES, MANIFEST, WAL_NAME):
+            if item.name in (*FILES, MANIFEST, WAL_NAME, LEGACY_WAL_NAME) or item.name.startswith(
+                "."
+            ):
                 continue
             if item.is_dir():
                 shutil.copytree(item, tmp / item.name)
@@ -305,7 +493,24 @@ class LiveIndex:
                 shutil.copy2(item, tmp / item.name)
 
     def close(self) -> None:
-        self._wal.close()
+        """Record the log checkpoint, close the log and release the writer lock."""
+        with self._write_lock:
+            if self._wal is not None:
+                self._checkpoint()
+                self._wal.close()
+                self._wal = None
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> LiveIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _rows(docs: dict[str, tuple[np.ndarray, np.ndarray]], ids: list[str], vocab_size: int):

@@ -2,7 +2,9 @@
 
 Layout of an index directory::
 
-    manifest.json    format version, counts, vocab hash, quantization, file sizes + sha256
+    manifest.json    format version, counts, vocab hash, quantization, file sizes + sha256,
+                     a base id, the write-ahead log's checkpoint (``wal``) and a sha256 of
+                     all of its own fields (``manifest_sha256``)
     terms.arrow      term (string), start (int64), df (int64), max_impact (float32),
                      block_start (int64)
     postings.arrow   doc (uint32), impact (uint8 | float32), term-major, one record batch
@@ -10,7 +12,10 @@ Layout of an index directory::
     blocks.arrow     max (float32), last (uint32): per block of ``block_size`` postings
 
 A save writes into a hidden sibling directory, fsyncs it and renames it into place, so a
-crash or an error never leaves a half-written index under the final name.
+crash or an error never leaves a half-written index under the final name. The manifest is
+checksummed over its own content, so a changed scale, count or sequence number is detected
+on open like a changed Arrow file; manifests of format 1 and 2 (written before the checksum
+existed) are read without it, and sealed (made format 3) when a writer updates them.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import pyarrow as pa
 from index.errors import IndexFormatError
 
 FORMAT_NAME = "lsr-index"
-FORMAT_VERSION = 2  # 2: packed postings words for uint8 indexes
-READABLE_VERSIONS = (1, 2)  # 1 stored every index with separate doc and impact columns
+FORMAT_VERSION = 3  # 3: checksummed manifest with a base id; 2: packed postings words
+READABLE_VERSIONS = (1, 2, 3)  # 1 stored every index with separate doc and impact columns
+CHECKSUM_SINCE = 3  # manifests of this version and later must carry their checksum
 MANIFEST = "manifest.json"
+MANIFEST_CHECKSUM = "manifest_sha256"
 FILES = ("terms.arrow", "postings.arrow", "docs.arrow", "blocks.arrow")
 
 
@@ -60,6 +67,49 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename, creation or removal inside directory ``path`` durable."""
+    _fsync(Path(path))
+
+
+def manifest_checksum(manifest: dict) -> str:
+    """sha256 of a manifest's fields (all but the checksum itself), in a canonical JSON form."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal_manifest(manifest: dict) -> dict:
+    """The manifest with its checksum (re)computed."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
+    return {**body, MANIFEST_CHECKSUM: manifest_checksum(body)}
+
+
+def _write_manifest_file(path: Path, manifest: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(seal_manifest(manifest), f, indent=2, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def update_manifest(path: Path, changes: dict) -> dict:
+    """Replace fields of the manifest of the index at ``path`` atomically (temp file, fsync,
+    rename, directory fsync); the Arrow files are untouched (the same in formats 1 to 3, so an
+    older manifest becomes format 3 with its checksum). Returns the new manifest."""
+    path = Path(path)
+    manifest = {**read_manifest(path), **changes, "format_version": FORMAT_VERSION}
+    tmp = path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_manifest_file(tmp, manifest)
+        os.replace(tmp, path / MANIFEST)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path)
+    return seal_manifest(manifest)
+
+
 def write_index(
     path: Path,
     tables: dict[str, pa.Table],
@@ -67,7 +117,10 @@ def write_index(
     overwrite: bool,
     extra: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write ``tables`` + manifest to ``path`` atomically; ``extra(tmp_dir)`` may add files."""
+    """Write ``tables`` + manifest to ``path`` atomically; ``extra(tmp_dir)`` may add files.
+
+    The manifest gets a fresh ``base_id`` unless ``manifest`` names one (a write-ahead log
+    records the id of the base it applies to)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
@@ -87,11 +140,9 @@ def write_index(
             files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
         if extra is not None:
             extra(tmp)
-        manifest = {**manifest, "files": files}
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
+        manifest = {"base_id": uuid.uuid4().hex, **manifest, "files": files}
+        _write_manifest_file(tmp / MANIFEST, manifest)
+        fsync_dir(tmp)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -110,10 +161,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
         if old is not None:
             os.rename(old, dst)
         raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(dst.parent, os.O_RDONLY)
-        os.fsync(dir_fd)
-        os.close(dir_fd)
+    fsync_dir(dst.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -160,6 +208,17 @@ def read_manifest(path: Path) -> dict:
         raise IndexFormatError(
             f"{path} has index format version {version}, this version of lsr reads "
             f"{', '.join(map(str, READABLE_VERSIONS))}; rebuild the index with this version."
+        )
+    stored = manifest.get(MANIFEST_CHECKSUM)
+    if stored is None and version >= CHECKSUM_SINCE:
+        raise IndexFormatError(
+            f"{mpath} has no {MANIFEST_CHECKSUM} field: the file is corrupt; restore it from a "
+            "backup or rebuild the index."
+        )
+    if stored is not None and stored != manifest_checksum(manifest):
+        raise IndexFormatError(
+            f"{mpath} fails its checksum: a field was changed or the file is corrupt; restore "
+            "it from a backup or rebuild the index."
         )
     return manifest
 

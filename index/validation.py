@@ -1,10 +1,15 @@
-"""Checks on sparse vectors handed to the index, so bad input fails before any kernel runs."""
+"""Checks on what is handed to the index (sparse vectors, document ids, k), so bad input fails
+before any kernel runs or anything is written."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from index.errors import InvalidDocumentIdError
 from kernels.queries import WEIGHTS_NEGATIVE, WEIGHTS_NON_FINITE, WEIGHTS_ZERO, weights_status
 
 
@@ -50,3 +55,36 @@ def check_k(k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
     return int(k)
+
+
+MAX_ID_BYTES = 512
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_doc_ids(ids: Sequence[object]) -> list[str]:
+    """``ids`` as a list of valid document ids, or an :class:`InvalidDocumentIdError` naming
+    the first bad one: every id is a non-empty string of valid UTF-8 (no lone surrogates), at
+    most ``MAX_ID_BYTES`` bytes, without control characters, so it can be stored, logged and
+    addressed (percent-encoded in a URL path) whatever it contains."""
+    out = []
+    for i, doc_id in enumerate(ids):
+        if not isinstance(doc_id, str):
+            raise InvalidDocumentIdError(
+                f"Document id #{i} is a {type(doc_id).__name__}, not a string."
+            )
+        problem = None
+        try:
+            size = len(doc_id.encode("utf-8"))
+        except UnicodeEncodeError:
+            problem = "is not valid UTF-8 (it contains a lone surrogate)"
+        else:
+            if size == 0:
+                problem = "is empty"
+            elif size > MAX_ID_BYTES:
+                problem = f"is {size} bytes long, more than {MAX_ID_BYTES}"
+            elif _CONTROL.search(doc_id):
+                problem = "contains a control character"
+        if problem is not None:
+            raise InvalidDocumentIdError(f"Document id #{i} {doc_id!r} {problem}.")
+        out.append(doc_id)
+    return out

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index import Index, IndexFormatError, LiveIndex
+from index import Index, LiveIndex
 from tests.conftest import brute_force_topk, random_csr
 
 V = 50
@@ -63,27 +63,11 @@ def test_updates_are_searchable_and_survive_reopen_and_merge(live, rng):
     reopened = LiveIndex(path)  # replays the write-ahead log
     check(reopened)
     reopened.merge()
-    assert reopened.stats()["delta_docs"] == 0 and reopened.stats()["wal_bytes"] == 0
+    assert reopened.stats()["delta_docs"] == 0 and reopened.stats()["log_records"] == 0
     assert (path / "encoder" / "encoder.json").is_file()  # what lives beside the index is kept
     check(reopened)
     reopened.close()
     check(LiveIndex(path))
-
-
-def test_torn_last_log_record_is_ignored_and_corruption_is_reported(live, rng):
-    path, _ = live
-    index = LiveIndex(path)
-    index.upsert(random_csr(rng, 2, V, 0.3), ["x1", "x2"])
-    index.close()
-    with open(path / "wal.jsonl", "a") as f:
-        f.write('{"seq": 2, "op": "delete", "ids": ["x')  # a crash mid-append: never acknowledged
-    again = LiveIndex(path)
-    assert again.get("x1") is not None and again.stats()["last_seq"] == 1
-    again.close()
-    lines = (path / "wal.jsonl").read_text().splitlines()
-    (path / "wal.jsonl").write_text("garbage\n" + "\n".join(lines) + "\n")
-    with pytest.raises(IndexFormatError, match="record 1 is corrupt"):
-        LiveIndex(path)
 
 
 def test_failed_merge_keeps_base_and_log(live, rng, monkeypatch):
@@ -125,4 +109,5 @@ def test_crash_between_renames_is_recovered_on_open(live, rng):
     (path.parent / f".{path.name}.tmp-87654321").mkdir()
     again = LiveIndex(path)
     assert again.get("z1") is not None and again.stats()["n_docs"] == 202
+    again.close()  # and with it the writer's lock file beside the directory
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from index import Index, IndexFormatError
+from index.storage import seal_manifest
 from tests.conftest import random_csr
 
 
@@ -28,7 +29,7 @@ def test_round_trip_gives_identical_results(tmp_path, built, mmap):
     a, b = idx.search(queries, 10), loaded.search(queries, 10)
     assert list(a) == list(b)
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["n_postings"] == idx.n_postings and manifest["format_version"] == 2
+    assert manifest["n_postings"] == idx.n_postings and manifest["format_version"] == 3
 
 
 def test_memory_mapped_arrays_are_not_copies(tmp_path, built):
@@ -120,10 +121,11 @@ def test_broken_directories_give_clear_errors(tmp_path, built, mutate, message):
 
 
 def _edit_manifest(folder, **changes):
+    """Change manifest fields and re-seal its checksum, to reach the checks behind it."""
     path = folder / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest.update(changes)
-    path.write_text(json.dumps(manifest))
+    path.write_text(json.dumps(seal_manifest(manifest)))
 
 
 def test_missing_directory(tmp_path):
@@ -161,7 +163,7 @@ def test_reads_format_version_1(tmp_path, built):
     path = tmp_path / "v1" / "manifest.json"
     manifest = json.loads(path.read_text())
     assert manifest["postings_layout"] == "separate"
-    del manifest["postings_layout"]
+    del manifest["postings_layout"], manifest["manifest_sha256"]  # format 1 had neither
     manifest["format_version"] = 1
     path.write_text(json.dumps(manifest))
     old = Index.load(tmp_path / "v1")

@@ -1,0 +1,294 @@
+"""The write-ahead log: framed, checksummed records, fsynced before a write is acknowledged.
+
+File layout (little endian)::
+
+    header   b"LSRH" | length u32 | seq u64 | crc32 u32 | JSON {format, version, base_id,
+                                                              start_seq}
+    record   b"LSRR" | length u32 | seq u64 | crc32 u32 | payload       (repeated)
+
+The CRC32 covers the length, the sequence number and the payload. Records carry consecutive
+sequence numbers from the header's ``start_seq`` (the base index holds everything before it).
+:func:`scan` reads up to the last complete, valid record: what follows it is a *torn tail*
+(an append cut short by a crash or a full disk, never acknowledged) as long as no valid record
+follows; a bad record with valid ones after it, a gap in the sequence numbers or a damaged
+header is an error that names the byte offset. :class:`LogWriter` appends at the end of the
+last good record and cuts the file back to it when an append fails, so a failed append never
+leaves bytes that the next record would be glued to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import struct
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index.errors import IndexFormatError
+
+FORMAT = "lsr-wal"
+VERSION = 1
+FRAME = struct.Struct("<4sIQI")  # magic, payload length, sequence number, crc32
+HEADER_MAGIC = b"LSRH"
+RECORD_MAGIC = b"LSRR"
+MAX_RECORD_BYTES = 1 << 30
+_LENGTH = struct.Struct("<I")
+_CRC_PREFIX = struct.Struct("<IQ")
+
+
+def frame(magic: bytes, seq: int, payload: bytes) -> bytes:
+    """One framed record: header fields, their checksum, then the payload."""
+    crc = zlib.crc32(payload, zlib.crc32(_CRC_PREFIX.pack(len(payload), seq)))
+    return FRAME.pack(magic, len(payload), seq, crc) + payload
+
+
+def _parse(data: bytes, pos: int, magic: bytes) -> tuple[int, bytes, int] | None:
+    """``(seq, payload, next offset)`` of a complete, valid record at ``pos``, else None."""
+    if pos + FRAME.size > len(data):
+        return None
+    found, length, seq, crc = FRAME.unpack_from(data, pos)
+    end = pos + FRAME.size + length
+    if found != magic or length > MAX_RECORD_BYTES or end > len(data):
+        return None
+    payload = data[pos + FRAME.size : end]
+    if zlib.crc32(payload, zlib.crc32(_CRC_PREFIX.pack(length, seq))) != crc:
+        return None
+    return seq, payload, end
+
+
+def _next_valid(data: bytes, start: int) -> int | None:
+    """Offset of the first valid record at or after ``start``, if any."""
+    pos = data.find(RECORD_MAGIC, start)
+    while pos != -1:
+        if _parse(data, pos, RECORD_MAGIC) is not None:
+            return pos
+        pos = data.find(RECORD_MAGIC, pos + 1)
+    return None
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    seq: int
+    payload: bytes
+    offset: int
+
+
+@dataclass(frozen=True)
+class LogScan:
+    """What :func:`scan` found: the header, the valid records and where they end."""
+
+    header: dict
+    records: list[LogRecord]
+    end: int  # offset just past the last valid record
+    size: int  # file size; ``size - end`` bytes of torn tail
+
+    @property
+    def base_id(self) -> str:
+        return self.header["base_id"]
+
+    @property
+    def last_seq(self) -> int:
+        return self.records[-1].seq if self.records else self.header["start_seq"] - 1
+
+    @property
+    def torn_bytes(self) -> int:
+        return self.size - self.end
+
+
+def scan(path: Path) -> LogScan:
+    """Read the log at ``path`` up to its last complete, valid record (see module docstring)."""
+    data = Path(path).read_bytes()
+    head = _parse(data, 0, HEADER_MAGIC)
+    header = None
+    if head is not None:
+        with contextlib.suppress(ValueError):
+            header = json.loads(head[1])
+    if (
+        not isinstance(header, dict)
+        or header.get("format") != FORMAT
+        or not isinstance(header.get("start_seq"), int)
+        or not isinstance(header.get("base_id"), str)
+    ):
+        raise IndexFormatError(
+            f"{path}: the write-ahead log header is missing or corrupt; restore the log from "
+            "a backup."
+        )
+    if header.get("version") != VERSION:
+        raise IndexFormatError(
+            f"{path}: write-ahead log version {header.get('version')}, this version of lsr "
+            f"reads {VERSION}; open it with the lsr version that wrote it and merge."
+        )
+    pos, expected, records = head[2], header["start_seq"], []
+    while pos < len(data):
+        rec = _parse(data, pos, RECORD_MAGIC)
+        if rec is None:
+            later = _next_valid(data, pos + 1)
+            if later is not None:
+                raise IndexFormatError(
+                    f"{path}: the record at byte {pos} (after sequence number {expected - 1}) "
+                    f"is corrupt and valid records follow at byte {later}: the log is damaged; "
+                    "restore it from a backup."
+                )
+            break
+        seq, payload, nxt = rec
+        if seq != expected:
+            raise IndexFormatError(
+                f"{path}: the record at byte {pos} has sequence number {seq}, expected "
+                f"{expected}: records are missing or out of order; restore the log from a "
+                "backup."
+            )
+        records.append(LogRecord(seq, payload, pos))
+        expected, pos = expected + 1, nxt
+    return LogScan(header, records, end=pos, size=len(data))
+
+
+def header(base_id: str, start_seq: int) -> bytes:
+    """The framed header of a log whose first record will be ``start_seq``."""
+    head = {"format": FORMAT, "version": VERSION, "base_id": base_id, "start_seq": start_seq}
+    return frame(HEADER_MAGIC, start_seq - 1, json.dumps(head).encode())
+
+
+def create(path: Path, base_id: str, start_seq: int, records: Sequence[bytes] = ()) -> int:
+    """Write a new log (header, then ``records`` numbered from ``start_seq``) at ``path``
+    atomically (temp file, fsync, rename, directory fsync); returns its size in bytes."""
+    from index.storage import fsync_dir
+
+    path = Path(path)
+    data = header(base_id, start_seq) + b"".join(
+        frame(RECORD_MAGIC, start_seq + i, payload) for i, payload in enumerate(records)
+    )
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    return len(data)
+
+
+class LogWriter:
+    """Appends records at ``end``, the end of the last good one (bytes past it, a torn tail,
+    are cut off on open); each append is fsynced before it returns, and a failed append
+    (ENOSPC, EIO, ...) cuts the file back before raising."""
+
+    def __init__(self, path: Path, end: int) -> None:
+        self.path = Path(path)
+        self.end = end
+        self._fd = os.open(self.path, os.O_RDWR)
+        self._dirty = False
+        if os.fstat(self._fd).st_size != end:
+            try:
+                self._cut()  # a torn tail: cut off before anything is appended
+            except BaseException:
+                self.close()
+                raise
+
+    def append(self, seq: int, payload: bytes) -> None:
+        data = memoryview(frame(RECORD_MAGIC, seq, payload))
+        if self._dirty:
+            self._cut()  # an earlier failed append: remove its bytes first (raises if it can't)
+        try:
+            written = 0
+            while written < len(data):
+                n = os.pwrite(self._fd, data[written:], self.end + written)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, "short write")
+                written += n
+            os.fsync(self._fd)
+        except OSError:
+            self._dirty = True
+            with contextlib.suppress(OSError):
+                self._cut()
+            raise
+        self.end += len(data)
+
+    def _cut(self) -> None:
+        os.ftruncate(self._fd, self.end)
+        os.fsync(self._fd)
+        self._dirty = False
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+# ---- payloads ---------------------------------------------------------------------------
+
+
+def encode(op: dict) -> bytes:
+    """The payload of an operation (the inverse of :func:`decode`): a JSON head (op, ids and,
+    for an upsert, nnz), then for an upsert its CSR rows as raw little-endian arrays: indptr
+    (int64), term ids (int32), weights (float32)."""
+    ids = list(op["ids"])
+    if op["op"] == "delete":
+        head = json.dumps({"op": "delete", "ids": ids}).encode()
+        return _LENGTH.pack(len(head)) + head
+    indices = np.ascontiguousarray(op["indices"], dtype="<i4")
+    head = json.dumps({"op": "upsert", "ids": ids, "nnz": int(indices.shape[0])}).encode()
+    return b"".join(
+        (
+            _LENGTH.pack(len(head)),
+            head,
+            np.ascontiguousarray(op["indptr"], dtype="<i8").tobytes(),
+            indices.tobytes(),
+            np.ascontiguousarray(op["data"], dtype="<f4").tobytes(),
+        )
+    )
+
+
+def decode(payload: bytes, where: str) -> dict:
+    """The operation of a payload: ``op``, ``ids`` and, for upserts, ``indptr``, ``indices``
+    and ``data`` arrays. ``where`` names the record in errors."""
+    try:
+        (n,) = _LENGTH.unpack_from(payload, 0)
+        rec = json.loads(payload[_LENGTH.size : _LENGTH.size + n])
+        rest = memoryview(payload)[_LENGTH.size + n :]
+        if rec.get("op") == "upsert":
+            rows, nnz = len(rec["ids"]), int(rec["nnz"])
+            if len(rest) != 8 * (rows + 1) + 8 * nnz:
+                raise ValueError("array lengths disagree with the record head")
+            rec["indptr"] = np.frombuffer(rest, "<i8", rows + 1)
+            rec["indices"] = np.frombuffer(rest, "<i4", nnz, 8 * (rows + 1))
+            rec["data"] = np.frombuffer(rest, "<f4", nnz, 8 * (rows + 1) + 4 * nnz)
+        elif rec.get("op") != "delete":
+            raise ValueError(f"unknown operation {rec.get('op')!r}")
+    except (ValueError, KeyError, TypeError, struct.error) as e:
+        raise IndexFormatError(f"{where} cannot be decoded ({e}); restore the log.") from e
+    return rec
+
+
+def read_legacy_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines log written by lsr 0.1 (``wal.jsonl``), converted to the
+    operations :func:`decode` returns; a torn last line is ignored, a bad line before it is
+    an error."""
+    lines = Path(path).read_bytes().split(b"\n")
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i >= len(lines) - 2:
+                break
+            raise IndexFormatError(f"{path}: record {i + 1} is corrupt ({e}).") from e
+        if rec.get("op") == "upsert":
+            rec["indptr"] = np.asarray(rec["indptr"], np.int64)
+            rec["indices"] = np.asarray(rec["indices"], np.int32)
+            rec["data"] = np.asarray(rec["data"], np.float32)
+        out.append(rec)
+    return out

@@ -1,0 +1,400 @@
+"""Durability of LiveIndex writes: torn and corrupt log records, failed appends (injected
+and on a real, full tmpfs), checksummed manifests, the writer lock and document ids."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from index import Index, IndexFormatError, LiveIndex, wal
+from index.errors import (
+    CollectionLockedError,
+    InvalidDocumentIdError,
+    ReadOnlyError,
+    WriteUnavailableError,
+)
+from index.lock import lock_path
+from index.storage import seal_manifest
+from tests.conftest import random_csr
+
+V = 40
+NEVER = float("inf")  # checkpoint_seconds: the checkpoint is written at open and close only
+
+
+@pytest.fixture
+def base(tmp_path, rng):
+    path = tmp_path / "idx"
+    docs = random_csr(rng, 50, V, 0.2, integer=True)
+    Index.build(docs, [f"b{i}" for i in range(50)], [f"t{i}" for i in range(V)]).save(path)
+    return path
+
+
+def _write(index, rng, ids):
+    return index.upsert(random_csr(rng, len(ids), V, 0.3, integer=True), ids)
+
+
+def _log(path):
+    return path / "wal.log"
+
+
+def _crash_copy(src, dst):
+    """The directory as a crash would leave it: copied while the writer still has it open."""
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_torn_tail_at_every_offset_replays_complete_records_and_accepts_writes(base, rng, tmp_path):
+    index = LiveIndex(base, checkpoint_seconds=NEVER)
+    for i in range(3):
+        _write(index, rng, [f"n{i}"])
+    crashed = _crash_copy(base, tmp_path / "crashed")
+    index.close()
+    records = wal.scan(_log(crashed)).records
+    last = records[-1].offset
+    size = _log(crashed).stat().st_size
+    for cut in range(last, size):  # every byte offset of the last record
+        trial = tmp_path / f"cut{cut}"
+        shutil.copytree(crashed, trial)
+        os.truncate(_log(trial), cut)
+        again = LiveIndex(trial, checkpoint_seconds=NEVER)
+        assert again.get("n1") is not None and again.get("n2") is None
+        assert again.stats()["last_seq"] == 2 and _log(trial).stat().st_size == last
+        _write(again, rng, ["after"])  # not glued onto the torn bytes
+        again.close()
+        reopened = LiveIndex(trial)
+        assert reopened.stats()["last_seq"] == 3 and reopened.get("after") is not None
+        reopened.close()
+        shutil.rmtree(trial)
+
+
+def test_corrupt_record_followed_by_valid_ones_is_an_error_naming_the_offset(base, rng, tmp_path):
+    index = LiveIndex(base, checkpoint_seconds=NEVER)
+    for i in range(3):
+        _write(index, rng, [f"n{i}"])
+    crashed = _crash_copy(base, tmp_path / "crashed")
+    index.close()
+    second = wal.scan(_log(crashed)).records[1].offset
+    data = bytearray(_log(crashed).read_bytes())
+    data[second + wal.FRAME.size + 3] ^= 0x01
+    _log(crashed).write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match=f"record at byte {second}.*valid records follow"):
+        LiveIndex(crashed)
+
+
+def test_every_flipped_log_byte_is_detected_after_a_clean_close(base, rng, tmp_path):
+    with LiveIndex(base) as index:
+        _write(index, rng, ["x1"])
+        index.delete(["b3"])
+    data = _log(base).read_bytes()
+    for offset in range(len(data)):
+        trial = tmp_path / "trial"
+        shutil.copytree(base, trial)
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x20
+        _log(trial).write_bytes(bytes(flipped))
+        with pytest.raises(IndexFormatError):
+            LiveIndex(trial)
+        shutil.rmtree(trial)
+
+
+def test_a_log_cut_short_or_deleted_after_acknowledged_writes_is_an_error(base, rng, tmp_path):
+    with LiveIndex(base) as index:
+        for i in range(20):
+            _write(index, rng, [f"n{i}"])
+    half = tmp_path / "half"
+    shutil.copytree(base, half)
+    os.truncate(_log(half), _log(half).stat().st_size // 2)
+    with pytest.raises(IndexFormatError, match="acknowledged: the log was truncated"):
+        LiveIndex(half)
+    _log(base).unlink()
+    with pytest.raises(IndexFormatError, match="wal.log is missing but writes up to sequence"):
+        LiveIndex(base)
+
+
+def test_a_log_with_no_records_may_be_recreated(base, rng):
+    LiveIndex(base).close()
+    _log(base).unlink()
+    with LiveIndex(base) as index:
+        _write(index, rng, ["n0"])
+    with LiveIndex(base) as index:
+        assert index.get("n0") is not None
+
+
+def test_gaps_foreign_logs_and_bad_headers_are_errors(base, rng, tmp_path):
+    with LiveIndex(base) as index:
+        for i in range(3):
+            _write(index, rng, [f"n{i}"])
+    scan = wal.scan(_log(base))
+    gap = tmp_path / "gap"
+    shutil.copytree(base, gap)
+    kept = [r.payload for r in scan.records]
+    blob = wal.header(scan.base_id, 1) + b"".join(
+        wal.frame(wal.RECORD_MAGIC, seq, p)
+        for seq, p in zip((1, 3), (kept[0], kept[2]), strict=True)
+    )
+    _log(gap).write_bytes(blob)
+    with pytest.raises(IndexFormatError, match="sequence number 3, expected 2"):
+        LiveIndex(gap)
+    foreign = tmp_path / "foreign"
+    shutil.copytree(base, foreign)
+    wal.create(_log(foreign), "another-base", 1, kept)
+    with pytest.raises(IndexFormatError, match="belongs to another base"):
+        LiveIndex(foreign)
+    _log(foreign).write_bytes(b"LSRH" + b"\0" * 40)
+    with pytest.raises(IndexFormatError, match="header is missing or corrupt"):
+        LiveIndex(foreign)
+
+
+def _manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["quantization"].update(scale=m["quantization"]["scale"] * 2),
+        lambda m: m["metadata"].update(applied_seq=7),
+        lambda m: m["wal"].update(seq=0),
+        lambda m: m.update(n_docs=49),
+        lambda m: m.update(base_id="0" * 32),
+    ],
+)
+def test_a_changed_manifest_field_is_detected(base, rng, edit):
+    with LiveIndex(base) as index:
+        _write(index, rng, ["n0"])
+    manifest = _manifest(base)
+    edit(manifest)
+    (base / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(IndexFormatError, match="manifest.json fails its checksum"):
+        LiveIndex(base)
+    with pytest.raises(IndexFormatError, match="manifest.json fails its checksum"):
+        Index.load(base)
+
+
+def test_every_flipped_manifest_byte_is_detected(base, rng):
+    with LiveIndex(base) as index:
+        _write(index, rng, ["n0"])
+    data = (base / "manifest.json").read_bytes()
+    for offset in range(len(data)):
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x01
+        (base / "manifest.json").write_bytes(bytes(flipped))
+        with pytest.raises(IndexFormatError):
+            Index.load(base, verify=False)
+    (base / "manifest.json").write_bytes(data)
+    Index.load(base)
+
+
+def test_a_manifest_without_checksum_is_read_and_sealed_by_the_writer(base, rng):
+    """Manifests written before the checksum existed (lsr 0.1) still open."""
+    manifest = _manifest(base)
+    del manifest["manifest_sha256"], manifest["base_id"]
+    manifest["format_version"] = 2
+    (base / "manifest.json").write_text(json.dumps(manifest))
+    with LiveIndex(base) as index:
+        _write(index, rng, ["n0"])
+    sealed = _manifest(base)
+    assert sealed == seal_manifest(sealed) and sealed["format_version"] == 3 and sealed["base_id"]
+
+
+def test_a_legacy_json_lines_log_is_migrated(base, rng):
+    vec = random_csr(rng, 1, V, 0.3, integer=True)
+    lines = [
+        {"seq": 1, "op": "upsert", "ids": ["old1"], "indptr": vec.indptr.tolist(),
+         "indices": vec.indices.tolist(), "data": vec.data.tolist()},
+        {"seq": 2, "op": "delete", "ids": ["b0"]},
+    ]  # fmt: skip
+    text = "".join(json.dumps(r) + "\n" for r in lines) + '{"seq": 3, "op": "del'  # torn
+    (base / "wal.jsonl").write_text(text)
+    with LiveIndex(base) as index:
+        assert index.get("old1") is not None and index.get("b0") is None
+        assert index.stats()["last_seq"] == 2 and not (base / "wal.jsonl").exists()
+        _write(index, rng, ["new"])
+    with LiveIndex(base) as index:
+        assert index.stats()["last_seq"] == 3 and index.get("old1") is not None
+
+
+def _fail_pwrite(monkeypatch, code, after_bytes):
+    """os.pwrite that writes ``after_bytes`` of the record, then fails with ``code`` (what a
+    filling disk does to a write)."""
+    real = os.pwrite
+
+    def pwrite(fd, data, offset):
+        if after_bytes:
+            real(fd, bytes(data[:after_bytes]), offset)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+
+
+@pytest.mark.parametrize(
+    ("code", "after_bytes"), [(errno.ENOSPC, 0), (errno.ENOSPC, 11), (errno.EIO, 30)]
+)
+def test_failed_append_is_cut_back_refused_and_retried_after_backoff(
+    base, rng, monkeypatch, code, after_bytes
+):
+    index = LiveIndex(base)
+    _write(index, rng, ["ok1"])
+    size = _log(base).stat().st_size
+    with monkeypatch.context() as m:
+        _fail_pwrite(m, code, after_bytes)
+        with pytest.raises(WriteUnavailableError) as failed:
+            _write(index, rng, ["lost"])
+    assert failed.value.errno == code and failed.value.retry_after > 0
+    assert _log(base).stat().st_size == size  # the partial record was cut off
+    assert index.get("lost") is None and index.stats()["last_seq"] == 1
+    assert not index.writable and index.stats()["writes"]["failures"] == 1
+    with pytest.raises(WriteUnavailableError, match="writes are paused"):
+        _write(index, rng, ["refused"])  # within the back-off: refused, nothing touched
+    assert index.search(random_csr(rng, 2, V, 0.3), 5)  # reads keep working
+    index.write_backoff._until = 0.0  # the back-off has passed
+    assert _write(index, rng, ["ok2"]) == 2 and index.writable
+    index.close()
+    with LiveIndex(base) as again:
+        assert again.get("ok1") is not None and again.get("ok2") is not None
+        assert again.get("lost") is None and again.stats()["last_seq"] == 2
+
+
+def test_failed_fsync_is_not_acknowledged(base, rng, monkeypatch):
+    index = LiveIndex(base)
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+        with pytest.raises(WriteUnavailableError):
+            _write(index, rng, ["lost"])
+    index.write_backoff._until = 0.0
+    _write(index, rng, ["ok"])
+    index.close()
+    with LiveIndex(base) as again:
+        assert again.get("lost") is None and again.get("ok") is not None
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 3 MiB tmpfs, so writes meet a real ENOSPC (needs root and mount rights)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(folder, chunk=64 * 1024):
+    """Fill the filesystem of ``folder`` with a file until ENOSPC; returns the file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * chunk)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_real_disk_full_loses_no_acknowledged_write(small_fs, rng):
+    path = small_fs / "idx"
+    docs = random_csr(rng, 50, V, 0.2, integer=True)
+    Index.build(docs, [f"b{i}" for i in range(50)], [f"t{i}" for i in range(V)]).save(path)
+    index = LiveIndex(path, merge_threshold=10**9)
+    filler = _fill(small_fs, chunk=256)
+    acked, refused = [], 0
+    for i in range(400):
+        try:
+            _write(index, rng, [f"w{i}"])
+            acked.append(f"w{i}")
+        except WriteUnavailableError as e:
+            assert e.errno in (errno.ENOSPC, errno.EAGAIN)
+            refused += 1
+            index.write_backoff._until = 0.0  # probe the disk again at once
+    assert refused > 0
+    with pytest.raises(WriteUnavailableError):
+        index.merge()  # no room for a merge either; the collection is untouched
+    assert index.merge_backoff.failures == 1 and not index.needs_merge()
+    filler.unlink()  # space comes back
+    index.write_backoff._until = 0.0
+    for i in range(20):
+        _write(index, rng, [f"later{i}"])
+        acked.append(f"later{i}")
+    index.close()
+    with LiveIndex(path) as again:
+        assert [d for d in acked if again.get(d) is None] == []
+        assert again.stats()["last_seq"] == len(acked)
+        again.merge()
+    with LiveIndex(path) as merged:
+        assert merged.stats()["n_docs"] == 50 + len(acked)
+
+
+def test_second_writer_is_refused_readers_are_not(base, rng):
+    writer = LiveIndex(base)
+    with pytest.raises(CollectionLockedError, match=f"pid {os.getpid()}"):
+        LiveIndex(base)
+    _write(writer, rng, ["n0"])
+    reader = LiveIndex(base, read_only=True)
+    assert reader.get("n0") is not None and reader.stats()["read_only"]
+    with pytest.raises(ReadOnlyError):
+        _write(reader, rng, ["no"])
+    writer.close()
+    assert not lock_path(base).exists()
+    LiveIndex(base).close()
+
+
+def test_writer_in_another_process_is_refused_and_its_stale_lock_taken_over(base, rng):
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from index import LiveIndex
+        index = LiveIndex({str(base)!r})
+        print("ready", flush=True)
+        time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(CollectionLockedError, match=f"pid {proc.pid}"):
+            LiveIndex(base)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert lock_path(base).exists()  # left behind by kill -9, but no longer held
+    with LiveIndex(base) as index:
+        _write(index, rng, ["after"])
+
+
+def test_bad_ids_are_refused_before_anything_is_written(base, rng):
+    index = LiveIndex(base)
+    for bad, message in [
+        ("\ud800", "lone surrogate"),
+        ("", "is empty"),
+        ("a\nb", "control character"),
+        ("x" * 513, "more than 512"),
+        (7, "not a string"),
+    ]:
+        with pytest.raises(InvalidDocumentIdError, match=message):
+            _write(index, rng, [bad])
+        with pytest.raises(InvalidDocumentIdError, match=message):
+            index.delete([bad])
+    odd = ["a/b", ".", "..", "%2F", "é ü", "?x#y"]
+    _write(index, rng, ["fine"] + odd[:5])
+    index.delete([odd[0]])
+    assert index.stats()["last_seq"] == 2
+    index.close()
+    with LiveIndex(base) as again:
+        assert all(again.get(d) is not None for d in odd[1:5]) and again.get("a/b") is None
+
+
+def test_checkpoint_is_written_while_writing(base, rng):
+    with LiveIndex(base, checkpoint_seconds=0.0) as index:
+        _write(index, rng, ["n0"])
+        assert _manifest(base)["wal"] == {"seq": 1, "bytes": _log(base).stat().st_size}
