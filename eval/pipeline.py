@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from index import Index, IndexBuilder, SearchResults
+from index.lock import WriterLock
 from lsr import Document, load_encoder, read_corpus
 from lsr.encoding import EncodingStats, encode_corpus
 from lsr.vector_files import VectorFile
@@ -73,9 +74,12 @@ def build_index(
     builder.extend(batches)
     meta = {"encoder": getattr(encoder, "name", type(encoder).__name__), **(metadata or {})}
     index = builder.finish(meta)
-    index.save(
-        out, overwrite=overwrite, extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR)
-    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out):  # never replace a collection that a server is writing to
+        index.save(
+            out, overwrite=overwrite, extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR)
+        )
     return index
 
 

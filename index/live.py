@@ -47,7 +47,14 @@ from index.builder import IndexBuilder
 from index.errors import IndexFormatError, ReadOnlyError, WriteUnavailableError
 from index.inverted import Index
 from index.lock import WriterLock
-from index.storage import FILES, MANIFEST, read_manifest, recover, update_manifest
+from index.storage import (
+    FILES,
+    MANIFEST,
+    fsync_dir,
+    read_manifest,
+    recover,
+    update_manifest,
+)
 from index.validation import as_sparse_batch, check_doc_ids, check_k
 
 logger = logging.getLogger(__name__)
@@ -122,6 +129,8 @@ class LiveIndex:
         self.merge_backoff = Backoff(first=1.0, cap=300.0)
         self._write_lock = threading.Lock()
         self._wal: wal.LogWriter | None = None
+        if not self.path.is_dir() and not any(self.path.parent.glob(f".{self.path.name}.old-*")):
+            read_manifest(self.path)  # no collection here (nor one to recover): say so
         self._lock = None if read_only else WriterLock(self.path).acquire()
         try:
             if not read_only:
@@ -206,6 +215,7 @@ class LiveIndex:
         end = wal.create(log, base_id, start, payloads)
         if legacy.is_file():
             legacy.unlink()
+            fsync_dir(self.path)
             logger.warning("%s: migrated %d records of %s", self.path, len(ops), legacy.name)
         return ops, end
 
@@ -219,6 +229,7 @@ class LiveIndex:
                 f"sequence number {newest}, beyond the new log's {last_seq}; move one away."
             )
         legacy.unlink()
+        fsync_dir(self.path)
 
     def _checkpoint(self) -> None:
         """Record in the manifest how far the log is known durable (see module docstring)."""

@@ -48,9 +48,13 @@ class WriterLock:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
+                if holder.startswith(f"pid {os.getpid()} "):
+                    where = f"already in this process ({holder}): close the other LiveIndex"
+                else:
+                    where = f"by another process ({holder}): stop it"
                 raise CollectionLockedError(
-                    f"{self.collection} is open for writing by another process ({holder}); "
-                    "stop it, or open the collection read-only."
+                    f"{self.collection} is open for writing {where}, or open the collection "
+                    "read-only."
                 ) from None
             except BaseException:
                 os.close(fd)

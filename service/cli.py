@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +14,22 @@ from service import commands
 
 class CLIError(Exception):
     """A user error the CLI reports as one line on stderr with exit status 2."""
+
+
+def _positive(kind: type):
+    """An argparse ``type`` that accepts positive, finite numbers of ``kind`` only."""
+
+    def parse(text: str):
+        value = kind(text)
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" errors
+    return parse
+
+
+POSITIVE_INT, POSITIVE_FLOAT = _positive(int), _positive(float)
 
 
 def _add_index(sub) -> None:
@@ -162,6 +179,11 @@ def _add_bench(sub) -> None:
         type=float,
         help="clustered index: fraction of a block summary's mass kept (default 0.15)",
     )
+    p.add_argument(
+        "--reads",
+        action="store_true",
+        help="index target: time GET /documents and explain (the service's reads) instead",
+    )
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_bench)
@@ -179,12 +201,35 @@ def _add_serve(sub) -> None:
         help="require this X-API-Key for writes (default: $LSR_API_KEY if set)",
     )
     p.add_argument("--protect-reads", action="store_true", help="require the API key for reads too")
-    p.add_argument("--max-k", type=int, default=1000)
-    p.add_argument("--max-batch", type=int, default=256)
-    p.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
+    p.add_argument("--max-k", type=POSITIVE_INT, default=1000)
+    p.add_argument("--max-batch", type=POSITIVE_INT, default=256)
+    p.add_argument("--max-body-bytes", type=POSITIVE_INT, default=8 * 2**20)
+    p.add_argument(
+        "--max-explain",
+        type=POSITIVE_INT,
+        default=100,
+        help="hits explained per query (the first ones)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=POSITIVE_FLOAT,
+        default=10.0,
+        help="seconds a client has to send a request's headers (then 408)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=POSITIVE_FLOAT,
+        default=30.0,
+        help="seconds a client may pause while sending a request's body (then 408)",
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="serve the collection as it is, without taking the writer lock; writes get 403",
+    )
     p.add_argument(
         "--merge-threshold",
-        type=int,
+        type=POSITIVE_INT,
         default=10_000,
         help="fold updates into the base index after this many changed documents",
     )

@@ -166,6 +166,9 @@ def cmd_bench(args) -> int:
         "approximate": not args.no_approximate,
         "clustered": {} if args.no_clustered else (clustered or None),
     }
+    is_index = (Path(args.target) / "manifest.json").is_file()
+    if args.reads and not is_index:
+        raise ValueError("--reads benchmarks an index directory; build one with lsr index.")
     if args.target == "synthetic":
         query_terms = args.query_terms if args.query_terms != 40 or not args.inference_free else 6
         report = bench_synthetic(
@@ -176,12 +179,17 @@ def cmd_bench(args) -> int:
             inference_free=args.inference_free,
             **common,
         )
-    elif (Path(args.target) / "manifest.json").is_file():
+    elif is_index:
         if not args.queries:
             raise ValueError("Benchmarking an index needs --queries (a queries file or a dataset).")
         searcher = Searcher.open(args.target)
         queries = _bench_queries(args.queries, searcher.encoder, args.max_queries)
-        report = bench_index(searcher.index, queries, Path(args.target).name, **common)
+        if args.reads:
+            from eval.reads_bench import bench_reads
+
+            report = bench_reads(args.target, queries)
+        else:
+            report = bench_index(searcher.index, queries, Path(args.target).name, **common)
     else:
         report = _bench_dataset(args, common)
     if args.json:
@@ -189,9 +197,11 @@ def cmd_bench(args) -> int:
     else:
         print(report.table())
         extras = ", ".join(
-            f"{k} {v:,.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.extra.items()
+            f"{k} {v:,.2f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in getattr(report, "extra", {}).items()
         )
-        print(extras)
+        if extras:
+            print(extras)
     return 0
 
 
@@ -216,18 +226,32 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from service.app import Limits, create_app
+    from service.http_protocol import protocol_with_header_timeout
 
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes,
+        max_k=args.max_k,
+        max_batch=args.max_batch,
+        max_explain=args.max_explain,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+    )
     app = create_app(
         args.index,
         encoder=args.encoder,
         api_key=args.api_key or os.environ.get("LSR_API_KEY") or None,
         protect_reads=args.protect_reads,
-        limits=Limits(
-            max_body_bytes=args.max_body_bytes, max_k=args.max_k, max_batch=args.max_batch
-        ),
+        limits=limits,
         merge_threshold=args.merge_threshold,
+        read_only=args.read_only,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        http=protocol_with_header_timeout(limits.header_timeout_s),
+    )
     return 0
 
 

@@ -123,3 +123,19 @@ def test_cli_bench_index_and_errors(tmp_path, capsys):
 def test_cli_bench_unknown_target(target, capsys):
     assert main(["bench", target, "--no-peers"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_bench_reads_times_get_and_explain(tmp_path, capsys):
+    from lsr import sample_dataset
+
+    out = tmp_path / "idx"
+    assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(out), "--queries", str(sample_dataset()), "--reads", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_docs"] == 300 and set(report["explain_ms"]) == {"10", "100", "1000"}
+    assert 0 < report["get_ms"]["p50"] <= report["get_ms"]["p99"] <= report["get_ms"]["max"]
+    assert main(["bench", str(out), "--queries", str(sample_dataset()), "--reads"]) == 0
+    assert "GET /documents/{id}" in capsys.readouterr().out
+    assert main(["bench", "synthetic", "--reads"]) == 2
+    assert "--reads benchmarks an index directory" in capsys.readouterr().err

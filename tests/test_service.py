@@ -1,5 +1,6 @@
 """The REST service over real HTTP (uvicorn on 127.0.0.1), including kill -9 and restart."""
 
+import contextlib
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -80,7 +82,8 @@ def index_dir(tmp_path):
     return _index_sample(tmp_path / "idx")
 
 
-LIMITS = ("--max-k", "100", "--max-batch", "4", "--max-body-bytes", "20000")
+LIMITS = ("--max-k", "100", "--max-batch", "4", "--max-body-bytes", "20000", "--max-explain", "5")
+TIMEOUTS = ("--header-timeout", "1", "--body-timeout", "1")
 
 
 @pytest.fixture
@@ -94,7 +97,9 @@ def server(index_dir):
 def refusing_server(tmp_path_factory):
     """One server for all the bad-input cases: each request is refused, so none changes what
     the next one sees (and the server must stay healthy through all of them)."""
-    srv = Server(_index_sample(tmp_path_factory.mktemp("refusing") / "idx"), *LIMITS).start()
+    srv = Server(
+        _index_sample(tmp_path_factory.mktemp("refusing") / "idx"), *LIMITS, *TIMEOUTS
+    ).start()
     yield srv
     assert httpx.get(srv.url + "/health", timeout=30).status_code == 200
     srv.stop()
@@ -163,19 +168,70 @@ def test_search_encode_documents_and_observability(server):
         ("post", "/documents", {"documents": [{"id": "", "text": "x"}], "_key": True}, 422),
         ("post", "/documents", {"documents": [{"id": "a"}, {"id": "a"}], "_key": True}, 422),
         ("get", "/no/such/route", None, 404),
+        ("put", "/search", {"query": "bees"}, 405),
+        ("post", "/search", {"query": "bees", "k": True}, 422),
+        ("post", "/search", {"query": "bees", "k": "5"}, 422),
+        ("post", "/search", {"query": "bees", "explain": "yes"}, 422),
+        ("post", "/search", {"vector": {"bee": 3e38}}, 422),
+        ("post", "/search", {"vector": {"bee": 1e7}}, 422),
+        ("post", "/search", b'{"query": "bees", "k": NaN}', 422),
+        ("post", "/documents", b'{"documents": [{"id": "\\ud800", "text": "x"}]}', 422),
+        ("post", "/documents", {"documents": [{"id": "a\nb", "text": "x"}], "_key": True}, 422),
+        ("delete", "/documents/a%0Ab", {"_key": True}, 422),
     ],
 )
 def test_bad_input_is_4xx_with_json_body(refusing_server, method, path, body, status):
     kwargs = {}
     headers = {"X-API-Key": KEY} if isinstance(body, dict) and body.pop("_key", False) else {}
     if isinstance(body, bytes):
-        kwargs = {"content": body, "headers": {"content-type": "application/json"}}
-    elif body is not None:
+        kwargs = {
+            "content": body,
+            "headers": {"content-type": "application/json", "X-API-Key": KEY},
+        }
+    elif body:
         kwargs = {"json": body, "headers": headers}
-    r = getattr(httpx, method)(refusing_server.url + path, timeout=30, **kwargs)
+    elif headers:
+        kwargs = {"headers": headers}
+    r = httpx.request(method.upper(), refusing_server.url + path, timeout=30, **kwargs)
     assert r.status_code == status, r.text
     payload = r.json()
-    assert isinstance(payload, dict) and ("error" in payload or "detail" in payload)
+    assert isinstance(payload, dict) and isinstance(payload["error"], str), payload
+
+
+def test_streamed_body_over_the_limit_is_413_with_json(refusing_server):
+    def chunks():
+        for _ in range(9 * 16):  # 9 MiB in 64 KiB chunks, no content-length
+            yield b" " * 65536
+
+    r = httpx.post(
+        refusing_server.url + "/search",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 413 and "larger than 20000 bytes" in r.json()["error"]
+
+
+def _raw(url, data, wait):
+    """Send raw bytes to the server, then read until it closes the connection (or ``wait``)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(data)
+        start, got = time.monotonic(), b""
+        try:
+            while chunk := sock.recv(4096):
+                got += chunk
+        except TimeoutError:
+            pass
+        return got, time.monotonic() - start
+
+
+def test_slow_headers_and_bodies_get_408_and_are_closed(refusing_server):
+    got, took = _raw(refusing_server.url, b"POST /search HTTP/1.1\r\nHost: x\r\n", wait=20)
+    assert got.startswith(b"HTTP/1.1 408") and b'"error"' in got and took < 10
+    head = b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    got, took = _raw(refusing_server.url, head + b"Content-Length: 100\r\n\r\n{", wait=20)
+    assert got.startswith(b"HTTP/1.1 408") and b"body not received" in got and took < 10
 
 
 def test_concurrent_searches_and_upserts(server):
@@ -269,6 +325,8 @@ def test_openapi_schema_documents_every_endpoint(server):
     ):
         assert path in spec["paths"], path
     assert "examples" in json.dumps(spec["components"]["schemas"]["SearchRequest"])
+    one_of = spec["components"]["schemas"]["SearchRequest"]["oneOf"]
+    assert one_of == [{"required": ["query"]}, {"required": ["vector"]}]
     responses = spec["paths"]["/search"]["post"]["responses"]
     assert "SearchResponse" in json.dumps(responses["200"]) and "ErrorResponse" in json.dumps(
         responses["422"]
@@ -286,3 +344,113 @@ def test_load_test_is_bounded_and_loopback_only(server):
         run_load("http://192.168.1.10:8000", ["x"], concurrency=1)
     with pytest.raises(ValueError, match="No lsr server answers"):
         run_load(f"http://127.0.0.1:{_free_port()}", ["x"], concurrency=1)
+
+
+def test_every_accepted_id_is_addressable(server):
+    c = httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": KEY})
+    ids = ["a/b", ".", "..", "50%", "?q#f", "é ü", "/lead", "trail/", "a//b"]
+    docs = [{"id": d, "text": f"odd identifier number {i}"} for i, d in enumerate(ids)]
+    assert c.post("/documents", json={"documents": docs}).status_code == 200
+    for d in ids:
+        path = "/documents/" + quote(d, safe="").replace(".", "%2E")  # clients drop . and ..
+        r = c.get(path)
+        assert r.status_code == 200 and r.json()["id"] == d, (d, r.text)
+        assert c.delete(path).status_code == 200, d
+        assert c.get(path).status_code == 404, d
+
+
+def test_explain_is_bounded_to_the_first_hits(server):
+    r = httpx.post(
+        server.url + "/search",
+        json={"query": "water city river music king honey", "k": 50, "explain": True},
+        timeout=30,
+    )
+    hits = r.json()["hits"]
+    assert len(hits) > 5 and all(h["terms"] for h in hits[:5])
+    assert all(h["terms"] is None for h in hits[5:])
+    for h in hits[:5]:
+        assert sum(t["contribution"] for t in h["terms"]) == pytest.approx(h["score"], rel=1e-4)
+
+
+def test_second_writer_is_refused_and_read_only_servers_are_not(server, index_dir):
+    argv = ["serve", str(index_dir), "--port", str(_free_port())]
+    done = subprocess.run([sys.executable, "-m", "service.cli", *argv], capture_output=True)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "is open for writing by another process (pid" in err, err
+    assert main(["index", str(sample_dataset()), "--out", str(index_dir), "--overwrite"]) == 2
+    reader = Server(index_dir, "--read-only").start()
+    try:
+        r = httpx.post(
+            reader.url + "/documents",
+            json={"documents": [{"id": "r1", "text": "x"}]},
+            headers={"X-API-Key": KEY},
+            timeout=30,
+        )
+        assert r.status_code == 403 and "read-only" in r.json()["error"]
+        r = httpx.post(reader.url + "/search", json={"query": "honey", "k": 3}, timeout=30)
+        assert r.status_code == 200 and r.json()["hits"]
+    finally:
+        reader.stop()
+
+
+def test_disk_full_refuses_writes_with_503_and_loses_nothing(tmp_path):
+    """A real full filesystem (a small tmpfs) under a running server."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)])
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    try:
+        _disk_full_round(_index_sample(mnt / "idx"), mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _disk_full_round(index_dir, mnt):
+    srv = Server(index_dir, "--merge-threshold", "5").start()
+    c = httpx.Client(base_url=srv.url, timeout=30, headers={"X-API-Key": KEY})
+    acked = []
+
+    def write(i):
+        doc = {"id": f"f{i}", "text": f"flood water level {i} " * 20}
+        r = c.post("/documents", json={"documents": [doc]})
+        if r.status_code == 200:
+            acked.append(doc["id"])
+        return r
+
+    try:
+        for i in range(5):
+            assert write(i).status_code == 200
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        statuses = [write(i) for i in range(5, 40)]
+        refused = [r for r in statuses if r.status_code != 200]
+        assert refused and all(r.status_code == 503 for r in refused), [r.text for r in refused]
+        assert int(refused[0].headers["retry-after"]) >= 1 and refused[0].json()["error"]
+        assert c.post("/search", json={"query": "flood water", "k": 3}).status_code == 200
+        health = c.get("/health").json()
+        assert health["status"] == "degraded" and health["problems"], health
+        stats = c.get("/stats").json()
+        assert stats["writes"]["failures"] >= 1 or stats["merges"]["failures"] >= 1
+        assert stats["merges"]["failures"] <= 3  # backed off, not retried on every write
+        filler.unlink()
+        deadline = time.time() + 60
+        while write(1000 + len(acked)).status_code != 200 and time.time() < deadline:
+            time.sleep(0.5)
+        assert acked[-1].startswith("f10")
+    finally:
+        srv.kill9()
+    again = Server(index_dir).start()
+    try:
+        missing = [
+            d
+            for d in acked
+            if httpx.get(f"{again.url}/documents/{d}", timeout=30).status_code != 200
+        ]
+        assert missing == []
+    finally:
+        again.stop()

@@ -337,7 +337,9 @@ def test_real_disk_full_loses_no_acknowledged_write(small_fs, rng):
 
 def test_second_writer_is_refused_readers_are_not(base, rng):
     writer = LiveIndex(base)
-    with pytest.raises(CollectionLockedError, match=f"pid {os.getpid()}"):
+    with pytest.raises(
+        CollectionLockedError, match=f"already in this process \\(pid {os.getpid()}"
+    ):
         LiveIndex(base)
     _write(writer, rng, ["n0"])
     reader = LiveIndex(base, read_only=True)

@@ -1,0 +1,87 @@
+"""``lsr bench INDEX --reads``: what the service's cheap reads cost on a collection.
+
+``GET /documents/{id}`` reads a document's vector back from term-major postings and
+``explain`` looks up each hit's weight for each query term; both are compiled binary
+searches (``kernels.lookup``). This measures them through :class:`index.LiveIndex`, opened
+read-only, the way the service calls them: latency per document fetched, and per query
+explained for several k. Kernels are compiled and warmed up before timing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from index import LiveIndex
+
+
+@dataclass
+class ReadsReport:
+    collection: str
+    n_docs: int
+    vocab_size: int
+    get_ms: dict[str, float] = field(default_factory=dict)  # p50 / p99 / max per GET
+    explain_ms: dict[int, dict[str, float]] = field(default_factory=dict)  # per k, per query
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        lines = [
+            f"{self.collection}: {self.n_docs:,} docs, {self.vocab_size:,} terms",
+            f"{'read':<28} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+            _row("GET /documents/{id}", self.get_ms),
+        ]
+        lines += [_row(f"explain, k={k}", ms) for k, ms in self.explain_ms.items()]
+        return "\n".join(lines)
+
+
+def _row(name: str, ms: dict[str, float]) -> str:
+    return f"{name:<28} {ms['p50']:>8.3f} {ms['p99']:>8.3f} {ms['max']:>8.3f}"
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1e3
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+            "max": float(ms.max())}  # fmt: skip
+
+
+def bench_reads(
+    path: str | Path,
+    queries: sp.csr_array,
+    n_gets: int = 500,
+    ks: tuple[int, ...] = (10, 100, 1000),
+    seed: int = 0,
+) -> ReadsReport:
+    """Time ``n_gets`` document fetches (random ids) and the explanation of each query's top
+    k hits for every k in ``ks``."""
+    if n_gets < 1 or not ks or min(ks) < 1:
+        raise ValueError("n_gets and every k must be positive integers.")
+    live = LiveIndex(path, read_only=True)
+    base = live.snapshot.base
+    if base.n_docs == 0:
+        raise ValueError(f"{path} holds no documents to read back.")
+    ids = base.doc_ids.to_pylist()
+    chosen = np.random.default_rng(seed).integers(0, len(ids), size=n_gets)
+    live.get(ids[0])  # compile / load the lookup kernels, and build the id table
+    live.explain(ids[:2], queries[[0]].indices)
+    gets = []
+    for i in chosen:
+        start = time.perf_counter()
+        live.get(ids[i])
+        gets.append(time.perf_counter() - start)
+    report = ReadsReport(Path(path).name, base.n_docs, len(live.vocab), _percentiles(gets))
+    for k in ks:
+        hits = live.search(queries, k)
+        times = []
+        for i, h in enumerate(hits):
+            terms = queries[[i]].indices
+            start = time.perf_counter()
+            live.explain(h.ids, terms)
+            times.append(time.perf_counter() - start)
+        report.explain_ms[k] = _percentiles(times)
+    return report
