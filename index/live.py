@@ -369,6 +369,8 @@ class LiveIndex:
 
     def _write_locked(self, op: dict) -> int:
         """Log ``op`` durably, then apply and publish it; a failed append leaves no trace."""
+        if self._wal is None:
+            raise ValueError(f"{self.path} was closed; open a new LiveIndex to write.")
         wait = self.write_backoff.remaining()
         if wait > 0:
             raise WriteUnavailableError(

@@ -43,18 +43,19 @@ def _log(path):
     return path / "wal.log"
 
 
-def _crash_copy(src, dst):
-    """The directory as a crash would leave it: copied while the writer still has it open."""
-    shutil.copytree(src, dst)
+def _crashed_after_writes(base, rng, dst, n=3):
+    """The directory as a crash leaves it after ``n`` writes (``n0``...): copied while the
+    writer still has it open, its checkpoint written at open only."""
+    index = LiveIndex(base, checkpoint_seconds=NEVER)
+    for i in range(n):
+        _write(index, rng, [f"n{i}"])
+    shutil.copytree(base, dst)
+    index.close()
     return dst
 
 
 def test_torn_tail_at_every_offset_replays_complete_records_and_accepts_writes(base, rng, tmp_path):
-    index = LiveIndex(base, checkpoint_seconds=NEVER)
-    for i in range(3):
-        _write(index, rng, [f"n{i}"])
-    crashed = _crash_copy(base, tmp_path / "crashed")
-    index.close()
+    crashed = _crashed_after_writes(base, rng, tmp_path / "crashed")
     records = wal.scan(_log(crashed)).records
     last = records[-1].offset
     size = _log(crashed).stat().st_size
@@ -74,11 +75,7 @@ def test_torn_tail_at_every_offset_replays_complete_records_and_accepts_writes(b
 
 
 def test_corrupt_record_followed_by_valid_ones_is_an_error_naming_the_offset(base, rng, tmp_path):
-    index = LiveIndex(base, checkpoint_seconds=NEVER)
-    for i in range(3):
-        _write(index, rng, [f"n{i}"])
-    crashed = _crash_copy(base, tmp_path / "crashed")
-    index.close()
+    crashed = _crashed_after_writes(base, rng, tmp_path / "crashed")
     second = wal.scan(_log(crashed)).records[1].offset
     data = bytearray(_log(crashed).read_bytes())
     data[second + wal.FRAME.size + 3] ^= 0x01
@@ -348,6 +345,8 @@ def test_second_writer_is_refused_readers_are_not(base, rng):
         _write(reader, rng, ["no"])
     writer.close()
     assert not lock_path(base).exists()
+    with pytest.raises(ValueError, match="was closed"):
+        _write(writer, rng, ["late"])
     LiveIndex(base).close()
 
 
