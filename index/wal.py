@@ -197,6 +197,11 @@ class LogWriter:
                 raise
 
     def append(self, seq: int, payload: bytes) -> None:
+        if len(payload) > MAX_RECORD_BYTES:  # scan would not take it back: refuse it now
+            raise ValueError(
+                f"A write of {len(payload):,} bytes is larger than a log record may be "
+                f"({MAX_RECORD_BYTES:,}); split it into smaller batches."
+            )
         data = memoryview(frame(RECORD_MAGIC, seq, payload))
         if self._dirty:
             self._cut()  # an earlier failed append: remove its bytes first (raises if it can't)

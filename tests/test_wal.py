@@ -454,3 +454,14 @@ def test_a_crash_at_every_step_of_a_merge_loses_nothing(base, tmp_path):
             break
         crash_at += 1
     assert outcomes.count(9) >= 5 and outcomes[-1] == 0
+
+
+def test_a_write_larger_than_a_log_record_may_be_is_refused(base, rng, monkeypatch):
+    monkeypatch.setattr(wal, "MAX_RECORD_BYTES", 1000)
+    with LiveIndex(base) as index:
+        with pytest.raises(ValueError, match="split it into smaller batches"):
+            _write(index, rng, [f"n{i}" for i in range(40)])
+        assert index.stats()["last_seq"] == 0 and index.writable
+        _write(index, rng, ["small"])
+    with LiveIndex(base) as again:
+        assert again.get("small") is not None and again.get("n0") is None
