@@ -109,6 +109,7 @@ class Index:
         self._kernel_arrays: tuple | None = None
         self._kernel_lock = threading.Lock()
         self._position: dict[str, int] | None = None
+        self.manifest: dict | None = None  # the manifest it was loaded with, if loaded
 
     @property
     def _postings(self) -> tuple:
@@ -430,7 +431,7 @@ class Index:
             raise IndexFormatError(
                 f"{path}: postings refer to unknown documents; rebuild the index."
             )
-        return cls(
+        index = cls(
             vocab=vocab,
             doc_ids=doc_ids,
             offsets=offsets,
@@ -447,6 +448,8 @@ class Index:
             scale=float(q.get("scale", 1.0)),
             metadata=manifest.get("metadata", {}),
         )
+        index.manifest = manifest  # as read, for what lives beside the index (the log's state)
+        return index
 
 
 def _max_doc(docs: np.ndarray, impacts: np.ndarray, chunk: int = 1 << 24) -> int:

@@ -141,9 +141,20 @@ class LiveIndex:
             self._release()
             raise
 
-    def _open(self) -> None:
+    def _open(self, attempts: int = 3) -> None:
+        """Load the base and replay the log. A reader that opens while the writer swaps in a
+        merged base may read the old base and the new log: it tries again."""
         base = Index.load(self.path)
-        manifest = read_manifest(self.path)
+        manifest = base.manifest
+        try:
+            self._open_over(base, manifest)
+        except IndexFormatError:
+            swapped = read_manifest(self.path).get("base_id") != manifest.get("base_id")
+            if not (self.read_only and swapped and attempts > 1):
+                raise
+            self._open(attempts - 1)
+
+    def _open_over(self, base: Index, manifest: dict) -> None:
         self.vocab = base.vocab
         self._applied = int(base.metadata.get("applied_seq", 0))
         self._delta_docs: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -465,3 +465,21 @@ def test_a_write_larger_than_a_log_record_may_be_is_refused(base, rng, monkeypat
         _write(index, rng, ["small"])
     with LiveIndex(base) as again:
         assert again.get("small") is not None and again.get("n0") is None
+
+
+def test_a_reader_opening_during_a_merge_swap_tries_again(base, rng, monkeypatch):
+    writer = LiveIndex(base)
+    _write(writer, rng, ["x"])
+    before = Index.load(base)  # what a reader had read when the writer swapped the base
+    writer.merge()
+    _write(writer, rng, ["y"])
+    real, calls = Index.load, []
+
+    def load(path, **kwargs):
+        calls.append(path)
+        return before if len(calls) == 1 else real(path, **kwargs)
+
+    monkeypatch.setattr(Index, "load", load)
+    reader = LiveIndex(base, read_only=True)
+    assert len(calls) == 2 and reader.get("x") is not None and reader.get("y") is not None
+    writer.close()
