@@ -195,7 +195,7 @@ class LiveIndex:
                 raise IndexFormatError(
                     f"{log} ends at sequence number {scan.last_seq} (byte {scan.end}) but "
                     f"writes up to sequence number {mark['seq']} ({mark['bytes']} bytes) were "
-                    "acknowledged: the log was truncated or damaged; restore it from a backup."
+                    f"acknowledged: the log was truncated or damaged; {wal.REPAIR_HINT}."
                 )
             if scan.torn_bytes:
                 action = "ignored" if self.read_only else "cut off"
@@ -210,7 +210,8 @@ class LiveIndex:
         if mark.get("seq", self._applied) > self._applied:
             raise IndexFormatError(
                 f"{log} is missing but writes up to sequence number {mark['seq']} were "
-                "acknowledged after the base index; restore the log from a backup."
+                "acknowledged after the base index; restore the log from a backup, or run "
+                "`lsr check DIR --repair` to open the collection without them."
             )
         ops = []
         if legacy.is_file():

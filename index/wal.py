@@ -87,7 +87,8 @@ class LogScan:
     header: dict
     records: list[LogRecord]
     end: int  # offset just past the last valid record
-    size: int  # file size; ``size - end`` bytes of torn tail
+    size: int  # file size; ``size - end`` bytes of torn tail (or of damage)
+    damage: str | None = None  # with ``strict=False``: why the records stop before a valid one
 
     @property
     def base_id(self) -> str:
@@ -102,8 +103,19 @@ class LogScan:
         return self.size - self.end
 
 
-def scan(path: Path) -> LogScan:
-    """Read the log at ``path`` up to its last complete, valid record (see module docstring)."""
+REPAIR_HINT = (
+    "restore the log from a backup, or run `lsr check DIR --repair` to keep the records before "
+    "the damage"
+)
+
+
+def scan(path: Path, strict: bool = True) -> LogScan:
+    """Read the log at ``path`` up to its last complete, valid record (see module docstring).
+
+    Damage (a bad record with valid ones after it, a gap in the sequence numbers) raises
+    :class:`IndexFormatError`; with ``strict=False`` the records before it are returned and
+    ``damage`` says what follows them (for ``lsr check --repair``). A bad header always raises.
+    """
     data = Path(path).read_bytes()
     head = _parse(data, 0, HEADER_MAGIC)
     header = None
@@ -125,28 +137,29 @@ def scan(path: Path) -> LogScan:
             f"{path}: write-ahead log version {header.get('version')}, this version of lsr "
             f"reads {VERSION}; open it with the lsr version that wrote it and merge."
         )
-    pos, expected, records = head[2], header["start_seq"], []
+    pos, expected, records, damage = head[2], header["start_seq"], [], None
     while pos < len(data):
         rec = _parse(data, pos, RECORD_MAGIC)
         if rec is None:
             later = _next_valid(data, pos + 1)
             if later is not None:
-                raise IndexFormatError(
+                damage = (
                     f"{path}: the record at byte {pos} (after sequence number {expected - 1}) "
-                    f"is corrupt and valid records follow at byte {later}: the log is damaged; "
-                    "restore it from a backup."
+                    f"is corrupt and valid records follow at byte {later}: the log is damaged"
                 )
             break
         seq, payload, nxt = rec
         if seq != expected:
-            raise IndexFormatError(
+            damage = (
                 f"{path}: the record at byte {pos} has sequence number {seq}, expected "
-                f"{expected}: records are missing or out of order; restore the log from a "
-                "backup."
+                f"{expected}: records are missing or out of order"
             )
+            break
         records.append(LogRecord(seq, payload, pos))
         expected, pos = expected + 1, nxt
-    return LogScan(header, records, end=pos, size=len(data))
+    if damage is not None and strict:
+        raise IndexFormatError(f"{damage}; {REPAIR_HINT}.")
+    return LogScan(header, records, end=pos, size=len(data), damage=damage)
 
 
 def header(base_id: str, start_seq: int) -> bytes:

@@ -248,6 +248,21 @@ def _add_loadtest(sub) -> None:
     p.set_defaults(func=commands.cmd_loadtest)
 
 
+def _add_check(sub) -> None:
+    p = sub.add_parser(
+        "check", help="verify a collection's files and write-ahead log; repair a damaged log"
+    )
+    p.add_argument("index", help="index directory")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="keep the log records before the damage, drop the rest (the damaged log is kept "
+        "beside it); needs the writer lock",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=commands.cmd_check)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="index and search the bundled sample corpus")
     p.add_argument(
@@ -269,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_serve(sub)
     _add_loadtest(sub)
+    _add_check(sub)
     _add_demo(sub)
     return parser
 

@@ -310,6 +310,18 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Exit 0 when the collection is sound (or was repaired), 1 when damage remains."""
+    from index.check import check_collection
+
+    report = check_collection(args.index, repair=args.repair)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args) -> int:
     """Index the bundled sample with BM25, show a few queries, score all of them."""
     dataset = load_dataset(sample_dataset())

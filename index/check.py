@@ -1,0 +1,176 @@
+"""``lsr check``: verify a collection on disk, and repair a damaged write-ahead log.
+
+Checking reads everything a writer's open reads (manifest checksum, every Arrow file's
+sha256, the log's header, records and checkpoint) and reports each problem instead of
+stopping at the first. Repairing takes the writer lock and makes a damaged log openable
+again, in the manner of Lucene's CheckIndex ``-exorcise``: it keeps every record before the
+damage, drops the rest, and says exactly which acknowledged sequence numbers that loses. The
+damaged log is never deleted: it is kept beside the new one (``wal.log.damaged-TIME``) for
+whoever wants to recover more by hand. A damaged base index (manifest or Arrow files) cannot
+be repaired from what is on disk: it is reported, and must be restored or rebuilt.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from index import wal
+from index.errors import IndexFormatError
+from index.inverted import Index
+from index.live import WAL_NAME
+from index.lock import WriterLock
+from index.storage import update_manifest
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_collection` found and, with ``repair``, did."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_docs: int | None = None
+    merged_seq: int | None = None
+    log_records: int = 0
+    last_seq: int | None = None
+    lost: list[int] | None = None  # [first, last] acknowledged sequence numbers given up
+    lost_more: bool = False  # and whatever later records the damaged log held
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems or bool(self.repaired)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+    def lines(self) -> list[str]:
+        docs = f"{self.n_docs:,} documents" if self.n_docs is not None else "base unreadable"
+        head = f"{self.path}: {docs}, {self.log_records} log records"
+        if self.last_seq is not None:
+            head += f" (sequence numbers up to {self.last_seq})"
+        out = [head]
+        out += [f"problem: {p}" for p in self.problems]
+        out += [f"note: {n}" for n in self.notes]
+        out += [f"repaired: {r}" for r in self.repaired]
+        if self.lost:
+            more = " and any later ones in the kept log" if self.lost_more else ""
+            out.append(
+                f"lost: acknowledged writes with sequence numbers {self.lost[0]} to "
+                f"{self.lost[1]}{more}"
+            )
+        out.append("ok" if self.ok else "damaged: run with --repair, or restore from a backup")
+        return out
+
+
+@dataclass
+class _LogVerdict:
+    keep: list[bytes]  # payloads of the records to keep, from the base's next sequence number
+    lost_to: int  # the last sequence number known acknowledged that would be given up
+    open_ended: bool = True  # the damaged log may hold later ones (unknown how many)
+
+
+def check_collection(path: str | Path, repair: bool = False) -> CheckReport:
+    """Verify the collection at ``path``; with ``repair``, rewrite a damaged log as the
+    records before the damage (under the writer lock; the damaged log is kept)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise IndexFormatError(f"No index at {path}: the directory does not exist.")
+    report = CheckReport(str(path))
+    lock = WriterLock(path).acquire() if repair else None
+    try:
+        try:
+            base = Index.load(path, verify=True)
+        except IndexFormatError as e:
+            report.problems.append(f"{e} (a base index cannot be repaired: restore or rebuild it)")
+            return report
+        manifest = base.manifest
+        report.n_docs, report.merged_seq = base.n_docs, int(base.metadata.get("applied_seq", 0))
+        verdict = _check_log(path, manifest, report)
+        if repair and verdict is not None:
+            _repair_log(path, manifest, report, verdict)
+        return report
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_log(path: Path, manifest: dict, report: CheckReport) -> _LogVerdict | None:
+    """Record the log's problems in ``report``; the repair to make, or None if none is due."""
+    log, applied = path / WAL_NAME, report.merged_seq
+    mark = manifest.get("wal") or {}
+    acknowledged = int(mark.get("seq", applied))
+    start = applied + 1
+    if not log.is_file():
+        report.last_seq = applied
+        if acknowledged > applied:
+            report.problems.append(
+                f"{log} is missing; the manifest's checkpoint says writes up to sequence "
+                f"number {acknowledged} were acknowledged"
+            )
+            return _LogVerdict([], acknowledged, open_ended=False)
+        report.notes.append(f"{log.name} does not exist yet (no write since the base)")
+        return None
+    try:
+        scan = wal.scan(log, strict=False)
+    except IndexFormatError as e:
+        report.problems.append(str(e))
+        return _LogVerdict([], max(acknowledged, applied + 1))
+    if scan.base_id != manifest.get("base_id", scan.base_id) or scan.header["start_seq"] != start:
+        report.problems.append(
+            f"{log} belongs to another base (id {scan.base_id}, first sequence number "
+            f"{scan.header['start_seq']}); this base expects {manifest.get('base_id')} and {start}"
+        )
+        return _LogVerdict([], max(acknowledged, applied + 1))
+    payloads = []
+    for record in scan.records:
+        try:
+            wal.decode(record.payload, f"{log} record {record.seq}")
+        except IndexFormatError as e:
+            report.problems.append(str(e))
+            break
+        payloads.append(record.payload)
+    report.log_records, report.last_seq = len(payloads), applied + len(payloads)
+    last_valid = applied + len(scan.records)
+    if scan.damage is not None:
+        report.problems.append(scan.damage)
+    if report.problems:
+        return _LogVerdict(payloads, max(acknowledged, last_valid, report.last_seq + 1))
+    if scan.end < mark.get("bytes", 0) or report.last_seq < acknowledged:
+        report.problems.append(
+            f"{log} ends at sequence number {report.last_seq} (byte {scan.end}) but the "
+            f"checkpoint says writes up to {acknowledged} ({mark.get('bytes')} bytes) were "
+            "acknowledged: the log was truncated"
+        )
+        return _LogVerdict(payloads, acknowledged, open_ended=False)
+    if scan.torn_bytes:
+        report.notes.append(
+            f"{scan.torn_bytes} bytes of an append interrupted before it was acknowledged "
+            "(cut off when a writer opens the collection)"
+        )
+    return None
+
+
+def _repair_log(path: Path, manifest: dict, report: CheckReport, verdict: _LogVerdict) -> None:
+    log, start = path / WAL_NAME, report.merged_seq + 1
+    if log.is_file():
+        kept = log.with_name(f"{WAL_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        shutil.copy2(log, kept)
+        report.repaired.append(f"kept the damaged log as {kept.name}")
+    base_id = manifest.get("base_id")
+    if base_id is None:
+        base_id = uuid.uuid4().hex
+        update_manifest(path, {"base_id": base_id})
+    size = wal.create(log, base_id, start, verdict.keep)
+    last = report.merged_seq + len(verdict.keep)
+    update_manifest(path, {"wal": {"seq": last, "bytes": size}})
+    report.repaired.append(
+        f"wrote {log.name} with the {len(verdict.keep)} records before the damage"
+    )
+    report.log_records, report.last_seq = len(verdict.keep), last
+    if verdict.lost_to > last:
+        report.lost, report.lost_more = [last + 1, verdict.lost_to], verdict.open_ended
