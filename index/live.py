@@ -121,6 +121,19 @@ class LiveIndex:
         read_only: bool = False,
         checkpoint_seconds: float = 1.0,
     ) -> None:
+        if isinstance(merge_threshold, bool) or not isinstance(merge_threshold, int):
+            raise ValueError(
+                f"merge_threshold must be a positive integer, got {merge_threshold!r}."
+            )
+        if merge_threshold < 1:
+            raise ValueError(
+                f"merge_threshold must be a positive integer, got {merge_threshold!r}."
+            )
+        if not isinstance(checkpoint_seconds, (int, float)) or not checkpoint_seconds >= 0:
+            raise ValueError(
+                f"checkpoint_seconds must be a number >= 0 (inf: at open and close only), "
+                f"got {checkpoint_seconds!r}."
+            )
         self.path = Path(path)
         self.merge_threshold = merge_threshold
         self.read_only = read_only

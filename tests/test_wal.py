@@ -483,3 +483,18 @@ def test_a_reader_opening_during_a_merge_swap_tries_again(base, rng, monkeypatch
     reader = LiveIndex(base, read_only=True)
     assert len(calls) == 2 and reader.get("x") is not None and reader.get("y") is not None
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"merge_threshold": 0}, "merge_threshold must be a positive integer"),
+        ({"merge_threshold": True}, "merge_threshold must be a positive integer"),
+        ({"checkpoint_seconds": -1.0}, "checkpoint_seconds must be a number >= 0"),
+        ({"checkpoint_seconds": float("nan")}, "checkpoint_seconds must be a number >= 0"),
+    ],
+)
+def test_bad_options_are_refused_before_the_lock_is_taken(base, options, message):
+    with pytest.raises(ValueError, match=message):
+        LiveIndex(base, **options)
+    LiveIndex(base).close()  # nothing was left locked
