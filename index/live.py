@@ -121,11 +121,7 @@ class LiveIndex:
         read_only: bool = False,
         checkpoint_seconds: float = 1.0,
     ) -> None:
-        if isinstance(merge_threshold, bool) or not isinstance(merge_threshold, int):
-            raise ValueError(
-                f"merge_threshold must be a positive integer, got {merge_threshold!r}."
-            )
-        if merge_threshold < 1:
+        if type(merge_threshold) is not int or merge_threshold < 1:
             raise ValueError(
                 f"merge_threshold must be a positive integer, got {merge_threshold!r}."
             )
