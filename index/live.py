@@ -121,7 +121,10 @@ class LiveIndex:
         read_only: bool = False,
         checkpoint_seconds: float = 1.0,
     ) -> None:
-        if type(merge_threshold) is not int or merge_threshold < 1:
+        integer = isinstance(merge_threshold, (int, np.integer)) and not isinstance(
+            merge_threshold, bool
+        )
+        if not integer or merge_threshold < 1:
             raise ValueError(
                 f"merge_threshold must be a positive integer, got {merge_threshold!r}."
             )
