@@ -102,32 +102,17 @@ def check_collection(path: str | Path, repair: bool = False) -> CheckReport:
 def _check_log(path: Path, manifest: dict, report: CheckReport) -> _LogVerdict | None:
     """Record the log's problems in ``report``; the repair to make, or None if none is due."""
     log, applied = path / WAL_NAME, report.merged_seq
-    mark = manifest.get("wal") or {}
-    acknowledged = int(mark.get("seq", applied))
-    start = applied + 1
-    if not log.is_file():
-        report.last_seq = applied
-        if acknowledged > applied:
-            report.problems.append(
-                f"{log} is missing; the manifest's checkpoint says writes up to sequence "
-                f"number {acknowledged} were acknowledged"
-            )
-            return _LogVerdict([], acknowledged, open_ended=False)
+    state = wal.inspect(log, manifest.get("base_id"), applied + 1, manifest.get("wal") or {})
+    report.last_seq = applied
+    if state.kind == wal.ABSENT:
         report.notes.append(f"{log.name} does not exist yet (no write since the base)")
         return None
-    try:
-        scan = wal.scan(log, strict=False)
-    except IndexFormatError as e:
-        report.problems.append(str(e))
-        return _LogVerdict([], max(acknowledged, applied + 1))
-    if scan.base_id != manifest.get("base_id", scan.base_id) or scan.header["start_seq"] != start:
-        report.problems.append(
-            f"{log} belongs to another base (id {scan.base_id}, first sequence number "
-            f"{scan.header['start_seq']}); this base expects {manifest.get('base_id')} and {start}"
-        )
-        return _LogVerdict([], max(acknowledged, applied + 1))
+    if state.kind in (wal.MISSING, wal.UNREADABLE):
+        report.problems.append(state.problem)
+        gone = max(state.acknowledged, applied + 1)
+        return _LogVerdict([], gone, open_ended=state.kind == wal.UNREADABLE)
     payloads = []
-    for record in scan.records:
+    for record in state.scan.records:
         try:
             wal.decode(record.payload, f"{log} record {record.seq}")
         except IndexFormatError as e:
@@ -135,21 +120,16 @@ def _check_log(path: Path, manifest: dict, report: CheckReport) -> _LogVerdict |
             break
         payloads.append(record.payload)
     report.log_records, report.last_seq = len(payloads), applied + len(payloads)
-    last_valid = applied + len(scan.records)
-    if scan.damage is not None:
-        report.problems.append(scan.damage)
+    if state.problem is not None:
+        report.problems.append(state.problem)
+    if state.kind == wal.TRUNCATED and len(payloads) == len(state.scan.records):
+        return _LogVerdict(payloads, state.acknowledged, open_ended=False)
     if report.problems:
-        return _LogVerdict(payloads, max(acknowledged, last_valid, report.last_seq + 1))
-    if scan.end < mark.get("bytes", 0) or report.last_seq < acknowledged:
-        report.problems.append(
-            f"{log} ends at sequence number {report.last_seq} (byte {scan.end}) but the "
-            f"checkpoint says writes up to {acknowledged} ({mark.get('bytes')} bytes) were "
-            "acknowledged: the log was truncated"
-        )
-        return _LogVerdict(payloads, acknowledged, open_ended=False)
-    if scan.torn_bytes:
+        last_valid = applied + len(state.scan.records)
+        return _LogVerdict(payloads, max(state.acknowledged, last_valid, report.last_seq + 1))
+    if state.scan.torn_bytes:
         report.notes.append(
-            f"{scan.torn_bytes} bytes of an append interrupted before it was acknowledged "
+            f"{state.scan.torn_bytes} bytes of an append interrupted before it was acknowledged "
             "(cut off when a writer opens the collection)"
         )
     return None

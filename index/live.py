@@ -187,28 +187,13 @@ class LiveIndex:
         """The operations to replay over the base and where the valid log ends; a writer also
         cuts off a torn tail, creates a missing log and migrates a legacy one."""
         log, legacy = self.path / WAL_NAME, self.path / LEGACY_WAL_NAME
-        mark = manifest.get("wal") or {}
         base_id = manifest.get("base_id")
         start = self._applied + 1
-        if log.is_file():
-            scan = wal.scan(log)
-            if base_id is not None and scan.base_id != base_id:
-                raise IndexFormatError(
-                    f"{log} belongs to another base index (its id {scan.base_id} is not "
-                    f"{base_id}); restore the matching log or base from a backup."
-                )
-            if scan.header["start_seq"] != start:
-                raise IndexFormatError(
-                    f"{log} starts at sequence number {scan.header['start_seq']} but the base "
-                    f"index holds sequence numbers up to {self._applied}; restore the matching "
-                    "log from a backup."
-                )
-            if scan.end < mark.get("bytes", 0) or scan.last_seq < mark.get("seq", 0):
-                raise IndexFormatError(
-                    f"{log} ends at sequence number {scan.last_seq} (byte {scan.end}) but "
-                    f"writes up to sequence number {mark['seq']} ({mark['bytes']} bytes) were "
-                    f"acknowledged: the log was truncated or damaged; {wal.REPAIR_HINT}."
-                )
+        state = wal.inspect(log, base_id, start, manifest.get("wal") or {})
+        if state.kind not in (wal.OK, wal.ABSENT):
+            raise wal.LogDamagedError(state.problem)
+        if state.scan is not None:
+            scan = state.scan
             if scan.torn_bytes:
                 action = "ignored" if self.read_only else "cut off"
                 logger.warning(
@@ -219,12 +204,6 @@ class LiveIndex:
                 self._drop_migrated(legacy, scan.last_seq)
             ops = [wal.decode(r.payload, f"{log} record {r.seq}") for r in scan.records]
             return ops, scan.end
-        if mark.get("seq", self._applied) > self._applied:
-            raise IndexFormatError(
-                f"{log} is missing but writes up to sequence number {mark['seq']} were "
-                "acknowledged after the base index; restore the log from a backup, or run "
-                "`lsr check DIR --repair` to open the collection without them."
-            )
         ops = []
         if legacy.is_file():
             ops = [r for r in wal.read_legacy_jsonl(legacy) if r.get("seq", 0) >= start]

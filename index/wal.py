@@ -109,11 +109,19 @@ REPAIR_HINT = (
 )
 
 
+class LogDamagedError(IndexFormatError):
+    """The log cannot be replayed as it is; ``problem`` says why (without the advice)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}; {REPAIR_HINT}.")
+        self.problem = problem
+
+
 def scan(path: Path, strict: bool = True) -> LogScan:
     """Read the log at ``path`` up to its last complete, valid record (see module docstring).
 
     Damage (a bad record with valid ones after it, a gap in the sequence numbers) raises
-    :class:`IndexFormatError`; with ``strict=False`` the records before it are returned and
+    :class:`LogDamagedError`; with ``strict=False`` the records before it are returned and
     ``damage`` says what follows them (for ``lsr check --repair``). A bad header always raises.
     """
     data = Path(path).read_bytes()
@@ -128,10 +136,7 @@ def scan(path: Path, strict: bool = True) -> LogScan:
         or not isinstance(header.get("start_seq"), int)
         or not isinstance(header.get("base_id"), str)
     ):
-        raise IndexFormatError(
-            f"{path}: the write-ahead log header is missing or corrupt; restore the log from "
-            "a backup."
-        )
+        raise LogDamagedError(f"{path}: the write-ahead log header is missing or corrupt")
     if header.get("version") != VERSION:
         raise IndexFormatError(
             f"{path}: write-ahead log version {header.get('version')}, this version of lsr "
@@ -158,8 +163,63 @@ def scan(path: Path, strict: bool = True) -> LogScan:
         records.append(LogRecord(seq, payload, pos))
         expected, pos = expected + 1, nxt
     if damage is not None and strict:
-        raise IndexFormatError(f"{damage}; {REPAIR_HINT}.")
+        raise LogDamagedError(damage)
     return LogScan(header, records, end=pos, size=len(data), damage=damage)
+
+
+# what inspect found: the log replays as it is, is absent (nothing lost), or is damaged with
+# its valid records usable (DAMAGED: what precedes a bad record; TRUNCATED: all of them, but
+# fewer than the checkpoint vouches for), or is not usable at all (MISSING, UNREADABLE)
+OK, ABSENT, DAMAGED, TRUNCATED, MISSING, UNREADABLE = (
+    "ok", "absent", "damaged", "truncated", "missing", "unreadable"
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LogState:
+    kind: str
+    scan: LogScan | None = None  # for OK, DAMAGED, TRUNCATED
+    problem: str | None = None  # for every kind but OK and ABSENT
+    acknowledged: int = 0  # the last sequence number the checkpoint vouches for
+
+
+def inspect(path: Path, base_id: str | None, start_seq: int, mark: dict) -> LogState:
+    """Judge the log at ``path`` against its base (``base_id``, whose records end at
+    ``start_seq - 1``) and the manifest's checkpoint ``mark`` (``{seq, bytes}``): the one place
+    for the rules a writer's open enforces and ``lsr check`` reports."""
+    path = Path(path)
+    acknowledged = int(mark.get("seq", start_seq - 1))
+    if not path.is_file():
+        if acknowledged < start_seq:
+            return LogState(ABSENT, acknowledged=acknowledged)
+        problem = (
+            f"{path} is missing but writes up to sequence number {acknowledged} were "
+            "acknowledged after the base index"
+        )
+        return LogState(MISSING, problem=problem, acknowledged=acknowledged)
+    try:
+        found = scan(path, strict=False)
+    except LogDamagedError as e:
+        return LogState(UNREADABLE, problem=e.problem, acknowledged=acknowledged)
+    if base_id is not None and found.base_id != base_id:
+        problem = f"{path} belongs to another base index (its id {found.base_id} is not {base_id})"
+        return LogState(UNREADABLE, problem=problem, acknowledged=acknowledged)
+    if found.header["start_seq"] != start_seq:
+        problem = (
+            f"{path} starts at sequence number {found.header['start_seq']} but the base index "
+            f"holds sequence numbers up to {start_seq - 1}"
+        )
+        return LogState(UNREADABLE, problem=problem, acknowledged=acknowledged)
+    if found.damage is not None:
+        return LogState(DAMAGED, found, found.damage, acknowledged)
+    if found.end < mark.get("bytes", 0) or found.last_seq < acknowledged:
+        problem = (
+            f"{path} ends at sequence number {found.last_seq} (byte {found.end}) but writes up "
+            f"to sequence number {acknowledged} ({mark.get('bytes')} bytes) were acknowledged: "
+            "the log was truncated"
+        )
+        return LogState(TRUNCATED, found, problem, acknowledged)
+    return LogState(OK, found, acknowledged=acknowledged)
 
 
 def header(base_id: str, start_seq: int) -> bytes:
