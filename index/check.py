@@ -141,13 +141,10 @@ def _repair_log(path: Path, manifest: dict, report: CheckReport, verdict: _LogVe
         kept = log.with_name(f"{WAL_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
         shutil.copy2(log, kept)
         report.repaired.append(f"kept the damaged log as {kept.name}")
-    base_id = manifest.get("base_id")
-    if base_id is None:
-        base_id = uuid.uuid4().hex
-        update_manifest(path, {"base_id": base_id})
+    base_id = manifest.get("base_id") or uuid.uuid4().hex  # none in a format 1-2 manifest
     size = wal.create(log, base_id, start, verdict.keep)
     last = report.merged_seq + len(verdict.keep)
-    update_manifest(path, {"wal": {"seq": last, "bytes": size}})
+    update_manifest(path, {"base_id": base_id, "wal": {"seq": last, "bytes": size}})
     report.repaired.append(
         f"wrote {log.name} with the {len(verdict.keep)} records before the damage"
     )

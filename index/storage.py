@@ -81,8 +81,7 @@ def manifest_checksum(manifest: dict) -> str:
 
 def seal_manifest(manifest: dict) -> dict:
     """The manifest with its checksum (re)computed."""
-    body = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
-    return {**body, MANIFEST_CHECKSUM: manifest_checksum(body)}
+    return {**manifest, MANIFEST_CHECKSUM: manifest_checksum(manifest)}
 
 
 def _write_manifest_file(path: Path, manifest: dict) -> None:
@@ -92,10 +91,10 @@ def _write_manifest_file(path: Path, manifest: dict) -> None:
         os.fsync(f.fileno())
 
 
-def update_manifest(path: Path, changes: dict) -> dict:
+def update_manifest(path: Path, changes: dict) -> None:
     """Replace fields of the manifest of the index at ``path`` atomically (temp file, fsync,
     rename, directory fsync); the Arrow files are untouched (the same in formats 1 to 3, so an
-    older manifest becomes format 3 with its checksum). Returns the new manifest."""
+    older manifest becomes format 3 with its checksum)."""
     path = Path(path)
     manifest = {**read_manifest(path), **changes, "format_version": FORMAT_VERSION}
     tmp = path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
@@ -107,7 +106,6 @@ def update_manifest(path: Path, changes: dict) -> dict:
             tmp.unlink()
         raise
     fsync_dir(path)
-    return seal_manifest(manifest)
 
 
 def write_index(

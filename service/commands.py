@@ -182,13 +182,16 @@ def cmd_bench(args) -> int:
     elif is_index:
         if not args.queries:
             raise ValueError("Benchmarking an index needs --queries (a queries file or a dataset).")
-        searcher = Searcher.open(args.target)
-        queries = _bench_queries(args.queries, searcher.encoder, args.max_queries)
-        if args.reads:
+        if args.reads:  # bench_reads opens the collection itself: only the encoder here
+            from eval.pipeline import ENCODER_DIR
             from eval.reads_bench import bench_reads
 
+            encoder = load_encoder(Path(args.target) / ENCODER_DIR)
+            queries = _bench_queries(args.queries, encoder, args.max_queries)
             report = bench_reads(args.target, queries)
         else:
+            searcher = Searcher.open(args.target)
+            queries = _bench_queries(args.queries, searcher.encoder, args.max_queries)
             report = bench_index(searcher.index, queries, Path(args.target).name, **common)
     else:
         report = _bench_dataset(args, common)
