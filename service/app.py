@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from eval.pipeline import ENCODER_DIR
 from index import LiveIndex
 from index.algorithms import ALGORITHMS
-from index.errors import InvalidDocumentIdError, ReadOnlyError, WriteUnavailableError
+from index.errors import InvalidDocumentIdError, WriteUnavailableError
 from index.validation import MAX_ID_BYTES
 from lsr import load_encoder
 
@@ -439,10 +439,6 @@ def create_app(
     async def write_unavailable(request: Request, exc: WriteUnavailableError):
         retry = str(max(1, math.ceil(exc.retry_after)))
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": retry})
-
-    @app.exception_handler(ReadOnlyError)
-    async def read_only_error(request: Request, exc: ReadOnlyError):
-        return JSONResponse({"error": str(exc)}, status_code=403)
 
     @app.exception_handler(ValueError)
     async def value_error(request: Request, exc: ValueError):
