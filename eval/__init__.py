@@ -1,16 +1,9 @@
-"""Evaluation and the pipeline that ties encoders to the index: datasets, runs, metrics."""
+"""Evaluation: datasets, runs, metrics (ir-measures), reports, benchmarks, synthetic corpora.
 
-from eval.datasets import Dataset, load_dataset
-from eval.metrics import DEFAULT_MEASURES, evaluate
-from eval.pipeline import IndexingSummary, Searcher, index_corpus, retrieve
+Indexing and searching themselves are :mod:`lsr.pipeline`'s; this package measures them.
+"""
 
-__all__ = [
-    "DEFAULT_MEASURES",
-    "Dataset",
-    "IndexingSummary",
-    "Searcher",
-    "evaluate",
-    "index_corpus",
-    "load_dataset",
-    "retrieve",
-]
+from lsr.eval.datasets import Dataset, load_dataset
+from lsr.eval.metrics import DEFAULT_MEASURES, evaluate
+
+__all__ = ["DEFAULT_MEASURES", "Dataset", "evaluate", "load_dataset"]

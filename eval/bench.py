@@ -20,7 +20,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from index import Index
+from lsr.checks import positive_int
+from lsr.errors import InputError
+from lsr.index import Index
+from lsr.kernels.dispatch import ALGORITHM_NAMES, ALGORITHMS, AUTO
 
 logger = logging.getLogger(__name__)
 
@@ -152,10 +155,9 @@ def _time_interleaved(
 
 def _check_timing(repeat: object, batch_seconds: object = BATCH_SECONDS) -> None:
     """Refuse timing options that would time nothing (or wait forever) with a clear error."""
-    if isinstance(repeat, bool) or not isinstance(repeat, (int, np.integer)) or repeat < 1:
-        raise ValueError(f"repeat must be a positive integer (timed passes), got {repeat!r}.")
+    positive_int(repeat, "repeat")
     if not isinstance(batch_seconds, (int, float)) or not 0 <= batch_seconds < float("inf"):
-        raise ValueError(f"batch_seconds must be a finite number >= 0, got {batch_seconds!r}.")
+        raise InputError(f"batch_seconds must be a finite number >= 0, got {batch_seconds!r}.")
 
 
 def _ours(name, search, opts, queries, rows_of, k, threads, exact) -> _Candidate:
@@ -272,13 +274,14 @@ def bench_index(
     )
     rows_of = [queries[[i]] for i in range(n)]
     exact = index.search(queries, k, algorithm="exhaustive")
-    exact_algorithms = ("exhaustive", "maxscore", "maxscore-taat", "bmw", "auto")
-    configs = [(a, {"algorithm": a}) for a in exact_algorithms]
-    if approximate:
+    configs = [(name, {"algorithm": name}) for name in ALGORITHM_NAMES]
+    if approximate:  # every algorithm that prunes against theta x the k-th score, by name
         configs += [
-            (f"maxscore theta={t}", {"algorithm": "maxscore", "theta": t}) for t in (1.2, 1.5, 2.0)
+            (f"{a.name} theta={t}", {"algorithm": a.name, "theta": t})
+            for a in ALGORITHMS
+            if not a.exact_only and a.code != AUTO
+            for t in (1.2, 1.5, 2.0)
         ]
-        configs += [(f"bmw theta={t}", {"algorithm": "bmw", "theta": t}) for t in (1.2, 1.5, 2.0)]
         avg_terms = queries.nnz / max(n, 1)
         for m in sorted({max(1, int(avg_terms * f)) for f in (0.25, 0.5)}):
             configs.append((f"auto query_terms={m}", {"algorithm": "auto", "query_terms": m}))
@@ -312,7 +315,7 @@ CLUSTER_DEFAULTS = {"postings_per_term": 1000, "cluster_size": 16, "summary_mass
 
 def _clustered(report, index, queries, rows_of, k, threads, exact, settings) -> list[_Candidate]:
     """Build a clustered index (timed); a candidate per search setting."""
-    from index import ClusteredIndex
+    from lsr.index import ClusteredIndex
 
     settings = {**CLUSTER_DEFAULTS, **(settings or {})}
     clustered = ClusteredIndex.build(index, progress=True, **settings)
@@ -396,8 +399,8 @@ def bench_synthetic(
     clustered: dict | None = None,
 ) -> BenchReport:
     """Build a synthetic SPLADE-like index (timed) and benchmark it."""
-    from eval.synthetic import synthetic_corpus, synthetic_queries
-    from index import IndexBuilder
+    from lsr.eval.synthetic import synthetic_corpus, synthetic_queries
+    from lsr.index import IndexBuilder
 
     _check_timing(repeat)  # before the build, which takes a while on large corpora
 

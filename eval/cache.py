@@ -16,19 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lsr import load_encoder
+from lsr.encoder import Encoder
 from lsr.vector_files import VectorFile
-
-OPTION_ATTRS = ("k1", "b", "max_active_dims", "threshold", "query_max_length")
-MODEL_ATTRS = ("max_length", "max_chunks", "activation")
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("LSR_CACHE", Path.home() / ".cache" / "lsr")) / "encoded"
 
 
-def encoder_fingerprint(spec: str, encoder) -> str:
-    """What identifies an encoding: the spec, the model files' sizes/mtimes and the options."""
-    parts: dict = {"spec": str(spec), "type": getattr(encoder, "name", type(encoder).__name__)}
+def encoder_fingerprint(spec: str, encoder: Encoder) -> str:
+    """What identifies an encoding: the spec, the model files' sizes/mtimes and the settings
+    the encoder reports as its ``config`` (:class:`lsr.encoder.Encoder`)."""
+    parts: dict = {"spec": str(spec), "config": encoder.config}
     folder = Path(str(spec).split(":", 1)[-1])
     if folder.is_dir():
         parts["spec"] = str(folder.resolve())
@@ -37,13 +36,6 @@ def encoder_fingerprint(spec: str, encoder) -> str:
             for p in folder.rglob("*")
             if p.is_file()
         )
-    parts["options"] = {a: getattr(encoder, a) for a in OPTION_ATTRS if hasattr(encoder, a)}
-    model = getattr(encoder, "doc_model", None)
-    if model is not None:
-        parts["model"] = {a: getattr(model, a) for a in MODEL_ATTRS}
-    tokenizer = getattr(encoder, "tokenizer", None)
-    if tokenizer is not None and hasattr(tokenizer, "to_config"):
-        parts["tokenizer"] = {k: v for k, v in tokenizer.to_config().items() if k != "vocab"}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from index import Index
+from lsr.index import Index
 
 
 def warm_up(index: Index, queries: sp.csr_array, k: int = 10) -> float:

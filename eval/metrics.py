@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from lsr.errors import InputError
+
 DEFAULT_MEASURES = ("nDCG@10", "R@100", "R@1000", "RR@10", "AP@100")
 
 
@@ -16,7 +18,7 @@ def parse_measures(measures: Sequence[str]) -> list:
         try:
             parsed.append(ir_measures.parse_measure(name))
         except (ValueError, NameError, SyntaxError, TypeError, AttributeError) as e:
-            raise ValueError(
+            raise InputError(
                 f"Unknown measure {name!r} (use ir-measures names such as nDCG@10, R@100, "
                 f"RR@10, AP@100, P@5): {e}"
             ) from e

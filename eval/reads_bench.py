@@ -2,7 +2,7 @@
 
 ``GET /documents/{id}`` reads a document's vector back from term-major postings and
 ``explain`` looks up each hit's weight for each query term; both are compiled binary
-searches (``kernels.lookup``). This measures them through :class:`index.LiveIndex`, opened
+searches (``lsr.kernels.lookup``). This measures them through :class:`lsr.index.LiveIndex`, opened
 read-only, the way the service calls them: latency per document fetched, and per query
 explained for several k. Kernels are compiled and warmed up before timing.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from index import LiveIndex
+from lsr.checks import positive_int
+from lsr.errors import InputError
+from lsr.index import LiveIndex
 
 
 @dataclass
@@ -59,12 +61,15 @@ def bench_reads(
 ) -> ReadsReport:
     """Time ``n_gets`` document fetches (random ids) and the explanation of each query's top
     k hits for every k in ``ks``."""
-    if n_gets < 1 or not ks or min(ks) < 1:
-        raise ValueError("n_gets and every k must be positive integers.")
+    positive_int(n_gets, "n_gets")
+    if not ks:
+        raise InputError("Give at least one k to explain.")
+    for k in ks:
+        positive_int(k, "k")
     live = LiveIndex(path, read_only=True)
-    base = live.snapshot.base
+    base = live.base
     if base.n_docs == 0:
-        raise ValueError(f"{path} holds no documents to read back.")
+        raise InputError(f"{path} holds no documents to read back.")
     ids = base.doc_ids.to_pylist()
     chosen = np.random.default_rng(seed).integers(0, len(ids), size=n_gets)
     live.get(ids[0])  # compile / load the lookup kernels, and build the id table

@@ -10,16 +10,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.cache import EncodingCache, encoder_fingerprint
-from eval.datasets import Dataset, load_dataset
-from eval.efficiency import latency, sparsity, warm_up
-from eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures
-from eval.pipeline import Searcher, build_index, rank, read_documents
-from index import Index
 from lsr import load_encoder
+from lsr.checks import positive_int
 from lsr.encoders import KINDS, encoder_kind
-from lsr.encoding import EncodingStats, encode_corpus
-from lsr.vector_files import write_vectors
+from lsr.errors import InputError
+from lsr.eval.cache import EncodingCache, encoder_fingerprint
+from lsr.eval.datasets import Dataset, load_dataset
+from lsr.eval.efficiency import latency, sparsity, warm_up
+from lsr.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures
+from lsr.index import Index
+from lsr.pipeline import Searcher, build_index, encode_to_file, rank
 
 logger = logging.getLogger(__name__)
 KIND_PREFIXES = tuple(f"{k}:" for k in KINDS if k != "bm25")
@@ -81,12 +81,11 @@ def encode_cached(
     if entry is not None:
         logger.info("using cached encoding %s", entry.path)
         return entry.encoder(), entry.vectors, entry.stats, True
-    docs = read_documents(dataset.documents(), progress)
-    stats = EncodingStats()
 
     def write(tmp: Path) -> None:
-        batches = encode_corpus(encoder, docs, batch_size, progress, stats)
-        write_vectors(tmp / "vectors.parquet", batches, encoder.vocab, encoder=str(spec))
+        _, stats = encode_to_file(
+            dataset.documents(), encoder, tmp / "vectors.parquet", batch_size, progress, str(spec)
+        )
         encoder.save_pretrained(tmp / "encoder")
         (tmp / "stats.json").write_text(
             json.dumps(
@@ -184,23 +183,22 @@ def run_evaluation(
     encoder_options: dict | None = None,
 ) -> list[EvalResult]:
     """Every encoder on every dataset; writes the runs and ``report.{json,md,html}`` to ``out``."""
-    from eval.report import write_report
+    from lsr.eval.report import write_report
 
     if not datasets or not encoders:
-        raise ValueError("Give at least one dataset and one encoder.")
+        raise InputError("Give at least one dataset and one encoder.")
     if index_dir is not None and (len(datasets) != 1 or len(encoders) != 1):
-        raise ValueError(
+        raise InputError(
             "--index evaluates one prebuilt index: give exactly one dataset and encoder."
         )
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}.")
+    positive_int(k, "k")
     parse_measures(measures)
     out = Path(out)
     loaded = [load_dataset(d, split) for d in datasets]  # fail early on a bad dataset name
     specs = [str(e) for e in encoders]
     labels = [encoder_label(s) for s in specs]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"Two encoders would share a report name ({labels}); give each once.")
+        raise InputError(f"Two encoders would share a report name ({labels}); give each once.")
     for spec in specs:  # and on an unknown encoder, before hours of encoding
         encoder_kind(spec)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,18 +4,21 @@ Knows nothing of torch or tokenizers: it takes ``scipy.sparse.csr_array`` batche
 columns are term ids of a vocabulary that is stored with the index.
 """
 
-from index.builder import IndexBuilder
-from index.clustered import ClusteredIndex
-from index.errors import IndexFormatError, VocabularyMismatchError
-from index.inverted import Index, SearchResults
-from index.live import LiveIndex
+from lsr.index.clustered import ClusteredIndex
+from lsr.index.errors import IndexFormatError, VocabularyMismatchError
+from lsr.index.inverted import Index, IndexBuilder
+from lsr.index.live import LiveIndex
+from lsr.index.results import Hits, Searchable, SearchResults, merge_topk
 
 __all__ = [
     "ClusteredIndex",
+    "Hits",
     "Index",
     "IndexBuilder",
     "IndexFormatError",
     "LiveIndex",
     "SearchResults",
+    "Searchable",
     "VocabularyMismatchError",
+    "merge_topk",
 ]

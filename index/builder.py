@@ -1,28 +1,30 @@
-"""Streaming construction of an inverted index from batches of document vectors."""
+"""Streaming construction of postings from batches of document vectors.
+
+:class:`PostingsBuilder` holds the algorithm and returns the arrays of an index; the
+:class:`~lsr.index.IndexBuilder` (in :mod:`lsr.index.inverted`, beside the ``Index`` it
+builds) wraps them, so this module does not import the index it builds for.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
-from index.validation import as_sparse_batch, check_doc_ids
-from kernels import csr_to_postings, dequantize_scale, merge_runs, quantize_uint8
-from kernels.layout import MAX_PACKED_DOCS, PACKED_MARKER, pack
-
-if TYPE_CHECKING:
-    from index.inverted import Index
+from lsr.errors import InputError
+from lsr.index.validation import as_sparse_batch, check_doc_ids
+from lsr.kernels import csr_to_postings, dequantize_scale, merge_runs, quantize_uint8
+from lsr.kernels.layout import MAX_PACKED_DOCS, PACKED_MARKER, pack
 
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("uint8", "float32")
 
 
-class IndexBuilder:
-    """Add document batches one at a time, then ``finish()`` into an :class:`Index`.
+class PostingsBuilder:
+    """Add document batches one at a time, then take the index's arrays (``postings()``).
 
     Each batch is transposed to term-major postings as it arrives (a "run"), so only the
     compact postings are kept, never the document-major input. ``finish`` concatenates the
@@ -33,12 +35,12 @@ class IndexBuilder:
         self, vocab: Sequence[str], quantization: str = "uint8", run_postings: int = 4_000_000
     ) -> None:
         if quantization not in QUANTIZATIONS:
-            raise ValueError(
+            raise InputError(
                 f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}."
             )
         vocab = [str(t) for t in vocab]
         if not vocab:
-            raise ValueError("The vocabulary is empty; an index needs at least one term.")
+            raise InputError("The vocabulary is empty; an index needs at least one term.")
         self.vocab = vocab
         self.quantization = quantization
         self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -59,13 +61,13 @@ class IndexBuilder:
         csr = as_sparse_batch(vectors, len(self.vocab), "Document vectors")
         ids = check_doc_ids([d if isinstance(d, str) else str(d) for d in doc_ids])
         if len(ids) != csr.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"Got {csr.shape[0]} document vectors but {len(ids)} doc ids; pass one id per row."
             )
         fresh = set(ids)
         if len(fresh) != len(ids) or not fresh.isdisjoint(self._seen):
             dup = next(d for d in ids if d in self._seen or ids.count(d) > 1)
-            raise ValueError(f"Duplicate document id {dup!r}; document ids must be unique.")
+            raise InputError(f"Duplicate document id {dup!r}; document ids must be unique.")
         self._pending.append(csr)
         self._pending_nnz += csr.nnz
         self._doc_terms.append(np.diff(csr.indptr).astype(np.uint32))
@@ -90,16 +92,15 @@ class IndexBuilder:
         self._run_docs += csr.shape[0]
         self._pending, self._pending_nnz = [], 0
 
-    def extend(self, batches: Iterable[tuple[sp.csr_array, Sequence[str]]]) -> IndexBuilder:
+    def extend(self, batches: Iterable[tuple[sp.csr_array, Sequence[str]]]) -> PostingsBuilder:
         """Add every ``(vectors, doc_ids)`` batch of an iterable; returns ``self``."""
         for vectors, ids in batches:
             self.add(vectors, ids)
         return self
 
-    def finish(self, metadata: dict | None = None) -> Index:
-        """Merge the runs into one term-major postings list and return the in-memory index."""
-        from index.inverted import Index
-
+    def postings(self, metadata: dict | None = None) -> dict:
+        """Merge the runs into one term-major postings list: the keyword arguments of the
+        in-memory ``Index`` (vocabulary, ids, postings, scale, metadata)."""
         self._flush()
         n_terms = len(self.vocab)
         if self._runs:
@@ -129,7 +130,7 @@ class IndexBuilder:
             np.concatenate(self._doc_terms) if self._doc_terms else np.empty(0, dtype=np.uint32)
         )
         logger.info("built index: %d docs, %d postings", self.n_docs, docs.shape[0])
-        return Index(
+        return dict(
             vocab=self.vocab,
             doc_ids=list(self._doc_ids),
             offsets=offsets,

@@ -18,12 +18,12 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from index import wal
-from index.errors import IndexFormatError
-from index.inverted import Index
-from index.live import WAL_NAME
-from index.lock import WriterLock
-from index.storage import update_manifest
+from lsr.index import wal
+from lsr.index.errors import IndexFormatError
+from lsr.index.inverted import Index
+from lsr.index.live import WAL_NAME
+from lsr.index.lock import WriterLock
+from lsr.index.storage import update_manifest
 
 
 @dataclass

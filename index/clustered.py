@@ -1,6 +1,6 @@
 """Approximate search in the style of Seismic: static pruning, clustered blocks, summaries.
 
-Built from an :class:`~index.inverted.Index`: each term keeps its ``postings_per_term``
+Built from an :class:`~lsr.index.inverted.Index`: each term keeps its ``postings_per_term``
 highest-impact postings, which faiss k-means groups into blocks of about ``cluster_size``
 similar documents (clustered on random projections of the documents' sparse vectors); each
 block gets a summary (per-term maximum impacts holding ``summary_mass`` of the total, plus
@@ -23,11 +23,21 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from index.algorithms import check_query_terms, check_threads, parallel_threads
-from index.inverted import Index, SearchResults
-from index.validation import as_sparse_batch, check_k
-from kernels.clustered import block_summaries, clustered_many, clustered_one, prune_postings
-from kernels.postings import csr_to_postings
+from lsr.checks import positive_int
+from lsr.errors import InputError
+from lsr.index.algorithms import check_query_terms
+from lsr.index.inverted import Index
+from lsr.index.results import SearchResults
+from lsr.index.threads import check_threads, parallel_threads
+from lsr.index.validation import as_sparse_batch, check_k
+from lsr.kernels.clustered import (
+    ClusterArrays,
+    block_summaries,
+    clustered_many,
+    clustered_one,
+    prune_postings,
+)
+from lsr.kernels.postings import csr_to_postings
 
 logger = logging.getLogger(__name__)
 
@@ -45,26 +55,22 @@ class ClusterSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        p = self.postings_per_term
-        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
-            raise ValueError(f"postings_per_term must be a positive integer or None, got {p!r}.")
-        c = self.cluster_size
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-            raise ValueError(f"cluster_size must be an integer >= 1, got {c!r}.")
+        positive_int(self.postings_per_term, "postings_per_term", optional=True)
+        positive_int(self.cluster_size, "cluster_size")
+        positive_int(self.kmeans_iterations, "kmeans_iterations")
         m = self.summary_mass
         if isinstance(m, bool) or not (isinstance(m, (int, float)) and 0 < m <= 1):
-            raise ValueError(f"summary_mass must be in (0, 1], got {m!r}.")
-        i = self.kmeans_iterations
-        if isinstance(i, bool) or not isinstance(i, int) or i < 1:
-            raise ValueError(f"kmeans_iterations must be a positive integer, got {i!r}.")
+            raise InputError(f"summary_mass must be in (0, 1], got {m!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}.")
+            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}.")
 
 
 class ClusteredIndex:
     """Clustered postings blocks with summaries plus a forward index, over one ``Index``."""
 
-    def __init__(self, index: Index, settings: ClusterSettings, arrays: tuple, seconds: float):
+    def __init__(
+        self, index: Index, settings: ClusterSettings, arrays: ClusterArrays, seconds: float
+    ) -> None:
         self.index = index
         self.settings = settings
         self.arrays = arrays
@@ -108,16 +114,16 @@ class ClusteredIndex:
             index.vocab_size,
             float(s.summary_mass),
         )
-        arrays = (
-            term_blocks,
-            block_offsets,
-            ordered,
-            sum_offsets,
-            sum_terms.astype(term_dtype),
-            sum_values,
-            fwd_offsets,
-            fwd_terms,
-            fwd_impacts,
+        arrays = ClusterArrays(
+            term_blocks=term_blocks,
+            block_offsets=block_offsets,
+            block_docs=ordered,
+            sum_offsets=sum_offsets,
+            sum_terms=sum_terms.astype(term_dtype),
+            sum_values=sum_values,
+            fwd_offsets=fwd_offsets,
+            fwd_terms=fwd_terms,
+            fwd_impacts=fwd_impacts,
         )
         seconds = time.perf_counter() - start
         logger.info(
@@ -126,13 +132,21 @@ class ClusteredIndex:
         return cls(index, s, arrays, seconds)
 
     @property
+    def vocab(self) -> list[str]:
+        return self.index.vocab
+
+    @property
+    def n_docs(self) -> int:
+        return self.index.n_docs
+
+    @property
     def n_blocks(self) -> int:
-        return int(self.arrays[1].shape[0] - 1)
+        return int(self.arrays.block_offsets.shape[0] - 1)
 
     @property
     def n_postings(self) -> int:
         """Postings kept after static pruning."""
-        return int(self.arrays[2].shape[0])
+        return int(self.arrays.block_docs.shape[0])
 
     @property
     def nbytes(self) -> int:
@@ -165,7 +179,7 @@ class ClusteredIndex:
             or not isinstance(heap_factor, (int, float))
             or not (math.isfinite(heap_factor) and heap_factor > 0)
         ):
-            raise ValueError(f"heap_factor must be a number > 0, got {heap_factor!r}.")
+            raise InputError(f"heap_factor must be a number > 0, got {heap_factor!r}.")
         index = self.index
         q = as_sparse_batch(queries, index.vocab_size, "Query vectors")
         n_probe = index.vocab_size if query_terms is None else check_query_terms(query_terms)

@@ -1,23 +1,29 @@
-"""Errors the index raises at its entry points; each message says what was wrong and what to do."""
+"""Errors the index raises at its entry points; each message says what was wrong and what to do.
+
+They are kinds of :mod:`lsr.errors`' project errors (input, format), so front ends catch them
+with everything else lsr raises on purpose.
+"""
 
 from __future__ import annotations
 
 import errno
 
+from lsr.errors import FormatError, InputError, LSRError
 
-class IndexFormatError(ValueError):
+
+class IndexFormatError(FormatError):
     """An index directory is missing, corrupt, truncated or of an unknown format version."""
 
 
-class VocabularyMismatchError(ValueError):
+class VocabularyMismatchError(InputError):
     """Query vectors were encoded with a vocabulary other than the index's."""
 
 
-class InvalidDocumentIdError(ValueError):
+class InvalidDocumentIdError(InputError):
     """A document id is empty, too long, not valid UTF-8 or contains control characters."""
 
 
-class CollectionLockedError(OSError):
+class CollectionLockedError(LSRError, OSError):
     """Another writer (a process or an open ``LiveIndex``) holds the collection's lock."""
 
     def __init__(self, message: str) -> None:
@@ -27,11 +33,11 @@ class CollectionLockedError(OSError):
         return self.strerror
 
 
-class ReadOnlyError(PermissionError):
+class ReadOnlyError(LSRError, PermissionError):
     """A write was attempted on a collection opened read-only."""
 
 
-class WriteUnavailableError(OSError):
+class WriteUnavailableError(LSRError, OSError):
     """The collection cannot take writes for now (disk full, I/O error); nothing was written.
 
     ``retry_after`` is the number of seconds after which a retry may succeed; the previous

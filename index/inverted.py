@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from index import storage
-from index.algorithms import (
-    BLOCK_SIZE,
-    Blocks,
-    algorithm_code,
-    check_query_terms,
-    check_threads,
-    maxima_dtype,
-    parallel_threads,
-)
-from index.errors import IndexFormatError, VocabularyMismatchError
-from index.validation import as_sparse_batch, check_k
-from kernels import (
+from lsr import __version__
+from lsr.errors import InputError
+from lsr.index import storage
+from lsr.index.algorithms import algorithm_code, check_query_terms
+from lsr.index.blocks import BLOCK_SIZE, Blocks, maxima_dtype
+from lsr.index.builder import PostingsBuilder
+from lsr.index.errors import IndexFormatError, VocabularyMismatchError
+from lsr.index.results import SearchResults
+from lsr.index.threads import check_threads, parallel_threads
+from lsr.index.validation import as_sparse_batch, check_k
+from lsr.kernels import (
     dense_rows,
     doc_range_maxima,
     scratch,
@@ -31,45 +28,13 @@ from kernels import (
     search_single,
     top_terms,
 )
-from kernels.dispatch import AUTO_TAAT_MIN_DOCS
-from kernels.layout import PACKED_MARKER, is_packed, unpack_docs, unpack_impacts
-from kernels.lookup import document_postings, posting_positions
-from kernels.topk import SCAN_BLOCK
-
-__version__ = "0.1.0"
+from lsr.kernels.dispatch import AUTO_TAAT_MIN_DOCS, PostingsArrays
+from lsr.kernels.layout import PACKED_MARKER, is_packed, unpack_docs, unpack_impacts
+from lsr.kernels.lookup import document_postings, posting_positions
+from lsr.kernels.topk import SCAN_BLOCK
 
 # dense rows (kernels.dense) are built where exact ``auto`` runs the exhaustive kernel
 DENSE_ROWS_MAX_DOCS = AUTO_TAAT_MIN_DOCS
-
-
-@dataclass
-class SearchResults:
-    """Top-k hits of a batch of queries: row ``i`` holds ``counts[i]`` hits in rank order.
-
-    ``docs`` are internal document numbers (-1 pads rows with fewer than k hits); iterate or
-    index to get ``[(doc_id, score), ...]`` lists with external ids.
-    """
-
-    docs: np.ndarray
-    scores: np.ndarray
-    counts: np.ndarray
-    doc_ids: pa.Array
-
-    def __len__(self) -> int:
-        return int(self.counts.shape[0])
-
-    def ids(self, i: int) -> list[str]:
-        """External ids of query ``i``'s hits, best first."""
-        n = int(self.counts[i])
-        return self.doc_ids.take(pa.array(self.docs[i, :n])).to_pylist()
-
-    def __getitem__(self, i: int) -> list[tuple[str, float]]:
-        n = int(self.counts[i])
-        return list(zip(self.ids(i), self.scores[i, :n].tolist(), strict=True))
-
-    def __iter__(self) -> Iterator[list[tuple[str, float]]]:
-        for i in range(len(self)):
-            yield self[i]
 
 
 class Index:
@@ -106,13 +71,13 @@ class Index:
         self.blocks = blocks if blocks is not None else Blocks.build(offsets, docs, impacts)
         self.vocab_hash = storage.vocab_hash(self.vocab)
         self._scratch = threading.local()
-        self._kernel_arrays: tuple | None = None
+        self._kernel_arrays: PostingsArrays | None = None
         self._kernel_lock = threading.Lock()
         self._position: dict[str, int] | None = None
         self.manifest: dict | None = None  # the manifest it was loaded with, if loaded
 
     @property
-    def _postings(self) -> tuple:
+    def _postings(self) -> PostingsArrays:
         """The arrays the search kernels take, built on first use: the doc-range maxima of the
         long lists (one pass over their postings, about 0.6 s per 100M) and, on collections
         below ``DENSE_ROWS_MAX_DOCS``, dense rows for the most frequent terms (at most half the
@@ -131,10 +96,20 @@ class Index:
                     dense = dense_rows(
                         self.offsets, self.docs, self.impacts, self.n_docs, like, max_rows
                     )
-                    self._kernel_arrays = (
-                        self.offsets, self.docs, self.impacts, b.max_impact, b.offsets, b.max,
-                        b.last, b.size, *ranges, *dense,
-                    )  # fmt: skip
+                    self._kernel_arrays = PostingsArrays(
+                        offsets=self.offsets,
+                        docs=self.docs,
+                        impacts=self.impacts,
+                        max_impact=b.max_impact,
+                        block_offsets=b.offsets,
+                        block_max=b.max,
+                        block_last=b.last,
+                        block_size=b.size,
+                        range_rows=ranges[0],
+                        range_max=ranges[1],
+                        dense_rows=dense[0],
+                        dense_table=dense[1],
+                    )
         return self._kernel_arrays
 
     # ---- construction -------------------------------------------------------------------
@@ -150,13 +125,11 @@ class Index:
         metadata: dict | None = None,
     ) -> Index:
         """Index the rows of ``vectors`` (documents x vocabulary), ``chunk_size`` rows at a time."""
-        from index.builder import IndexBuilder
-
-        builder = IndexBuilder(vocab, quantization=quantization)
+        builder = PostingsBuilder(vocab, quantization=quantization)
         if not sp.issparse(vectors):
             as_sparse_batch(vectors, len(builder.vocab), "Document vectors")
         if len(doc_ids) != vectors.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"Got {vectors.shape[0]} document vectors but {len(doc_ids)} doc ids; "
                 "pass one id per row."
             )
@@ -164,7 +137,7 @@ class Index:
         for lo in range(0, csr.shape[0], max(1, chunk_size)):
             hi = min(lo + chunk_size, csr.shape[0])
             builder.add(csr[lo:hi], doc_ids[lo:hi])
-        return builder.finish(metadata)
+        return cls(**builder.postings(metadata))
 
     # ---- properties ---------------------------------------------------------------------
 
@@ -234,7 +207,7 @@ class Index:
         doc_numbers = np.atleast_1d(np.asarray(docs, dtype=np.int64))
         terms = np.asarray(terms, dtype=np.int64)
         if terms.size and (terms.min() < 0 or terms.max() >= self.vocab_size):
-            raise ValueError(f"term ids must be in [0, {self.vocab_size}).")
+            raise InputError(f"term ids must be in [0, {self.vocab_size}).")
         positions = posting_positions(self.offsets, self.docs, self.impacts, doc_numbers, terms)
         out = np.zeros(positions.shape, dtype=np.float32)
         found = positions >= 0
@@ -450,6 +423,16 @@ class Index:
         )
         index.manifest = manifest  # as read, for what lives beside the index (the log's state)
         return index
+
+
+class IndexBuilder(PostingsBuilder):
+    """Add document batches one at a time (``add`` / ``extend``), then ``finish()`` into an
+    :class:`Index`. Each batch is transposed to term-major postings as it arrives, so only
+    the compact postings are kept, never the document-major input."""
+
+    def finish(self, metadata: dict | None = None) -> Index:
+        """The in-memory index of every batch added."""
+        return Index(**self.postings(metadata))
 
 
 def _max_doc(docs: np.ndarray, impacts: np.ndarray, chunk: int = 1 << 24) -> int:

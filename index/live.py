@@ -2,7 +2,7 @@
 
 Upserts go to a small in-memory delta (rebuilt as an :class:`Index` on each write), deletes
 (and upserts of documents already in the base) to a tombstone set. Every write is appended
-to the write-ahead log (:mod:`index.wal`: framed, checksummed, numbered records) and fsynced
+to the write-ahead log (:mod:`lsr.index.wal`: framed, checksummed, numbered records) and fsynced
 *before* it is acknowledged; on open the log is replayed over the base, so a crash (even
 ``kill -9``) loses no acknowledged write. A failed append is cut back off the log and
 reported as :class:`WriteUnavailableError` (the service answers 503 with ``Retry-After``);
@@ -21,7 +21,7 @@ a bad record before valid ones is an error on open, never a silent loss. Only th
 append that was still in flight (after the checkpoint, with nothing valid behind them) are
 taken for a torn tail and cut off.
 
-One writer: a writer holds the collection's lock (:mod:`index.lock`) from open to
+One writer: a writer holds the collection's lock (:mod:`lsr.index.lock`) from open to
 :meth:`close`; a second writer, in this process or another, gets a
 :class:`CollectionLockedError`. ``read_only=True`` opens take no lock, never modify the
 directory, and see the base plus the log as it was when they opened.
@@ -42,12 +42,14 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from index import wal
-from index.builder import IndexBuilder
-from index.errors import IndexFormatError, ReadOnlyError, WriteUnavailableError
-from index.inverted import Index
-from index.lock import WriterLock
-from index.storage import (
+from lsr.checks import positive_int
+from lsr.errors import InputError
+from lsr.index import wal
+from lsr.index.errors import IndexFormatError, ReadOnlyError, WriteUnavailableError
+from lsr.index.inverted import Index, IndexBuilder
+from lsr.index.lock import WriterLock
+from lsr.index.results import SearchResults, merge_topk
+from lsr.index.storage import (
     FILES,
     MANIFEST,
     fsync_dir,
@@ -55,7 +57,7 @@ from index.storage import (
     recover,
     update_manifest,
 )
-from index.validation import as_sparse_batch, check_doc_ids, check_k
+from lsr.index.validation import as_sparse_batch, check_doc_ids, check_k
 
 logger = logging.getLogger(__name__)
 WAL_NAME = "wal.log"
@@ -69,15 +71,8 @@ class Snapshot:
     base: Index
     delta: Index | None
     shadowed: frozenset[str]  # base ids deleted or replaced by a newer version
+    shadowed_mask: np.ndarray | None  # the same, over the base's document numbers
     n_docs: int
-
-
-@dataclass
-class Hits:
-    """One query's ranked document ids and scores."""
-
-    ids: list[str]
-    scores: list[float]
 
 
 class Backoff:
@@ -121,15 +116,9 @@ class LiveIndex:
         read_only: bool = False,
         checkpoint_seconds: float = 1.0,
     ) -> None:
-        integer = isinstance(merge_threshold, (int, np.integer)) and not isinstance(
-            merge_threshold, bool
-        )
-        if not integer or merge_threshold < 1:
-            raise ValueError(
-                f"merge_threshold must be a positive integer, got {merge_threshold!r}."
-            )
+        positive_int(merge_threshold, "merge_threshold")
         if not isinstance(checkpoint_seconds, (int, float)) or not checkpoint_seconds >= 0:
-            raise ValueError(
+            raise InputError(
                 f"checkpoint_seconds must be a number >= 0 (inf: at open and close only), "
                 f"got {checkpoint_seconds!r}."
             )
@@ -172,7 +161,7 @@ class LiveIndex:
         self._delta_docs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._shadowed: set[str] = set()
         self._base_ids: set[str] | None = None
-        self._snapshot = Snapshot(base, None, frozenset(), base.n_docs)
+        self._snapshot = Snapshot(base, None, frozenset(), None, base.n_docs)
         records, end = self._read_log(manifest)
         for rec in records:
             self._apply(rec)
@@ -245,26 +234,28 @@ class LiveIndex:
     # ---- reads ---------------------------------------------------------------------------
 
     @property
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
+    def base(self) -> Index:
+        """The base index searches see now (the updates since the last merge are beside it)."""
+        return self._snapshot.base
 
-    def search(self, queries: sp.csr_array, k: int = 10, **options) -> list[Hits]:
-        """Top-k over base + delta, skipping deleted and replaced base documents."""
+    @property
+    def n_docs(self) -> int:
+        return self._snapshot.n_docs
+
+    def search(self, queries: sp.csr_array, k: int = 10, **options) -> SearchResults:
+        """Top-k over base + delta (:func:`~lsr.index.results.merge_topk`), skipping deleted
+        and replaced base documents; ``options`` as for :meth:`Index.search`."""
         k = check_k(k)
         snap = self._snapshot
         q = as_sparse_batch(queries, len(self.vocab), "Query vectors")
-        base_k = k + len(snap.shadowed)
-        base = snap.base.search(q, base_k, **options)
-        delta = snap.delta.search(q, k, **options) if snap.delta is not None else None
-        out = []
-        for i in range(q.shape[0]):
-            merged = [(s, 0, d) for d, s in base[i] if d not in snap.shadowed]
-            if delta is not None:
-                merged += [(s, 1, d) for d, s in delta[i]]
-            merged.sort(key=lambda h: (-h[0], h[1]))
-            top = merged[:k]
-            out.append(Hits(ids=[d for _, _, d in top], scores=[s for s, _, _ in top]))
-        return out
+        base = snap.base.search(q, k + len(snap.shadowed), **options)
+        if snap.delta is None and not snap.shadowed:
+            return base
+        parts, exclude = [base], [snap.shadowed_mask]
+        if snap.delta is not None:
+            parts.append(snap.delta.search(q, k, **options))
+            exclude.append(None)
+        return merge_topk(parts, k, exclude)
 
     def get(self, doc_id: str) -> dict[str, float] | None:
         """The stored vector of a document, or None if it does not exist (or was deleted)."""
@@ -335,11 +326,11 @@ class LiveIndex:
         csr = as_sparse_batch(vectors, len(self.vocab), "Document vectors")
         ids = check_doc_ids(list(doc_ids))
         if len(ids) != csr.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"Got {csr.shape[0]} vectors but {len(ids)} ids; pass one id per vector."
             )
         if len(set(ids)) != len(ids):
-            raise ValueError("Document ids must be unique within a request.")
+            raise InputError("Document ids must be unique within a request.")
         op = {"op": "upsert", "ids": ids, "indptr": csr.indptr, "indices": csr.indices,
               "data": csr.data}  # fmt: skip
         with self._write_lock:
@@ -373,7 +364,7 @@ class LiveIndex:
     def _write_locked(self, op: dict) -> int:
         """Log ``op`` durably, then apply and publish it; a failed append leaves no trace."""
         if self._wal is None:
-            raise ValueError(f"{self.path} was closed; open a new LiveIndex to write.")
+            raise InputError(f"{self.path} was closed; open a new LiveIndex to write.")
         wait = self.write_backoff.remaining()
         if wait > 0:
             raise WriteUnavailableError(
@@ -429,8 +420,12 @@ class LiveIndex:
             builder = IndexBuilder(self.vocab, quantization="float32")
             builder.add(_rows(self._delta_docs, ids, len(self.vocab)), ids)
             delta = builder.finish()
+        mask = None
+        if self._shadowed:
+            mask = np.zeros(base.n_docs, dtype=bool)
+            mask[[base.doc_index(d) for d in self._shadowed]] = True
         n_docs = base.n_docs - len(self._shadowed) + len(self._delta_docs)
-        self._snapshot = Snapshot(base, delta, frozenset(self._shadowed), n_docs)
+        self._snapshot = Snapshot(base, delta, frozenset(self._shadowed), mask, n_docs)
 
     def needs_merge(self) -> bool:
         """Enough changed documents to merge, and no failed merge waiting out its back-off."""

@@ -19,7 +19,7 @@ import socket
 import time
 from pathlib import Path
 
-from index.errors import CollectionLockedError
+from lsr.index.errors import CollectionLockedError
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from index.errors import IndexFormatError
+from lsr.index.errors import IndexFormatError
 
 FORMAT_NAME = "lsr-index"
 FORMAT_VERSION = 3  # 3: checksummed manifest with a base id; 2: packed postings words

@@ -9,8 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from index.errors import InvalidDocumentIdError
-from kernels.queries import WEIGHTS_NEGATIVE, WEIGHTS_NON_FINITE, WEIGHTS_ZERO, weights_status
+from lsr.checks import positive_int
+from lsr.errors import InputError, InputTypeError
+from lsr.index.errors import InvalidDocumentIdError
+from lsr.kernels.queries import WEIGHTS_NEGATIVE, WEIGHTS_NON_FINITE, WEIGHTS_ZERO, weights_status
 
 
 def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array:
@@ -20,14 +22,14 @@ def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array
     because impacts and query weights must be non-negative for top-k scoring to be exact.
     """
     if not isinstance(vectors, sp.csr_array) and not sp.issparse(vectors):
-        raise TypeError(
+        raise InputTypeError(
             f"{what} must be a scipy.sparse CSR array of shape (n, {vocab_size}), "
             f"got {type(vectors).__name__}."
         )
     if vectors.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (n, vocab_size), got shape {vectors.shape}.")
+        raise InputError(f"{what} must be 2-D (n, vocab_size), got shape {vectors.shape}.")
     if vectors.shape[1] != vocab_size:
-        from index.errors import VocabularyMismatchError
+        from lsr.index.errors import VocabularyMismatchError
 
         raise VocabularyMismatchError(
             f"{what} have {vectors.shape[1]} columns but the index vocabulary has "
@@ -41,9 +43,9 @@ def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array
         csr.sum_duplicates()
     status = weights_status(csr.data)
     if status == WEIGHTS_NON_FINITE:
-        raise ValueError(f"{what} contain NaN or infinite weights; fix the encoder output.")
+        raise InputError(f"{what} contain NaN or infinite weights; fix the encoder output.")
     if status == WEIGHTS_NEGATIVE:
-        raise ValueError(f"{what} contain negative weights; sparse term weights must be >= 0.")
+        raise InputError(f"{what} contain negative weights; sparse term weights must be >= 0.")
     if status == WEIGHTS_ZERO:
         csr = csr.copy()
         csr.eliminate_zeros()
@@ -52,9 +54,7 @@ def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array
 
 def check_k(k: object) -> int:
     """``k`` as a positive int, or a clear error."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}.")
-    return int(k)
+    return positive_int(k, "k")
 
 
 MAX_ID_BYTES = 512

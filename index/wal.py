@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from index.errors import IndexFormatError
+from lsr.errors import InputError
+from lsr.index.errors import IndexFormatError
 
 FORMAT = "lsr-wal"
 VERSION = 1
@@ -231,7 +232,7 @@ def header(base_id: str, start_seq: int) -> bytes:
 def create(path: Path, base_id: str, start_seq: int, records: Sequence[bytes] = ()) -> int:
     """Write a new log (header, then ``records`` numbered from ``start_seq``) at ``path``
     atomically (temp file, fsync, rename, directory fsync); returns its size in bytes."""
-    from index.storage import fsync_dir
+    from lsr.index.storage import fsync_dir
 
     path = Path(path)
     data = header(base_id, start_seq) + b"".join(
@@ -271,7 +272,7 @@ class LogWriter:
 
     def append(self, seq: int, payload: bytes) -> None:
         if len(payload) > MAX_RECORD_BYTES:  # scan would not take it back: refuse it now
-            raise ValueError(
+            raise InputError(
                 f"A write of {len(payload):,} bytes is larger than a log record may be "
                 f"({MAX_RECORD_BYTES:,}); split it into smaller batches."
             )

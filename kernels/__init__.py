@@ -4,9 +4,9 @@ Every kernel takes and returns plain numpy arrays, is compiled with ``cache=True
 the GIL (``nogil=True``) so that callers can run several of them in threads.
 """
 
-from kernels.blocks import build_blocks, doc_range_maxima, term_max_impact
-from kernels.dense import dense_rows
-from kernels.dispatch import (
+from lsr.kernels.blocks import build_blocks, doc_range_maxima, term_max_impact
+from lsr.kernels.dense import dense_rows
+from lsr.kernels.dispatch import (
     AUTO,
     BMW,
     EXHAUSTIVE,
@@ -16,12 +16,12 @@ from kernels.dispatch import (
     search_query,
     search_single,
 )
-from kernels.postings import csr_to_postings, merge_runs
-from kernels.pruned import bmw_one, maxscore_one
-from kernels.quantize import dequantize_scale, quantize_uint8
-from kernels.queries import top_terms
-from kernels.scoring import scratch, search_one
-from kernels.topk import select_topk
+from lsr.kernels.postings import csr_to_postings, merge_runs
+from lsr.kernels.pruned import bmw_one, maxscore_one
+from lsr.kernels.quantize import dequantize_scale, quantize_uint8
+from lsr.kernels.queries import top_terms
+from lsr.kernels.scoring import scratch, search_one
+from lsr.kernels.topk import select_topk
 
 __all__ = [
     "AUTO",

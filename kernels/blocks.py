@@ -3,7 +3,7 @@
 import numba as nb
 import numpy as np
 
-from kernels.layout import doc_at, impact_at
+from lsr.kernels.layout import doc_at, impact_at
 
 
 @nb.njit(cache=True, nogil=True)

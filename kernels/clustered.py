@@ -10,11 +10,29 @@ full summaries, no static pruning, all query terms and ``heap_factor`` 1 the top
 (block bounds are compared with a small relative margin that covers float rounding).
 """
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
-from kernels.pruned import MARGIN
-from kernels.topk import batch_outputs, heap_offer, heap_sort
+from lsr.kernels.pruned import MARGIN
+from lsr.kernels.topk import batch_outputs, heap_offer, heap_sort
+
+
+class ClusterArrays(NamedTuple):
+    """The arrays of a clustered index, passed to the kernels as one value (Numba unpacks
+    named tuples like plain ones): blocks per term, documents per block, block summaries
+    and the forward (document-major) index."""
+
+    term_blocks: np.ndarray  # int64 (vocab + 1): term t's blocks are term_blocks[t]:[t+1]
+    block_offsets: np.ndarray  # int64 (blocks + 1): block b's documents in block_docs
+    block_docs: np.ndarray  # doc numbers, block by block
+    sum_offsets: np.ndarray  # int64 (blocks + 1): block b's summary entries
+    sum_terms: np.ndarray  # summary term ids (uint16 or uint32)
+    sum_values: np.ndarray  # summary maximum impacts
+    fwd_offsets: np.ndarray  # int64 (docs + 1): document d's terms
+    fwd_terms: np.ndarray  # term ids per document, ascending
+    fwd_impacts: np.ndarray  # stored impacts per document and term
 
 
 @nb.njit(cache=True, nogil=True)
@@ -124,8 +142,7 @@ def clustered_one(
 ):
     """Top-``k`` of one query (terms ascending) over clustered blocks; returns the hit count.
 
-    ``arrays``: ``(term_blocks, block_offsets, block_docs, sum_offsets, sum_terms, sum_values,
-    fwd_offsets, fwd_terms, fwd_impacts)`` of the clustered index. ``n_probe_terms``: how many
+    ``arrays``: the :class:`ClusterArrays` of the clustered index. ``n_probe_terms``: how many
     of the heaviest query terms have their blocks visited (all terms still count in the
     scores). ``q_dense`` (float32, vocabulary size, all zero) and ``seen`` (int64, one per
     document) are caller-owned scratch; ``stamp`` must differ from every value ``seen`` held

@@ -6,13 +6,13 @@ vectorized pass instead of a scatter of its postings: on SciFact (5k documents) 
 with rows hold 72% (BM25) to 87% (SPLADE) of the postings a query reads, and the exhaustive
 kernel ran 1.3x (BM25) and 2x (SPLADE) faster with them (measured by a throwaway script).
 The accumulator must stay in cache for this to pay, so rows are built for small
-collections only (see ``index.Index``).
+collections only (see ``lsr.index.Index``).
 """
 
 import numba as nb
 import numpy as np
 
-from kernels.layout import doc_at, impact_at
+from lsr.kernels.layout import doc_at, impact_at
 
 DENSE_ROW_FRACTION = 8  # a row for each term found in at least 1/8 of the documents
 

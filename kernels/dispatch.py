@@ -5,14 +5,57 @@ Algorithm codes: 0 auto, 1 MaxScore, 2 block-max WAND, 3 exhaustive term-at-a-ti
 4 term-at-a-time MaxScore.
 """
 
-import numba as nb
+from typing import NamedTuple
 
-from kernels.maxscore_taat import maxscore_taat_one
-from kernels.pruned import bmw_one, maxscore_one
-from kernels.scoring import scratch, search_one
-from kernels.topk import batch_outputs
+import numba as nb
+import numpy as np
+
+from lsr.kernels.maxscore_taat import maxscore_taat_one
+from lsr.kernels.pruned import bmw_one, maxscore_one
+from lsr.kernels.scoring import scratch, search_one
+from lsr.kernels.topk import batch_outputs
 
 AUTO, MAXSCORE, BMW, EXHAUSTIVE, MAXSCORE_TAAT = 0, 1, 2, 3, 4
+
+
+class PostingsArrays(NamedTuple):
+    """The arrays of an inverted index that the search kernels take, as one value (Numba
+    unpacks named tuples like plain ones), so adding an array is one edit here and one where
+    ``lsr.index.Index`` builds it."""
+
+    offsets: np.ndarray  # int64 (vocab + 1): term t's postings are offsets[t]:[t+1]
+    docs: np.ndarray  # uint32 doc numbers (or packed doc + impact words)
+    impacts: np.ndarray  # uint8 / float32 impacts (or the packed marker)
+    max_impact: np.ndarray  # per term
+    block_offsets: np.ndarray  # per term, into the block tables
+    block_max: np.ndarray  # per block of block_size postings
+    block_last: np.ndarray  # last doc number per block
+    block_size: int
+    range_rows: np.ndarray  # doc-range maxima of the long lists (kernels.blocks)
+    range_max: np.ndarray
+    dense_rows: np.ndarray  # row of a frequent term in dense_table, or -1 (kernels.dense)
+    dense_table: np.ndarray
+
+
+class Algorithm(NamedTuple):
+    """One search algorithm: its name in the API, its kernel code, and whether it is exact only
+    (``theta`` > 1, approximate pruning, needs a document-at-a-time algorithm)."""
+
+    name: str
+    code: int
+    exact_only: bool
+    description: str
+
+
+# the one table every list of algorithms (index options, REST schema, benchmarks) comes from
+ALGORITHMS = (
+    Algorithm("exhaustive", EXHAUSTIVE, True, "term-at-a-time, every posting"),
+    Algorithm("maxscore", MAXSCORE, False, "MaxScore, document-at-a-time"),
+    Algorithm("maxscore-taat", MAXSCORE_TAAT, True, "MaxScore, term-at-a-time"),
+    Algorithm("bmw", BMW, False, "block-max WAND, document-at-a-time"),
+    Algorithm("auto", AUTO, False, "picked per query inside the kernels (see resolve)"),
+)
+ALGORITHM_NAMES = tuple(a.name for a in ALGORITHMS)
 
 
 AUTO_SHORT_QUERY_TERMS = 12  # approximate auto: MaxScore up to this many terms, BMW beyond
@@ -24,7 +67,7 @@ def resolve(algorithm, q_terms, theta, n_docs):
     """The algorithm ``auto`` stands for on this query (others are returned unchanged).
 
     Exact search: term-at-a-time MaxScore on collections of ``AUTO_TAAT_MIN_DOCS`` or more,
-    exhaustive term-at-a-time below, where ``index.Index`` gives the exhaustive kernel dense
+    exhaustive term-at-a-time below, where ``lsr.index.Index`` gives the exhaustive kernel dense
     rows for its frequent terms. With 40-term synthetic queries, MaxScore against exhaustive
     without rows: 2.1-3.2x at 1M documents, 1.0-1.2x at 50k, 0.8-1.0x at 20k (``lsr bench
     synthetic``), 1.7-1.8x at 200k; exhaustive with rows against without: 1.8x at 20k and
@@ -46,9 +89,7 @@ def search_query(
 ):
     """Run one query with the given (or automatically chosen) algorithm; returns the hit count.
 
-    ``postings``: ``(offsets, docs, impacts, max_impact, block_offsets, block_max, block_last,
-    block_size, range_rows, range_max, dense_rows, dense_table)`` of the index (the range
-    maxima from ``doc_range_maxima``, the dense rows from ``dense_rows``).
+    ``postings``: the index's :class:`PostingsArrays`.
     """
     (
         offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,

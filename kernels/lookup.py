@@ -8,14 +8,14 @@ searches, and reading back one document's vector one search per non-empty term.
 import numpy as np
 from numba import njit
 
-from kernels.layout import doc_at
+from lsr.kernels.layout import doc_at
 
 
 @njit(cache=True, nogil=True)
 def _position(offsets, docs, impacts, term, doc):
     """Index of ``doc``'s posting in ``term``'s list (doc numbers ascending), or -1.
 
-    A plain binary search, not ``kernels.pruned.seek``: that one gallops forward from a
+    A plain binary search, not ``lsr.kernels.pruned.seek``: that one gallops forward from a
     cursor, which suits the pruned kernels' forward scans but makes a random point lookup
     1.4x slower (GET on SciFact: 0.58 against 0.39 ms)."""
     lo, hi = offsets[term], offsets[term + 1]

@@ -17,10 +17,10 @@ kernel's and ties rank the lower doc number first.
 import numba as nb
 import numpy as np
 
-from kernels.layout import doc_at, impact_at
-from kernels.pruned import MARGIN, bound_order, live_terms, seek
-from kernels.scoring import search_sparse
-from kernels.topk import SCAN_BLOCK, block_maxima, heap_offer, heap_sort, kth_largest
+from lsr.kernels.layout import doc_at, impact_at
+from lsr.kernels.pruned import MARGIN, bound_order, live_terms, seek
+from lsr.kernels.scoring import search_sparse
+from lsr.kernels.topk import SCAN_BLOCK, block_maxima, heap_offer, heap_sort, kth_largest
 
 SPARSE_FRACTION = 4  # queries reading fewer than n_docs / 4 postings go to ``search_sparse``
 

@@ -43,7 +43,7 @@ def merge_runs(run_offsets, run_docs, run_weights, out_offsets, out_docs, out_we
     ``run_offsets`` is (n_runs, V + 1); runs hold increasing doc numbers, so appending each
     run's postings of a term in run order keeps every postings list sorted by doc number.
     ``run_docs``/``run_weights`` are the runs concatenated, run ``r`` starting at
-    ``run_offsets[r, 0]`` shifted by the sizes of the runs before it (see ``index.builder``).
+    ``run_offsets[r, 0]`` shifted by the sizes of the runs before it (see ``lsr.index.builder``).
     """
     n_runs = run_offsets.shape[0]
     n_terms = run_offsets.shape[1] - 1

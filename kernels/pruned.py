@@ -11,8 +11,8 @@ threshold for an approximate search that trades recall for speed ("aggressive" p
 import numba as nb
 import numpy as np
 
-from kernels.layout import doc_at, impact_at
-from kernels.topk import heap_offer, heap_sort
+from lsr.kernels.layout import doc_at, impact_at
+from lsr.kernels.topk import heap_offer, heap_sort
 
 NO_DOC = np.int64(1) << 40
 MARGIN = 1e-4

@@ -3,9 +3,9 @@
 import numba as nb
 import numpy as np
 
-from kernels.dense import add_row
-from kernels.layout import doc_at, impact_at
-from kernels.topk import SCAN_BLOCK, dense_topk, select_topk
+from lsr.kernels.dense import add_row
+from lsr.kernels.layout import doc_at, impact_at
+from lsr.kernels.topk import SCAN_BLOCK, dense_topk, select_topk
 
 # The dense path (vectorized rows and top-k scan) beats tracking touched documents once a
 # query reads more than n_docs / 16 postings: 7% faster than n_docs / 4 on SciFact BM25
@@ -32,7 +32,7 @@ def search_one(
     (int64: the candidate list, then room for block maxima) are caller-owned scratch
     from ``scratch``, reused across queries. A query that reads many postings scans the
     accumulator densely (branch-light, bounded by block maxima) and adds the terms that have
-    a row in ``dense_table`` (see ``kernels.dense``; ``dense_rows[t]`` is -1 for the others)
+    a row in ``dense_table`` (see ``lsr.kernels.dense``; ``dense_rows[t]`` is -1 for the others)
     row-wise; one that reads few goes to ``search_sparse``. Query weights must be positive.
     """
     n_docs = acc.shape[0]

@@ -195,7 +195,7 @@ def dense_topk(acc, k, candidates, out_docs, out_scores):
     on the bound are kept, so the doc-number tie break stays exact. Small ``k`` works on the
     scores' int32 bit patterns throughout; larger ``k`` lists the documents reaching the
     bound without a branch for ``select_topk``. ``candidates`` is the scratch of
-    ``kernels.scoring.scratch`` (documents first, then one slot per ``SCAN_BLOCK`` documents
+    ``lsr.kernels.scoring.scratch`` (documents first, then one slot per ``SCAN_BLOCK`` documents
     for the block maxima). Returns the count.
     """
     n = acc.shape[0]
@@ -226,7 +226,3 @@ def batch_outputs(n_queries, k):
     docs = np.full((n_queries, k), -1, dtype=np.int64)
     return docs, np.zeros((n_queries, k), dtype=np.float32), np.zeros(n_queries, dtype=np.int64)
 
-
-def empty_topk(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Output buffers for ``select_topk``: doc numbers padded with -1, scores with 0."""
-    return np.full(k, -1, dtype=np.int64), np.zeros(k, dtype=np.float32)

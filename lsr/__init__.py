@@ -1,19 +1,44 @@
-"""Learned sparse representations: tokenizers, corpus readers and sparse encoders.
+"""lsr: learned sparse retrieval, under one import namespace.
 
-Encoders turn text into ``scipy.sparse.csr_array`` rows over their tokenizer's vocabulary
-(``encode_queries`` / ``encode_documents``); the index consumes exactly that type. Importing
-this package does not import torch: model-based encoders load it when they are used.
+- ``lsr`` (this package): tokenizers, corpus readers and sparse encoders. Encoders turn text
+  into ``scipy.sparse.csr_array`` rows over their vocabulary (``encode_queries`` /
+  ``encode_documents``); the index consumes exactly that type.
+- ``lsr.kernels``: Numba kernels; ``lsr.index``: the collection and its search;
+  ``lsr.eval``: datasets, metrics, reports, benchmarks; ``lsr.service``: the command line
+  and the REST app.
+
+The names below are imported on first use, so ``import lsr.index`` loads no encoder and
+nothing here imports torch until a model-based encoder is used.
 """
 
+from __future__ import annotations
+
+from importlib import import_module, metadata
 from importlib.resources import files
 from pathlib import Path
 
-from lsr.bm25 import BM25Encoder
-from lsr.corpus import Document, count_documents, read_corpus, read_qrels, read_queries
-from lsr.encoders import load_encoder
-from lsr.errors import CorpusError, EncoderError
-from lsr.sparse import decode, term_counts
-from lsr.tokenization import HFTokenizer, WordTokenizer
+try:
+    __version__ = metadata.version("lsr-engine")  # pyproject.toml's version, as installed
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+_EXPORTS = {
+    "BM25Encoder": "lsr.bm25",
+    "CorpusError": "lsr.errors",
+    "Document": "lsr.corpus",
+    "Encoder": "lsr.encoder",
+    "EncoderError": "lsr.errors",
+    "HFTokenizer": "lsr.tokenization",
+    "LSRError": "lsr.errors",
+    "WordTokenizer": "lsr.tokenization",
+    "count_documents": "lsr.corpus",
+    "decode": "lsr.sparse",
+    "load_encoder": "lsr.encoders",
+    "read_corpus": "lsr.corpus",
+    "read_qrels": "lsr.corpus",
+    "read_queries": "lsr.corpus",
+    "term_counts": "lsr.sparse",
+}
 
 
 def sample_dataset() -> Path:
@@ -21,19 +46,17 @@ def sample_dataset() -> Path:
     return Path(str(files("lsr") / "data" / "sample"))
 
 
-__all__ = [
-    "BM25Encoder",
-    "CorpusError",
-    "Document",
-    "EncoderError",
-    "HFTokenizer",
-    "WordTokenizer",
-    "count_documents",
-    "decode",
-    "load_encoder",
-    "read_corpus",
-    "read_qrels",
-    "read_queries",
-    "sample_dataset",
-    "term_counts",
-]
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lsr' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+__all__ = ["__version__", "sample_dataset", *_EXPORTS]

@@ -10,7 +10,6 @@ queries get raw term counts, so the dot product of the two is the BM25 score.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,10 +18,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from lsr.encoders import CONFIG_NAME
+from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.sparse import decode, term_counts
-from lsr.tokenization import Tokenizer, WordTokenizer, save_json, tokenizer_from_config
+from lsr.tokenization import Tokenizer, WordTokenizer, tokenizer_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -103,18 +102,22 @@ class BM25Encoder:
     def decode(self, vector: sp.csr_array, top_k: int | None = None) -> list[tuple[str, float]]:
         return decode(vector, self.vocab, top_k)
 
+    @property
+    def config(self) -> dict:
+        """The settings that determine the vectors (the fitted statistics aside)."""
+        tokenizer = {k: v for k, v in self.tokenizer.to_config().items() if k != "vocab"}
+        return {"type": self.name, "k1": self.k1, "b": self.b, "tokenizer": tokenizer}
+
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``encoder.json`` (+ the tokenizer's files) so ``from_pretrained`` restores it."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if hasattr(self.tokenizer, "save"):
             self.tokenizer.save(folder)
-        save_json(
-            folder / CONFIG_NAME,
+        write_config(
+            folder,
             {
-                "type": self.name,
-                "k1": self.k1,
-                "b": self.b,
+                **self.config,
                 "n_docs": self.n_docs,
                 "avgdl": self.avgdl,
                 "df": self.df.tolist(),
@@ -123,12 +126,16 @@ class BM25Encoder:
         )
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> BM25Encoder:
+    def from_pretrained(cls, folder: str | Path, **options) -> BM25Encoder:
+        """A fitted BM25 encoder saved by :meth:`save_pretrained` (it takes no options)."""
+        if options:
+            raise EncoderError(
+                f"A saved BM25 encoder takes no options (got {', '.join(sorted(options))})."
+            )
         folder = Path(folder)
-        try:
-            cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise EncoderError(f"Cannot read a BM25 encoder from {folder}: {e}") from e
+        cfg = read_config(folder, "bm25")
+        if not cfg:
+            raise EncoderError(f"Cannot read a BM25 encoder from {folder}: no encoder.json.")
         enc = cls(tokenizer_from_config(cfg["tokenizer"], folder), k1=cfg["k1"], b=cfg["b"])
         enc.n_docs, enc.avgdl = int(cfg["n_docs"]), float(cfg["avgdl"])
         enc.df = np.asarray(cfg["df"], dtype=np.int64)

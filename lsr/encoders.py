@@ -1,36 +1,66 @@
-"""Resolve an encoder spec to an encoder object.
+"""The encoder registry, and resolving an encoder spec to an encoder object.
 
 Specs: ``bm25``; a folder saved by an lsr encoder (``encoder.json`` names its type); a
 ``*ForMaskedLM`` folder or Hugging Face id (SPLADE, or inference-free when it ships
-``idf.json``); or an explicit ``splade:PATH`` / ``inference-free:PATH``.
+``idf.json``); or an explicit ``TYPE:PATH`` (``splade:PATH``, ``inference-free:PATH``).
+
+Adding an encoder type is one module with a class that follows :class:`lsr.encoder.Encoder`
+plus one line in :data:`ENCODERS` (or a call to :func:`register_encoder`); classes are
+imported only when used, so resolving a spec loads no model library.
 """
 
 from __future__ import annotations
 
-import json
+from importlib import import_module
 from pathlib import Path
 
+from lsr.encoder import read_config
 from lsr.errors import EncoderError
 
-CONFIG_NAME = "encoder.json"
-KINDS = ("bm25", "splade", "inference-free")
+# type name -> "module:Class"; the first is built without a location (a fresh BM25)
+ENCODERS: dict[str, str] = {
+    "bm25": "lsr.bm25:BM25Encoder",
+    "splade": "lsr.splade:SpladeEncoder",
+    "inference-free": "lsr.inference_free:InferenceFreeEncoder",
+}
+FRESH = ("bm25",)  # types a bare name builds, unfitted, with the options given
+KINDS = tuple(ENCODERS)
+
+
+def register_encoder(name: str, target: str) -> None:
+    """Make ``name`` an encoder type: ``target`` is ``"module:Class"`` of an Encoder."""
+    if ":" not in target:
+        raise EncoderError(f"An encoder target is 'module:Class', got {target!r}.")
+    ENCODERS[name] = target
+    global KINDS
+    KINDS = tuple(ENCODERS)
+
+
+def encoder_class(name: str) -> type:
+    """The class registered for encoder type ``name``."""
+    target = ENCODERS.get(name)
+    if target is None:
+        raise EncoderError(f"Unknown encoder type {name!r}; known: {', '.join(ENCODERS)}.")
+    module, _, cls = target.partition(":")
+    return getattr(import_module(module), cls)
 
 
 def encoder_kind(spec: str | Path) -> tuple[str, str]:
-    """``(kind, location)`` for a spec, reading only small config files (no model load)."""
+    """``(type, location)`` for a spec, reading only small config files (no model load)."""
     text = str(spec)
-    for kind in KINDS[1:]:
+    for kind in ENCODERS:
         if text.startswith(kind + ":"):
-            return kind, text[len(kind) + 1 :]
-    if text.lower() == "bm25":
-        return "bm25", ""
+            location = text[len(kind) + 1 :]
+            if not location:
+                raise EncoderError(f"{text!r} names no model: give {kind}:PATH.")
+            return kind, location
+    if text.lower() in FRESH:
+        return text.lower(), ""
     folder = Path(text)
-    if (folder / CONFIG_NAME).is_file():
-        try:
-            kind = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("type")
-        except (OSError, json.JSONDecodeError, AttributeError) as e:
-            raise EncoderError(f"{folder / CONFIG_NAME} is not a valid encoder config: {e}") from e
-        if kind not in KINDS:
+    config = read_config(folder) if folder.is_dir() else {}
+    if config:
+        kind = config.get("type")
+        if kind not in ENCODERS:
             raise EncoderError(f"{folder} holds an encoder of unknown type {kind!r}.")
         return kind, text
     if folder.is_dir():
@@ -52,14 +82,5 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
 def load_encoder(spec: str | Path, **options):
     """Build the encoder a spec names; ``options`` go to its constructor / ``from_pretrained``."""
     kind, location = encoder_kind(spec)
-    if kind == "bm25":
-        from lsr.bm25 import BM25Encoder
-
-        return BM25Encoder.from_pretrained(location) if location else BM25Encoder(**options)
-    if kind == "splade":
-        from lsr.splade import SpladeEncoder
-
-        return SpladeEncoder.from_pretrained(location, **options)
-    from lsr.inference_free import InferenceFreeEncoder
-
-    return InferenceFreeEncoder.from_pretrained(location, **options)
+    cls = encoder_class(kind)
+    return cls.from_pretrained(location, **options) if location else cls(**options)

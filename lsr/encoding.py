@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from lsr.checks import positive_int
 from lsr.corpus import Document
 
 
@@ -46,8 +47,7 @@ def encode_corpus(
     Fitting happens here, before the first batch is asked for, so ``encoder.vocab`` is final
     when this returns (a BM25 word vocabulary grows while fitting).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    positive_int(batch_size, "batch_size")
     stats = stats if stats is not None else EncodingStats()
     stats.fit_seconds += prepare(encoder, docs, progress)
     return _encode_batches(encoder, docs, batch_size, progress, stats)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.encoders import CONFIG_NAME
+from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.mlm import DocumentModelEncoder, MLMSparseModel
 from lsr.tokenization import save_json
@@ -145,13 +145,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
     ) -> InferenceFreeEncoder:
         """Load a document model folder (or Hub id) with its ``idf.json``, if it has one."""
         folder = Path(name_or_path)
-        cfg = {}
-        if (folder / CONFIG_NAME).is_file():
-            cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-            if cfg.get("type") != cls.name:
-                raise EncoderError(
-                    f"{folder} holds a {cfg.get('type')!r} encoder, not inference-free."
-                )
+        cfg = read_config(folder, cls.name) if folder.is_dir() else {}
         model_opts = {
             "max_length": options.pop("max_length", None) or cfg.get("max_length", 256),
             "activation": options.pop("activation", None) or cfg.get("activation", "log1p_relu"),
@@ -173,7 +167,11 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         self.doc_model.save_pretrained(folder)
         if self.query_weights is not None:
             save_json(folder / IDF_FILE, self.weights_as_dict())
-        save_json(folder / CONFIG_NAME, self._config())
+        write_config(folder, self.config)
+
+    @property
+    def config(self) -> dict:
+        return self._config()
 
 
 def _hub_file(repo_id: str | Path, filename: str) -> str | None:

@@ -6,7 +6,10 @@
 - :func:`kl_distillation`: KL(teacher || student) over each query's candidate list, both
   softened by a temperature and scaled by T^2.
 - :func:`minmax_normalize` / :func:`combine_teachers`: per-query min-max scaling so several
-  teachers with different score ranges can be averaged.
+  teachers with different score ranges can be averaged (``teachers:`` in a training config).
+
+The trainer uses them through :data:`LOSSES` (name -> :class:`RankingLoss`), so a new loss
+is one class and one entry there.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from lsr.errors import InputError
 
 
 def info_nce(
@@ -36,7 +41,7 @@ def info_nce(
         target = torch.arange(b, device=queries.device)
     else:
         if negatives is None:
-            raise ValueError("info_nce without in-batch negatives needs hard negatives.")
+            raise InputError("info_nce without in-batch negatives needs hard negatives.")
         cands = torch.cat([positives.unsqueeze(1), negatives], dim=1)
         scores = torch.einsum("bv,bnv->bn", queries, cands)
         target = torch.zeros(b, dtype=torch.long, device=queries.device)
@@ -77,10 +82,10 @@ def combine_teachers(
 ) -> torch.Tensor:
     """Weighted mean of per-query min-max normalized scores of several teachers."""
     if not teacher_scores:
-        raise ValueError("combine_teachers needs at least one teacher's scores.")
+        raise InputError("combine_teachers needs at least one teacher's scores.")
     weights = list(weights) if weights is not None else [1.0] * len(teacher_scores)
     if len(weights) != len(teacher_scores):
-        raise ValueError("Give one weight per teacher.")
+        raise InputError("Give one weight per teacher.")
     total = sum(weights)
     return (
         sum(w * minmax_normalize(s) for w, s in zip(weights, teacher_scores, strict=True)) / total
@@ -90,3 +95,47 @@ def combine_teachers(
 def pairwise_scores(queries: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
     """Scores of each query against its own candidates: (b, V) x (b, n, V) -> (b, n)."""
     return torch.einsum("bv,bnv->bn", queries, docs)
+
+
+class RankingLoss:
+    """A training loss over a batch: query vectors ``q`` (b, V), positives (b, V), hard
+    negatives (b, n, V) or None, and, for distillation, teacher scores (b, 1 + n) of
+    ``[positive, *negatives]``. Losses are looked up by name in :data:`LOSSES`."""
+
+    name = "loss"
+    needs_teacher = False
+
+    def __init__(self, temperature: float = 1.0, in_batch_negatives: bool = True) -> None:
+        self.temperature = temperature
+        self.in_batch_negatives = in_batch_negatives
+
+    def __call__(self, q, positives, negatives, teacher) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class InfoNCE(RankingLoss):
+    name = "infonce"
+
+    def __call__(self, q, positives, negatives, teacher) -> torch.Tensor:
+        return info_nce(q, positives, negatives, self.temperature, self.in_batch_negatives)
+
+
+class MarginMSE(RankingLoss):
+    name = "margin_mse"
+    needs_teacher = True
+
+    def __call__(self, q, positives, negatives, teacher) -> torch.Tensor:
+        student = pairwise_scores(q, torch.cat([positives.unsqueeze(1), negatives], dim=1))
+        return margin_mse(student[:, 0], student[:, 1:], teacher[:, 0], teacher[:, 1:])
+
+
+class KLDistillation(RankingLoss):
+    name = "kl"
+    needs_teacher = True
+
+    def __call__(self, q, positives, negatives, teacher) -> torch.Tensor:
+        student = pairwise_scores(q, torch.cat([positives.unsqueeze(1), negatives], dim=1))
+        return kl_distillation(student, teacher, self.temperature)
+
+
+LOSSES: dict[str, type[RankingLoss]] = {c.name: c for c in (InfoNCE, MarginMSE, KLDistillation)}

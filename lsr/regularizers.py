@@ -28,6 +28,11 @@ class Regularizer:
 
     name = "regularizer"
 
+    @classmethod
+    def from_settings(cls, idf: np.ndarray | None, tau: int) -> Regularizer:
+        """Build from a training config's settings (most regularizers take none)."""
+        return cls()
+
     def __call__(self, weights: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -61,6 +66,14 @@ class IDFAwareFLOPS(Regularizer):
 
     name = "idf_flops"
 
+    @classmethod
+    def from_settings(cls, idf: np.ndarray | None, tau: int) -> IDFAwareFLOPS:
+        if idf is None:
+            raise EncoderError(
+                "idf_flops needs IDF values (an inference-free encoder's idf table)."
+            )
+        return cls(idf)
+
     def __init__(self, idf: np.ndarray | torch.Tensor, min_idf: float = 0.1) -> None:
         idf = torch.as_tensor(np.asarray(idf, dtype=np.float32))
         if idf.ndim != 1:
@@ -76,6 +89,10 @@ class L0MaskedFLOPS(Regularizer):
     """FLOPS restricted to the vectors whose number of non-zeros exceeds ``tau``."""
 
     name = "l0_flops"
+
+    @classmethod
+    def from_settings(cls, idf: np.ndarray | None, tau: int) -> L0MaskedFLOPS:
+        return cls(tau)
 
     def __init__(self, tau: int = 200) -> None:
         if tau < 0:
@@ -101,18 +118,14 @@ class QuadraticWarmup:
         return self.value * min(1.0, step / self.warmup_steps) ** 2
 
 
+REGULARIZERS: dict[str, type[Regularizer]] = {
+    c.name: c for c in (FLOPS, IDFAwareFLOPS, L0MaskedFLOPS, L1)
+}
+
+
 def make_regularizer(kind: str, idf: np.ndarray | None = None, tau: int = 200) -> Regularizer:
-    """A regularizer by name: flops, idf_flops (needs ``idf``), l0_flops, l1."""
-    if kind == "flops":
-        return FLOPS()
-    if kind == "l1":
-        return L1()
-    if kind == "l0_flops":
-        return L0MaskedFLOPS(tau)
-    if kind == "idf_flops":
-        if idf is None:
-            raise EncoderError(
-                "idf_flops needs IDF values (an inference-free encoder's idf table)."
-            )
-        return IDFAwareFLOPS(idf)
-    raise EncoderError(f"Unknown regularizer {kind!r}; use flops, idf_flops, l0_flops or l1.")
+    """A regularizer by name (a key of :data:`REGULARIZERS`); ``idf_flops`` needs ``idf``."""
+    cls = REGULARIZERS.get(kind)
+    if cls is None:
+        raise EncoderError(f"Unknown regularizer {kind!r}; use {', '.join(REGULARIZERS)}.")
+    return cls.from_settings(idf, tau)

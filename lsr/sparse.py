@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from lsr.errors import InputError
+
 
 def term_counts(token_ids: Sequence[np.ndarray], vocab_size: int) -> sp.csr_array:
     """Bag-of-words counts: row ``i`` holds how often each term id occurs in ``token_ids[i]``."""
@@ -24,7 +26,7 @@ def decode(vector: sp.csr_array | sp.sparray, vocab: Sequence[str], top_k: int |
     """The ``(term, weight)`` pairs of one sparse vector, heaviest first."""
     row = sp.csr_array(vector)
     if row.shape[0] != 1:
-        raise ValueError(f"decode takes one vector (1 row), got {row.shape[0]} rows.")
+        raise InputError(f"decode takes one vector (1 row), got {row.shape[0]} rows.")
     order = np.argsort(-row.data, kind="stable")
     if top_k is not None:
         order = order[:top_k]

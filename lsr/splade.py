@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import scipy.sparse as sp
 
-from lsr.encoders import CONFIG_NAME
+from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.mlm import DocumentModelEncoder, MLMSparseModel
-from lsr.tokenization import save_json
 
 QUERY_MODEL_DIR = "query_model"
 
@@ -55,13 +53,9 @@ class SpladeEncoder(DocumentModelEncoder):
     ) -> SpladeEncoder:
         """Load a saved encoder folder, a plain ``*ForMaskedLM`` folder, or a Hub id."""
         folder = Path(name_or_path)
-        cfg = {}
-        if (folder / CONFIG_NAME).is_file():
-            cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-            if cfg.get("type") != cls.name:
-                raise EncoderError(f"{folder} holds a {cfg.get('type')!r} encoder, not SPLADE.")
-            if query_model is None and (folder / QUERY_MODEL_DIR).is_dir():
-                query_model = folder / QUERY_MODEL_DIR
+        cfg = read_config(folder, cls.name) if folder.is_dir() else {}
+        if cfg and query_model is None and (folder / QUERY_MODEL_DIR).is_dir():
+            query_model = folder / QUERY_MODEL_DIR
         max_length = max_length or cfg.get("max_length", 256)
         activation = cfg.get("activation", "log1p_relu")
         common = {"device": device, "activation": activation, "dtype": options.pop("dtype", "auto")}
@@ -94,4 +88,8 @@ class SpladeEncoder(DocumentModelEncoder):
         self.doc_model.save_pretrained(folder)
         if self.query_model is not None:
             self.query_model.save_pretrained(folder / QUERY_MODEL_DIR)
-        save_json(folder / CONFIG_NAME, self._config(query_max_length=self.query_max_length))
+        write_config(folder, self.config)
+
+    @property
+    def config(self) -> dict:
+        return self._config(query_max_length=self.query_max_length)

@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lsr.checks import positive_int
+from lsr.encoders import encoder_class
 from lsr.errors import EncoderError
-from lsr.losses import info_nce, kl_distillation, margin_mse, pairwise_scores
+from lsr.losses import LOSSES, combine_teachers
 from lsr.regularizers import FLOPS, QuadraticWarmup, make_regularizer
-from lsr.training_data import TrainingExample, beir_examples, read_triples
+from lsr.training_data import TrainingExample, read_triples
 
 logger = logging.getLogger(__name__)
-LOSSES = ("infonce", "margin_mse", "kl")
-KINDS = ("splade", "inference-free")
+KINDS = ("splade", "inference-free")  # the encoder types a model is trained as
 
 
 @dataclass
@@ -55,6 +56,7 @@ class TrainConfig:
     loss: str = "infonce"
     temperature: float = 1.0
     in_batch_negatives: bool = True
+    teachers: dict[str, float] | None = None  # distillation: teacher name -> weight
     documents: RegularizerConfig = field(default_factory=RegularizerConfig)
     queries: RegularizerConfig = field(default_factory=RegularizerConfig)
     learn_query_weights: bool = False
@@ -111,11 +113,11 @@ class TrainConfig:
             raise EncoderError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}.")
         if self.loss not in LOSSES:
             raise EncoderError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}.")
+        self._validate_teachers()
         if (self.triples is None) == (self.beir is None):
             raise EncoderError("Give exactly one training data source: triples or beir.")
         for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
-            if getattr(self, name) < 1:
-                raise EncoderError(f"{name} must be >= 1, got {getattr(self, name)}.")
+            positive_int(getattr(self, name), name, error=EncoderError)
         if self.learning_rate <= 0 or self.temperature <= 0:
             raise EncoderError("learning_rate and temperature must be positive.")
         if self.loss != "infonce" and self.negatives < 1:
@@ -130,6 +132,26 @@ class TrainConfig:
                 "(or learn_query_weights: true)."
             )
 
+    def _validate_teachers(self) -> None:
+        t = self.teachers
+        if t is None:
+            return
+        if not LOSSES[self.loss].needs_teacher:
+            raise EncoderError(
+                f"teachers need a distillation loss (margin_mse, kl), not {self.loss}."
+            )
+        if (
+            not isinstance(t, dict)
+            or not t
+            or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
+                for w in t.values()
+            )
+        ):
+            raise EncoderError(
+                "teachers must map each teacher's name to a weight > 0, e.g. {ce: 0.7, bm25: 0.3}."
+            )
+
 
 class Trainer:
     """Runs a :class:`TrainConfig`; ``train()`` returns the folder of the saved encoder."""
@@ -138,8 +160,9 @@ class Trainer:
         self.config = config
         self.output = Path(config.output)
         self.examples = examples if examples is not None else self._load_examples()
-        if config.loss != "infonce" and any(e.scores is None for e in self.examples):
-            raise EncoderError(f"loss {config.loss} needs teacher 'scores' in every example.")
+        self.loss = LOSSES[config.loss](config.temperature, config.in_batch_negatives)
+        if self.loss.needs_teacher:
+            self._check_teacher_scores()
         self.encoder = self._load_encoder()
         self.doc_model = self.encoder.doc_model
         self.query_model = getattr(self.encoder, "query_model", None)
@@ -156,11 +179,36 @@ class Trainer:
 
     # ---- set-up --------------------------------------------------------------------------
 
+    def _check_teacher_scores(self) -> None:
+        """Every example has the scores the loss needs: one list, or one per named teacher."""
+        loss, teachers = self.config.loss, self.config.teachers
+        for e in self.examples:
+            if e.scores is None:
+                raise EncoderError(f"loss {loss} needs teacher 'scores' in every example.")
+            if teachers is None and isinstance(e.scores, dict):
+                raise EncoderError(
+                    f"The examples hold scores of several teachers ({', '.join(e.scores)}); "
+                    "name the ones to use, with weights, under teachers:."
+                )
+            if teachers is not None:
+                missing = [
+                    t for t in teachers if not isinstance(e.scores, dict) or t not in e.scores
+                ]
+                if missing:
+                    raise EncoderError(
+                        f"Every example needs scores of the teachers {', '.join(teachers)}; "
+                        f"one lacks {', '.join(missing)}."
+                    )
+
     def _load_examples(self) -> list[TrainingExample]:
-        c = self.config
-        if c.triples:
-            return read_triples(c.triples)
-        return beir_examples(c.beir, c.split, c.negatives, c.negative_depth, c.seed)
+        """The config's triples; examples mined from a BEIR split (``beir:``) need an index,
+        so :func:`lsr.pipeline.training.trainer_for` loads those and passes them in."""
+        if self.config.triples:
+            return read_triples(self.config.triples)
+        raise EncoderError(
+            "A beir: training source mines its negatives through an index: build the trainer "
+            "with lsr.pipeline.training.trainer_for(config) (as lsr train does)."
+        )
 
     def _latest_checkpoint(self) -> Path | None:
         ckpts = sorted(
@@ -174,15 +222,10 @@ class Trainer:
         if c.resume and self._latest_checkpoint() is not None:
             source = str(self._latest_checkpoint())
         opts = {"max_length": c.max_length, "device": c.device}
+        cls = encoder_class(c.kind)
         if c.kind == "splade":
-            from lsr.splade import SpladeEncoder
-
-            return SpladeEncoder.from_pretrained(
-                source, query_max_length=c.query_max_length, **opts
-            )
-        from lsr.inference_free import InferenceFreeEncoder
-
-        enc = InferenceFreeEncoder.from_pretrained(source, activation=c.activation, **opts)
+            return cls.from_pretrained(source, query_max_length=c.query_max_length, **opts)
+        enc = cls.from_pretrained(source, activation=c.activation, **opts)
         if not enc.fitted:
             enc.fit(self._idf_texts())
         return enc
@@ -269,20 +312,8 @@ class Trainer:
             d[: len(batch)],
             d[len(batch) :].reshape(len(batch), n_neg, -1) if n_neg else None,
         )
-        if c.loss == "infonce":
-            rank_loss = info_nce(q, pos, neg, c.temperature, c.in_batch_negatives)
-        else:
-            cands = torch.cat([pos.unsqueeze(1), neg], dim=1)
-            student = pairwise_scores(q, cands)
-            teacher = torch.tensor(
-                [[e.scores[0]] + [e.scores[1 + i] for i in negs[b]] for b, e in enumerate(batch)],
-                device=student.device,
-                dtype=student.dtype,
-            )
-            if c.loss == "margin_mse":
-                rank_loss = margin_mse(student[:, 0], student[:, 1:], teacher[:, 0], teacher[:, 1:])
-            else:
-                rank_loss = kl_distillation(student, teacher, c.temperature)
+        teacher = self._teacher_scores(batch, negs, d) if self.loss.needs_teacher else None
+        rank_loss = self.loss(q, pos, neg, teacher)
         reg_d = self.reg_docs(d)
         loss = rank_loss + self.lambda_docs(self.step) * reg_d
         if c.kind == "splade" or self.query_weights is not None:
@@ -297,6 +328,23 @@ class Trainer:
                 "lambda_d": self.lambda_docs(self.step),
             }
         return loss, stats
+
+    def _teacher_scores(self, batch, negs, like: torch.Tensor) -> torch.Tensor:
+        """(batch, 1 + negatives) teacher scores of each example's positive and picked
+        negatives; with ``teachers`` the weighted mean of their min-max normalized scores."""
+
+        def table(scores_of) -> torch.Tensor:
+            rows = [
+                [scores_of(e)[0]] + [scores_of(e)[1 + i] for i in negs[b]]
+                for b, e in enumerate(batch)
+            ]
+            return torch.tensor(rows, device=like.device, dtype=like.dtype)
+
+        teachers = self.config.teachers
+        if teachers is None:
+            return table(lambda e: e.scores)
+        per_teacher = [table(lambda e, name=name: e.scores[name]) for name in teachers]
+        return combine_teachers(per_teacher, list(teachers.values()))
 
     # ---- the loop ------------------------------------------------------------------------
 

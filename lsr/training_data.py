@@ -1,8 +1,11 @@
-"""Training examples for sparse encoders: JSONL triples, or BEIR qrels with BM25 negatives.
+"""Training examples for sparse encoders, read from JSONL triples.
+
+BEIR qrels with negatives mined through an index are :mod:`lsr.pipeline.training`'s.
 
 A JSONL line is ``{"query": str, "positive": str, "negatives": [str, ...], "scores": [...]}``;
 ``scores`` (optional) are teacher scores for ``[positive, *negatives]`` used by the
-distillation losses.
+distillation losses: one list, or one list per teacher (``{"ce": [...], "bm25": [...]}``),
+combined with the weights of the training config's ``teachers:``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from lsr.bm25 import BM25Encoder
-from lsr.corpus import read_corpus, read_qrels, read_queries
 from lsr.errors import CorpusError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ class TrainingExample:
     query: str
     positive: str
     negatives: list[str] = field(default_factory=list)
-    scores: list[float] | None = None
+    scores: list[float] | dict[str, list[float]] | None = None
 
 
 def read_triples(path: str | Path) -> list[TrainingExample]:
@@ -54,13 +53,11 @@ def read_triples(path: str | Path) -> list[TrainingExample]:
             if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
                 raise CorpusError(f"{where}: 'negatives' must be a list of strings.")
             scores = rec.get("scores")
-            if scores is not None and (
-                not isinstance(scores, list)
-                or len(scores) != 1 + len(negs)
-                or not all(isinstance(s, (int, float)) for s in scores)
-            ):
+            lists = list(scores.values()) if isinstance(scores, dict) and scores else [scores]
+            if scores is not None and not all(_score_list(s, 1 + len(negs)) for s in lists):
                 raise CorpusError(
-                    f"{where}: 'scores' must hold one number per positive and negative."
+                    f"{where}: 'scores' must hold one number per positive and negative "
+                    "(a list, or one list per teacher name)."
                 )
             examples.append(TrainingExample(rec["query"], rec["positive"], negs, scores))
     if not examples:
@@ -68,55 +65,9 @@ def read_triples(path: str | Path) -> list[TrainingExample]:
     return examples
 
 
-def beir_examples(
-    folder: str | Path,
-    split: str = "train",
-    n_negatives: int = 4,
-    depth: int = 50,
-    seed: int = 13,
-) -> list[TrainingExample]:
-    """One example per (query, relevant doc) of a BEIR split, with BM25-mined hard negatives.
-
-    Negatives are drawn from the top ``depth`` BM25 hits of the query that are not judged
-    relevant; scores are the BM25 scores of the positive and each negative.
-    """
-    folder = Path(folder)
-    qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
-    queries = read_queries(folder / "queries.jsonl")
-    docs = list(read_corpus(folder))
-    texts = {d.id: d.contents for d in docs}
-    ids = [d.id for d in docs]
-    position = {d: i for i, d in enumerate(ids)}
-    bm25 = BM25Encoder().fit(texts[i] for i in ids)
-    doc_matrix = bm25.encode_documents([texts[i] for i in ids]).T.tocsr()
-    rng = np.random.default_rng(seed)
-    qids = [q for q in qrels if q in queries]
-    if not qids:
-        raise CorpusError(f"{folder}: no query of split {split!r} has judgements and text.")
-    examples = []
-    for lo in range(0, len(qids), 256):
-        batch = qids[lo : lo + 256]
-        scores = (bm25.encode_queries([queries[q] for q in batch]) @ doc_matrix).toarray()
-        for row, qid in zip(scores, batch, strict=True):
-            relevant = {d for d, r in qrels[qid].items() if r > 0}
-            top = np.argsort(-row, kind="stable")[: depth + len(relevant)]
-            pool = [int(i) for i in top if ids[i] not in relevant and row[i] > 0][:depth]
-            for pos in relevant:
-                if pos not in texts:
-                    continue
-                picked = (
-                    rng.choice(pool, size=min(n_negatives, len(pool)), replace=False)
-                    if pool
-                    else []
-                )
-                pos_score = float(row[position[pos]])
-                examples.append(
-                    TrainingExample(
-                        query=queries[qid],
-                        positive=texts[pos],
-                        negatives=[texts[ids[i]] for i in picked],
-                        scores=[pos_score] + [float(row[i]) for i in picked],
-                    )
-                )
-    logger.info("%d training examples from %s (%s)", len(examples), folder, split)
-    return examples
+def _score_list(scores: object, n: int) -> bool:
+    return (
+        isinstance(scores, list)
+        and len(scores) == n
+        and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scores)
+    )

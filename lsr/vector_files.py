@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from lsr.errors import CorpusError
+from lsr.errors import CorpusError, InputError
 
 SCHEMA = pa.schema(
     [
@@ -63,9 +63,9 @@ def write_vectors(
         with pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
             for vectors, ids in batches:
                 if vectors.shape[0] != len(ids):
-                    raise ValueError(f"{vectors.shape[0]} vectors but {len(ids)} doc ids.")
+                    raise InputError(f"{vectors.shape[0]} vectors but {len(ids)} doc ids.")
                 if vectors.shape[1] != len(vocab):
-                    raise ValueError(
+                    raise InputError(
                         f"Vectors have {vectors.shape[1]} columns, vocab {len(vocab)}."
                     )
                 writer.write_table(

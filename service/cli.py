@@ -1,4 +1,10 @@
-"""The ``lsr`` command line: index a corpus, search an index, run the bundled demo."""
+"""The ``lsr`` command line: index a corpus, search an index, run the bundled demo.
+
+Errors: what lsr raises on purpose (:class:`lsr.errors.LSRError`) and what the operating
+system reports (a missing file, a full disk) end the command with one line on stderr and exit
+status 2; ``-v`` / ``--debug`` (before or after the subcommand) add the traceback. Anything
+else is a bug and surfaces as one, with its traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +13,29 @@ import logging
 import math
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
-from service import commands
+from lsr import __version__
+from lsr.checks import positive_int
+from lsr.errors import InputError, LSRError
+from lsr.service import commands
 
 
-class CLIError(Exception):
-    """A user error the CLI reports as one line on stderr with exit status 2."""
+def POSITIVE_INT(text: str) -> int:  # noqa: N802 (an argparse type, named like int)
+    """An argparse ``type``: a positive integer (:func:`lsr.checks.positive_int`)."""
+    try:
+        return positive_int(int(text), "the value")
+    except (ValueError, InputError) as e:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from e
 
 
-def _positive(kind: type):
-    """An argparse ``type`` that accepts positive, finite numbers of ``kind`` only."""
-
-    def parse(text: str):
-        value = kind(text)
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" errors
-    return parse
-
-
-POSITIVE_INT, POSITIVE_FLOAT = _positive(int), _positive(float)
+def POSITIVE_FLOAT(text: str) -> float:  # noqa: N802 (an argparse type, named like float)
+    """An argparse ``type``: a positive, finite number."""
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def _add_index(sub) -> None:
@@ -58,17 +64,21 @@ def _add_index(sub) -> None:
 
 
 def _add_model_options(p) -> None:
-    p.add_argument("--batch-size", type=int, default=32, help="documents per encoder batch")
-    p.add_argument("--max-length", type=int, default=None, help="max tokens per document window")
+    p.add_argument(
+        "--batch-size", type=POSITIVE_INT, default=32, help="documents per encoder batch"
+    )
+    p.add_argument(
+        "--max-length", type=POSITIVE_INT, default=None, help="max tokens per document window"
+    )
     p.add_argument(
         "--max-chunks",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="encode long documents as up to N windows, max-pooled (default 1: truncate)",
     )
     p.add_argument(
         "--max-active-dims",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="keep only the N largest weights per vector",
     )
@@ -98,7 +108,9 @@ def _add_search(sub) -> None:
     p = sub.add_parser("search", help="search an index with query text")
     p.add_argument("index", help="index directory")
     p.add_argument("query", nargs="+", help="query text (several queries: several arguments)")
-    p.add_argument("-k", type=int, default=10, help="number of hits per query (default 10)")
+    p.add_argument(
+        "-k", type=POSITIVE_INT, default=10, help="number of hits per query (default 10)"
+    )
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=commands.cmd_search)
 
@@ -121,7 +133,9 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--split", default="test", help="qrels split of local BEIR folders (default test)"
     )
-    p.add_argument("-k", type=int, default=1000, help="hits retrieved per query (default 1000)")
+    p.add_argument(
+        "-k", type=POSITIVE_INT, default=1000, help="hits retrieved per query (default 1000)"
+    )
     p.add_argument(
         "--measures",
         nargs="+",
@@ -149,13 +163,19 @@ def _add_bench(sub) -> None:
         default=None,
         help="queries for an index target: a queries.jsonl / tsv file or a dataset",
     )
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--repeat", type=int, default=1, help="timed passes over the queries")
-    p.add_argument("--max-queries", type=int, default=None)
-    p.add_argument("--docs", type=int, default=1_000_000, help="synthetic: number of documents")
-    p.add_argument("--doc-terms", type=int, default=120, help="synthetic: non-zeros per document")
-    p.add_argument("--query-terms", type=int, default=40, help="synthetic: non-zeros per query")
-    p.add_argument("--synthetic-queries", type=int, default=1000)
+    p.add_argument("-k", type=POSITIVE_INT, default=10)
+    p.add_argument("--repeat", type=POSITIVE_INT, default=1, help="timed passes over the queries")
+    p.add_argument("--max-queries", type=POSITIVE_INT, default=None)
+    p.add_argument(
+        "--docs", type=POSITIVE_INT, default=1_000_000, help="synthetic: number of documents"
+    )
+    p.add_argument(
+        "--doc-terms", type=POSITIVE_INT, default=120, help="synthetic: non-zeros per document"
+    )
+    p.add_argument(
+        "--query-terms", type=POSITIVE_INT, default=40, help="synthetic: non-zeros per query"
+    )
+    p.add_argument("--synthetic-queries", type=POSITIVE_INT, default=1000)
     p.add_argument(
         "--inference-free",
         action="store_true",
@@ -168,11 +188,13 @@ def _add_bench(sub) -> None:
     )
     p.add_argument(
         "--cluster-postings",
-        type=int,
+        type=POSITIVE_INT,
         help="clustered index: postings kept per term (static pruning, default 1000)",
     )
     p.add_argument(
-        "--cluster-size", type=int, help="clustered index: documents per block (default 16)"
+        "--cluster-size",
+        type=POSITIVE_INT,
+        help="clustered index: documents per block (default 16)",
     )
     p.add_argument(
         "--summary-mass",
@@ -194,7 +216,7 @@ def _add_serve(sub) -> None:
     p.add_argument("index", help="index directory (built by lsr index)")
     p.add_argument("--encoder", default=None, help="query/document encoder (default: the index's)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=POSITIVE_INT, default=8000)
     p.add_argument(
         "--api-key",
         default=None,
@@ -240,10 +262,10 @@ def _add_loadtest(sub) -> None:
     p = sub.add_parser("loadtest", help="bounded loopback load test of a running lsr serve")
     p.add_argument("url", help="e.g. http://127.0.0.1:8000 (loopback only)")
     p.add_argument("--queries", required=True, help="queries.jsonl / tsv file or a dataset")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    p.add_argument("--concurrency", type=POSITIVE_INT, nargs="+", default=[8, 32])
     p.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
-    p.add_argument("--max-requests", type=int, default=20_000)
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--max-requests", type=POSITIVE_INT, default=20_000)
+    p.add_argument("-k", type=POSITIVE_INT, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_loadtest)
 
@@ -272,9 +294,44 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=commands.cmd_demo)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the command, what was wrong, where to look), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    """``-v`` and ``--debug``, for the top level and (``suppress``: without defaults, so
+    they do not reset what was given before the subcommand) for every subcommand."""
+    default = argparse.SUPPRESS if suppress else False
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log progress details"
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the traceback of an error (as -v does)",
+    )
+    return common
+
+
+class _SubcommandParsers(argparse._SubParsersAction):
+    """Subparsers that all take the common options."""
+
+    def add_parser(self, name, **kwargs):
+        kwargs.setdefault("parents", [_common_options(suppress=True)])
+        return super().add_parser(name, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval engine.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser = _Parser(
+        prog="lsr", description="Learned sparse retrieval engine.", parents=[_common_options(False)]
+    )
+    parser.add_argument("--version", action="version", version=f"lsr {__version__}")
+    parser.register("action", "parsers", _SubcommandParsers)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_index(sub)
     _add_encode(sub)
@@ -291,7 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (status 2), --help or --version (0)
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -300,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="lsr-") as scratch:
             args.scratch = Path(scratch)
             return args.func(args) or 0
-    except (ValueError, TypeError, OSError) as e:
+    except (LSRError, OSError) as e:
+        if args.verbose or args.debug:
+            traceback.print_exc()
         print(f"lsr {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

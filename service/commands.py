@@ -1,4 +1,4 @@
-"""What each ``lsr`` subcommand does; argument parsing lives in ``service.cli``."""
+"""What each ``lsr`` subcommand does; argument parsing lives in ``lsr.service.cli``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from eval import Searcher, evaluate, index_corpus, load_dataset, retrieve
-from eval.pipeline import read_documents
 from lsr import BM25Encoder, HFTokenizer, WordTokenizer, load_encoder, sample_dataset
-from lsr.encoding import EncodingStats, encode_corpus
-from lsr.vector_files import write_vectors
+from lsr.errors import InputError
+from lsr.eval import evaluate, load_dataset
+from lsr.pipeline import Searcher, encode_to_file, index_corpus, retrieve
 
 
 def _print_json(obj) -> None:
@@ -53,15 +52,14 @@ def _progress() -> bool:
 def cmd_encode(args) -> int:
     out = Path(args.out)
     if out.suffix != ".parquet":
-        raise ValueError(f"--out must be a .parquet file, got {out}.")
+        raise InputError(f"--out must be a .parquet file, got {out}.")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
     encoder = _encoder_from_args(args)
-    docs = read_documents(args.corpus, _progress())
-    stats = EncodingStats()
     t = time.perf_counter()
-    batches = encode_corpus(encoder, docs, args.batch_size, _progress(), stats)
-    rows = write_vectors(out, batches, encoder.vocab, encoder=str(args.encoder))
+    rows, stats = encode_to_file(
+        args.corpus, encoder, out, args.batch_size, _progress(), label=str(args.encoder)
+    )
     summary = {
         "path": str(out),
         "n_docs": rows,
@@ -80,12 +78,13 @@ def cmd_encode(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from lsr.training import TrainConfig, Trainer
+    from lsr.pipeline.training import trainer_for
+    from lsr.training import TrainConfig
 
     config = TrainConfig.from_yaml(args.config)
     if args.resume:
         config.resume = True
-    trainer = Trainer(config)
+    trainer = trainer_for(config)
     out = trainer.train(progress=_progress())
     last = trainer.history[-1] if trainer.history else {}
     if args.json:
@@ -100,9 +99,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from eval.metrics import DEFAULT_MEASURES
-    from eval.report import effectiveness_table, markdown_table
-    from eval.runner import run_evaluation
+    from lsr.eval.metrics import DEFAULT_MEASURES
+    from lsr.eval.report import effectiveness_table, markdown_table
+    from lsr.eval.runner import run_evaluation
 
     options = {
         name: getattr(args, name)
@@ -133,8 +132,8 @@ def cmd_eval(args) -> int:
 
 def _bench_queries(spec: str, encoder, limit: int | None):
     """Query vectors from a queries file or a dataset's queries, encoded by ``encoder``."""
-    from eval.datasets import load_dataset
     from lsr.corpus import read_queries
+    from lsr.eval.datasets import load_dataset
 
     path = Path(spec)
     texts = (
@@ -145,12 +144,12 @@ def _bench_queries(spec: str, encoder, limit: int | None):
     if limit:
         texts = texts[:limit]
     if not texts:
-        raise ValueError(f"No queries in {spec}.")
+        raise InputError(f"No queries in {spec}.")
     return encoder.encode_queries(texts)
 
 
 def cmd_bench(args) -> int:
-    from eval.bench import bench_index, bench_synthetic
+    from lsr.eval.bench import bench_index, bench_synthetic
 
     given = {
         "postings_per_term": args.cluster_postings,
@@ -168,7 +167,7 @@ def cmd_bench(args) -> int:
     }
     is_index = (Path(args.target) / "manifest.json").is_file()
     if args.reads and not is_index:
-        raise ValueError("--reads benchmarks an index directory; build one with lsr index.")
+        raise InputError("--reads benchmarks an index directory; build one with lsr index.")
     if args.target == "synthetic":
         query_terms = args.query_terms if args.query_terms != 40 or not args.inference_free else 6
         report = bench_synthetic(
@@ -181,10 +180,10 @@ def cmd_bench(args) -> int:
         )
     elif is_index:
         if not args.queries:
-            raise ValueError("Benchmarking an index needs --queries (a queries file or a dataset).")
+            raise InputError("Benchmarking an index needs --queries (a queries file or a dataset).")
         if args.reads:  # bench_reads opens the collection itself: only the encoder here
-            from eval.pipeline import ENCODER_DIR
-            from eval.reads_bench import bench_reads
+            from lsr.eval.reads_bench import bench_reads
+            from lsr.pipeline import ENCODER_DIR
 
             encoder = load_encoder(Path(args.target) / ENCODER_DIR)
             queries = _bench_queries(args.queries, encoder, args.max_queries)
@@ -210,11 +209,11 @@ def cmd_bench(args) -> int:
 
 def _bench_dataset(args, common):
     """Encode (cached) and index a dataset in memory, then benchmark with its queries."""
-    from eval.bench import bench_index
-    from eval.cache import EncodingCache
-    from eval.datasets import load_dataset
-    from eval.runner import encode_cached
-    from index import IndexBuilder
+    from lsr.eval.bench import bench_index
+    from lsr.eval.cache import EncodingCache
+    from lsr.eval.datasets import load_dataset
+    from lsr.eval.runner import encode_cached
+    from lsr.index import IndexBuilder
 
     dataset = load_dataset(args.target)
     encoder, vectors, _, _ = encode_cached(args.encoder, dataset, EncodingCache(args.cache_dir))
@@ -228,8 +227,8 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
-    from service.app import Limits, create_app
-    from service.http_protocol import protocol_with_header_timeout
+    from lsr.service.app import Limits, create_app
+    from lsr.service.http_protocol import protocol_with_header_timeout
 
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
@@ -259,9 +258,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_loadtest(args) -> int:
-    from eval.datasets import load_dataset
     from lsr.corpus import read_queries
-    from service.loadtest import check_loopback, run_load
+    from lsr.eval.datasets import load_dataset
+    from lsr.service.loadtest import check_loopback, run_load
 
     check_loopback(args.url)
     path = Path(args.queries)
@@ -303,19 +302,22 @@ def cmd_search(args) -> int:
             [
                 {
                     "query": q,
-                    "hits": [{"rank": r, "id": d, "score": s} for r, (d, s) in enumerate(h, 1)],
+                    "hits": [
+                        {"rank": r, "id": d, "score": s} for r, (d, s) in enumerate(h.items(), 1)
+                    ],
                 }
                 for q, h in zip(args.query, results, strict=True)
             ]
         )
     else:
-        print("\n\n".join(_hits_table(q, h) for q, h in zip(args.query, results, strict=True)))
+        tables = [_hits_table(q, h.items()) for q, h in zip(args.query, results, strict=True)]
+        print("\n\n".join(tables))
     return 0
 
 
 def cmd_check(args) -> int:
     """Exit 0 when the collection is sound (or was repaired), 1 when damage remains."""
-    from index.check import check_collection
+    from lsr.index.check import check_collection
 
     report = check_collection(args.index, repair=args.repair)
     if args.json:

@@ -4,7 +4,7 @@ uvicorn bounds the idle time between keep-alive requests, but not the time a cli
 send a request's headers: a client that sends half a header and waits (slowloris) holds a
 connection open for ever. This protocol answers ``408`` and closes the connection when the
 headers of a request are not complete ``header_timeout`` seconds after its first byte (or
-after the connection opened). The body's deadline is the app's (``service.app``).
+after the connection opened). The body's deadline is the app's (``lsr.service.app``).
 """
 
 from __future__ import annotations

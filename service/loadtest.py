@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from lsr.errors import InputError
+
 
 @dataclass
 class LoadResult:
@@ -38,7 +40,7 @@ def check_loopback(url: str) -> None:
             return
     except ValueError:
         pass
-    raise ValueError(
+    raise InputError(
         f"The load test only targets loopback addresses (127.0.0.1, ::1), not {host!r}."
     )
 
@@ -56,11 +58,11 @@ def run_load(
 
     check_loopback(url)
     if not queries:
-        raise ValueError("The load test needs at least one query.")
+        raise InputError("The load test needs at least one query.")
     try:
         httpx.get(url + "/health", timeout=10).raise_for_status()
     except httpx.HTTPError as e:
-        raise ValueError(
+        raise InputError(
             f"No lsr server answers at {url} ({type(e).__name__}); start lsr serve."
         ) from e
     latencies: list[float] = []

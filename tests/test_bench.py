@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from eval.bench import CLUSTER_DEFAULTS, bench_index, bench_synthetic
-from eval.synthetic import synthetic_corpus, synthetic_queries
-from index import IndexBuilder
-from service.cli import main
+from lsr.eval.bench import CLUSTER_DEFAULTS, bench_index, bench_synthetic
+from lsr.eval.synthetic import synthetic_corpus, synthetic_queries
+from lsr.index import IndexBuilder
+from lsr.service.cli import main
 
 
 def test_synthetic_collection_has_the_requested_shape():
@@ -43,7 +43,7 @@ def test_bench_index_rows_and_exact_recall():
 
 
 def test_batches_are_timed_back_to_back_after_an_untimed_one():
-    from eval.bench import _Candidate, _time_interleaved
+    from lsr.eval.bench import _Candidate, _time_interleaved
 
     calls, cold = [], [False]
 
@@ -110,13 +110,13 @@ def test_cli_bench_index_and_errors(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert not any(r["name"].startswith("clustered") for r in rows)
     assert main([*argv[:-4], "--cluster-size", "0"]) == 2
-    assert "cluster_size must be an integer >= 1" in capsys.readouterr().err
+    assert "--cluster-size: must be a positive integer" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "idx"), "--no-peers"]) == 2
     assert "needs --queries" in capsys.readouterr().err
     assert main([*argv, "--repeat", "0"]) == 2
-    assert "repeat must be a positive integer" in capsys.readouterr().err
+    assert "--repeat: must be a positive integer" in capsys.readouterr().err
     assert main(["bench", "synthetic", "--docs", "100", "--repeat", "-1", "--no-peers"]) == 2
-    assert "repeat must be a positive integer" in capsys.readouterr().err
+    assert "--repeat: must be a positive integer" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("target", ["./no/such/folder"])

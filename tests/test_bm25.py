@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from index import Index
 from lsr import BM25Encoder, EncoderError, HFTokenizer, WordTokenizer, load_encoder
+from lsr.index import Index
 
 DOCS = [
     "The cat sat on the mat.",
@@ -48,7 +48,7 @@ def test_index_scores_equal_reference_bm25(k1, b):
     tok = enc.tokenizer
     for query in ["cat mice", "retrieval index", "dogs", "cheese cheese chase"]:
         ref = reference_bm25([tok.tokenize(d) for d in DOCS], tok.tokenize(query), k1, b)
-        hits = dict(idx.search(enc.encode_queries([query]), 10)[0])
+        hits = dict(idx.search(enc.encode_queries([query]), 10)[0].items())
         for i, s in enumerate(ref):
             assert hits.get(str(i), 0.0) == pytest.approx(s, rel=1e-5)
 

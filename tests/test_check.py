@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from index import Index, IndexFormatError, LiveIndex, wal
-from index.check import check_collection
-from service.cli import main
+from lsr.index import Index, IndexFormatError, LiveIndex, wal
+from lsr.index.check import check_collection
+from lsr.service.cli import main
 from tests.conftest import random_csr
 
 V = 30

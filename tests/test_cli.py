@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from lsr import sample_dataset
-from service.cli import main
+from lsr.service.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_query_without_known_terms(sample_index, capsys):
     [
         (["search", "/nonexistent/idx", "q"], "No index at /nonexistent/idx"),
         (["index", "/nonexistent/corpus.jsonl", "--out", "{tmp}/x"], "does not exist"),
-        (["search", "{index}", "q", "-k", "0"], "k must be a positive integer"),
+        (["search", "{index}", "q", "-k", "0"], "-k: must be a positive integer"),
         (["index", "{sample}", "--out", "{index}"], "already exists; pass --overwrite"),
         (["index", "{sample}", "--out", "{tmp}/y", "--b", "2"], "0 <= b <= 1"),
         (["index", "{sample}", "--out", "{tmp}/z", "--encoder", "nope"], "Unknown encoder"),
@@ -82,7 +82,10 @@ def test_overwrite_replaces_index(sample_index, capsys):
 
 def test_console_script_demo_runs_end_to_end():
     proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "demo"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "lsr.service.cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "indexed" in proc.stdout and "nDCG@10" in proc.stdout

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 
-from index import ClusteredIndex, Index
+from lsr.index import ClusteredIndex, Index
 from tests.conftest import random_csr
 from tests.test_pruning import _same, _zipf_index, build_numbered, index_and_queries
 
@@ -14,7 +14,7 @@ EXACT_SETTINGS = {"postings_per_term": None, "summary_mass": 1.0}
 
 def _recall(got, ref) -> float:
     values = [
-        len(set(got.ids(i)) & set(ref.ids(i))) / len(ref.ids(i))
+        len(set(got[i].ids) & set(ref[i].ids)) / len(ref[i].ids)
         for i in range(len(ref))
         if ref.counts[i]
     ]
@@ -56,7 +56,7 @@ def test_pruning_trades_recall_for_work(rng):
     assert 0.0 < recall < 1.0
     # every returned score is the document's exact score
     for i in range(len(ref)):
-        for doc_id, score in loose[i]:
+        for doc_id, score in loose[i].items():
             row = docs_score(idx, queries[[i]], doc_id)
             assert score == pytest.approx(row, rel=1e-5)
 
@@ -70,7 +70,7 @@ def docs_score(idx: Index, query: sp.csr_array, doc_id: str) -> float:
     ("settings_", "message"),
     [
         ({"postings_per_term": 0}, "postings_per_term must be a positive integer"),
-        ({"cluster_size": 0}, "cluster_size must be an integer >= 1"),
+        ({"cluster_size": 0}, "cluster_size must be a positive integer"),
         ({"summary_mass": 0.0}, r"summary_mass must be in \(0, 1\]"),
         ({"summary_mass": 1.5}, r"summary_mass must be in \(0, 1\]"),
         ({"kmeans_iterations": 0}, "kmeans_iterations must be a positive integer"),

@@ -9,10 +9,10 @@ from pathlib import Path
 import ir_measures
 import pytest
 
-from eval import evaluate, load_dataset
-from eval.runner import run_evaluation
 from lsr import CorpusError
-from service.cli import main
+from lsr.eval import evaluate, load_dataset
+from lsr.eval.runner import run_evaluation
+from lsr.service.cli import main
 from tests.conftest import shared_path
 
 DOCS = {
@@ -144,7 +144,7 @@ def test_cli_eval(beir_folder, tmp_path, capsys):
         (["eval", "./missing-folder", "--encoder", "bm25"], "not found"),
         (["eval", "{beir}", "--encoder", "nonsense.bin"], "Unknown encoder"),
         (["eval", "{beir}", "--encoder", "bm25", "--split", "dev"], "no qrels for split 'dev'"),
-        (["eval", "{beir}", "--encoder", "bm25", "-k", "0"], "k must be >= 1"),
+        (["eval", "{beir}", "--encoder", "bm25", "-k", "0"], "-k: must be a positive integer"),
         (["eval", "{beir}", "--encoder", "bm25", "--measures", "nDCG@@3"], "Unknown measure"),
     ],
 )

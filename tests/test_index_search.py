@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index import Index, IndexBuilder, VocabularyMismatchError
+from lsr.index import Index, IndexBuilder, VocabularyMismatchError
 from tests.conftest import brute_force_topk, random_csr
 
 N_DOCS, VOCAB = 700, 300
@@ -19,7 +19,7 @@ def _index(rng, quantization="float32", integer=True, chunk_size=97):
 
 
 def _as_numbers(hits):
-    return [int(d.split("-")[1]) for d, _ in hits]
+    return [int(d.split("-")[1]) for d in hits.ids]
 
 
 @pytest.mark.parametrize("k", [1, 10, 100])
@@ -31,7 +31,7 @@ def test_exact_topk_with_ties_matches_brute_force(rng, k):
     ties = 0
     for i, (order, scores) in enumerate(ref):
         assert _as_numbers(results[i]) == order[:k]
-        assert [s for _, s in results[i]] == scores[:k].tolist()
+        assert results[i].scores == scores[:k].tolist()
         ties += len(scores) - len(set(scores.tolist()))  # ties inside or at the edge of the top k
     assert ties > 0, "the data must contain ties for this test to check tie-breaking"
 
@@ -50,7 +50,7 @@ def test_float_weights_match_brute_force_up_to_rounding(rng):
     ref = brute_force_topk(docs, queries, 20)
     for i, (order, scores) in enumerate(ref):
         got = idx.search(queries[[i]], 20)[0]
-        assert np.allclose([s for _, s in got], scores, rtol=1e-5)
+        assert np.allclose(got.scores, scores, rtol=1e-5)
         # identical sets except where two reference scores are within rounding of each other
         assert set(_as_numbers(got)) == set(order) or np.any(
             np.isclose(np.diff(scores), 0, atol=1e-5)
@@ -69,7 +69,7 @@ def test_uint8_index_matches_brute_force_on_dequantized_weights(rng):
     ref = brute_force_topk(dequant, queries, 10)
     for i, (order, scores) in enumerate(ref):
         got = idx.search(queries[[i]], 10)[0]
-        assert np.allclose([s for _, s in got], scores, rtol=1e-4)
+        assert np.allclose(got.scores, scores, rtol=1e-4)
         assert _as_numbers(got)[:3] == order[:3] or np.any(
             np.isclose(np.diff(scores[:4]), 0, rtol=1e-4)
         )
@@ -83,8 +83,8 @@ def test_empty_queries_and_unknown_terms_return_no_hits(rng):
         rows, cols = [1], [int(unused[0])]  # a term no document has
     q = sp.csr_array((np.ones(len(rows), np.float32), (rows, cols)), shape=(3, VOCAB))
     res = idx.search(q, 10)
-    assert res[0] == [] and res[1] == [] and res[2] == []
-    assert idx.search(sp.csr_array((1, VOCAB), dtype=np.float32), 5)[0] == []
+    assert res[0] == ([], []) and res[1] == ([], []) and res[2] == ([], [])
+    assert idx.search(sp.csr_array((1, VOCAB), dtype=np.float32), 5)[0] == ([], [])
 
 
 def test_k_larger_than_corpus_returns_every_matching_doc(rng):
@@ -166,7 +166,7 @@ def test_bad_build_input_gets_clear_errors(rng):
 def test_empty_index_searches_to_nothing():
     idx = IndexBuilder(["a", "b"]).finish()
     assert idx.n_docs == 0
-    assert idx.search(sp.csr_array(np.ones((2, 2), np.float32)), 3)[1] == []
+    assert idx.search(sp.csr_array(np.ones((2, 2), np.float32)), 3)[1] == ([], [])
 
 
 def test_threads_limit_the_batch_and_are_validated(rng):
@@ -201,7 +201,7 @@ def test_single_query_pads_missing_hits(rng):
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
 def test_dense_rows_leave_results_unchanged(rng, monkeypatch, quantization):
     """Frequent terms scored through dense rows give bit-identical hits to their postings."""
-    import index.inverted as inverted
+    import lsr.index.inverted as inverted
 
     docs = random_csr(rng, 400, VOCAB, 0.25)
     ids, vocab = [f"d{i}" for i in range(400)], [f"t{i}" for i in range(VOCAB)]
@@ -211,7 +211,8 @@ def test_dense_rows_leave_results_unchanged(rng, monkeypatch, quantization):
     monkeypatch.setattr(inverted, "DENSE_ROWS_MAX_DOCS", 0)
     without = Index.build(docs, ids, vocab, quantization=quantization)
     ref = without.search(queries, 10, algorithm="exhaustive")
-    assert with_rows._postings[-1].shape[0] > 0 and without._postings[-1].shape[0] == 0
+    assert with_rows._postings.dense_table.shape[0] > 0
+    assert without._postings.dense_table.shape[0] == 0
     assert np.array_equal(ref.docs, res.docs) and np.array_equal(ref.scores, res.scores)
     for i in range(5):
         single = with_rows.search(queries[[i]], 10, algorithm="exhaustive")

@@ -3,8 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from kernels import build_blocks, csr_to_postings, quantize_uint8, select_topk, term_max_impact
-from kernels.topk import empty_topk
+from lsr.kernels import build_blocks, csr_to_postings, quantize_uint8, select_topk, term_max_impact
 from tests.conftest import random_csr
 
 
@@ -36,7 +35,7 @@ def test_select_topk_orders_by_score_then_doc(rng):
     cands = np.flatnonzero(acc > 0).astype(np.int64)
     rng.shuffle(cands)
     for k in (1, 5, 37, 500):
-        out_d, out_s = empty_topk(k)
+        out_d, out_s = np.full(k, -1, dtype=np.int64), np.zeros(k, dtype=np.float32)
         n = select_topk(acc, cands, cands.shape[0], k, out_d, out_s)
         ref = sorted(cands.tolist(), key=lambda d: (-acc[d], d))[:k]
         assert n == len(ref)
@@ -72,8 +71,8 @@ def test_term_max_and_blocks(rng):
 
 
 def test_doc_range_maxima_rows_only_for_long_lists(rng):
-    from kernels import doc_range_maxima
-    from kernels.layout import pack
+    from lsr.kernels import doc_range_maxima
+    from lsr.kernels.layout import pack
 
     n_docs, ranges = 1000, 4  # ranges of 256 documents
     dense = (rng.random((n_docs, 6)) < np.array([0.9, 0.5, 0.004, 0.003, 0.0, 0.2])) * (
@@ -94,8 +93,8 @@ def test_doc_range_maxima_rows_only_for_long_lists(rng):
 
 
 def test_dense_rows_for_the_most_frequent_terms(rng):
-    from kernels import dense_rows
-    from kernels.layout import pack
+    from lsr.kernels import dense_rows
+    from lsr.kernels.layout import pack
 
     n_docs = 800
     fractions = np.array([0.9, 0.05, 0.5, 0.2, 0.0, 0.13, 0.3])  # 0.05 < 1/8: no row
@@ -124,7 +123,7 @@ def test_dense_rows_for_the_most_frequent_terms(rng):
 
 
 def test_kth_largest_with_small_and_large_k(rng):
-    from kernels.topk import SMALLEST_POSITIVE, kth_largest
+    from lsr.kernels.topk import SMALLEST_POSITIVE, kth_largest
 
     values = rng.integers(0, 20, 300).astype(np.float32)  # ties and zeros
     positive = np.sort(values[values > 0])[::-1]
@@ -138,8 +137,8 @@ def test_kth_largest_with_small_and_large_k(rng):
 def test_dense_topk_matches_a_sort_with_ties_and_zeros(rng):
     """Both dense top-k paths (score bits and sorted buffer for k <= 32, candidate list and
     heap above) against a numpy sort: score descending, then doc ascending, positive only."""
-    from kernels.scoring import scratch
-    from kernels.topk import dense_topk
+    from lsr.kernels.scoring import scratch
+    from lsr.kernels.topk import dense_topk
 
     for n_docs in (1, 63, 64, 65, 1000, 5183):
         for positive in sorted({0, min(3, n_docs), n_docs // 3, n_docs}):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from index import Index, LiveIndex
+from lsr.index import Index, LiveIndex
 from tests.conftest import brute_force_topk, random_csr
 
 V = 50

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from eval import evaluate
-from eval.metrics import per_query
+from lsr.eval import evaluate
+from lsr.eval.metrics import per_query
 
 QRELS = {"q1": {"a": 1, "b": 1}, "q2": {"x": 2}}
 RUN = {"q1": {"a": 3.0, "c": 2.0, "b": 1.0}}  # q2 retrieved nothing

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index import Index
+from lsr.index import Index
 from tests.conftest import random_csr
 
 EXACT = ("exhaustive", "maxscore", "maxscore-taat", "bmw")
@@ -127,11 +127,11 @@ def test_approximate_modes(rng):
     for algo in ("maxscore", "bmw"):
         loose = idx.search(queries, 10, algorithm=algo, theta=1.5)
         recall = np.mean(
-            [len(set(loose.ids(i)) & set(ref.ids(i))) / max(len(ref.ids(i)), 1) for i in range(40)]
+            [len(set(loose[i].ids) & set(ref[i].ids)) / max(len(ref[i].ids), 1) for i in range(40)]
         )
         assert 0.3 < recall <= 1.0, algo
     few = idx.search(queries, 10, query_terms=3)
-    assert all(len(few.ids(i)) <= 10 for i in range(40))
+    assert all(len(few[i].ids) <= 10 for i in range(40))
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_blocks_survive_save_and_load(rng, tmp_path):
 
 
 def test_auto_picks_term_at_a_time_maxscore_on_large_collections():
-    from kernels.dispatch import (
+    from lsr.kernels.dispatch import (
         AUTO,
         AUTO_TAAT_MIN_DOCS,
         EXHAUSTIVE,

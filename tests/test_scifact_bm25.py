@@ -2,8 +2,9 @@
 
 import pytest
 
-from eval import Searcher, evaluate, index_corpus, load_dataset, retrieve
 from lsr import BM25Encoder
+from lsr.eval import evaluate, load_dataset
+from lsr.pipeline import Searcher, index_corpus, retrieve
 from tests.conftest import shared_path
 
 

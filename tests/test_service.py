@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from lsr import sample_dataset
-from service.cli import main
+from lsr.service.cli import main
 
 KEY = "test-key"
 
@@ -329,7 +329,7 @@ def test_openapi_schema_documents_every_endpoint(server):
 
 
 def test_load_test_is_bounded_and_loopback_only(server):
-    from service.loadtest import run_load
+    from lsr.service.loadtest import run_load
 
     result = run_load(
         server.url, ["honey bees", "lava"], concurrency=4, duration=1.0, max_requests=40
@@ -369,7 +369,7 @@ def test_explain_is_bounded_to_the_first_hits(server):
 
 def test_second_writer_is_refused_and_read_only_servers_are_not(server, index_dir):
     argv = ["serve", str(index_dir), "--port", str(_free_port())]
-    done = subprocess.run([sys.executable, "-m", "service.cli", *argv], capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "lsr.service.cli", *argv], capture_output=True)
     err = done.stderr.decode()
     assert done.returncode == 2 and "is open for writing by another process (pid" in err, err
     assert main(["index", str(sample_dataset()), "--out", str(index_dir), "--overwrite"]) == 2

@@ -9,8 +9,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from lsr import sample_dataset
-from service.app import create_app
-from service.cli import main
+from lsr.service.app import create_app
+from lsr.service.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from index import Index, IndexFormatError
-from index.storage import seal_manifest
+from lsr.index import Index, IndexFormatError
+from lsr.index.storage import seal_manifest
 from tests.conftest import random_csr
 
 

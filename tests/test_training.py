@@ -4,14 +4,16 @@ import json
 import random
 
 import numpy as np
+import torch
 import pytest
 import yaml
 
-from lsr import CorpusError, EncoderError, load_encoder
+from lsr import BM25Encoder, CorpusError, EncoderError, load_encoder, read_corpus
 from lsr.inference_free import InferenceFreeEncoder
+from lsr.pipeline.training import beir_examples
+from lsr.service.cli import main
 from lsr.training import TrainConfig, Trainer
-from lsr.training_data import beir_examples, read_triples
-from service.cli import main
+from lsr.training_data import read_triples
 from tests.conftest import TINY_WORDS, shared_path
 
 CONTENT = [w for w in TINY_WORDS if len(w) > 3]
@@ -120,7 +122,7 @@ def test_cli_train_from_yaml(tiny_mlm, tmp_path, capsys):
         ({"kind": "dense"}, "kind must be one of"),
         ({"bogus": 1}, "Unknown training settings: bogus"),
         ({"beir": "x"}, "exactly one training data source"),
-        ({"steps": 0}, "steps must be >= 1"),
+        ({"steps": 0}, "steps must be a positive integer"),
         ({"documents": {"type": "flops", "lamda": 1}}, "Unknown documents regularizer settings"),
         ({"loss": "kl"}, "needs teacher 'scores'"),
     ],
@@ -147,3 +149,49 @@ def test_beir_examples_mine_bm25_negatives():
     ex = examples[0]
     assert len(ex.negatives) == 3 and ex.positive not in ex.negatives
     assert len(ex.scores) == 4
+
+
+def test_teachers_from_the_config_are_combined_with_their_weights(tiny_mlm, tmp_path):
+    triples = tmp_path / "teachers.jsonl"
+    rows = [json.loads(line) for line in write_synthetic_triples(tmp_path / "t.jsonl").open()]
+    with open(triples, "w") as f:
+        for rec in rows:
+            rec["scores"] = {"ce": [9.0, 1.0, 0.0], "bm25": [30.0, 25.0, 10.0]}
+            f.write(json.dumps(rec) + "\n")
+    cfg = base_config(
+        tiny_mlm, tmp_path, triples=str(triples), loss="margin_mse", steps=2, log_every=1
+    )
+    with pytest.raises(EncoderError, match="name the ones to use"):
+        Trainer(TrainConfig.from_dict(cfg))
+    with pytest.raises(EncoderError, match="lacks x"):
+        Trainer(TrainConfig.from_dict({**cfg, "teachers": {"ce": 1.0, "x": 1.0}}))
+    with pytest.raises(EncoderError, match="distillation loss"):
+        TrainConfig.from_dict({**cfg, "loss": "infonce", "teachers": {"ce": 1.0}})
+    with pytest.raises(EncoderError, match="weight > 0"):
+        TrainConfig.from_dict({**cfg, "teachers": {"ce": 0}})
+    trainer = Trainer(TrainConfig.from_dict({**cfg, "teachers": {"ce": 0.75, "bm25": 0.25}}))
+    batch = trainer._batch(0, 0)
+    teacher = trainer._teacher_scores(batch, [[0, 1]] * len(batch), torch.zeros(1))
+    # min-max per teacher: ce [1, 1/9, 0], bm25 [1, 0.75, 0]; weighted 0.75 / 0.25
+    expected = torch.tensor([1.0, 0.75 / 9 + 0.25 * 0.75, 0.0])
+    assert torch.allclose(teacher, expected.expand(len(batch), 3))
+    trainer.train(progress=False)
+    assert all(np.isfinite(h["loss"]) for h in trainer.history)
+
+
+def test_beir_negatives_are_the_brute_force_top_hits():
+    """Mined through the index, the negatives and their scores are those of the full
+    query x document BM25 score matrix (on a slice of SciFact's train queries)."""
+    folder = shared_path("data", "scifact")
+    examples = beir_examples(folder, "train", n_negatives=3, depth=10)
+    docs = {d.id: d.contents for d in read_corpus(folder)}
+    bm25 = BM25Encoder().fit(docs.values())
+    ids = list(docs)
+    matrix = bm25.encode_documents([docs[i] for i in ids])
+    by_text = {t: i for i, t in enumerate(docs[i] for i in ids)}
+    for ex in examples[:40]:
+        scores = (bm25.encode_queries([ex.query]) @ matrix.T).toarray()[0]
+        assert ex.scores[0] == pytest.approx(scores[by_text[ex.positive]], rel=1e-5)
+        top = set(np.argsort(-scores, kind="stable")[:20].tolist())
+        for neg, s in zip(ex.negatives, ex.scores[1:], strict=True):
+            assert by_text[neg] in top and s == pytest.approx(scores[by_text[neg]], rel=1e-5)

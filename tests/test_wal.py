@@ -12,15 +12,15 @@ import textwrap
 
 import pytest
 
-from index import Index, IndexFormatError, LiveIndex, wal
-from index.errors import (
+from lsr.index import Index, IndexFormatError, LiveIndex, wal
+from lsr.index.errors import (
     CollectionLockedError,
     InvalidDocumentIdError,
     ReadOnlyError,
     WriteUnavailableError,
 )
-from index.lock import lock_path
-from index.storage import seal_manifest
+from lsr.index.lock import lock_path
+from lsr.index.storage import seal_manifest
 from tests.conftest import random_csr
 
 V = 40
@@ -354,7 +354,7 @@ def test_writer_in_another_process_is_refused_and_its_stale_lock_taken_over(base
     script = textwrap.dedent(
         f"""
         import sys, time
-        from index import LiveIndex
+        from lsr.index import LiveIndex
         index = LiveIndex({str(base)!r})
         print("ready", flush=True)
         time.sleep(600)
@@ -404,7 +404,7 @@ def test_checkpoint_is_written_while_writing(base, rng):
 CRASH_DURING_MERGE = """
 import os, sys
 import numpy as np
-from index import LiveIndex
+from lsr.index import LiveIndex
 from tests.conftest import random_csr
 
 path, crash_at = sys.argv[1], int(sys.argv[2])

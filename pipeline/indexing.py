@@ -1,23 +1,33 @@
-"""Corpus -> encoder -> index, and query text -> encoder -> index: the path every front end uses."""
+"""Corpus -> encoder -> vectors or index: the one read -> encode -> write step.
+
+``lsr index``, ``lsr encode`` and the evaluation's encoding cache all go through
+:func:`encode_corpus_into`: read the documents, fit the encoder if it needs corpus
+statistics, encode in batches and hand the batches to a writer (an index builder or a
+Parquet vector file).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
+import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from index import Index, IndexBuilder, SearchResults
-from index.lock import WriterLock
-from lsr import Document, load_encoder, read_corpus
+from lsr.corpus import Document, read_corpus
 from lsr.encoding import EncodingStats, encode_corpus
-from lsr.vector_files import VectorFile
+from lsr.errors import InputError
+from lsr.index import Index, IndexBuilder
+from lsr.index.lock import WriterLock
+from lsr.vector_files import VectorFile, write_vectors
 
 logger = logging.getLogger(__name__)
-ENCODER_DIR = "encoder"
+ENCODER_DIR = "encoder"  # where a collection keeps the encoder its documents were encoded with
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,8 +67,42 @@ def read_documents(
     source = read_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
     docs = list(tqdm(source, desc="read corpus", unit="doc", disable=not progress))
     if not docs:
-        raise ValueError(f"The corpus {corpus} has no documents.")
+        raise InputError(f"The corpus {corpus} has no documents.")
     return docs
+
+
+def encode_corpus_into(
+    corpus: str | Path | Iterable[Document],
+    encoder,
+    write: Callable[[Iterator[tuple[sp.csr_array, list[str]]]], T],
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[T, EncodingStats]:
+    """Read ``corpus``, encode it in batches and pass the ``(vectors, doc_ids)`` batches to
+    ``write``; returns what ``write`` returned and the encoding's figures. An encoder that
+    needs corpus statistics is fitted first, so ``encoder.vocab`` is final when ``write``
+    is called."""
+    docs = read_documents(corpus, progress)
+    stats = EncodingStats()
+    batches = encode_corpus(encoder, docs, batch_size, progress, stats)
+    return write(batches), stats
+
+
+def encode_to_file(
+    corpus: str | Path | Iterable[Document],
+    encoder,
+    path: str | Path,
+    batch_size: int = 256,
+    progress: bool = False,
+    label: str | None = None,
+) -> tuple[int, EncodingStats]:
+    """Encode ``corpus`` into the Parquet vector file ``path`` (``label`` names the encoder
+    in its metadata); the number of rows written and the encoding's figures."""
+
+    def write(batches) -> int:
+        return write_vectors(path, batches, encoder.vocab, encoder=label)
+
+    return encode_corpus_into(corpus, encoder, write, batch_size, progress)
 
 
 def build_index(
@@ -102,19 +146,21 @@ def index_corpus(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
     t0 = time.perf_counter()
-    stats = EncodingStats()
+    meta = {"corpus": str(corpus)}
+
+    def write(batches) -> Index:
+        return build_index(batches, encoder, out, quantization, overwrite, meta)
+
     if isinstance(corpus, (str, Path)) and str(corpus).endswith(".parquet"):
         vectors = VectorFile(corpus)
         if vectors.vocab != list(encoder.vocab):
-            raise ValueError(
+            raise InputError(
                 f"{corpus} was encoded with another vocabulary than the encoder given; "
                 "pass the encoder that wrote it."
             )
-        batches = vectors.batches(batch_size)
+        index, stats = write(vectors.batches(batch_size)), EncodingStats()
     else:
-        docs = read_documents(corpus, progress)
-        batches = encode_corpus(encoder, docs, batch_size, progress, stats)
-    index = build_index(batches, encoder, out, quantization, overwrite, {"corpus": str(corpus)})
+        index, stats = encode_corpus_into(corpus, encoder, write, batch_size, progress)
     total = time.perf_counter() - t0
     summary = IndexingSummary(
         path=str(out),
@@ -129,75 +175,3 @@ def index_corpus(
     )
     logger.info(summary.line())
     return summary
-
-
-class Searcher:
-    """An index with the encoder its documents were encoded with: text in, ranked ids out."""
-
-    def __init__(self, index: Index, encoder) -> None:
-        index.check_vocab(encoder.vocab)
-        self.index = index
-        self.encoder = encoder
-
-    @classmethod
-    def open(
-        cls, path: str | Path, encoder=None, mmap: bool = True, verify: bool = True
-    ) -> Searcher:
-        """Load the index at ``path`` with its saved encoder (or the ``encoder`` given)."""
-        index = Index.load(path, mmap=mmap, verify=verify)
-        if encoder is None:
-            saved = Path(path) / ENCODER_DIR
-            if not saved.is_dir():
-                raise ValueError(
-                    f"{path} has no saved encoder; pass the encoder to use for queries."
-                )
-            encoder = load_encoder(saved)
-        elif isinstance(encoder, (str, Path)):
-            encoder = load_encoder(encoder)
-        return cls(index, encoder)
-
-    def search(self, queries: str | Sequence[str], k: int = 10) -> SearchResults:
-        """Top-``k`` documents for one query text or a list of them."""
-        texts = [queries] if isinstance(queries, str) else list(queries)
-        if not texts:
-            raise ValueError("No queries given.")
-        vectors = self.encoder.encode_queries(texts)
-        return self.index.search(vectors, k)
-
-
-def rank(
-    index: Index,
-    query_ids: Sequence[str],
-    query_vectors,
-    k: int = 1000,
-    batch_size: int = 1024,
-    skip_self: bool = True,
-) -> dict[str, dict[str, float]]:
-    """A run ``{query_id: {doc_id: score}}`` from encoded queries.
-
-    With ``skip_self`` a hit whose document id equals the query id is dropped (the BEIR
-    convention for ArguAna and Quora, where queries are also documents); one extra hit is
-    retrieved so that each query still gets ``k``.
-    """
-    run: dict[str, dict[str, float]] = {}
-    for lo in range(0, len(query_ids), batch_size):
-        batch = list(query_ids[lo : lo + batch_size])
-        results = index.search(query_vectors[lo : lo + len(batch)], k=k + int(skip_self))
-        for qid, hits in zip(batch, results, strict=True):
-            kept = [(d, s) for d, s in hits if not (skip_self and d == qid)]
-            run[qid] = dict(kept[:k])
-    return run
-
-
-def retrieve(
-    searcher: Searcher,
-    queries: dict[str, str],
-    k: int = 1000,
-    skip_self: bool = True,
-) -> dict[str, dict[str, float]]:
-    """Encode ``{query_id: text}`` with the searcher's encoder and rank them (see :func:`rank`)."""
-    qids = list(queries)
-    if not qids:
-        return {}
-    vectors = searcher.encoder.encode_queries([queries[q] for q in qids])
-    return rank(searcher.index, qids, vectors, k=k, skip_self=skip_self)

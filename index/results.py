@@ -1,0 +1,142 @@
+"""What every searchable thing answers, and the one merge of several answers.
+
+A segment, an :class:`~lsr.index.Index`, a :class:`~lsr.index.ClusteredIndex`, a
+:class:`~lsr.index.LiveIndex` (and, later, a shard or a cluster) are :class:`Searchable`:
+``search(queries, k, **options)`` takes a CSR batch of query vectors over the searchable's
+vocabulary and returns :class:`SearchResults`, whose row ``i`` unpacks as
+``ids, scores = results[i]``.
+
+:func:`merge_topk` combines the top-k of several searchables over the same queries (a base
+and its delta, segments, shards): exact when each part returned its own top-k (with ``k``
+plus the number of excluded documents it may hold), and tie-stable: equal scores rank by
+part order, then by rank within the part (each part ranks ties by its document order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from lsr.errors import InputError
+
+
+class Hits(NamedTuple):
+    """One query's hits, best first: ``ids, scores = hits``."""
+
+    ids: list[str]
+    scores: list[float]
+
+    def items(self) -> list[tuple[str, float]]:
+        """``[(doc_id, score), ...]``, best first."""
+        return list(zip(self.ids, self.scores, strict=True))
+
+
+@dataclass
+class SearchResults:
+    """Top-k hits of a batch of queries: row ``i`` holds ``counts[i]`` hits in rank order.
+
+    ``docs[i, j]`` is the position of hit ``j`` in ``doc_ids`` (-1 pads rows with fewer than
+    k hits); for an :class:`~lsr.index.Index` that is its internal document number. Index or
+    iterate to get :class:`Hits` with external ids.
+    """
+
+    docs: np.ndarray
+    scores: np.ndarray
+    counts: np.ndarray
+    doc_ids: pa.Array
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    def __getitem__(self, i: int) -> Hits:
+        n = int(self.counts[i])
+        ids = self.doc_ids.take(pa.array(self.docs[i, :n])).to_pylist()
+        return Hits(ids, self.scores[i, :n].tolist())
+
+    def __iter__(self) -> Iterator[Hits]:
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def k(self) -> int:
+        """Hits per row at most (the width of ``docs`` and ``scores``)."""
+        return int(self.docs.shape[1])
+
+    def head(self, k: int) -> SearchResults:
+        """The first ``k`` hits of every row (exact for exact searches: top-k of top-k')."""
+        return SearchResults(
+            docs=self.docs[:, :k],
+            scores=self.scores[:, :k],
+            counts=np.minimum(self.counts, k),
+            doc_ids=self.doc_ids,
+        )
+
+    def rows(self, rows: Sequence[int] | np.ndarray) -> SearchResults:
+        """The results of the queries ``rows`` only."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return SearchResults(self.docs[rows], self.scores[rows], self.counts[rows], self.doc_ids)
+
+
+@runtime_checkable
+class Searchable(Protocol):
+    """Anything that answers a batch of sparse queries with its top-k documents."""
+
+    vocab: list[str]
+
+    @property
+    def n_docs(self) -> int: ...
+
+    def search(self, queries: sp.csr_array, k: int = 10, **options) -> SearchResults: ...
+
+
+def merge_topk(
+    parts: Sequence[SearchResults],
+    k: int,
+    exclude: Sequence[np.ndarray | None] | None = None,
+) -> SearchResults:
+    """The top ``k`` of several parts' results for the same queries, as one result.
+
+    ``exclude[p]`` (optional) is a boolean mask over part ``p``'s ``docs`` values: hits it
+    marks (deleted or replaced documents) are dropped before ranking. Ties keep part order,
+    then each part's own rank order. The result's ``doc_ids`` holds only the hits' ids.
+    """
+    if not parts:
+        raise InputError("merge_topk needs at least one part.")
+    n = len(parts[0])
+    if any(len(p) != n for p in parts):
+        raise InputError("Every part must answer the same queries (one row per query).")
+    exclude = list(exclude) if exclude is not None else [None] * len(parts)
+    if len(exclude) != len(parts):
+        raise InputError("Give one exclusion mask (or None) per part.")
+    masked, starts = [], [0]
+    for part, mask in zip(parts, exclude, strict=True):
+        valid = np.arange(part.k)[None, :] < part.counts[:, None]
+        if mask is not None and part.k:
+            valid &= ~mask[np.maximum(part.docs, 0)]
+        masked.append(np.where(valid, part.scores.astype(np.float64), -np.inf))
+        starts.append(starts[-1] + part.k)
+    scores = np.concatenate(masked, axis=1) if masked else np.empty((n, 0))
+    k_out = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k_out]
+    top = np.take_along_axis(scores, order, axis=1)
+    found = top > -np.inf
+    source = np.searchsorted(np.asarray(starts), order, side="right") - 1
+    docs = np.full((n, k_out), -1, dtype=np.int64)
+    ids, offset = [], 0
+    for p, part in enumerate(parts):
+        rows, cols = np.nonzero(found & (source == p))
+        numbers = part.docs[rows, order[rows, cols] - starts[p]]
+        ids.append(part.doc_ids.take(pa.array(numbers)).cast(pa.large_string()))
+        docs[rows, cols] = offset + np.arange(len(rows))
+        offset += len(rows)
+    return SearchResults(
+        docs=docs,
+        scores=np.where(found, top, 0.0).astype(np.float32),
+        counts=found.sum(axis=1).astype(np.int64),
+        doc_ids=pa.concat_arrays(ids) if ids else pa.array([], pa.large_string()),
+    )

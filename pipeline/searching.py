@@ -1,0 +1,83 @@
+"""Query text -> encoder -> index: open a collection with its encoder and rank queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from lsr.encoders import load_encoder
+from lsr.errors import InputError
+from lsr.index import Index, SearchResults
+from lsr.pipeline.indexing import ENCODER_DIR
+
+
+class Searcher:
+    """An index with the encoder its documents were encoded with: text in, ranked ids out."""
+
+    def __init__(self, index: Index, encoder) -> None:
+        index.check_vocab(encoder.vocab)
+        self.index = index
+        self.encoder = encoder
+
+    @classmethod
+    def open(
+        cls, path: str | Path, encoder=None, mmap: bool = True, verify: bool = True
+    ) -> Searcher:
+        """Load the index at ``path`` with its saved encoder (or the ``encoder`` given)."""
+        index = Index.load(path, mmap=mmap, verify=verify)
+        if encoder is None:
+            saved = Path(path) / ENCODER_DIR
+            if not saved.is_dir():
+                raise InputError(
+                    f"{path} has no saved encoder; pass the encoder to use for queries."
+                )
+            encoder = load_encoder(saved)
+        elif isinstance(encoder, (str, Path)):
+            encoder = load_encoder(encoder)
+        return cls(index, encoder)
+
+    def search(self, queries: str | Sequence[str], k: int = 10) -> SearchResults:
+        """Top-``k`` documents for one query text or a list of them."""
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        if not texts:
+            raise InputError("No queries given.")
+        vectors = self.encoder.encode_queries(texts)
+        return self.index.search(vectors, k)
+
+
+def rank(
+    index: Index,
+    query_ids: Sequence[str],
+    query_vectors,
+    k: int = 1000,
+    batch_size: int = 1024,
+    skip_self: bool = True,
+) -> dict[str, dict[str, float]]:
+    """A run ``{query_id: {doc_id: score}}`` from encoded queries.
+
+    With ``skip_self`` a hit whose document id equals the query id is dropped (the BEIR
+    convention for ArguAna and Quora, where queries are also documents); one extra hit is
+    retrieved so that each query still gets ``k``.
+    """
+    run: dict[str, dict[str, float]] = {}
+    for lo in range(0, len(query_ids), batch_size):
+        batch = list(query_ids[lo : lo + batch_size])
+        results = index.search(query_vectors[lo : lo + len(batch)], k=k + int(skip_self))
+        for qid, hits in zip(batch, results, strict=True):
+            kept = [(d, s) for d, s in hits.items() if not (skip_self and d == qid)]
+            run[qid] = dict(kept[:k])
+    return run
+
+
+def retrieve(
+    searcher: Searcher,
+    queries: dict[str, str],
+    k: int = 1000,
+    skip_self: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Encode ``{query_id: text}`` with the searcher's encoder and rank them (see :func:`rank`)."""
+    qids = list(queries)
+    if not qids:
+        return {}
+    vectors = searcher.encoder.encode_queries([queries[q] for q in qids])
+    return rank(searcher.index, qids, vectors, k=k, skip_self=skip_self)

@@ -1,0 +1,94 @@
+"""Training examples from a BEIR split, with hard negatives mined through an index, and the
+``lsr train`` entry point that loads a config's examples and runs the trainer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from lsr.bm25 import BM25Encoder
+from lsr.corpus import read_corpus, read_qrels, read_queries
+from lsr.errors import CorpusError
+from lsr.index import Index
+from lsr.training import TrainConfig, Trainer
+from lsr.training_data import TrainingExample, read_triples
+
+logger = logging.getLogger(__name__)
+QUERY_BATCH = 1024  # queries searched per batched (parallel) kernel call
+
+
+def beir_examples(
+    folder: str | Path,
+    split: str = "train",
+    n_negatives: int = 4,
+    depth: int = 50,
+    seed: int = 13,
+) -> list[TrainingExample]:
+    """One example per (query, relevant doc) of a BEIR split, with BM25-mined hard negatives.
+
+    The corpus is indexed with BM25 (float32 impacts, so scores are exact dot products) and
+    each query's top ``depth`` + (its relevant documents) are retrieved through the index, a
+    batch of queries per kernel call: memory grows with the index, not with queries x
+    documents. Negatives are drawn from the top ``depth`` hits that are not judged relevant;
+    scores are the BM25 scores of the positive and of each negative.
+    """
+    folder = Path(folder)
+    qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
+    queries = read_queries(folder / "queries.jsonl")
+    texts = {d.id: d.contents for d in read_corpus(folder)}
+    qids = [q for q in qrels if q in queries]
+    if not qids:
+        raise CorpusError(f"{folder}: no query of split {split!r} has judgements and text.")
+    ids = list(texts)
+    bm25 = BM25Encoder().fit(texts[i] for i in ids)
+    index = Index.build(
+        bm25.encode_documents([texts[i] for i in ids]), ids, bm25.vocab, quantization="float32"
+    )
+    rng = np.random.default_rng(seed)
+    examples = []
+    for lo in range(0, len(qids), QUERY_BATCH):
+        batch = qids[lo : lo + QUERY_BATCH]
+        vectors = bm25.encode_queries([queries[q] for q in batch])
+        most_relevant = max(sum(r > 0 for r in qrels[q].values()) for q in batch)
+        results = index.search(vectors, depth + most_relevant)
+        for row, qid in enumerate(batch):
+            relevant = {d for d, r in qrels[qid].items() if r > 0}
+            hits = results[row]
+            pool = [(d, s) for d, s in hits.items() if d not in relevant][:depth]
+            query = vectors[[row]]
+            for pos in relevant:
+                if pos not in texts:
+                    continue
+                doc_weights = index.term_weights(index.doc_index(pos), query.indices)
+                pos_score = float(np.dot(doc_weights, query.data))
+                picked = (
+                    rng.choice(len(pool), size=min(n_negatives, len(pool)), replace=False)
+                    if pool
+                    else []
+                )
+                examples.append(
+                    TrainingExample(
+                        query=queries[qid],
+                        positive=texts[pos],
+                        negatives=[texts[pool[i][0]] for i in picked],
+                        scores=[pos_score] + [float(pool[i][1]) for i in picked],
+                    )
+                )
+    logger.info("%d training examples from %s (%s)", len(examples), folder, split)
+    return examples
+
+
+def training_examples(config: TrainConfig) -> list[TrainingExample]:
+    """The examples a config names: its JSONL triples, or its BEIR split with mined negatives."""
+    if config.triples:
+        return read_triples(config.triples)
+    return beir_examples(
+        config.beir, config.split, config.negatives, config.negative_depth, config.seed
+    )
+
+
+def trainer_for(config: TrainConfig) -> Trainer:
+    """A :class:`~lsr.training.Trainer` with the config's examples loaded."""
+    return Trainer(config, training_examples(config))

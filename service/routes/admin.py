@@ -1,0 +1,54 @@
+"""``GET /health``, ``GET /stats`` and ``GET /metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
+
+from lsr.service.middleware import require_reader
+from lsr.service.schemas import ERRORS, HealthResponse, StatsResponse
+from lsr.service.state import ServiceState
+
+router = APIRouter()
+
+
+def _state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+@router.get("/health")
+def health(request: Request) -> HealthResponse:
+    """Reads work whenever this answers; ``degraded`` says why writes may not."""
+    state = _state(request)
+    stats = state.live.stats()
+    problems = []
+    if state.read_only:
+        problems.append("read-only: writes go to the writer")
+    elif not stats["writable"]:
+        problems.append(f"writes refused for now: {stats['writes']['last_error']}")
+    if stats["merges"]["failures"]:
+        problems.append(f"merges failing: {stats['merges']['last_error']}")
+    return {
+        "status": "degraded" if problems and not state.read_only else "ok",
+        "documents": stats["n_docs"],
+        "writable": stats["writable"],
+        "problems": problems,
+    }
+
+
+@router.get("/stats", dependencies=[Depends(require_reader)], responses=ERRORS)
+def stats(request: Request) -> StatsResponse:
+    state = _state(request)
+    return {
+        **state.live.stats(),
+        "encoder": getattr(state.encoder, "name", type(state.encoder).__name__),
+        "limits": asdict(state.limits),
+    }
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def prometheus(request: Request) -> str:
+    state = _state(request)
+    return state.metrics.render(state.live.stats())

@@ -1,0 +1,71 @@
+"""``GET``, ``POST`` and ``DELETE`` on ``/documents``: read, add or replace, delete.
+
+Document ids travel percent-encoded in paths; the ``doc_id`` convertor takes the rest of the
+path, newlines included (``path`` stops at them), so every id reaches the handler, which
+refuses a bad one with 422.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from starlette.convertors import PathConvertor, register_url_convertor
+
+from lsr.service.middleware import require_reader, require_writer
+from lsr.service.schemas import (
+    ERRORS,
+    WRITE_ERRORS,
+    DeleteResponse,
+    DocumentResponse,
+    UpsertRequest,
+    UpsertResponse,
+)
+from lsr.service.state import ServiceState
+
+
+class _DocumentIdConvertor(PathConvertor):
+    regex = r"[\s\S]+"
+
+
+register_url_convertor("doc_id", _DocumentIdConvertor())
+router = APIRouter()
+
+
+def _state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+@router.get("/documents/{doc_id:doc_id}", dependencies=[Depends(require_reader)], responses=ERRORS)
+def get_document(doc_id: str, request: Request) -> DocumentResponse:
+    """A document's stored vector. Percent-encode the id (``/`` as ``%2F``, ``.`` as
+    ``%2E``), so that every id, ``a/b`` and ``..`` included, can be addressed."""
+    vector = _state(request).live.get(doc_id)
+    if vector is None:
+        raise HTTPException(404, f"no document {doc_id!r}")
+    return {"id": doc_id, "vector": vector}
+
+
+@router.post("/documents", dependencies=[Depends(require_writer)], responses=WRITE_ERRORS)
+def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
+    """Add or replace documents (encoded by the server); durable when this returns. The ids
+    are checked (unique, valid) by the collection before anything is written."""
+    state = _state(request)
+    if len(req.documents) > state.limits.max_documents:
+        raise HTTPException(422, f"at most {state.limits.max_documents} documents per request")
+    ids = [d.id for d in req.documents]
+    texts = [f"{d.title} {d.text}".strip() for d in req.documents]
+    seq = state.live.upsert(state.encoder.encode_documents(texts), ids)
+    state.maybe_merge()
+    return {"upserted": len(ids), "seq": seq}
+
+
+@router.delete(
+    "/documents/{doc_id:doc_id}", dependencies=[Depends(require_writer)], responses=WRITE_ERRORS
+)
+def delete(doc_id: str, request: Request) -> DeleteResponse:
+    """Delete a document (percent-encode the id, as for GET); durable when this returns."""
+    state = _state(request)
+    seq, gone = state.live.delete([doc_id])
+    if not gone:
+        raise HTTPException(404, f"no document {doc_id!r}")
+    state.maybe_merge()
+    return {"deleted": doc_id, "seq": seq}

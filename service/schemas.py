@@ -1,0 +1,210 @@
+"""The REST API's request and response bodies (pydantic), and the error responses each route
+documents. Requests are strict (no coercion, no unknown fields); limits that depend on the
+server's settings (k, batch sizes) are checked once per request in :mod:`lsr.service.state`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lsr.index.validation import MAX_ID_BYTES
+from lsr.kernels.dispatch import ALGORITHM_NAMES
+
+MAX_QUERY_WEIGHT = 1e6  # beyond it a float32 score could overflow to infinity
+QueryWeight = Annotated[float, Field(ge=0, le=MAX_QUERY_WEIGHT, allow_inf_nan=False)]
+
+
+class SearchRequest(BaseModel):
+    """A query as text (encoded by the server) or as a sparse vector {term: weight}: exactly
+    one of ``query`` and ``vector``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"query": "how do bees make honey", "k": 5, "explain": True}],
+            "oneOf": [{"required": ["query"]}, {"required": ["vector"]}],
+        },
+    )
+    query: str | None = Field(None, description="query text; give exactly one of query, vector")
+    vector: dict[str, QueryWeight] | None = Field(
+        None,
+        description="term -> weight (0 to 1e6); give exactly one of query, vector",
+    )
+    k: int = Field(10, ge=1, description="number of hits")
+    explain: bool = Field(
+        False,
+        description="return the matching terms and their contributions, for the first hits "
+        "(at most the server's max_explain)",
+    )
+    algorithm: Literal[ALGORITHM_NAMES] = "auto"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SearchRequest:
+        if (self.query is None) == (self.vector is None):
+            raise ValueError("give exactly one of 'query' (text) or 'vector' ({term: weight})")
+        return self
+
+
+class BatchSearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"queries": [{"query": "honey bees"}, {"query": "lava"}], "k": 3}]
+        },
+    )
+    queries: list[SearchRequest] = Field(..., min_length=1)
+    k: int | None = Field(None, ge=1, description="overrides each query's k")
+
+
+class EncodeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"texts": ["honey bees"], "kind": "query"}]},
+    )
+    texts: list[str] = Field(..., min_length=1)
+    kind: Literal["query", "document"] = "query"
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_ID_BYTES,
+        description=f"any UTF-8 string of at most {MAX_ID_BYTES} bytes without control "
+        "characters; percent-encode it in URL paths",
+    )
+    text: str = ""
+    title: str = ""
+
+
+class UpsertRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"documents": [{"id": "new-1", "title": "Bees", "text": "Bees make honey."}]}
+            ]
+        },
+    )
+    documents: list[DocumentIn] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> UpsertRequest:
+        if len({d.id for d in self.documents}) != len(self.documents):
+            raise ValueError("document ids must be unique within a request")
+        return self
+
+
+class TermContribution(BaseModel):
+    term: str
+    query_weight: float
+    doc_weight: float
+    contribution: float
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    terms: list[TermContribution] | None = Field(None, description="with explain=true")
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"hits": [{"id": "d146", "score": 7.35}], "took_ms": 0.4}]}
+    )
+    hits: list[Hit]
+    took_ms: float
+
+
+class QueryHits(BaseModel):
+    hits: list[Hit]
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[QueryHits]
+    took_ms: float
+
+
+class EncodeResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"vectors": [{"honei": 1.0, "bee": 1.0}]}]}
+    )
+    vectors: list[dict[str, float]]
+
+
+class DocumentResponse(BaseModel):
+    id: str
+    vector: dict[str, float] = Field(..., description="the stored term weights")
+
+
+class UpsertResponse(BaseModel):
+    upserted: int
+    seq: int = Field(..., description="write-ahead log sequence number of this write")
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+    seq: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        ..., description="degraded: writes are refused for now or merges are failing; reads work"
+    )
+    documents: int
+    writable: bool
+    problems: list[str]
+
+
+class StatsResponse(BaseModel):
+    n_docs: int
+    base_docs: int
+    delta_docs: int
+    deleted_or_replaced: int
+    vocab_size: int
+    postings: int
+    last_seq: int
+    merged_seq: int
+    log_records: int
+    wal_bytes: int
+    read_only: bool
+    writable: bool
+    writes: dict = Field(..., description="failed appends in a row, the last error, back-off")
+    merges: dict = Field(..., description="failed merges in a row, the last error, back-off")
+    encoder: str
+    limits: dict[str, float]
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": "k must be at most 1000"}]})
+    error: str
+    detail: list[dict] | None = None
+
+
+ERRORS = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in [
+        (400, "invalid value"),
+        (401, "missing or wrong X-API-Key"),
+        (404, "not found"),
+        (408, "request headers or body not received in time"),
+        (413, "request body too large"),
+        (422, "invalid request"),
+    ]
+}
+WRITE_ERRORS = {
+    **ERRORS,
+    403: {"model": ErrorResponse, "description": "the server is read-only"},
+    503: {
+        "model": ErrorResponse,
+        "description": "the write was not stored (disk full, I/O error); retry after the "
+        "Retry-After header's seconds",
+    },
+}
+

@@ -1,0 +1,150 @@
+"""What the app's routes share: the collection, its encoder, the limits, and the checks and
+conversions every search route needs (written once here, used by each route)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from fastapi import HTTPException
+
+from lsr.index import LiveIndex, SearchResults
+from lsr.service.middleware import Metrics
+from lsr.service.schemas import SearchRequest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; requests beyond a limit are refused (413 or 422)."""
+
+    max_body_bytes: int = 8 * 2**20
+    max_k: int = 1000
+    max_batch: int = 256
+    max_query_chars: int = 4096
+    max_documents: int = 1000
+    max_explain: int = 100  # hits explained per query (the first ones); the rest come without
+    header_timeout_s: float = 10.0  # to receive a request's headers (service.http_protocol)
+    body_timeout_s: float = 30.0  # between two chunks of a request's body
+
+
+@dataclass
+class ServiceState:
+    """One app's collection (as its writer, or read-only), encoder and settings."""
+
+    live: LiveIndex
+    encoder: object
+    limits: Limits
+    api_key: str | None = None
+    protect_reads: bool = False
+    read_only: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+    merging: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.position = {t: i for i, t in enumerate(self.live.vocab)}
+
+    # ---- searches ------------------------------------------------------------------------
+
+    def query_vectors(self, requests: Sequence[SearchRequest]) -> sp.csr_array:
+        """The requests' query vectors, one row each, after checking each request against
+        the limits; text queries are encoded in one encoder call."""
+        rows: list[sp.csr_array | None] = []
+        texts: list[str] = []
+        for req in requests:
+            if req.k > self.limits.max_k:
+                raise HTTPException(422, f"k must be at most {self.limits.max_k}")
+            if req.query is not None:
+                if not req.query.strip():
+                    raise HTTPException(422, "the query text is empty")
+                if len(req.query) > self.limits.max_query_chars:
+                    raise HTTPException(
+                        422, f"the query is longer than {self.limits.max_query_chars} characters"
+                    )
+                texts.append(req.query)
+                rows.append(None)
+            else:
+                rows.append(self._vector_row(req.vector))
+        if texts:
+            encoded = self.encoder.encode_queries(texts)
+            text_rows = iter(range(len(texts)))
+            rows = [row if row is not None else encoded[[next(text_rows)]] for row in rows]
+        return sp.csr_array(sp.vstack(rows, format="csr"), dtype=np.float32)
+
+    def _vector_row(self, vector: dict[str, float]) -> sp.csr_array:
+        unknown = [t for t in vector if t not in self.position]
+        if unknown:
+            raise HTTPException(422, f"terms not in the index vocabulary: {unknown[:10]}")
+        weights = np.asarray(list(vector.values()), dtype=np.float32)
+        cols = np.asarray([self.position[t] for t in vector], dtype=np.int64)
+        return sp.csr_array(
+            (weights, (np.zeros(len(cols), dtype=np.int64), cols)), shape=(1, len(self.position))
+        )
+
+    def search(self, requests: Sequence[SearchRequest]) -> list[dict]:
+        """Each request's ``{"hits": [...]}``: one batched kernel call per algorithm asked for
+        (top max-k, cut to each request's k), explanations for the first hits on request."""
+        vectors = self.query_vectors(requests)
+        out: list[dict | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(req.algorithm, []).append(i)
+        for algorithm, rows in groups.items():
+            k = max(requests[i].k for i in rows)
+            results = self.live.search(vectors[rows], k, algorithm=algorithm)
+            for j, i in enumerate(rows):
+                out[i] = self._hits(requests[i], vectors[[i]], results, j)
+        return out
+
+    def _hits(self, req: SearchRequest, vector: sp.csr_array, results: SearchResults, j: int):
+        ids, scores = results[j]
+        ids, scores = ids[: req.k], scores[: req.k]
+        if not all(math.isfinite(s) for s in scores):
+            raise HTTPException(422, "the query's weights are too large: scores overflow")
+        hits = [{"id": d, "score": s} for d, s in zip(ids, scores, strict=True)]
+        if req.explain and hits:
+            explained = hits[: self.limits.max_explain]
+            doc_weights = self.live.explain([h["id"] for h in explained], vector.indices)
+            vocab = self.live.vocab
+            for hit, row in zip(explained, doc_weights, strict=True):
+                hit["terms"] = sorted(
+                    (
+                        {
+                            "term": vocab[t],
+                            "query_weight": float(qw),
+                            "doc_weight": float(dw),
+                            "contribution": float(qw * dw),
+                        }
+                        for t, qw, dw in zip(vector.indices, vector.data, row, strict=True)
+                        if dw > 0
+                    ),
+                    key=lambda x: -x["contribution"],
+                )
+        return {"hits": hits}
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def maybe_merge(self) -> None:
+        """Start a background merge when enough changed and no failed merge is backing off."""
+        if self.live.needs_merge() and self.merging.acquire(blocking=False):
+
+            def run():
+                try:
+                    self.live.merge()
+                except Exception:
+                    logger.exception("background merge failed; updates stay in the log")
+                finally:
+                    self.merging.release()
+
+            threading.Thread(target=run, daemon=True).start()
+
+    def close(self) -> None:
+        """Let a background merge finish, then checkpoint the log and release the lock."""
+        with self.merging:
+            self.live.close()
