@@ -2,10 +2,8 @@
 
 A term found in at least one document in ``DENSE_ROW_FRACTION`` gets a row of ``n_docs``
 stored impacts (0 where absent). Adding such a row to the accumulator is one contiguous,
-vectorized pass instead of a scatter of its postings: on SciFact (5k documents) the terms
-with rows hold 72% (BM25) to 87% (SPLADE) of the postings a query reads, and the exhaustive
-kernel ran 1.3x (BM25) and 2x (SPLADE) faster with them (measured by a throwaway script).
-The accumulator must stay in cache for this to pay, so rows are built for small
+vectorized pass instead of a scatter of its postings, which pays when such terms hold most
+of the postings a query reads (the figures: ``docs/performance.md``). The accumulator must stay in cache for this to pay, so rows are built for small
 collections only (see ``lsr.index.Index``).
 """
 

@@ -68,12 +68,8 @@ def resolve(algorithm, q_terms, theta, n_docs):
 
     Exact search: term-at-a-time MaxScore on collections of ``AUTO_TAAT_MIN_DOCS`` or more,
     exhaustive term-at-a-time below, where ``lsr.index.Index`` gives the exhaustive kernel dense
-    rows for its frequent terms. With 40-term synthetic queries, MaxScore against exhaustive
-    without rows: 2.1-3.2x at 1M documents, 1.0-1.2x at 50k, 0.8-1.0x at 20k (``lsr bench
-    synthetic``), 1.7-1.8x at 200k; exhaustive with rows against without: 1.8x at 20k and
-    50k, 1.4-2x at 200k (level with MaxScore there), 1.7x at 1M (MaxScore still 1.6x ahead;
-    rows would cost 114 MB) (throwaway scripts, one thread). On SciFact's 5k documents
-    MaxScore's bookkeeping costs more than the postings it skips. With ``theta`` > 1
+    rows for its frequent terms: below that size MaxScore's bookkeeping costs more than the
+    postings it skips (the measurements: ``docs/performance.md``). With ``theta`` > 1
     (approximate), MaxScore for short queries and BMW for long ones.
     """
     if algorithm != AUTO:
@@ -125,7 +121,7 @@ def search_single(
 ):  # fmt: skip
     """``search_query`` into row 0 of caller-allocated ``(1, k)`` outputs, padded with -1 and
     0 after the hits, the hit count in ``counts[0]``: the single-query path takes no views
-    and boxes nothing on return (each returned array costs about 0.5 us)."""
+    and boxes nothing on return (every returned array would be boxed, per query)."""
     n = search_query(
         algorithm, postings, q_terms, q_weights, scale, k, theta, acc, candidates, out_docs[0],
         out_scores[0],

@@ -16,8 +16,8 @@ def _position(offsets, docs, impacts, term, doc):
     """Index of ``doc``'s posting in ``term``'s list (doc numbers ascending), or -1.
 
     A plain binary search, not ``lsr.kernels.pruned.seek``: that one gallops forward from a
-    cursor, which suits the pruned kernels' forward scans but makes a random point lookup
-    1.4x slower (GET on SciFact: 0.58 against 0.39 ms)."""
+    cursor, which suits the pruned kernels' forward scans but not random point lookups
+    (measured: ``docs/performance.md``)."""
     lo, hi = offsets[term], offsets[term + 1]
     while lo < hi:
         mid = (lo + hi) >> 1

@@ -8,8 +8,7 @@ from lsr.kernels.layout import doc_at, impact_at
 from lsr.kernels.topk import SCAN_BLOCK, dense_topk, select_topk
 
 # The dense path (vectorized rows and top-k scan) beats tracking touched documents once a
-# query reads more than n_docs / 16 postings: 7% faster than n_docs / 4 on SciFact BM25
-# queries, level on SPLADE and 20k-50k synthetic queries (throwaway script, one thread).
+# query reads more than n_docs / 16 postings (measured: docs/performance.md).
 DENSE_FRACTION = 16
 
 

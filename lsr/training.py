@@ -105,7 +105,10 @@ class TrainConfig:
         except OSError as e:
             raise EncoderError(f"Cannot read training config {path}: {e}") from e
         except yaml.YAMLError as e:
-            raise EncoderError(f"{path} is not valid YAML: {e}") from e
+            problem = getattr(e, "problem", None) or type(e).__name__
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise EncoderError(f"{path} is not valid YAML: {problem}{where}.") from e
         return cls.from_dict(raw)
 
     def validate(self) -> None:

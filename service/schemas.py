@@ -207,4 +207,3 @@ WRITE_ERRORS = {
         "Retry-After header's seconds",
     },
 }
-

@@ -17,6 +17,8 @@ import pytest
 from lsr import sample_dataset
 from lsr.service.cli import main
 
+pytestmark = pytest.mark.http  # every test here talks to a real server
+
 KEY = "test-key"
 
 

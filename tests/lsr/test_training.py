@@ -4,8 +4,8 @@ import json
 import random
 
 import numpy as np
-import torch
 import pytest
+import torch
 import yaml
 
 from lsr import BM25Encoder, CorpusError, EncoderError, load_encoder, read_corpus
@@ -142,6 +142,7 @@ def test_bad_triples(tmp_path):
         read_triples(path)
 
 
+@pytest.mark.slow
 def test_beir_examples_mine_bm25_negatives():
     folder = shared_path("data", "scifact")
     examples = beir_examples(folder, "train", n_negatives=3, depth=20)
@@ -179,6 +180,7 @@ def test_teachers_from_the_config_are_combined_with_their_weights(tiny_mlm, tmp_
     assert all(np.isfinite(h["loss"]) for h in trainer.history)
 
 
+@pytest.mark.slow
 def test_beir_negatives_are_the_brute_force_top_hits():
     """Mined through the index, the negatives and their scores are those of the full
     query x document BM25 score matrix (on a slice of SciFact's train queries)."""

@@ -8,6 +8,7 @@ from lsr.pipeline import Searcher, index_corpus, retrieve
 from tests.conftest import shared_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
 def test_scifact_ndcg_matches_published_bm25(tmp_path, quantization):
     dataset = load_dataset(shared_path("data", "scifact"))

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 
 from lsr.index import ClusteredIndex, Index
 from tests.conftest import random_csr
-from tests.test_pruning import _same, _zipf_index, build_numbered, index_and_queries
+from tests.index.test_pruning import _same, _zipf_index, build_numbered, index_and_queries
 
 EXACT_SETTINGS = {"postings_per_term": None, "summary_mass": 1.0}
 

@@ -21,6 +21,7 @@ def test_synthetic_collection_has_the_requested_shape():
     assert short.nnz / 50 < 8
 
 
+@pytest.mark.slow
 def test_bench_index_rows_and_exact_recall():
     builder = IndexBuilder([f"t{i}" for i in range(3000)])
     for batch in synthetic_corpus(3000, vocab=3000, doc_terms=40):
@@ -83,6 +84,7 @@ def test_bench_synthetic_reports_build_figures():
     assert [r.name for r in report.rows] == names
 
 
+@pytest.mark.slow
 def test_cli_bench_index_and_errors(tmp_path, capsys):
     from lsr import sample_dataset
 

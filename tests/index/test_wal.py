@@ -431,9 +431,10 @@ print("merged", calls)
 """
 
 
+@pytest.mark.slow
 def test_a_crash_at_every_step_of_a_merge_loses_nothing(base, tmp_path):
     """kill -9 equivalents (os._exit) at each file-system call of a merge, in a loop."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     crash_at, outcomes = 1, []
     while True:
         trial = tmp_path / f"crash{crash_at}" / "idx"
