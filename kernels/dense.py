@@ -3,8 +3,9 @@
 A term found in at least one document in ``DENSE_ROW_FRACTION`` gets a row of ``n_docs``
 stored impacts (0 where absent). Adding such a row to the accumulator is one contiguous,
 vectorized pass instead of a scatter of its postings, which pays when such terms hold most
-of the postings a query reads (the figures: ``docs/performance.md``). The accumulator must stay in cache for this to pay, so rows are built for small
-collections only (see ``lsr.index.Index``).
+of the postings a query reads (the figures: ``docs/performance.md``). The accumulator must
+stay in cache for this to pay, so rows are built for small collections only (see
+``lsr.index.Index``).
 """
 
 import numba as nb

@@ -171,25 +171,19 @@ def irds_home(tmp_path):
     return home
 
 
+def _eval_cranfield(irds_home, tmp_path, *options):
+    """``lsr eval cranfield --encoder bm25`` in a new process (ir_datasets reads
+    IR_DATASETS_HOME when it is imported), exactly as a user would run it."""
+    env = {**os.environ, "IR_DATASETS_HOME": str(irds_home)}
+    argv = [sys.executable, "-m", "lsr.service.cli", "eval", "cranfield", "--encoder", "bm25"]
+    argv += ["--out", str(tmp_path / "r"), *options]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+
+
 def test_cranfield_via_ir_datasets(irds_home, tmp_path):
     # ir_datasets reads IR_DATASETS_HOME when it is imported, so run the CLI in a new process,
     # exactly as a user would: IR_DATASETS_HOME=... lsr eval cranfield --encoder bm25 ...
-    env = {**os.environ, "IR_DATASETS_HOME": str(irds_home)}
-    argv = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "eval",
-        "cranfield",
-        "--encoder",
-        "bm25",
-        "--out",
-        str(tmp_path / "r"),
-        "--cache-dir",
-        str(tmp_path / "c"),
-        "--json",
-    ]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    proc = _eval_cranfield(irds_home, tmp_path, "--cache-dir", str(tmp_path / "c"), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     [result] = json.loads(proc.stdout)
     assert result["n_queries"] == 225 and result["n_docs"] == 1400
@@ -197,19 +191,7 @@ def test_cranfield_via_ir_datasets(irds_home, tmp_path):
 
 
 def test_unreachable_ir_dataset_is_one_clear_line(tmp_path):
-    env = {**os.environ, "IR_DATASETS_HOME": str(tmp_path / "empty-home")}
-    argv = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "eval",
-        "cranfield",
-        "--encoder",
-        "bm25",
-        "--out",
-        str(tmp_path / "r"),
-    ]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    proc = _eval_cranfield(tmp_path / "empty-home", tmp_path)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("lsr eval: error: Cannot load 'cranfield'") and len(last) < 400

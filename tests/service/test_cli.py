@@ -89,3 +89,37 @@ def test_console_script_demo_runs_end_to_end():
     )
     assert proc.returncode == 0, proc.stderr
     assert "indexed" in proc.stdout and "nDCG@10" in proc.stdout
+
+
+def test_verbose_and_debug_are_accepted_after_the_subcommand(sample_index, capsys):
+    assert main(["search", str(sample_index), "bees", "-v", "--json"]) == 0
+    assert main(["-v", "search", str(sample_index), "bees", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["search", "/nonexistent/idx", "q", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith(
+        "lsr search: error: No index"
+    )
+    assert main(["search", "/nonexistent/idx", "q"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_bug_surfaces_as_one(sample_index, monkeypatch):
+    from lsr.service import commands
+
+    def broken(args):
+        raise TypeError("a bug in a command")
+
+    monkeypatch.setattr(commands, "cmd_search", broken)
+    with pytest.raises(TypeError, match="a bug in a command"):
+        main(["search", str(sample_index), "bees"])
+
+
+def test_version_and_usage_errors(capsys):
+    from lsr import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lsr {__version__}"
+    assert main(["search"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lsr search --help" in err

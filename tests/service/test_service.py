@@ -42,7 +42,7 @@ class Server:
         argv = [
             sys.executable,
             "-m",
-            "service.cli",
+            "lsr.service.cli",
             "serve",
             str(self.index_dir),
             "--port",

@@ -1,10 +1,12 @@
-"""``POST /search/batch`` searches its queries together: one batched kernel call per algorithm,
-with the same hits as one ``POST /search`` per query."""
+"""The app in process (TestClient): ``POST /search/batch`` searches its queries together (one
+batched kernel call per algorithm, the same hits as one ``POST /search`` per query), and the
+error boundary (the project's errors are 4xx, anything else a logged 500)."""
 
 import pytest
 from fastapi.testclient import TestClient
 
 from lsr import sample_dataset
+from lsr.errors import InputError
 from lsr.index import Index
 from lsr.service.app import create_app
 from lsr.service.cli import main
@@ -14,7 +16,7 @@ from lsr.service.cli import main
 def client(tmp_path_factory):
     out = tmp_path_factory.mktemp("batch") / "idx"
     assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
-    with TestClient(create_app(out)) as c:
+    with TestClient(create_app(out), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -51,3 +53,22 @@ def test_batch_k_overrides_every_query(client):
     for q, got in zip(QUERIES, r.json()["results"], strict=True):
         assert got["hits"] == client.post("/search", json={**q, "k": 2}).json()["hits"]
         assert len(got["hits"]) == 2
+
+
+def test_project_errors_are_400_and_bugs_are_500(client, monkeypatch, caplog):
+    state = client.app.state.service
+
+    def refuse(requests):
+        raise InputError("the query asks for something impossible")
+
+    monkeypatch.setattr(state, "search", refuse)
+    r = client.post("/search", json={"query": "bees"})
+    assert r.status_code == 400 and r.json() == {"error": "the query asks for something impossible"}
+
+    def bug(requests):
+        raise ValueError("a bug, not the client's mistake")
+
+    monkeypatch.setattr(state, "search", bug)
+    r = client.post("/search", json={"query": "bees"})
+    assert r.status_code == 500 and "internal server error" in r.json()["error"]
+    assert "a bug, not the client's mistake" in caplog.text
