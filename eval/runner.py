@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lsr import load_encoder
 from lsr.checks import positive_int
-from lsr.encoders import KINDS, encoder_kind
+from lsr.encoders import ENCODERS, FRESH, encoder_kind
 from lsr.errors import InputError
 from lsr.eval.cache import EncodingCache, encoder_fingerprint
 from lsr.eval.datasets import Dataset, load_dataset
@@ -22,7 +22,6 @@ from lsr.index import Index
 from lsr.pipeline import Searcher, build_index, encode_to_file, rank
 
 logger = logging.getLogger(__name__)
-KIND_PREFIXES = tuple(f"{k}:" for k in KINDS if k != "bm25")
 
 
 @dataclass
@@ -48,7 +47,8 @@ def encoder_label(spec: str) -> str:
     """A short name for an encoder spec: ``bm25``, the model folder / Hub id's last part, with
     an explicit ``kind:`` prefix kept (``inference-free:splade-tiny`` is not ``splade-tiny``)."""
     text = str(spec).rstrip("/")
-    kind, sep, location = text.rpartition(":") if text.startswith(KIND_PREFIXES) else ("", "", text)
+    prefixes = tuple(f"{k}:" for k in ENCODERS if k not in FRESH)
+    kind, sep, location = text.rpartition(":") if text.startswith(prefixes) else ("", "", text)
     name = location if location.lower() == "bm25" else Path(location).name or location
     return f"{kind}{sep}{name}"
 

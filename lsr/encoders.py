@@ -24,7 +24,6 @@ ENCODERS: dict[str, str] = {
     "inference-free": "lsr.inference_free:InferenceFreeEncoder",
 }
 FRESH = ("bm25",)  # types a bare name builds, unfitted, with the options given
-KINDS = tuple(ENCODERS)
 
 
 def register_encoder(name: str, target: str) -> None:
@@ -32,8 +31,6 @@ def register_encoder(name: str, target: str) -> None:
     if ":" not in target:
         raise EncoderError(f"An encoder target is 'module:Class', got {target!r}.")
     ENCODERS[name] = target
-    global KINDS
-    KINDS = tuple(ENCODERS)
 
 
 def encoder_class(name: str) -> type:

@@ -73,6 +73,8 @@ class ServiceState:
                 rows.append(self._vector_row(req.vector))
         if texts:
             encoded = self.encoder.encode_queries(texts)
+            if len(texts) == len(rows):  # text only: the encoder's batch, as it is
+                return encoded
             text_rows = iter(range(len(texts)))
             rows = [row if row is not None else encoded[[next(text_rows)]] for row in rows]
         return sp.csr_array(sp.vstack(rows, format="csr"), dtype=np.float32)
@@ -97,18 +99,23 @@ class ServiceState:
             groups.setdefault(req.algorithm, []).append(i)
         for algorithm, rows in groups.items():
             k = max(requests[i].k for i in rows)
-            results = self.live.search(vectors[rows], k, algorithm=algorithm)
+            batch = vectors if len(rows) == len(requests) else vectors[rows]
+            results = self.live.search(batch, k, algorithm=algorithm)
             for j, i in enumerate(rows):
-                out[i] = self._hits(requests[i], vectors[[i]], results, j)
+                out[i] = self._hits(requests[i], vectors, i, results, j)
         return out
 
-    def _hits(self, req: SearchRequest, vector: sp.csr_array, results: SearchResults, j: int):
+    def _hits(
+        self, req: SearchRequest, vectors: sp.csr_array, i: int, results: SearchResults, j: int
+    ) -> dict:
+        """Request ``i``'s hits (row ``j`` of ``results``), explained on request."""
         ids, scores = results[j]
         ids, scores = ids[: req.k], scores[: req.k]
         if not all(math.isfinite(s) for s in scores):
             raise HTTPException(422, "the query's weights are too large: scores overflow")
         hits = [{"id": d, "score": s} for d, s in zip(ids, scores, strict=True)]
         if req.explain and hits:
+            vector = vectors[[i]]
             explained = hits[: self.limits.max_explain]
             doc_weights = self.live.explain([h["id"] for h in explained], vector.indices)
             vocab = self.live.vocab

@@ -171,3 +171,31 @@ def test_layers_only_import_downwards():
             if _layer(dep) not in LAYER_RULES[layer]:
                 wrong.append(f"{module} imports {dep}")
     assert not wrong, wrong
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_one_top_level_package(tmp_path):
+    """Built as pip builds it, the distribution puts ``lsr`` (and its metadata) in
+    site-packages and nothing else, with every package and the bundled sample inside."""
+    import zipfile
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # the backend pyproject asks for, if this environment has it: no download
+        isolation = int(version("setuptools").split(".")[0]) < 77
+    except PackageNotFoundError:
+        isolation = True
+    options = ["--quiet", "--no-deps"] + ([] if isolation else ["--no-build-isolation"])
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", *options, str(ROOT), "-w", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("lsr_engine-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"lsr"}
+    for package in PACKAGES:
+        assert package.replace(".", "/") + "/__init__.py" in names, package
+    assert "lsr/service/routes/__init__.py" in names
+    assert "lsr/data/sample/corpus.jsonl" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
