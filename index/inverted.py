@@ -186,9 +186,17 @@ class Index:
 
     def doc_index(self, doc_id: str) -> int:
         """The internal number of an external document id (KeyError if absent)."""
+        return self._positions()[doc_id]
+
+    def has_doc(self, doc_id: str) -> bool:
+        """Whether the index holds a document with this external id."""
+        return doc_id in self._positions()
+
+    def _positions(self) -> dict[str, int]:
+        """External id -> internal number, built on first use (one pass over the ids)."""
         if self._position is None:
             self._position = {d: i for i, d in enumerate(self.doc_ids.to_pylist())}
-        return self._position[doc_id]
+        return self._position
 
     def document_vector(self, doc: int) -> dict[str, float]:
         """The stored (dequantized) weights of document number ``doc``, term by term (one

@@ -160,7 +160,6 @@ class LiveIndex:
         self._applied = int(base.metadata.get("applied_seq", 0))
         self._delta_docs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._shadowed: set[str] = set()
-        self._base_ids: set[str] | None = None
         self._snapshot = Snapshot(base, None, frozenset(), None, base.n_docs)
         records, end = self._read_log(manifest)
         for rec in records:
@@ -354,12 +353,7 @@ class LiveIndex:
     def _exists(self, doc_id: str) -> bool:
         if doc_id in self._delta_docs:
             return True
-        return doc_id not in self._shadowed and doc_id in self._base_id_set()
-
-    def _base_id_set(self) -> set[str]:
-        if self._base_ids is None:
-            self._base_ids = set(self._snapshot.base.doc_ids.to_pylist())
-        return self._base_ids
+        return doc_id not in self._shadowed and self._snapshot.base.has_doc(doc_id)
 
     def _write_locked(self, op: dict) -> int:
         """Log ``op`` durably, then apply and publish it; a failed append leaves no trace."""
@@ -394,7 +388,7 @@ class LiveIndex:
         return seq
 
     def _apply(self, rec: dict) -> None:
-        base_ids = self._base_id_set()
+        base = self._snapshot.base
         if rec["op"] == "upsert":
             indptr, indices, data = rec["indptr"], rec["indices"], rec["data"]
             for i, doc_id in enumerate(rec["ids"]):
@@ -403,12 +397,12 @@ class LiveIndex:
                     np.array(indices[lo:hi], dtype=np.int32),
                     np.array(data[lo:hi], dtype=np.float32),
                 )
-                if doc_id in base_ids:
+                if base.has_doc(doc_id):
                     self._shadowed.add(doc_id)
         else:
             for doc_id in rec["ids"]:
                 self._delta_docs.pop(doc_id, None)
-                if doc_id in base_ids:
+                if base.has_doc(doc_id):
                     self._shadowed.add(doc_id)
 
     def _publish(self) -> None:
