@@ -76,11 +76,6 @@ class SearchResults:
             doc_ids=self.doc_ids,
         )
 
-    def rows(self, rows: Sequence[int] | np.ndarray) -> SearchResults:
-        """The results of the queries ``rows`` only."""
-        rows = np.asarray(rows, dtype=np.int64)
-        return SearchResults(self.docs[rows], self.scores[rows], self.counts[rows], self.doc_ids)
-
 
 @runtime_checkable
 class Searchable(Protocol):

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lsr.index.validation import MAX_ID_BYTES
-from lsr.kernels.dispatch import ALGORITHM_NAMES
+from lsr.kernels.dispatch import ALGORITHM_NAMES, ALGORITHMS
 
 MAX_QUERY_WEIGHT = 1e6  # beyond it a float32 score could overflow to infinity
 QueryWeight = Annotated[float, Field(ge=0, le=MAX_QUERY_WEIGHT, allow_inf_nan=False)]
@@ -38,7 +38,10 @@ class SearchRequest(BaseModel):
         description="return the matching terms and their contributions, for the first hits "
         "(at most the server's max_explain)",
     )
-    algorithm: Literal[ALGORITHM_NAMES] = "auto"
+    algorithm: Literal[ALGORITHM_NAMES] = Field(
+        "auto",
+        description="; ".join(f"{a.name}: {a.description}" for a in ALGORITHMS),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchRequest:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 
 from lsr.index import LiveIndex, SearchResults
 from lsr.service.middleware import Metrics
@@ -32,6 +32,11 @@ class Limits:
     max_explain: int = 100  # hits explained per query (the first ones); the rest come without
     header_timeout_s: float = 10.0  # to receive a request's headers (service.http_protocol)
     body_timeout_s: float = 30.0  # between two chunks of a request's body
+
+
+def service_state(request: Request) -> ServiceState:
+    """The state of the app that received ``request`` (set by ``create_app``)."""
+    return request.app.state.service
 
 
 @dataclass

@@ -9,19 +9,15 @@ from fastapi.responses import PlainTextResponse
 
 from lsr.service.middleware import require_reader
 from lsr.service.schemas import ERRORS, HealthResponse, StatsResponse
-from lsr.service.state import ServiceState
+from lsr.service.state import service_state
 
 router = APIRouter()
-
-
-def _state(request: Request) -> ServiceState:
-    return request.app.state.service
 
 
 @router.get("/health")
 def health(request: Request) -> HealthResponse:
     """Reads work whenever this answers; ``degraded`` says why writes may not."""
-    state = _state(request)
+    state = service_state(request)
     stats = state.live.stats()
     problems = []
     if state.read_only:
@@ -40,7 +36,7 @@ def health(request: Request) -> HealthResponse:
 
 @router.get("/stats", dependencies=[Depends(require_reader)], responses=ERRORS)
 def stats(request: Request) -> StatsResponse:
-    state = _state(request)
+    state = service_state(request)
     return {
         **state.live.stats(),
         "encoder": getattr(state.encoder, "name", type(state.encoder).__name__),
@@ -50,5 +46,5 @@ def stats(request: Request) -> StatsResponse:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def prometheus(request: Request) -> str:
-    state = _state(request)
+    state = service_state(request)
     return state.metrics.render(state.live.stats())

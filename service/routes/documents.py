@@ -19,7 +19,7 @@ from lsr.service.schemas import (
     UpsertRequest,
     UpsertResponse,
 )
-from lsr.service.state import ServiceState
+from lsr.service.state import service_state
 
 
 class _DocumentIdConvertor(PathConvertor):
@@ -30,15 +30,11 @@ register_url_convertor("doc_id", _DocumentIdConvertor())
 router = APIRouter()
 
 
-def _state(request: Request) -> ServiceState:
-    return request.app.state.service
-
-
 @router.get("/documents/{doc_id:doc_id}", dependencies=[Depends(require_reader)], responses=ERRORS)
 def get_document(doc_id: str, request: Request) -> DocumentResponse:
     """A document's stored vector. Percent-encode the id (``/`` as ``%2F``, ``.`` as
     ``%2E``), so that every id, ``a/b`` and ``..`` included, can be addressed."""
-    vector = _state(request).live.get(doc_id)
+    vector = service_state(request).live.get(doc_id)
     if vector is None:
         raise HTTPException(404, f"no document {doc_id!r}")
     return {"id": doc_id, "vector": vector}
@@ -48,7 +44,7 @@ def get_document(doc_id: str, request: Request) -> DocumentResponse:
 def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
     """Add or replace documents (encoded by the server); durable when this returns. The ids
     are checked (unique, valid) by the collection before anything is written."""
-    state = _state(request)
+    state = service_state(request)
     if len(req.documents) > state.limits.max_documents:
         raise HTTPException(422, f"at most {state.limits.max_documents} documents per request")
     ids = [d.id for d in req.documents]
@@ -63,7 +59,7 @@ def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
 )
 def delete(doc_id: str, request: Request) -> DeleteResponse:
     """Delete a document (percent-encode the id, as for GET); durable when this returns."""
-    state = _state(request)
+    state = service_state(request)
     seq, gone = state.live.delete([doc_id])
     if not gone:
         raise HTTPException(404, f"no document {doc_id!r}")

@@ -16,20 +16,16 @@ from lsr.service.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from lsr.service.state import ServiceState
+from lsr.service.state import service_state
 
 router = APIRouter(dependencies=[Depends(require_reader)], responses=ERRORS)
-
-
-def _state(request: Request) -> ServiceState:
-    return request.app.state.service
 
 
 @router.post("/search")
 def search(req: SearchRequest, request: Request) -> SearchResponse:
     """Top-k documents for one query (text or vector)."""
     start = time.perf_counter()
-    [hits] = _state(request).search([req])
+    [hits] = service_state(request).search([req])
     return {**hits, "took_ms": (time.perf_counter() - start) * 1e3}
 
 
@@ -37,7 +33,7 @@ def search(req: SearchRequest, request: Request) -> SearchResponse:
 def search_batch(req: BatchSearchRequest, request: Request) -> BatchSearchResponse:
     """Several queries in one request (at most the server's batch limit), searched together:
     one batched, parallel kernel call per algorithm asked for."""
-    state = _state(request)
+    state = service_state(request)
     if len(req.queries) > state.limits.max_batch:
         raise HTTPException(422, f"at most {state.limits.max_batch} queries per batch")
     start = time.perf_counter()
@@ -49,7 +45,7 @@ def search_batch(req: BatchSearchRequest, request: Request) -> BatchSearchRespon
 @router.post("/encode")
 def encode(req: EncodeRequest, request: Request) -> EncodeResponse:
     """Sparse vectors ({term: weight}) of texts, as queries or as documents."""
-    state = _state(request)
+    state = service_state(request)
     limits, enc = state.limits, state.encoder
     if len(req.texts) > limits.max_batch:
         raise HTTPException(422, f"at most {limits.max_batch} texts per request")
