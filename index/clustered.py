@@ -29,7 +29,7 @@ from lsr.index.algorithms import check_query_terms
 from lsr.index.inverted import Index
 from lsr.index.results import SearchResults
 from lsr.index.threads import check_threads, parallel_threads
-from lsr.index.validation import as_sparse_batch, check_k
+from lsr.index.validation import as_allowed_mask, as_sparse_batch, check_k
 from lsr.kernels.clustered import (
     ClusterArrays,
     block_summaries,
@@ -166,12 +166,14 @@ class ClusteredIndex:
         heap_factor: float = 0.9,
         query_terms: int | None = None,
         threads: int | None = None,
+        allowed: np.ndarray | None = None,
     ) -> SearchResults:
         """Approximate top-``k`` per query row.
 
         A block is visited when its summary score reaches ``heap_factor`` x the current k-th
         score (smaller: more blocks, higher recall); only the ``query_terms`` heaviest query
         terms have their blocks visited (None: all). Scores of returned documents are exact.
+        ``allowed``: as for :meth:`Index.search` (excluded documents are never scored).
         """
         k, threads = check_k(k), check_threads(threads)
         if (
@@ -181,6 +183,7 @@ class ClusteredIndex:
         ):
             raise InputError(f"heap_factor must be a number > 0, got {heap_factor!r}.")
         index = self.index
+        mask = as_allowed_mask(allowed, index.n_docs)
         q = as_sparse_batch(queries, index.vocab_size, "Query vectors")
         n_probe = index.vocab_size if query_terms is None else check_query_terms(query_terms)
         k_eff = min(k, max(index.n_docs, 1))
@@ -190,14 +193,14 @@ class ClusteredIndex:
             docs = np.full((1, k_eff), -1, dtype=np.int64)
             scores = np.zeros((1, k_eff), dtype=np.float32)
             n = clustered_one(
-                self.arrays, q.indices, q.data, n_probe, hf, scale, k_eff, q_dense, seen, stamp,
-                docs[0], scores[0],
+                self.arrays, q.indices, q.data, n_probe, hf, scale, k_eff, mask, q_dense, seen,
+                stamp, docs[0], scores[0],
             )  # fmt: skip
             counts = np.array([n], dtype=np.int64)
         else:
             with parallel_threads(threads) as n_threads:
                 docs, scores, counts = clustered_many(
-                    self.arrays, q.indptr, q.indices, q.data, n_probe, hf, scale, k_eff,
+                    self.arrays, q.indptr, q.indices, q.data, n_probe, hf, scale, k_eff, mask,
                     index.vocab_size, index.n_docs, n_threads * 4,
                 )  # fmt: skip
         return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=index.doc_ids)

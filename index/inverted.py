@@ -19,7 +19,7 @@ from lsr.index.builder import PostingsBuilder
 from lsr.index.errors import IndexFormatError, VocabularyMismatchError
 from lsr.index.results import SearchResults
 from lsr.index.threads import check_threads, parallel_threads
-from lsr.index.validation import as_sparse_batch, check_k
+from lsr.index.validation import as_allowed_mask, as_sparse_batch, check_k
 from lsr.kernels import (
     dense_rows,
     doc_range_maxima,
@@ -247,6 +247,7 @@ class Index:
         algorithm: str = "auto",
         theta: float = 1.0,
         query_terms: int | None = None,
+        allowed: np.ndarray | None = None,
     ) -> SearchResults:
         """Top-``k`` documents for each query row, by dot product.
 
@@ -256,9 +257,13 @@ class Index:
         MaxScore from 100k documents, exhaustive below; MaxScore or BMW by query length when
         approximate). Approximate search: ``theta`` > 1 prunes against ``theta`` x the k-th
         score (maxscore/bmw), ``query_terms`` keeps only each query's heaviest terms. Pass the
-        encoder's ``vocab`` to have it checked against the index's.
+        encoder's ``vocab`` to have it checked against the index's. ``allowed`` (a bool array
+        over the document numbers) restricts the hits to the documents it marks: deleted
+        documents and filters are applied inside the kernels, so each query still gets ``k``
+        hits when that many allowed documents match, and pruning stays exact over them.
         """
         k, threads = check_k(k), check_threads(threads)
+        mask = as_allowed_mask(allowed, self.n_docs)
         if vocab is not None:
             self.check_vocab(vocab)
         code = algorithm_code(algorithm, theta)
@@ -276,14 +281,14 @@ class Index:
             counts = np.empty(1, dtype=np.int64)
             acc, candidates = self._scratch_arrays()
             search_single(
-                code, self._postings, q_terms, q_weights, scale, k_eff, theta, acc,
+                code, self._postings, q_terms, q_weights, scale, k_eff, theta, mask, acc,
                 candidates, docs, scores, counts,
             )  # fmt: skip
         else:
             with parallel_threads(threads) as n_threads:
                 docs, scores, counts = search_many(
                     code, self._postings, q_indptr, q_terms, q_weights, scale, k_eff, theta,
-                    self.n_docs, n_threads * 4,
+                    mask, self.n_docs, n_threads * 4,
                 )  # fmt: skip
         return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=self.doc_ids)
 

@@ -242,19 +242,17 @@ class LiveIndex:
         return self._snapshot.n_docs
 
     def search(self, queries: sp.csr_array, k: int = 10, **options) -> SearchResults:
-        """Top-k over base + delta (:func:`~lsr.index.results.merge_topk`), skipping deleted
-        and replaced base documents; ``options`` as for :meth:`Index.search`."""
+        """Top-k over base + delta (:func:`~lsr.index.results.merge_topk`); deleted and
+        replaced base documents are excluded inside the base's kernels (one pass, k hits);
+        ``options`` as for :meth:`Index.search`."""
         k = check_k(k)
         snap = self._snapshot
         q = as_sparse_batch(queries, len(self.vocab), "Query vectors")
-        base = snap.base.search(q, k + len(snap.shadowed), **options)
-        if snap.delta is None and not snap.shadowed:
+        allowed = None if snap.shadowed_mask is None else ~snap.shadowed_mask
+        base = snap.base.search(q, k, allowed=allowed, **options)
+        if snap.delta is None:
             return base
-        parts, exclude = [base], [snap.shadowed_mask]
-        if snap.delta is not None:
-            parts.append(snap.delta.search(q, k, **options))
-            exclude.append(None)
-        return merge_topk(parts, k, exclude)
+        return merge_topk([base, snap.delta.search(q, k, **options)], k)
 
     def get(self, doc_id: str) -> dict[str, float] | None:
         """The stored vector of a document, or None if it does not exist (or was deleted)."""

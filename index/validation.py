@@ -13,6 +13,7 @@ from lsr.checks import positive_int
 from lsr.errors import InputError, InputTypeError
 from lsr.index.errors import InvalidDocumentIdError
 from lsr.kernels.queries import WEIGHTS_NEGATIVE, WEIGHTS_NON_FINITE, WEIGHTS_ZERO, weights_status
+from lsr.kernels.topk import ALL_DOCS
 
 
 def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array:
@@ -88,3 +89,25 @@ def check_doc_ids(ids: Sequence[object]) -> list[str]:
             raise InvalidDocumentIdError(f"Document id #{i} {doc_id!r} {problem}.")
         out.append(doc_id)
     return out
+
+
+def as_allowed_mask(allowed: object, n_docs: int) -> np.ndarray:
+    """The ``allowed`` argument of a search as the kernels' mask: a contiguous uint8 array
+    with one entry per document (non-zero: the document may be returned), or the empty mask
+    (``lsr.kernels.topk.ALL_DOCS``) for None. Refuses anything else with a clear error."""
+    if allowed is None:
+        return ALL_DOCS
+    if not isinstance(allowed, np.ndarray) or allowed.ndim != 1:
+        raise InputTypeError(
+            f"allowed must be a 1-D numpy array of booleans over the {n_docs} documents, "
+            f"got {type(allowed).__name__}."
+        )
+    if allowed.shape[0] != n_docs:
+        raise InputError(
+            f"allowed has {allowed.shape[0]} entries but the index has {n_docs} documents."
+        )
+    if allowed.dtype == np.bool_:
+        return np.ascontiguousarray(allowed).view(np.uint8)
+    if allowed.dtype == np.uint8:
+        return np.ascontiguousarray(allowed)
+    raise InputTypeError(f"allowed must be a bool or uint8 array, got dtype {allowed.dtype}.")

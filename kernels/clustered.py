@@ -16,7 +16,7 @@ import numba as nb
 import numpy as np
 
 from lsr.kernels.pruned import MARGIN
-from lsr.kernels.topk import batch_outputs, heap_offer, heap_sort
+from lsr.kernels.topk import allows, batch_outputs, heap_offer, heap_sort
 
 
 class ClusterArrays(NamedTuple):
@@ -134,6 +134,7 @@ def clustered_one(
     heap_factor,
     scale,
     k,
+    allowed,
     q_dense,
     seen,
     stamp,
@@ -146,7 +147,9 @@ def clustered_one(
     of the heaviest query terms have their blocks visited (all terms still count in the
     scores). ``q_dense`` (float32, vocabulary size, all zero) and ``seen`` (int64, one per
     document) are caller-owned scratch; ``stamp`` must differ from every value ``seen`` held
-    before, so documents are scored once without clearing it.
+    before, so documents are scored once without clearing it. Documents ``allowed``
+    excludes are never scored (see ``lsr.kernels.topk``), so the k-th score that bounds
+    the blocks is an allowed document's.
     """
     (
         term_blocks, block_offsets, block_docs, sum_offsets, sum_terms, sum_values, fwd_offsets,
@@ -175,6 +178,8 @@ def clustered_one(
                 if seen[d] == stamp:
                     continue
                 seen[d] = stamp
+                if not allows(allowed, d):
+                    continue
                 s = np.float32(0.0)
                 for i in range(fwd_offsets[d], fwd_offsets[d + 1]):
                     s += q_dense[fwd_terms[i]] * np.float32(fwd_impacts[i])
@@ -198,6 +203,7 @@ def _clustered_slice(
     heap_factor,
     scale,
     k,
+    allowed,
     n_terms,
     n_docs,
     lo,
@@ -212,8 +218,8 @@ def _clustered_slice(
     for q in range(lo, hi):
         a, b = q_indptr[q], q_indptr[q + 1]
         counts[q] = clustered_one(
-            arrays, q_terms[a:b], q_weights[a:b], n_probe, heap_factor, scale, k, q_dense, seen,
-            q, out_docs[q], out_scores[q],
+            arrays, q_terms[a:b], q_weights[a:b], n_probe, heap_factor, scale, k, allowed,
+            q_dense, seen, q, out_docs[q], out_scores[q],
         )  # fmt: skip
 
 
@@ -227,6 +233,7 @@ def clustered_many(
     heap_factor,
     scale,
     k,
+    allowed,
     n_terms,
     n_docs,
     n_workers,
@@ -240,8 +247,8 @@ def clustered_many(
     n_workers = max(1, min(n_workers, n_queries))
     for w in nb.prange(n_workers):
         _clustered_slice(
-            arrays, q_indptr, q_terms, q_weights, n_probe, heap_factor, scale, k, n_terms,
-            n_docs, w * n_queries // n_workers, (w + 1) * n_queries // n_workers, out_docs,
+            arrays, q_indptr, q_terms, q_weights, n_probe, heap_factor, scale, k, allowed,
+            n_terms, n_docs, w * n_queries // n_workers, (w + 1) * n_queries // n_workers, out_docs,
             out_scores, counts,
         )  # fmt: skip
     return out_docs, out_scores, counts

@@ -81,11 +81,13 @@ def resolve(algorithm, q_terms, theta, n_docs):
 
 @nb.njit(cache=True, nogil=True)
 def search_query(
-    algorithm, postings, q_terms, q_weights, scale, k, theta, acc, candidates, out_docs, out_scores
-):
+    algorithm, postings, q_terms, q_weights, scale, k, theta, allowed, acc, candidates, out_docs,
+    out_scores,
+):  # fmt: skip
     """Run one query with the given (or automatically chosen) algorithm; returns the hit count.
 
-    ``postings``: the index's :class:`PostingsArrays`.
+    ``postings``: the index's :class:`PostingsArrays`; ``allowed``: the documents that may be
+    returned (uint8 per doc number, or empty for all; see ``lsr.kernels.topk``).
     """
     (
         offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
@@ -94,37 +96,37 @@ def search_query(
     algo = resolve(algorithm, q_terms, theta, acc.shape[0])
     if algo == EXHAUSTIVE:
         return search_one(
-            offsets, docs, impacts, dense_rows, dense_table, q_terms, q_weights, scale, k, acc,
-            candidates, out_docs, out_scores,
+            offsets, docs, impacts, dense_rows, dense_table, q_terms, q_weights, scale, k,
+            allowed, acc, candidates, out_docs, out_scores,
         )  # fmt: skip
     if algo == MAXSCORE_TAAT:
         return maxscore_taat_one(
             offsets, docs, impacts, max_impact, block_offsets, block_max, block_last,
-            block_size, range_rows, range_max, q_terms, q_weights, scale, k, acc, candidates,
-            out_docs, out_scores,
+            block_size, range_rows, range_max, q_terms, q_weights, scale, k, allowed, acc,
+            candidates, out_docs, out_scores,
         )  # fmt: skip
     if algo == MAXSCORE:
         return maxscore_one(
-            offsets, docs, impacts, max_impact, q_terms, q_weights, scale, k, theta, out_docs,
-            out_scores,
+            offsets, docs, impacts, max_impact, q_terms, q_weights, scale, k, theta, allowed,
+            out_docs, out_scores,
         )  # fmt: skip
     return bmw_one(
         offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
-        q_terms, q_weights, scale, k, theta, out_docs, out_scores,
+        q_terms, q_weights, scale, k, theta, allowed, out_docs, out_scores,
     )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True)
 def search_single(
-    algorithm, postings, q_terms, q_weights, scale, k, theta, acc, candidates, out_docs,
+    algorithm, postings, q_terms, q_weights, scale, k, theta, allowed, acc, candidates, out_docs,
     out_scores, counts,
 ):  # fmt: skip
     """``search_query`` into row 0 of caller-allocated ``(1, k)`` outputs, padded with -1 and
     0 after the hits, the hit count in ``counts[0]``: the single-query path takes no views
     and boxes nothing on return (every returned array would be boxed, per query)."""
     n = search_query(
-        algorithm, postings, q_terms, q_weights, scale, k, theta, acc, candidates, out_docs[0],
-        out_scores[0],
+        algorithm, postings, q_terms, q_weights, scale, k, theta, allowed, acc, candidates,
+        out_docs[0], out_scores[0],
     )  # fmt: skip
     out_docs[0, n:] = -1
     out_scores[0, n:] = 0.0
@@ -133,7 +135,7 @@ def search_single(
 
 @nb.njit(cache=True, nogil=True)
 def _search_slice(
-    algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, n_docs, lo, hi,
+    algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, allowed, n_docs, lo, hi,
     out_docs, out_scores, counts,
 ):  # fmt: skip
     """Queries ``lo:hi`` of a batch on one thread; the accumulator is allocated only if needed."""
@@ -147,16 +149,17 @@ def _search_slice(
     for q in range(lo, hi):
         a, b = q_indptr[q], q_indptr[q + 1]
         counts[q] = search_query(
-            algorithm, postings, q_terms[a:b], q_weights[a:b], scale, k, theta, acc, candidates,
-            out_docs[q], out_scores[q],
+            algorithm, postings, q_terms[a:b], q_weights[a:b], scale, k, theta, allowed, acc,
+            candidates, out_docs[q], out_scores[q],
         )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def search_many(
-    algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, n_docs, n_workers
+    algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, allowed, n_docs, n_workers
 ):
-    """Every row of a query CSR, in ``n_workers`` parallel slices; ``(docs, scores, counts)``.
+    """Every row of a query CSR, in ``n_workers`` parallel slices; ``(docs, scores, counts)``;
+    every query returns only documents ``allowed`` allows.
 
     A slice allocates its accumulator only if one of its queries runs exhaustively, so
     pruned batches over large collections allocate nothing collection-sized.
@@ -166,7 +169,7 @@ def search_many(
     n_workers = max(1, min(n_workers, n_queries))
     for w in nb.prange(n_workers):
         _search_slice(
-            algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, n_docs,
+            algorithm, postings, q_indptr, q_terms, q_weights, scale, k, theta, allowed, n_docs,
             w * n_queries // n_workers, (w + 1) * n_queries // n_workers, out_docs, out_scores,
             counts,
         )  # fmt: skip

@@ -20,7 +20,14 @@ import numpy as np
 from lsr.kernels.layout import doc_at, impact_at
 from lsr.kernels.pruned import MARGIN, bound_order, live_terms, seek
 from lsr.kernels.scoring import search_sparse
-from lsr.kernels.topk import SCAN_BLOCK, block_maxima, heap_offer, heap_sort, kth_largest
+from lsr.kernels.topk import (
+    SCAN_BLOCK,
+    block_maxima,
+    heap_offer,
+    heap_sort,
+    kth_largest,
+    mask_accumulator,
+)
 
 SPARSE_FRACTION = 4  # queries reading fewer than n_docs / 4 postings go to ``search_sparse``
 
@@ -122,12 +129,16 @@ def _lookup(docs, impacts, start, end, b0, b1, block_last, block_size, wj, acc, 
 @nb.njit(cache=True, nogil=True)
 def maxscore_taat_one(
     offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
-    range_rows, range_max, q_terms, q_weights, scale, k, acc, candidates, out_docs, out_scores,
+    range_rows, range_max, q_terms, q_weights, scale, k, allowed, acc, candidates, out_docs,
+    out_scores,
 ):  # fmt: skip
     """Top ``k`` of one query by term-at-a-time MaxScore; returns the hit count.
 
     ``acc`` and ``candidates`` are the exhaustive kernel's scratch (see ``scratch``). Queries
     that read fewer than ``n_docs / SPARSE_FRACTION`` postings are scored by ``search_sparse``.
+    Only documents ``allowed`` allows are returned: with a mask, the accumulator is masked
+    before each floor is taken from it, and the list-based first estimate (whose k documents
+    may be excluded) is skipped, so every floor counts allowed documents only.
     """
     n_docs = acc.shape[0]
     m, starts, ends, w, ubs, terms = live_terms(offsets, max_impact, q_terms, q_weights)
@@ -136,13 +147,15 @@ def maxscore_taat_one(
         total += ends[j] - starts[j]
     if m == 0 or total * SPARSE_FRACTION < n_docs:
         return search_sparse(
-            offsets, docs, impacts, q_terms, q_weights, scale, k, acc, candidates, out_docs,
-            out_scores,
+            offsets, docs, impacts, q_terms, q_weights, scale, k, allowed, acc, candidates,
+            out_docs, out_scores,
         )  # fmt: skip
     order, prefix = bound_order(ubs)
-    floor = _threshold_estimate(
-        block_offsets, block_max, terms, w, ubs, order, k, out_scores, out_docs
-    )
+    floor = 0.0
+    if allowed.shape[0] == 0:
+        floor = _threshold_estimate(
+            block_offsets, block_max, terms, w, ubs, order, k, out_scores, out_docs
+        )
     n_lazy = 0
     while n_lazy < m and prefix[n_lazy] * (1.0 + MARGIN) <= floor:
         n_lazy += 1
@@ -160,11 +173,13 @@ def maxscore_taat_one(
         since += ends[j] - starts[j]
         i -= 1
         if since * 2 >= n_docs and i >= n_lazy:
+            mask_accumulator(acc, allowed)
             n_blocks, kth = _accumulator_floor(acc, maxima, k, out_scores, out_docs)
             floor = max(floor, kth)
             since = 0
             while n_lazy <= i and prefix[n_lazy] * (1.0 + MARGIN) <= floor:
                 n_lazy += 1
+    mask_accumulator(acc, allowed)  # candidates below come from allowed documents only
     if since > 0:
         n_blocks, kth = _accumulator_floor(acc, maxima, k, out_scores, out_docs)
         floor = max(floor, kth)

@@ -6,13 +6,15 @@ doc number first. Pruning decisions compare upper bounds (with a relative safety
 float rounding) against the current k-th score; a document enters only with a strictly
 higher score, which in doc order is the same tie rule. ``theta`` > 1 multiplies the
 threshold for an approximate search that trades recall for speed ("aggressive" pruning).
+Documents the ``allowed`` mask excludes are skipped before they are scored, so the threshold
+comes from allowed documents only and the top-k stays exact over them.
 """
 
 import numba as nb
 import numpy as np
 
 from lsr.kernels.layout import doc_at, impact_at
-from lsr.kernels.topk import heap_offer, heap_sort
+from lsr.kernels.topk import allows, heap_offer, heap_sort
 
 NO_DOC = np.int64(1) << 40
 MARGIN = 1e-4
@@ -85,8 +87,9 @@ def _canonical_score(contrib, m):
 
 @nb.njit(cache=True, nogil=True)
 def maxscore_one(
-    offsets, docs, impacts, max_impact, q_terms, q_weights, scale, k, theta, out_docs, out_scores
-):
+    offsets, docs, impacts, max_impact, q_terms, q_weights, scale, k, theta, allowed, out_docs,
+    out_scores,
+):  # fmt: skip
     """MaxScore over windows of documents; returns the hit count.
 
     Terms are sorted by score upper bound; once the k-th score exceeds the summed bounds of
@@ -135,6 +138,8 @@ def maxscore_one(
                 continue
             window[x] = 0.0
             d = lo + x
+            if not allows(allowed, d):
+                continue
             bound = np.float64(partial) + rest
             if size == k and bound * (1.0 + MARGIN) <= threshold * theta:
                 continue
@@ -185,6 +190,7 @@ def bmw_one(
     scale,
     k,
     theta,
+    allowed,
     out_docs,
     out_scores,
 ):
@@ -263,7 +269,7 @@ def bmw_one(
                 pos[j] += 1
                 cur[j] = np.int64(doc_at(docs, impacts, pos[j])) if pos[j] < ends[j] else NO_DOC
             s = _canonical_score(contrib, m)
-            if s > 0.0:
+            if s > 0.0 and allows(allowed, pd):
                 size = heap_offer(out_scores, out_docs, size, k, s, pd)
                 if size == k:
                     threshold = np.float64(out_scores[0])

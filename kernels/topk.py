@@ -1,7 +1,31 @@
-"""A bounded binary heap for top-k selection; ties broken by the lower doc number."""
+"""A bounded binary heap for top-k selection; ties broken by the lower doc number.
+
+Also the one convention for which documents a search may return: ``allowed`` is a uint8
+array over the doc numbers (non-zero: may be returned), or an empty array for "all". Deleted
+documents and filters become one such mask, applied by every kernel while it scores, so a
+search returns k hits in one pass however many documents are excluded.
+"""
 
 import numba as nb
 import numpy as np
+
+ALL_DOCS = np.zeros(0, dtype=np.uint8)  # the ``allowed`` mask that excludes nothing
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def allows(allowed, d):
+    """Whether document ``d`` may be returned under the mask ``allowed`` (empty: all may)."""
+    return allowed.shape[0] == 0 or allowed[d] != 0
+
+
+@nb.njit(cache=True, nogil=True)
+def mask_accumulator(acc, allowed):
+    """Zero the scores of the documents ``allowed`` excludes (none when it is empty), so a
+    dense accumulator holds only documents that may be returned; branch-free, vectorized."""
+    if allowed.shape[0] == 0:
+        return
+    for d in range(acc.shape[0]):
+        acc[d] = acc[d] if allowed[d] != 0 else np.float32(0.0)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
