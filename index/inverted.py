@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from lsr.index.blocks import BLOCK_SIZE, Blocks, maxima_dtype
 from lsr.index.builder import PostingsBuilder
 from lsr.index.errors import IndexFormatError, VocabularyMismatchError
 from lsr.index.results import SearchResults
+from lsr.index.store import STORE_FILE, DocumentStore, write_store
 from lsr.index.threads import check_threads, parallel_threads
 from lsr.index.validation import as_allowed_mask, as_sparse_batch, check_k
 from lsr.kernels import (
@@ -75,6 +77,7 @@ class Index:
         self._kernel_lock = threading.Lock()
         self._position: dict[str, int] | None = None
         self.manifest: dict | None = None  # the manifest it was loaded with, if loaded
+        self.store: DocumentStore | None = None  # its stored documents, if loaded with them
 
     @property
     def _postings(self) -> PostingsArrays:
@@ -307,12 +310,15 @@ class Index:
         overwrite: bool = False,
         extra=None,
         manifest_fields: dict | None = None,
+        documents: Sequence[dict] | None = None,
     ) -> Path:
         """Write the index to directory ``path`` atomically (temp dir + rename).
 
         ``extra(tmp_dir)`` may write more files (e.g. the encoder) into the directory before
         it is renamed into place, so they appear together with the index or not at all;
         ``manifest_fields`` adds top-level manifest fields (``base_id``, ``wal``).
+        ``documents`` (one record per document, in doc-number order) are written as the
+        stored documents (``lsr.index.store``); without them a loaded index's store is kept.
         """
         path = Path(path)
         starts = self.offsets[:-1]
@@ -361,7 +367,19 @@ class Index:
             "metadata": self.metadata,
             **(manifest_fields or {}),
         }
-        storage.write_index(path, tables, manifest, overwrite=overwrite, extra=extra)
+        optional = {}
+        if documents is not None:
+            if len(documents) != self.n_docs:
+                raise InputError(
+                    f"Got {len(documents)} documents to store for {self.n_docs} indexed ones."
+                )
+            optional[STORE_FILE] = lambda file: write_store(file, documents)
+        elif self.store is not None:
+            source = self.store.path
+            optional[STORE_FILE] = lambda file: shutil.copyfile(source, file)
+        storage.write_index(
+            path, tables, manifest, overwrite=overwrite, extra=extra, optional=optional
+        )
         return path
 
     @classmethod
@@ -435,6 +453,8 @@ class Index:
             metadata=manifest.get("metadata", {}),
         )
         index.manifest = manifest  # as read, for what lives beside the index (the log's state)
+        if STORE_FILE in manifest.get("files", {}):
+            index.store = DocumentStore(storage.check_file(path, STORE_FILE, manifest, verify))
         return index
 
 

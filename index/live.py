@@ -30,13 +30,15 @@ directory, and see the base plus the log as it was when they opened.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import shutil
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,7 @@ from lsr.checks import positive_int
 from lsr.errors import InputError
 from lsr.index import wal
 from lsr.index.errors import IndexFormatError, ReadOnlyError, WriteUnavailableError
+from lsr.index.filters import Filter, parse_filter
 from lsr.index.inverted import Index, IndexBuilder
 from lsr.index.lock import WriterLock
 from lsr.index.results import SearchResults, merge_topk
@@ -57,6 +60,7 @@ from lsr.index.storage import (
     recover,
     update_manifest,
 )
+from lsr.index.store import ID_FIELD, STORE_FILE, StoreSpec, TableDocuments
 from lsr.index.validation import as_sparse_batch, check_doc_ids, check_k
 
 logger = logging.getLogger(__name__)
@@ -73,6 +77,11 @@ class Snapshot:
     shadowed: frozenset[str]  # base ids deleted or replaced by a newer version
     shadowed_mask: np.ndarray | None  # the same, over the base's document numbers
     n_docs: int
+    delta_records: tuple[dict, ...] = ()  # stored records of the delta's documents, in order
+    delta_masks: dict = field(default_factory=dict)  # filter key -> mask over the delta
+
+    def delta_documents(self) -> TableDocuments:
+        return TableDocuments(self.delta_records)
 
 
 class Backoff:
@@ -159,6 +168,14 @@ class LiveIndex:
         self.vocab = base.vocab
         self._applied = int(base.metadata.get("applied_seq", 0))
         self._delta_docs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._delta_records: dict[str, dict] = {}
+        stored = base.metadata.get("store")
+        self.store_spec = (
+            StoreSpec.from_dict(stored)
+            if stored
+            else StoreSpec("all" if base.store is not None else "none")
+        )
+        self._base_masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self._shadowed: set[str] = set()
         self._snapshot = Snapshot(base, None, frozenset(), None, base.n_docs)
         records, end = self._read_log(manifest)
@@ -241,18 +258,117 @@ class LiveIndex:
     def n_docs(self) -> int:
         return self._snapshot.n_docs
 
-    def search(self, queries: sp.csr_array, k: int = 10, **options) -> SearchResults:
+    def search(
+        self,
+        queries: sp.csr_array,
+        k: int = 10,
+        filter: Filter | dict | str | None = None,
+        fields: Sequence[str] | None = None,
+        **options,
+    ) -> SearchResults:
         """Top-k over base + delta (:func:`~lsr.index.results.merge_topk`); deleted and
-        replaced base documents are excluded inside the base's kernels (one pass, k hits);
+        replaced base documents, and documents ``filter`` rejects, are excluded inside the
+        kernels (one pass, k hits; fewer when fewer documents pass). ``fields`` attaches each
+        hit's stored document (those fields and ``_id``; ``["*"]``: all of them).
         ``options`` as for :meth:`Index.search`."""
         k = check_k(k)
         snap = self._snapshot
         q = as_sparse_batch(queries, len(self.vocab), "Query vectors")
+        condition = self._check_filter(snap, filter)
         allowed = None if snap.shadowed_mask is None else ~snap.shadowed_mask
-        base = snap.base.search(q, k, allowed=allowed, **options)
-        if snap.delta is None:
-            return base
-        return merge_topk([base, snap.delta.search(q, k, **options)], k)
+        delta_allowed = None
+        if condition is not None:
+            base_mask = self._base_mask(snap.base, condition)
+            allowed = base_mask if allowed is None else allowed & base_mask
+            if snap.delta is not None:
+                delta_allowed = self._delta_mask(snap, condition)
+        results = snap.base.search(q, k, allowed=allowed, **options)
+        if snap.delta is not None:
+            delta = snap.delta.search(q, k, allowed=delta_allowed, **options)
+            results = merge_topk([results, delta], k)
+        if fields is not None:
+            results.documents = [
+                self._documents_in(snap, hits.ids, _check_fields(fields)) for hits in results
+            ]
+        return results
+
+    def _check_filter(self, snap: Snapshot, spec) -> Filter | None:
+        """The filter of ``spec`` after checking that the collection stores what it reads."""
+        if spec is None:
+            return None
+        condition = parse_filter(spec)
+        if snap.base.store is None and not snap.delta_records:
+            raise InputError(
+                f"{self.path} stores no documents, so it cannot be filtered; rebuild it with "
+                "--store all (or fields:...) to filter on fields."
+            )
+        known = set(snap.base.store.field_names if snap.base.store is not None else ())
+        for rec in snap.delta_records:
+            known.update(rec)
+        if self.store_spec.mode == "fields":
+            known.update(self.store_spec.fields)
+        unknown = sorted(f for f in condition.fields() if f.split(".")[0] not in known)
+        if unknown:
+            raise InputError(
+                f"filter field {unknown[0]!r} is not stored in {self.path.name} "
+                f"(stored fields: {', '.join(sorted(known)) or 'none'})."
+            )
+        return condition
+
+    def _base_mask(self, base: Index, condition: Filter) -> np.ndarray:
+        """The filter's mask over the base, computed once per filter (a small LRU cache)."""
+        key = condition.key()
+        mask = self._base_masks.get(key)
+        if mask is None:
+            if base.store is None:
+                mask = np.zeros(base.n_docs, dtype=bool)
+            else:
+                mask = condition.mask(base.store, base.n_docs)
+            self._base_masks[key] = mask
+            while len(self._base_masks) > FILTER_CACHE_SIZE:
+                self._base_masks.popitem(last=False)
+        return mask
+
+    def _delta_mask(self, snap: Snapshot, condition: Filter) -> np.ndarray:
+        key = condition.key()
+        mask = snap.delta_masks.get(key)
+        if mask is None:
+            mask = condition.mask(snap.delta_documents(), len(snap.delta_records))
+            snap.delta_masks[key] = mask
+        return mask
+
+    def document(self, doc_id: str, fields: Sequence[str] | None = None) -> dict | None:
+        """The stored record of a document (``_id`` plus its stored fields, or only
+        ``fields``), or None if it does not exist or was deleted."""
+        snap = self._snapshot
+        if not self._exists_in(snap, doc_id):
+            return None
+        return self._documents_in(snap, [doc_id], _check_fields(fields))[0]
+
+    def _exists_in(self, snap: Snapshot, doc_id: str) -> bool:
+        if snap.delta is not None and snap.delta.has_doc(doc_id):
+            return True
+        return doc_id not in snap.shadowed and snap.base.has_doc(doc_id)
+
+    def _documents_in(
+        self, snap: Snapshot, ids: Sequence[str], fields: list[str] | None
+    ) -> list[dict]:
+        """Stored records of live documents ``ids`` (just ``_id`` where none is stored)."""
+        out: list[dict | None] = [None] * len(ids)
+        base_rows, base_numbers = [], []
+        for i, doc_id in enumerate(ids):
+            if snap.delta is not None and snap.delta.has_doc(doc_id):
+                rec = snap.delta_records[snap.delta.doc_index(doc_id)] if snap.delta_records else {}
+                out[i] = _select(rec, doc_id, fields)
+            elif snap.base.store is not None:
+                base_rows.append(i)
+                base_numbers.append(snap.base.doc_index(doc_id))
+            else:
+                out[i] = {ID_FIELD: doc_id}
+        if base_rows:
+            for i, rec in zip(base_rows, snap.base.store.get(base_numbers, fields), strict=True):
+                out[i] = rec
+        return out
 
     def get(self, doc_id: str) -> dict[str, float] | None:
         """The stored vector of a document, or None if it does not exist (or was deleted)."""
@@ -317,8 +433,16 @@ class LiveIndex:
 
     # ---- writes --------------------------------------------------------------------------
 
-    def upsert(self, vectors: sp.csr_array, doc_ids: Sequence[str]) -> int:
-        """Add or replace documents; durable when this returns. Returns the sequence number."""
+    def upsert(
+        self,
+        vectors: sp.csr_array,
+        doc_ids: Sequence[str],
+        documents: Sequence[dict] | None = None,
+    ) -> int:
+        """Add or replace documents; durable when this returns. Returns the sequence number.
+
+        ``documents`` (one JSON-able record per id: ``title``, ``text`` and other fields) are
+        stored as the collection's store setting says, for results and filters."""
         self._check_not_read_only()
         csr = as_sparse_batch(vectors, len(self.vocab), "Document vectors")
         ids = check_doc_ids(list(doc_ids))
@@ -330,6 +454,8 @@ class LiveIndex:
             raise InputError("Document ids must be unique within a request.")
         op = {"op": "upsert", "ids": ids, "indptr": csr.indptr, "indices": csr.indices,
               "data": csr.data}  # fmt: skip
+        if documents is not None and self.store_spec.stores:
+            op["docs"] = self._records(ids, documents)
         with self._write_lock:
             return self._write_locked(op)
 
@@ -343,6 +469,23 @@ class LiveIndex:
                 return self._seq, []
             seq = self._write_locked({"op": "delete", "ids": existing})
         return seq, existing
+
+    def _records(self, ids: list[str], documents: Sequence[dict]) -> list[dict]:
+        """The records to store for ``ids``: each document's fields as the store setting
+        keeps them, ``_id`` set to the id; refuses what JSON cannot hold."""
+        if len(documents) != len(ids):
+            raise InputError(f"Got {len(documents)} documents for {len(ids)} ids.")
+        out = []
+        for doc_id, doc in zip(ids, documents, strict=True):
+            if not isinstance(doc, dict):
+                raise InputError(f"Document {doc_id!r} must be a JSON object (a dict).")
+            rec = self.store_spec.select({**doc, ID_FIELD: doc_id})
+            try:
+                json.dumps(rec, allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"Document {doc_id!r} cannot be stored as JSON ({e}).") from e
+            out.append(rec)
+        return out
 
     def _check_not_read_only(self) -> None:
         if self.read_only:
@@ -395,11 +538,16 @@ class LiveIndex:
                     np.array(indices[lo:hi], dtype=np.int32),
                     np.array(data[lo:hi], dtype=np.float32),
                 )
+                if rec.get("docs") is not None:
+                    self._delta_records[doc_id] = rec["docs"][i]
+                else:
+                    self._delta_records.pop(doc_id, None)
                 if base.has_doc(doc_id):
                     self._shadowed.add(doc_id)
         else:
             for doc_id in rec["ids"]:
                 self._delta_docs.pop(doc_id, None)
+                self._delta_records.pop(doc_id, None)
                 if base.has_doc(doc_id):
                     self._shadowed.add(doc_id)
 
@@ -417,7 +565,12 @@ class LiveIndex:
             mask = np.zeros(base.n_docs, dtype=bool)
             mask[[base.doc_index(d) for d in self._shadowed]] = True
         n_docs = base.n_docs - len(self._shadowed) + len(self._delta_docs)
-        self._snapshot = Snapshot(base, delta, frozenset(self._shadowed), mask, n_docs)
+        records = ()
+        if self._delta_records:
+            records = tuple(self._delta_records.get(d, {ID_FIELD: d}) for d in self._delta_docs)
+        self._snapshot = Snapshot(
+            base, delta, frozenset(self._shadowed), mask, n_docs, delta_records=records
+        )
 
     def needs_merge(self) -> bool:
         """Enough changed documents to merge, and no failed merge waiting out its back-off."""
@@ -461,7 +614,17 @@ class LiveIndex:
         ids = list(self._delta_docs)
         if ids:
             builder.add(_rows(self._delta_docs, ids, len(self.vocab)), ids)
-        merged = builder.finish({**base.metadata, "applied_seq": self._seq})
+        merged = builder.finish(
+            {**base.metadata, "applied_seq": self._seq, "store": self.store_spec.to_dict()}
+        )
+        documents = None
+        if self.store_spec.stores:
+            documents = (
+                base.store.records(np.asarray(keep))
+                if base.store is not None
+                else [{ID_FIELD: base_ids[i]} for i in keep]
+            )
+            documents += [self._delta_records.get(d, {ID_FIELD: d}) for d in ids]
         base_id = uuid.uuid4().hex
         log_bytes = len(wal.header(base_id, self._seq + 1))
 
@@ -471,7 +634,9 @@ class LiveIndex:
 
         fields = {"base_id": base_id, "wal": {"seq": self._seq, "bytes": log_bytes}}
         try:
-            merged.save(self.path, overwrite=True, extra=extras, manifest_fields=fields)
+            merged.save(
+                self.path, overwrite=True, extra=extras, manifest_fields=fields, documents=documents
+            )
         finally:
             if read_manifest(self.path).get("base_id") == base_id:  # swapped in, maybe
                 self._wal.close()  # followed by an error from the final directory fsync
@@ -486,9 +651,8 @@ class LiveIndex:
     def _copy_extras(self, tmp: Path) -> None:
         """Carry over what lives beside the index files (e.g. the encoder), not the logs."""
         for item in self.path.iterdir():
-            if item.name in (*FILES, MANIFEST, WAL_NAME, LEGACY_WAL_NAME) or item.name.startswith(
-                "."
-            ):
+            excluded = (*FILES, STORE_FILE, MANIFEST, WAL_NAME, LEGACY_WAL_NAME)
+            if item.name in excluded or item.name.startswith("."):
                 continue
             if item.is_dir():
                 shutil.copytree(item, tmp / item.name)
@@ -514,6 +678,25 @@ class LiveIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+FILTER_CACHE_SIZE = 32  # filter masks kept per base (one bool per document each)
+
+
+def _check_fields(fields: Sequence[str] | None) -> list[str] | None:
+    """``fields`` as a list of names (None: every stored field; ``["*"]`` also means all)."""
+    if fields is None:
+        return None
+    if isinstance(fields, str) or not all(isinstance(f, str) and f for f in fields):
+        raise InputError("fields must be a list of field names, e.g. ['title', 'text'].")
+    fields = list(fields)
+    return None if "*" in fields else fields
+
+
+def _select(rec: dict, doc_id: str, fields: list[str] | None) -> dict:
+    out = {ID_FIELD: doc_id}
+    out.update((k, v) for k, v in rec.items() if k != ID_FIELD and (fields is None or k in fields))
+    return out
 
 
 def _rows(docs: dict[str, tuple[np.ndarray, np.ndarray]], ids: list[str], vocab_size: int):

@@ -25,15 +25,38 @@ import scipy.sparse as sp
 from lsr.errors import InputError
 
 
-class Hits(NamedTuple):
-    """One query's hits, best first: ``ids, scores = hits``."""
+class Hit(NamedTuple):
+    """One hit: the document's id, its score and (when asked for) its stored document."""
 
+    id: str
+    score: float
+    document: dict | None = None
+
+
+class _IdsScores(NamedTuple):
     ids: list[str]
     scores: list[float]
+
+
+class Hits(_IdsScores):
+    """One query's hits, best first: ``ids, scores = hits``; ``hits.hits`` lists them as
+    :class:`Hit` (``.id``, ``.score``, ``.document``), ``hits.documents`` the stored
+    documents when the search asked for fields (else None)."""
+
+    def __new__(cls, ids: list[str], scores: list[float], documents: list[dict] | None = None):
+        self = super().__new__(cls, ids, scores)
+        self.documents = documents
+        return self
 
     def items(self) -> list[tuple[str, float]]:
         """``[(doc_id, score), ...]``, best first."""
         return list(zip(self.ids, self.scores, strict=True))
+
+    @property
+    def hits(self) -> list[Hit]:
+        """The hits as :class:`Hit` values, best first."""
+        docs = self.documents if self.documents is not None else [None] * len(self.ids)
+        return [Hit(*h) for h in zip(self.ids, self.scores, docs, strict=True)]
 
 
 @dataclass
@@ -49,6 +72,7 @@ class SearchResults:
     scores: np.ndarray
     counts: np.ndarray
     doc_ids: pa.Array
+    documents: list[list[dict]] | None = None  # per row, the hits' stored documents if asked
 
     def __len__(self) -> int:
         return int(self.counts.shape[0])
@@ -56,7 +80,8 @@ class SearchResults:
     def __getitem__(self, i: int) -> Hits:
         n = int(self.counts[i])
         ids = self.doc_ids.take(pa.array(self.docs[i, :n])).to_pylist()
-        return Hits(ids, self.scores[i, :n].tolist())
+        docs = self.documents[i] if self.documents is not None else None
+        return Hits(ids, self.scores[i, :n].tolist(), docs)
 
     def __iter__(self) -> Iterator[Hits]:
         for i in range(len(self)):
@@ -74,6 +99,7 @@ class SearchResults:
             scores=self.scores[:, :k],
             counts=np.minimum(self.counts, k),
             doc_ids=self.doc_ids,
+            documents=None if self.documents is None else [d[:k] for d in self.documents],
         )
 
 

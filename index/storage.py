@@ -10,6 +10,7 @@ Layout of an index directory::
     postings.arrow   doc (uint32), impact (uint8 | float32), term-major, one record batch
     docs.arrow       doc_id (large_string), n_terms (uint32)
     blocks.arrow     max (float32), last (uint32): per block of ``block_size`` postings
+    store.arrow      optional: the stored documents (``lsr.index.store``), zstd batches
 
 A save writes into a hidden sibling directory, fsyncs it and renames it into place, so a
 crash or an error never leaves a half-written index under the final name. The manifest is
@@ -41,6 +42,7 @@ CHECKSUM_SINCE = 3  # manifests of this version and later must carry their check
 MANIFEST = "manifest.json"
 MANIFEST_CHECKSUM = "manifest_sha256"
 FILES = ("terms.arrow", "postings.arrow", "docs.arrow", "blocks.arrow")
+OPTIONAL_FILES = ("store.arrow",)  # written by ``write_index``'s ``optional`` writers
 
 
 def vocab_hash(vocab: list[str]) -> str:
@@ -114,11 +116,13 @@ def write_index(
     manifest: dict,
     overwrite: bool,
     extra: Callable[[Path], None] | None = None,
+    optional: dict[str, Callable[[Path], None]] | None = None,
 ) -> None:
     """Write ``tables`` + manifest to ``path`` atomically; ``extra(tmp_dir)`` may add files.
 
-    The manifest gets a fresh ``base_id`` unless ``manifest`` names one (a write-ahead log
-    records the id of the base it applies to)."""
+    ``optional[name](file)`` writes one of ``OPTIONAL_FILES``, which the manifest then lists
+    with its size and checksum like the tables. The manifest gets a fresh ``base_id`` unless
+    ``manifest`` names one (a write-ahead log records the id of the base it applies to)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
@@ -135,6 +139,12 @@ def write_index(
         files = {}
         for name in FILES:
             _write_table(tmp / name, tables[name])
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        for name, write in (optional or {}).items():
+            if name not in OPTIONAL_FILES:
+                raise ValueError(f"{name} is not an optional index file")
+            write(tmp / name)
+            _fsync(tmp / name)
             files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
         if extra is not None:
             extra(tmp)
@@ -226,22 +236,7 @@ def read_tables(path: Path, manifest: dict, mmap: bool, verify: bool) -> dict[st
     path = Path(path)
     tables = {}
     for name in FILES:
-        fpath = path / name
-        expected = manifest.get("files", {}).get(name)
-        if expected is None:
-            raise IndexFormatError(f"{path / MANIFEST} lists no {name}; rebuild the index.")
-        if not fpath.is_file():
-            raise IndexFormatError(f"{fpath} is missing; the index is incomplete, rebuild it.")
-        size = fpath.stat().st_size
-        if size != expected["bytes"]:
-            raise IndexFormatError(
-                f"{fpath} is {size} bytes, the manifest says {expected['bytes']}: the file is "
-                "truncated or was modified; rebuild the index."
-            )
-        if verify and _sha256(fpath) != expected["sha256"]:
-            raise IndexFormatError(
-                f"{fpath} fails its checksum: the file is corrupt; rebuild the index."
-            )
+        fpath = check_file(path, name, manifest, verify)
         try:
             source = pa.memory_map(str(fpath), "r") if mmap else pa.OSFile(str(fpath), "rb")
             reader = pa.ipc.open_file(source)
@@ -251,6 +246,28 @@ def read_tables(path: Path, manifest: dict, mmap: bool, verify: bool) -> dict[st
                 f"{fpath} is not a readable Arrow file ({e}); rebuild the index."
             ) from e
     return tables
+
+
+def check_file(path: Path, name: str, manifest: dict, verify: bool) -> Path:
+    """The path of file ``name`` of the index at ``path``, after checking it against the
+    manifest: present, listed, of the listed size and (with ``verify``) checksum."""
+    fpath = Path(path) / name
+    expected = manifest.get("files", {}).get(name)
+    if expected is None:
+        raise IndexFormatError(f"{Path(path) / MANIFEST} lists no {name}; rebuild the index.")
+    if not fpath.is_file():
+        raise IndexFormatError(f"{fpath} is missing; the index is incomplete, rebuild it.")
+    size = fpath.stat().st_size
+    if size != expected["bytes"]:
+        raise IndexFormatError(
+            f"{fpath} is {size} bytes, the manifest says {expected['bytes']}: the file is "
+            "truncated or was modified; rebuild the index."
+        )
+    if verify and _sha256(fpath) != expected["sha256"]:
+        raise IndexFormatError(
+            f"{fpath} fails its checksum: the file is corrupt; rebuild the index."
+        )
+    return fpath
 
 
 def column(

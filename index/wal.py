@@ -310,14 +310,18 @@ class LogWriter:
 
 def encode(op: dict) -> bytes:
     """The payload of an operation (the inverse of :func:`decode`): a JSON head (op, ids and,
-    for an upsert, nnz), then for an upsert its CSR rows as raw little-endian arrays: indptr
-    (int64), term ids (int32), weights (float32)."""
+    for an upsert, nnz and the stored records ``docs`` when there are any), then for an
+    upsert its CSR rows as raw little-endian arrays: indptr (int64), term ids (int32),
+    weights (float32)."""
     ids = list(op["ids"])
     if op["op"] == "delete":
         head = json.dumps({"op": "delete", "ids": ids}).encode()
         return _LENGTH.pack(len(head)) + head
     indices = np.ascontiguousarray(op["indices"], dtype="<i4")
-    head = json.dumps({"op": "upsert", "ids": ids, "nnz": int(indices.shape[0])}).encode()
+    head = {"op": "upsert", "ids": ids, "nnz": int(indices.shape[0])}
+    if op.get("docs") is not None:  # the stored records, one per id
+        head["docs"] = op["docs"]
+    head = json.dumps(head, ensure_ascii=False, allow_nan=False).encode()
     return b"".join(
         (
             _LENGTH.pack(len(head)),
@@ -343,6 +347,9 @@ def decode(payload: bytes, where: str) -> dict:
             rec["indptr"] = np.frombuffer(rest, "<i8", rows + 1)
             rec["indices"] = np.frombuffer(rest, "<i4", nnz, 8 * (rows + 1))
             rec["data"] = np.frombuffer(rest, "<f4", nnz, 8 * (rows + 1) + 4 * nnz)
+            docs = rec.get("docs")
+            if docs is not None and (not isinstance(docs, list) or len(docs) != rows):
+                raise ValueError("the stored records disagree with the ids")
         elif rec.get("op") != "delete":
             raise ValueError(f"unknown operation {rec.get('op')!r}")
     except (ValueError, KeyError, TypeError, struct.error) as e:

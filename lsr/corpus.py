@@ -6,26 +6,33 @@ import csv
 import gzip
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lsr.errors import CorpusError
 
 _ID_KEYS = ("_id", "id", "doc_id", "docid")
+_RECORD_KEYS = {*_ID_KEYS, "text", "contents", "title"}  # the rest are the document's fields
 _HEADER_IDS = {"id", "_id", "docid", "doc_id", "pid", "qid", "query-id", "corpus-id"}
 
 
 @dataclass(frozen=True)
 class Document:
-    """One corpus entry; ``contents`` is what encoders see (title and text joined)."""
+    """One corpus entry; ``contents`` is what encoders see (title and text joined), ``fields``
+    the record's other JSON fields (BEIR's ``metadata`` among them), kept for storing."""
 
     id: str
     text: str
     title: str = ""
+    fields: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def contents(self) -> str:
         return f"{self.title} {self.text}".strip() if self.title else self.text
+
+    def record(self) -> dict:
+        """The document as a stored record: ``_id``, ``title``, ``text`` and its fields."""
+        return {"_id": self.id, "title": self.title, "text": self.text, **self.fields}
 
 
 def corpus_file(path: str | Path) -> Path:
@@ -86,7 +93,8 @@ def _read_jsonl(file: Path) -> Iterator[Document]:
             title = rec.get("title") or ""
             if not isinstance(text, str) or not isinstance(title, str):
                 raise CorpusError(f"{file}:{lineno}: title and text must be strings.")
-            yield Document(id=str(doc_id), text=text, title=title)
+            fields = {k: v for k, v in rec.items() if k not in _RECORD_KEYS}
+            yield Document(id=str(doc_id), text=text, title=title, fields=fields)
 
 
 def _read_tsv(file: Path) -> Iterator[Document]:

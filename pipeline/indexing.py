@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +23,7 @@ from lsr.encoding import EncodingStats, encode_corpus
 from lsr.errors import InputError
 from lsr.index import Index, IndexBuilder
 from lsr.index.lock import WriterLock
+from lsr.index.store import StoreSpec
 from lsr.vector_files import VectorFile, write_vectors
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,11 @@ def read_documents(
     corpus: str | Path | Iterable[Document], progress: bool = False
 ) -> list[Document]:
     """All documents of a corpus path (or iterable), refusing an empty corpus."""
-    source = read_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
-    docs = list(tqdm(source, desc="read corpus", unit="doc", disable=not progress))
+    if isinstance(corpus, list):
+        docs = corpus
+    else:
+        source = read_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+        docs = list(tqdm(source, desc="read corpus", unit="doc", disable=not progress))
     if not docs:
         raise InputError(f"The corpus {corpus} has no documents.")
     return docs
@@ -112,17 +116,32 @@ def build_index(
     quantization: str = "uint8",
     overwrite: bool = False,
     metadata: dict | None = None,
+    documents: Sequence[Document] | None = None,
+    store: StoreSpec | str | None = "none",
 ) -> Index:
-    """Index ``(vectors, doc_ids)`` batches and save them with ``encoder`` to ``out`` atomically."""
+    """Index ``(vectors, doc_ids)`` batches and save them with ``encoder`` to ``out``
+    atomically; ``documents`` (in batch order) are stored as ``store`` says (all fields,
+    ``fields:a,b`` or none)."""
+    spec = StoreSpec.parse(store)
+    if spec.stores and documents is None:
+        raise InputError("Storing documents needs the documents (a corpus, not vectors).")
     builder = IndexBuilder(encoder.vocab, quantization=quantization)
     builder.extend(batches)
-    meta = {"encoder": getattr(encoder, "name", type(encoder).__name__), **(metadata or {})}
+    meta = {
+        "encoder": getattr(encoder, "name", type(encoder).__name__),
+        "store": spec.to_dict(),
+        **(metadata or {}),
+    }
     index = builder.finish(meta)
+    records = [spec.select(d.record()) for d in documents] if spec.stores else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with WriterLock(out):  # never replace a collection that a server is writing to
         index.save(
-            out, overwrite=overwrite, extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR)
+            out,
+            overwrite=overwrite,
+            extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR),
+            documents=records,
         )
     return index
 
@@ -135,23 +154,31 @@ def index_corpus(
     batch_size: int = 256,
     overwrite: bool = False,
     progress: bool = True,
+    store: StoreSpec | str | None = "all",
 ) -> IndexingSummary:
     """Encode every document of ``corpus`` and write the index (with its encoder) to ``out``.
 
-    ``corpus`` may also be a ``.parquet`` file written by ``lsr encode``; its vocabulary must
-    be the encoder's. An encoder that needs corpus statistics (BM25) is fitted first. The
-    index and the encoder are written together, atomically: ``out`` holds the old or the new.
+    ``corpus`` may also be a ``.parquet`` file written by ``lsr encode`` (vectors only: no
+    documents to store); its vocabulary must be the encoder's. An encoder that needs corpus
+    statistics (BM25) is fitted first. ``store``: which fields of each document record are
+    kept for results and filters (``all``, ``fields:a,b``, ``none``). The index, its stored
+    documents and the encoder are written together, atomically: ``out`` holds the old or the
+    new.
     """
+    spec = StoreSpec.parse(store)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
     t0 = time.perf_counter()
     meta = {"corpus": str(corpus)}
 
+    docs: list[Document] | None = None
+
     def write(batches) -> Index:
-        return build_index(batches, encoder, out, quantization, overwrite, meta)
+        return build_index(batches, encoder, out, quantization, overwrite, meta, docs, spec)
 
     if isinstance(corpus, (str, Path)) and str(corpus).endswith(".parquet"):
+        spec = StoreSpec("none")
         vectors = VectorFile(corpus)
         if vectors.vocab != list(encoder.vocab):
             raise InputError(
@@ -160,7 +187,8 @@ def index_corpus(
             )
         index, stats = write(vectors.batches(batch_size)), EncodingStats()
     else:
-        index, stats = encode_corpus_into(corpus, encoder, write, batch_size, progress)
+        docs = read_documents(corpus, progress)
+        index, stats = encode_corpus_into(docs, encoder, write, batch_size, progress)
     total = time.perf_counter() - t0
     summary = IndexingSummary(
         path=str(out),
