@@ -7,24 +7,30 @@ from pathlib import Path
 
 from lsr.encoders import load_encoder
 from lsr.errors import InputError
-from lsr.index import Index, SearchResults
+from lsr.index import Filter, Index, LiveIndex, SearchResults
 from lsr.pipeline.indexing import ENCODER_DIR
 
 
 class Searcher:
-    """An index with the encoder its documents were encoded with: text in, ranked ids out."""
+    """A collection with the encoder its documents were encoded with: text in, ranked hits
+    out (with their stored documents and filters when asked).
 
-    def __init__(self, index: Index, encoder) -> None:
+    Opened with :meth:`open`, it reads the collection as its last commit plus the writer's
+    log at that moment (``LiveIndex(read_only=True)``), so documents written or deleted over
+    REST are seen; ``index`` is the collection's base index (for benchmarks and evaluation).
+    """
+
+    def __init__(self, index: Index, encoder, live: LiveIndex | None = None) -> None:
         index.check_vocab(encoder.vocab)
         self.index = index
         self.encoder = encoder
+        self.live = live
 
     @classmethod
-    def open(
-        cls, path: str | Path, encoder=None, mmap: bool = True, verify: bool = True
-    ) -> Searcher:
-        """Load the index at ``path`` with its saved encoder (or the ``encoder`` given)."""
-        index = Index.load(path, mmap=mmap, verify=verify)
+    def open(cls, path: str | Path, encoder=None) -> Searcher:
+        """Open the collection at ``path`` with its saved encoder (or the ``encoder`` given)."""
+        live = LiveIndex(path, read_only=True)
+        index = live.base
         if encoder is None:
             saved = Path(path) / ENCODER_DIR
             if not saved.is_dir():
@@ -34,15 +40,27 @@ class Searcher:
             encoder = load_encoder(saved)
         elif isinstance(encoder, (str, Path)):
             encoder = load_encoder(encoder)
-        return cls(index, encoder)
+        return cls(index, encoder, live)
 
-    def search(self, queries: str | Sequence[str], k: int = 10) -> SearchResults:
-        """Top-``k`` documents for one query text or a list of them."""
+    def search(
+        self,
+        queries: str | Sequence[str],
+        k: int = 10,
+        filter: Filter | dict | str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> SearchResults:
+        """Top-``k`` documents for one query text or a list of them; ``filter`` restricts
+        them to documents whose stored fields match (see ``lsr.index.filters``), ``fields``
+        attaches their stored documents (``["*"]``: every field)."""
         texts = [queries] if isinstance(queries, str) else list(queries)
         if not texts:
             raise InputError("No queries given.")
         vectors = self.encoder.encode_queries(texts)
-        return self.index.search(vectors, k)
+        if self.live is None:
+            if filter is not None or fields is not None:
+                raise InputError("Filters and documents need a collection: use Searcher.open.")
+            return self.index.search(vectors, k)
+        return self.live.search(vectors, k, filter=filter, fields=fields)
 
 
 def rank(

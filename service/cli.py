@@ -57,6 +57,13 @@ def _add_index(sub) -> None:
         help="BM25 tokenizer: 'word' (stemmed words) or a Hugging Face tokenizer",
     )
     p.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
+    p.add_argument(
+        "--store",
+        default="all",
+        metavar="all|fields:a,b|none",
+        help="which fields of each document to store for results and filters (default all: "
+        "_id, title, text and every other field of the record, metadata included)",
+    )
     _add_model_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -110,6 +117,20 @@ def _add_search(sub) -> None:
     p.add_argument("query", nargs="+", help="query text (several queries: several arguments)")
     p.add_argument(
         "-k", type=POSITIVE_INT, default=10, help="number of hits per query (default 10)"
+    )
+    p.add_argument(
+        "--filter",
+        default=None,
+        metavar="JSON",
+        help='only documents whose stored fields match, e.g. \'{"field": "metadata.year", '
+        '"gte": 2015}\' (eq, in, gte/gt/lte/lt, exists, and/or/not); @FILE reads it from a file',
+    )
+    p.add_argument(
+        "--fields",
+        default=None,
+        metavar="A,B",
+        help="stored fields to return with each hit in --json ('*': all; default: none there, "
+        "title and a text snippet in the table)",
     )
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=commands.cmd_search)

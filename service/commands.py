@@ -36,6 +36,7 @@ def cmd_index(args) -> int:
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         progress=sys.stderr.isatty() or None,
+        store=args.store,
     )
     if args.json:
         _print_json(summary.to_dict())
@@ -282,35 +283,67 @@ def cmd_loadtest(args) -> int:
     return 0
 
 
-def _hits_table(query: str, hits: list[tuple[str, float]]) -> str:
+SNIPPET_CHARS = 72  # of a hit's text in the search table
+
+
+def _hits_table(query: str, hits: list[tuple[str, float]], documents=None) -> str:
+    """One query's hits as a table; with stored ``documents``, their titles and a snippet."""
     lines = [f"query: {query}"]
     if not hits:
         lines.append("  (no matching documents)")
-    width = max((len(d) for d, _ in hits), default=6)
-    if hits:
-        lines.append(f"  {'rank':>4}  {'doc id':<{width}}  {'score':>9}")
+        return "\n".join(lines)
+    width = max(6, *(len(d) for d, _ in hits))
+    head = f"  {'rank':>4}  {'doc id':<{width}}  {'score':>9}"
+    lines.append(head + ("  title / text" if documents else ""))
     for rank, (doc, score) in enumerate(hits, 1):
-        lines.append(f"  {rank:>4}  {doc:<{width}}  {score:>9.4f}")
+        line = f"  {rank:>4}  {doc:<{width}}  {score:>9.4f}"
+        if documents:
+            line += f"  {_snippet(documents[rank - 1])}"
+        lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def _snippet(document: dict) -> str:
+    title = str(document.get("title") or "").strip()
+    text = " ".join(str(document.get("text") or "").split())
+    if len(text) > SNIPPET_CHARS:
+        text = text[: SNIPPET_CHARS - 3].rsplit(" ", 1)[0] + "..."
+    return f"{title} | {text}" if title and text else title or text
+
+
+def _filter_arg(text: str | None):
+    """``--filter``: JSON text, or ``@FILE`` holding it."""
+    if text is None or not text.startswith("@"):
+        return text
+    path = Path(text[1:])
+    if not path.is_file():
+        raise InputError(f"--filter {text}: no file {path}.")
+    return path.read_text(encoding="utf-8")
 
 
 def cmd_search(args) -> int:
     searcher = Searcher.open(args.index)
-    results = searcher.search(args.query, k=args.k)
+    fields = None if args.fields is None else [f.strip() for f in args.fields.split(",")]
+    if fields is not None and not all(fields):
+        raise InputError("--fields takes field names separated by commas, e.g. title,text.")
+    shown = fields if args.json else ["title", "text"]
+    results = searcher.search(args.query, k=args.k, filter=_filter_arg(args.filter), fields=shown)
     if args.json:
-        _print_json(
-            [
-                {
-                    "query": q,
-                    "hits": [
-                        {"rank": r, "id": d, "score": s} for r, (d, s) in enumerate(h.items(), 1)
-                    ],
-                }
-                for q, h in zip(args.query, results, strict=True)
-            ]
-        )
+        out = []
+        for q, hits in zip(args.query, results, strict=True):
+            rows = []
+            for r, hit in enumerate(hits.hits, 1):
+                row = {"rank": r, "id": hit.id, "score": hit.score}
+                if hit.document is not None:
+                    row["document"] = hit.document
+                rows.append(row)
+            out.append({"query": q, "hits": rows})
+        _print_json(out)
     else:
-        tables = [_hits_table(q, h.items()) for q, h in zip(args.query, results, strict=True)]
+        tables = [  # titles and snippets where the collection stores them
+            _hits_table(q, h.items(), h.documents if any(len(d) > 1 for d in h.documents) else None)
+            for q, h in zip(args.query, results, strict=True)
+        ]
         print("\n\n".join(tables))
     return 0
 

@@ -4,7 +4,7 @@ server's settings (k, batch sizes) are checked once per request in :mod:`lsr.ser
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,7 +23,13 @@ class SearchRequest(BaseModel):
         extra="forbid",
         strict=True,
         json_schema_extra={
-            "examples": [{"query": "how do bees make honey", "k": 5, "explain": True}],
+            "examples": [
+                {"query": "how do bees make honey", "k": 5, "fields": ["title", "text"]},
+                {
+                    "query": "neutron stars",
+                    "filter": {"field": "title", "in": ["Astronomy 1", "Astronomy 2"]},
+                },
+            ],
             "oneOf": [{"required": ["query"]}, {"required": ["vector"]}],
         },
     )
@@ -41,6 +47,19 @@ class SearchRequest(BaseModel):
     algorithm: Literal[ALGORITHM_NAMES] = Field(
         "auto",
         description="; ".join(f"{a.name}: {a.description}" for a in ALGORITHMS),
+    )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description='only documents whose stored fields match: {"field": F, "eq": V}, '
+        '{"field": F, "in": [V, ...]}, {"field": F, "gte"|"gt"|"lte"|"lt": number or ISO '
+        'date}, {"field": F, "exists": true}, {"and"|"or": [...]}, {"not": {...}}; dotted '
+        "names reach into objects (metadata.year). Fewer than k hits when fewer documents "
+        "pass.",
+    )
+    fields: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description='stored fields to return in each hit\'s "document" (["*"]: all); '
+        "omitted: no documents",
     )
 
     @model_validator(mode="after")
@@ -83,6 +102,11 @@ class DocumentIn(BaseModel):
     )
     text: str = ""
     title: str = ""
+    fields: dict[str, Any] | None = Field(
+        None,
+        description="other fields to store with the document (numbers, text, booleans, "
+        "lists, objects such as metadata), for results and filters",
+    )
 
 
 class UpsertRequest(BaseModel):
@@ -115,6 +139,7 @@ class Hit(BaseModel):
     id: str
     score: float
     terms: list[TermContribution] | None = Field(None, description="with explain=true")
+    document: dict[str, Any] | None = Field(None, description="the stored fields asked for")
 
 
 class SearchResponse(BaseModel):
@@ -143,7 +168,12 @@ class EncodeResponse(BaseModel):
 
 class DocumentResponse(BaseModel):
     id: str
-    vector: dict[str, float] = Field(..., description="the stored term weights")
+    document: dict[str, Any] = Field(
+        ..., description="the stored document: _id and its stored fields"
+    )
+    vector: dict[str, float] | None = Field(
+        None, description="the stored term weights, with ?vector=true"
+    )
 
 
 class UpsertResponse(BaseModel):

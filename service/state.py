@@ -13,7 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 from fastapi import HTTPException, Request
 
-from lsr.index import LiveIndex, SearchResults
+from lsr.errors import InputError
+from lsr.index import LiveIndex, SearchResults, parse_filter
 from lsr.service.middleware import Metrics
 from lsr.service.schemas import SearchRequest
 
@@ -32,6 +33,11 @@ class Limits:
     max_explain: int = 100  # hits explained per query (the first ones); the rest come without
     header_timeout_s: float = 10.0  # to receive a request's headers (service.http_protocol)
     body_timeout_s: float = 30.0  # between two chunks of a request's body
+
+
+def _fields_key(req: SearchRequest) -> tuple[str, ...] | None:
+    """The fields a request asks for, as a hashable group key (None: no documents)."""
+    return None if req.fields is None else tuple(req.fields)
 
 
 def service_state(request: Request) -> ServiceState:
@@ -99,13 +105,24 @@ class ServiceState:
         (top max-k, cut to each request's k), explanations for the first hits on request."""
         vectors = self.query_vectors(requests)
         out: list[dict | None] = [None] * len(requests)
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
-            groups.setdefault(req.algorithm, []).append(i)
-        for algorithm, rows in groups.items():
+            try:
+                condition = None if req.filter is None else parse_filter(req.filter)
+            except InputError as e:
+                raise HTTPException(422, str(e)) from e
+            key = (req.algorithm, condition.key() if condition else None, _fields_key(req))
+            groups.setdefault(key, []).append(i)
+        for (algorithm, _, fields), rows in groups.items():
             k = max(requests[i].k for i in rows)
             batch = vectors if len(rows) == len(requests) else vectors[rows]
-            results = self.live.search(batch, k, algorithm=algorithm)
+            condition = requests[rows[0]].filter
+            try:
+                results = self.live.search(
+                    batch, k, filter=condition, fields=fields, algorithm=algorithm
+                )
+            except InputError as e:  # a filter on a field the collection does not store
+                raise HTTPException(422, str(e)) from e
             for j, i in enumerate(rows):
                 out[i] = self._hits(requests[i], vectors, i, results, j)
         return out
@@ -114,11 +131,14 @@ class ServiceState:
         self, req: SearchRequest, vectors: sp.csr_array, i: int, results: SearchResults, j: int
     ) -> dict:
         """Request ``i``'s hits (row ``j`` of ``results``), explained on request."""
-        ids, scores = results[j]
-        ids, scores = ids[: req.k], scores[: req.k]
+        row = results[j]
+        ids, scores = row.ids[: req.k], row.scores[: req.k]
         if not all(math.isfinite(s) for s in scores):
             raise HTTPException(422, "the query's weights are too large: scores overflow")
         hits = [{"id": d, "score": s} for d, s in zip(ids, scores, strict=True)]
+        if row.documents is not None:
+            for hit, doc in zip(hits, row.documents, strict=False):
+                hit["document"] = doc
         if req.explain and hits:
             vector = vectors[[i]]
             explained = hits[: self.limits.max_explain]

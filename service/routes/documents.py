@@ -31,13 +31,21 @@ router = APIRouter()
 
 
 @router.get("/documents/{doc_id:doc_id}", dependencies=[Depends(require_reader)], responses=ERRORS)
-def get_document(doc_id: str, request: Request) -> DocumentResponse:
-    """A document's stored vector. Percent-encode the id (``/`` as ``%2F``, ``.`` as
-    ``%2E``), so that every id, ``a/b`` and ``..`` included, can be addressed."""
-    vector = service_state(request).live.get(doc_id)
-    if vector is None:
+def get_document(doc_id: str, request: Request, vector: bool = False) -> DocumentResponse:
+    """A document's stored fields (``_id``, ``title``, ``text`` and the rest), and its term
+    weights with ``?vector=true``. Percent-encode the id (``/`` as ``%2F``, ``.`` as ``%2E``),
+    so that every id, ``a/b`` and ``..`` included, can be addressed."""
+    live = service_state(request).live
+    document = live.document(doc_id)
+    if document is None:
         raise HTTPException(404, f"no document {doc_id!r}")
-    return {"id": doc_id, "vector": vector}
+    out = {"id": doc_id, "document": document}
+    if vector:
+        weights = live.get(doc_id)
+        if weights is None:  # deleted between the two reads
+            raise HTTPException(404, f"no document {doc_id!r}")
+        out["vector"] = weights
+    return out
 
 
 @router.post("/documents", dependencies=[Depends(require_writer)], responses=WRITE_ERRORS)
@@ -49,7 +57,8 @@ def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
         raise HTTPException(422, f"at most {state.limits.max_documents} documents per request")
     ids = [d.id for d in req.documents]
     texts = [f"{d.title} {d.text}".strip() for d in req.documents]
-    seq = state.live.upsert(state.encoder.encode_documents(texts), ids)
+    records = [{**(d.fields or {}), "title": d.title, "text": d.text} for d in req.documents]
+    seq = state.live.upsert(state.encoder.encode_documents(texts), ids, records)
     state.maybe_merge()
     return {"upserted": len(ids), "seq": seq}
 

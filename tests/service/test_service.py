@@ -131,8 +131,11 @@ def test_search_encode_documents_and_observability(server):
     assert "new-1" in [
         h["id"] for h in c.post("/search", json={"query": "honey bees", "k": 5}).json()["hits"]
     ]
-    assert c.get("/documents/new-1").json()["vector"]
-    assert c.get("/documents/d001").status_code == 200
+    stored = c.get("/documents/new-1").json()
+    assert stored["document"] == {"_id": "new-1", "title": "Glowing honey", "text": doc["text"]}
+    assert stored["vector"] is None
+    assert c.get("/documents/new-1?vector=true").json()["vector"]["honei"] > 0
+    assert c.get("/documents/d001").json()["document"]["title"] == "Astronomy 1"
     assert c.delete("/documents/new-1", headers={"X-API-Key": KEY}).status_code == 200
     assert c.get("/documents/new-1").status_code == 404
     assert c.delete("/documents/new-1", headers={"X-API-Key": KEY}).status_code == 404
