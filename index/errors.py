@@ -23,6 +23,11 @@ class InvalidDocumentIdError(InputError):
     """A document id is empty, too long, not valid UTF-8 or contains control characters."""
 
 
+class EmptyDocumentError(InputError):
+    """A document to add has an empty vector: no term of it is indexable, so no query could
+    ever find it (the REST API answers 422 and names the unknown words)."""
+
+
 class CollectionLockedError(LSRError, OSError):
     """Another writer (a process or an open ``LiveIndex``) holds the collection's lock."""
 

@@ -47,7 +47,12 @@ import scipy.sparse as sp
 from lsr.checks import positive_int
 from lsr.errors import InputError
 from lsr.index import wal
-from lsr.index.errors import IndexFormatError, ReadOnlyError, WriteUnavailableError
+from lsr.index.errors import (
+    EmptyDocumentError,
+    IndexFormatError,
+    ReadOnlyError,
+    WriteUnavailableError,
+)
 from lsr.index.filters import Filter, parse_filter
 from lsr.index.inverted import Index, IndexBuilder
 from lsr.index.lock import WriterLock
@@ -452,6 +457,13 @@ class LiveIndex:
             )
         if len(set(ids)) != len(ids):
             raise InputError("Document ids must be unique within a request.")
+        empty = [ids[i] for i in np.flatnonzero(np.diff(csr.indptr) == 0)]
+        if empty:
+            raise EmptyDocumentError(
+                f"Document {empty[0]!r} has an empty vector (no indexable terms): it could "
+                "never be found, so it is not stored"
+                + (f" ({len(empty) - 1} more documents are empty)." if len(empty) > 1 else ".")
+            )
         op = {"op": "upsert", "ids": ids, "indptr": csr.indptr, "indices": csr.indices,
               "data": csr.data}  # fmt: skip
         if documents is not None and self.store_spec.stores:

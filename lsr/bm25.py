@@ -94,6 +94,22 @@ class BM25Encoder:
         counts.eliminate_zeros()
         return counts
 
+    def unknown_terms(self, texts: Sequence[str]) -> list[list[str]]:
+        """Per text, the analyzed terms (lowercased, stemmed) that ``encode_documents`` drops
+        because the fitted corpus never had them: the vocabulary and its statistics are fixed
+        at ``fit``, so such words make a document unfindable by them."""
+        self._check_fitted()
+        ids = {t: i for i, t in enumerate(self.vocab)}
+        known = self.df > 0
+        out = []
+        for text in texts:
+            terms = self.tokenizer.tokenize(text)
+            missing = [
+                t for t in terms if (i := ids.get(t)) is None or i >= known.shape[0] or not known[i]
+            ]
+            out.append(list(dict.fromkeys(missing)))
+        return out
+
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
         """Query vectors: counts of the query's known terms."""
         self._check_fitted()

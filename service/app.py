@@ -36,11 +36,16 @@ def create_app(
     limits: Limits | None = None,
     merge_threshold: int = 10_000,
     read_only: bool = False,
+    unknown_words: str = "accept",
 ) -> FastAPI:
     """The app serving the index at ``index_dir`` (with its saved encoder unless ``encoder``).
 
     The app is the collection's writer (it holds the writer lock until shutdown) unless
-    ``read_only``, which serves the collection as it was at start-up and refuses writes."""
+    ``read_only``, which serves the collection as it was at start-up and refuses writes.
+    ``unknown_words``: ``accept`` or ``refuse`` documents with words outside a fitted BM25
+    vocabulary (see ``lsr serve --unknown-words``)."""
+    if unknown_words not in ("accept", "refuse"):
+        raise ConfigError(f"unknown_words must be 'accept' or 'refuse', got {unknown_words!r}.")
     limits = limits or Limits()
     live = LiveIndex(index_dir, merge_threshold=merge_threshold, read_only=read_only)
     try:
@@ -51,7 +56,9 @@ def create_app(
     except BaseException:
         live.close()
         raise
-    state = ServiceState(live, enc, limits, api_key, protect_reads, read_only)
+    state = ServiceState(
+        live, enc, limits, api_key, protect_reads, read_only, unknown_words=unknown_words
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -276,6 +276,14 @@ def _add_serve(sub) -> None:
         default=10_000,
         help="fold updates into the base index after this many changed documents",
     )
+    p.add_argument(
+        "--unknown-words",
+        choices=["accept", "refuse"],
+        default="accept",
+        help="documents added over REST with words the collection's fitted BM25 vocabulary "
+        "lacks: accept them (the response lists the words, which cannot find the document) "
+        "or refuse the request with 422; a document with no known word is always refused",
+    )
     p.set_defaults(func=commands.cmd_serve)
 
 

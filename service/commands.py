@@ -247,6 +247,7 @@ def cmd_serve(args) -> int:
         limits=limits,
         merge_threshold=args.merge_threshold,
         read_only=args.read_only,
+        unknown_words=args.unknown_words,
     )
     uvicorn.run(
         app,

@@ -179,6 +179,12 @@ class DocumentResponse(BaseModel):
 class UpsertResponse(BaseModel):
     upserted: int
     seq: int = Field(..., description="write-ahead log sequence number of this write")
+    unknown_terms: dict[str, list[str]] | None = Field(
+        None,
+        description="per document id, its analyzed words that the collection's fixed BM25 "
+        "vocabulary lacks: no query finds the document by them (with --unknown-words refuse "
+        "such a request is refused instead)",
+    )
 
 
 class DeleteResponse(BaseModel):

@@ -40,6 +40,11 @@ def _fields_key(req: SearchRequest) -> tuple[str, ...] | None:
     return None if req.fields is None else tuple(req.fields)
 
 
+def _words(words: list[str], shown: int = 10) -> str:
+    more = f" and {len(words) - shown} more" if len(words) > shown else ""
+    return ", ".join(repr(w) for w in words[:shown]) + more
+
+
 def service_state(request: Request) -> ServiceState:
     """The state of the app that received ``request`` (set by ``create_app``)."""
     return request.app.state.service
@@ -55,6 +60,7 @@ class ServiceState:
     api_key: str | None = None
     protect_reads: bool = False
     read_only: bool = False
+    unknown_words: str = "accept"  # or "refuse": documents with words the vocabulary lacks
     metrics: Metrics = field(default_factory=Metrics)
     merging: threading.Lock = field(default_factory=threading.Lock)
 
@@ -161,6 +167,37 @@ class ServiceState:
         return {"hits": hits}
 
     # ---- writes --------------------------------------------------------------------------
+
+    def encode_new_documents(
+        self, ids: Sequence[str], texts: Sequence[str]
+    ) -> tuple[sp.csr_array, dict[str, list[str]]]:
+        """Document vectors for an upsert, and per id the words the encoder's fixed
+        vocabulary lacks (only encoders that can say: BM25's fitted vocabulary). A document
+        with no indexable word, or (with ``unknown_words="refuse"``) with any unknown word,
+        refuses the whole request with 422, naming the document and the words."""
+        vectors = self.encoder.encode_documents(texts)
+        unknown: dict[str, list[str]] = {}
+        finder = getattr(self.encoder, "unknown_terms", None)
+        if finder is not None:
+            unknown = {d: w for d, w in zip(ids, finder(texts), strict=True) if w}
+        for i in np.flatnonzero(np.diff(vectors.indptr) == 0):
+            words = unknown.get(ids[i])
+            reason = (
+                f"none of its words is in the collection's vocabulary ({_words(words)}); "
+                "the vocabulary and its statistics are fixed when the collection is built "
+                "(rebuild it with lsr index to take new words)"
+                if words
+                else "it has no indexable text"
+            )
+            raise HTTPException(422, f"document {ids[i]!r} cannot be found by any query: {reason}")
+        if unknown and self.unknown_words == "refuse":
+            doc_id, words = next(iter(unknown.items()))
+            raise HTTPException(
+                422,
+                f"document {doc_id!r} has words the collection's vocabulary lacks "
+                f"({_words(words)}); the server refuses them (--unknown-words refuse)",
+            )
+        return vectors, unknown
 
     def maybe_merge(self) -> None:
         """Start a background merge when enough changed and no failed merge is backing off."""

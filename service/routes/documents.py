@@ -58,9 +58,10 @@ def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
     ids = [d.id for d in req.documents]
     texts = [f"{d.title} {d.text}".strip() for d in req.documents]
     records = [{**(d.fields or {}), "title": d.title, "text": d.text} for d in req.documents]
-    seq = state.live.upsert(state.encoder.encode_documents(texts), ids, records)
+    vectors, unknown = state.encode_new_documents(ids, texts)
+    seq = state.live.upsert(vectors, ids, records)
     state.maybe_merge()
-    return {"upserted": len(ids), "seq": seq}
+    return {"upserted": len(ids), "seq": seq, "unknown_terms": unknown or None}
 
 
 @router.delete(

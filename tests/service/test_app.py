@@ -72,3 +72,46 @@ def test_project_errors_are_400_and_bugs_are_500(client, monkeypatch, caplog):
     r = client.post("/search", json={"query": "bees"})
     assert r.status_code == 500 and "internal server error" in r.json()["error"]
     assert "a bug, not the client's mistake" in caplog.text
+
+
+def test_unknown_words_are_reported_or_refused(tmp_path):
+    """BM25's vocabulary is fixed when the collection is built: a document's new words are
+    listed in the answer (accept) or refuse the request (refuse); a document no query could
+    find is always refused, naming its words."""
+    out = tmp_path / "idx"
+    assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
+
+    def upsert(c, text, doc_id="u1"):
+        return c.post("/documents", json={"documents": [{"id": doc_id, "text": text}]})
+
+    with TestClient(create_app(out)) as c:
+        r = upsert(c, "honey bees and zyzzyva quokkas")
+        assert r.status_code == 200
+        assert r.json()["unknown_terms"] == {"u1": ["zyzzyva", "quokka"]}
+        assert upsert(c, "honey bees", "u2").json()["unknown_terms"] is None
+        r = upsert(c, "zyzzyva quokkas", "u3")
+        assert r.status_code == 422
+        assert "'u3' cannot be found by any query" in r.json()["error"]
+        assert "'zyzzyva'" in r.json()["error"]
+        r = upsert(c, "   ", "u4")
+        assert r.status_code == 422 and "no indexable text" in r.json()["error"]
+        assert c.get("/documents/u3").status_code == 404
+    with TestClient(create_app(out, unknown_words="refuse")) as c:
+        r = upsert(c, "honey bees and zyzzyva", "u5")
+        assert r.status_code == 422 and "--unknown-words refuse" in r.json()["error"]
+        assert upsert(c, "honey bees", "u6").status_code == 200
+
+
+def test_empty_vectors_are_refused_in_python(tmp_path):
+    import numpy as np
+    import scipy.sparse as sp
+
+    from lsr.index import LiveIndex
+    from lsr.index.errors import EmptyDocumentError
+
+    out = tmp_path / "idx"
+    assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
+    with LiveIndex(out) as live:
+        empty = sp.csr_array((2, len(live.vocab)), dtype=np.float32)
+        with pytest.raises(EmptyDocumentError, match="'a' has an empty vector.*1 more"):
+            live.upsert(empty, ["a", "b"])
