@@ -1,7 +1,8 @@
 """A live index: a base index plus acknowledged updates that survive a crash or a full disk.
 
-Upserts go to a small in-memory delta (rebuilt as an :class:`Index` on each write), deletes
-(and upserts of documents already in the base) to a tombstone set. Every write is appended
+Upserts are appended to the write buffer (:mod:`lsr.index.buffer`: nothing is rebuilt, a write
+costs its own terms), deletes (and upserts of documents already in the base) clear the base
+documents' bits in the mask the kernels apply while scoring. Every write is appended
 to the write-ahead log (:mod:`lsr.index.wal`: framed, checksummed, numbered records) and fsynced
 *before* it is acknowledged; on open the log is replayed over the base, so a crash (even
 ``kill -9``) loses no acknowledged write. A failed append is cut back off the log and
@@ -38,7 +39,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ import scipy.sparse as sp
 from lsr.checks import positive_int
 from lsr.errors import InputError
 from lsr.index import wal
+from lsr.index.buffer import BufferView, WriteBuffer, select_fields
 from lsr.index.errors import (
     EmptyDocumentError,
     IndexFormatError,
@@ -65,7 +67,7 @@ from lsr.index.storage import (
     recover,
     update_manifest,
 )
-from lsr.index.store import ID_FIELD, STORE_FILE, StoreSpec, TableDocuments
+from lsr.index.store import ID_FIELD, STORE_FILE, StoreSpec
 from lsr.index.validation import as_sparse_batch, check_doc_ids, check_k
 
 logger = logging.getLogger(__name__)
@@ -75,18 +77,12 @@ LEGACY_WAL_NAME = "wal.jsonl"  # JSON lines, written by lsr 0.1; migrated on a w
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What a search sees: immutable, replaced as a whole by each write."""
+    """What a search sees: one point in time, replaced as a whole by each write."""
 
     base: Index
-    delta: Index | None
-    shadowed: frozenset[str]  # base ids deleted or replaced by a newer version
-    shadowed_mask: np.ndarray | None  # the same, over the base's document numbers
+    base_live: np.ndarray | None  # bool per base document: not deleted nor replaced (None: all)
+    buffer: BufferView  # the documents written since the last merge, as of this write
     n_docs: int
-    delta_records: tuple[dict, ...] = ()  # stored records of the delta's documents, in order
-    delta_masks: dict = field(default_factory=dict)  # filter key -> mask over the delta
-
-    def delta_documents(self) -> TableDocuments:
-        return TableDocuments(self.delta_records)
 
 
 class Backoff:
@@ -172,8 +168,8 @@ class LiveIndex:
     def _open_over(self, base: Index, manifest: dict) -> None:
         self.vocab = base.vocab
         self._applied = int(base.metadata.get("applied_seq", 0))
-        self._delta_docs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._delta_records: dict[str, dict] = {}
+        self._buffer = WriteBuffer(len(self.vocab))
+        self._base_live: np.ndarray | None = None  # copied on write (snapshots share it)
         stored = base.metadata.get("store")
         self.store_spec = (
             StoreSpec.from_dict(stored)
@@ -182,11 +178,12 @@ class LiveIndex:
         )
         self._base_masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self._shadowed: set[str] = set()
-        self._snapshot = Snapshot(base, None, frozenset(), None, base.n_docs)
+        self._seq = self._applied
+        self._snapshot = Snapshot(base, None, self._buffer.view(self._seq), base.n_docs)
         records, end = self._read_log(manifest)
         for rec in records:
-            self._apply(rec)
-        self._seq = self._applied + len(records)
+            self._seq += 1
+            self._apply(rec, self._seq)
         self._publish()
         if not self.read_only:
             self._wal = wal.LogWriter(self.path / WAL_NAME, end)
@@ -271,7 +268,7 @@ class LiveIndex:
         fields: Sequence[str] | None = None,
         **options,
     ) -> SearchResults:
-        """Top-k over base + delta (:func:`~lsr.index.results.merge_topk`); deleted and
+        """Top-k over base + buffer (:func:`~lsr.index.results.merge_topk`); deleted and
         replaced base documents, and documents ``filter`` rejects, are excluded inside the
         kernels (one pass, k hits; fewer when fewer documents pass). ``fields`` attaches each
         hit's stored document (those fields and ``_id``; ``["*"]``: all of them).
@@ -280,36 +277,38 @@ class LiveIndex:
         snap = self._snapshot
         q = as_sparse_batch(queries, len(self.vocab), "Query vectors")
         condition = self._check_filter(snap, filter)
-        allowed = None if snap.shadowed_mask is None else ~snap.shadowed_mask
-        delta_allowed = None
+        selected = _check_fields(fields)
+        allowed = snap.base_live
         if condition is not None:
             base_mask = self._base_mask(snap.base, condition)
             allowed = base_mask if allowed is None else allowed & base_mask
-            if snap.delta is not None:
-                delta_allowed = self._delta_mask(snap, condition)
         results = snap.base.search(q, k, allowed=allowed, **options)
-        if snap.delta is not None:
-            delta = snap.delta.search(q, k, allowed=delta_allowed, **options)
-            results = merge_topk([results, delta], k)
         if fields is not None:
-            results.documents = [
-                self._documents_in(snap, hits.ids, _check_fields(fields)) for hits in results
-            ]
-        return results
+            results.documents = [self._base_documents(snap.base, row, selected) for row in results]
+        if snap.buffer.n_rows == 0:
+            return results
+        recent = snap.buffer.search(q, k, condition, fields is not None, selected)
+        return merge_topk([results, recent], k)
+
+    @staticmethod
+    def _base_documents(base: Index, hits, fields: list[str] | None) -> list[dict]:
+        if base.store is None:
+            return [{ID_FIELD: d} for d in hits.ids]
+        return base.store.get([base.doc_index(d) for d in hits.ids], fields)
 
     def _check_filter(self, snap: Snapshot, spec) -> Filter | None:
         """The filter of ``spec`` after checking that the collection stores what it reads."""
         if spec is None:
             return None
         condition = parse_filter(spec)
-        if snap.base.store is None and not snap.delta_records:
+        buffered = self._buffer.field_names()
+        if snap.base.store is None and not buffered:
             raise InputError(
                 f"{self.path} stores no documents, so it cannot be filtered; rebuild it with "
                 "--store all (or fields:...) to filter on fields."
             )
         known = set(snap.base.store.field_names if snap.base.store is not None else ())
-        for rec in snap.delta_records:
-            known.update(rec)
+        known.update(buffered)
         if self.store_spec.mode == "fields":
             known.update(self.store_spec.fields)
         unknown = sorted(f for f in condition.fields() if f.split(".")[0] not in known)
@@ -334,54 +333,29 @@ class LiveIndex:
                 self._base_masks.popitem(last=False)
         return mask
 
-    def _delta_mask(self, snap: Snapshot, condition: Filter) -> np.ndarray:
-        key = condition.key()
-        mask = snap.delta_masks.get(key)
-        if mask is None:
-            mask = condition.mask(snap.delta_documents(), len(snap.delta_records))
-            snap.delta_masks[key] = mask
-        return mask
-
     def document(self, doc_id: str, fields: Sequence[str] | None = None) -> dict | None:
         """The stored record of a document (``_id`` plus its stored fields, or only
         ``fields``), or None if it does not exist or was deleted."""
-        snap = self._snapshot
-        if not self._exists_in(snap, doc_id):
-            return None
-        return self._documents_in(snap, [doc_id], _check_fields(fields))[0]
-
-    def _exists_in(self, snap: Snapshot, doc_id: str) -> bool:
-        if snap.delta is not None and snap.delta.has_doc(doc_id):
-            return True
-        return doc_id not in snap.shadowed and snap.base.has_doc(doc_id)
-
-    def _documents_in(
-        self, snap: Snapshot, ids: Sequence[str], fields: list[str] | None
-    ) -> list[dict]:
-        """Stored records of live documents ``ids`` (just ``_id`` where none is stored)."""
-        out: list[dict | None] = [None] * len(ids)
-        base_rows, base_numbers = [], []
-        for i, doc_id in enumerate(ids):
-            if snap.delta is not None and snap.delta.has_doc(doc_id):
-                rec = snap.delta_records[snap.delta.doc_index(doc_id)] if snap.delta_records else {}
-                out[i] = _select(rec, doc_id, fields)
-            elif snap.base.store is not None:
-                base_rows.append(i)
-                base_numbers.append(snap.base.doc_index(doc_id))
-            else:
-                out[i] = {ID_FIELD: doc_id}
-        if base_rows:
-            for i, rec in zip(base_rows, snap.base.store.get(base_numbers, fields), strict=True):
-                out[i] = rec
-        return out
+        selected = _check_fields(fields)
+        with self._write_lock:  # one consistent state of buffer and base
+            if doc_id in self._buffer.row_of:
+                return select_fields(self._buffer.record(doc_id), doc_id, selected)
+            base = self._snapshot.base
+            if doc_id in self._shadowed or not base.has_doc(doc_id):
+                return None
+        if base.store is None:
+            return {ID_FIELD: doc_id}
+        return base.store.get([base.doc_index(doc_id)], selected)[0]
 
     def get(self, doc_id: str) -> dict[str, float] | None:
         """The stored vector of a document, or None if it does not exist (or was deleted)."""
-        if doc_id in self._delta_docs:
-            terms, weights = self._delta_docs[doc_id]
-            return {self.vocab[t]: float(w) for t, w in zip(terms, weights, strict=True)}
-        if doc_id in self._shadowed:
-            return None
+        with self._write_lock:
+            buffered = self._buffer.vector(doc_id)
+            if buffered is not None:
+                terms, weights = buffered
+                return {self.vocab[t]: float(w) for t, w in zip(terms, weights, strict=True)}
+            if doc_id in self._shadowed:
+                return None
         base = self._snapshot.base
         try:
             return base.document_vector(base.doc_index(doc_id))
@@ -396,8 +370,9 @@ class LiveIndex:
         base = self._snapshot.base
         rows, numbers = [], []
         for i, doc_id in enumerate(doc_ids):
-            if doc_id in self._delta_docs:
-                doc_terms, weights = self._delta_docs[doc_id]
+            buffered = self._buffer.vector(doc_id)
+            if buffered is not None:
+                doc_terms, weights = buffered
                 pos = np.minimum(np.searchsorted(doc_terms, terms), max(len(doc_terms) - 1, 0))
                 hit = doc_terms[pos] == terms if len(doc_terms) else np.zeros(len(terms), bool)
                 out[i, hit] = weights[pos[hit]]
@@ -417,10 +392,10 @@ class LiveIndex:
         return {
             "n_docs": snap.n_docs,
             "base_docs": snap.base.n_docs,
-            "delta_docs": len(self._delta_docs),
-            "deleted_or_replaced": len(snap.shadowed),
+            "delta_docs": len(self._buffer),
+            "deleted_or_replaced": len(self._shadowed),
             "vocab_size": len(self.vocab),
-            "postings": snap.base.n_postings + (snap.delta.n_postings if snap.delta else 0),
+            "postings": snap.base.n_postings + int(snap.buffer.indptr[snap.buffer.n_rows]),
             "last_seq": self._seq,
             "merged_seq": self._applied,
             "log_records": self._seq - self._applied,
@@ -504,7 +479,7 @@ class LiveIndex:
             raise ReadOnlyError(f"{self.path} is open read-only; open it as the writer to update.")
 
     def _exists(self, doc_id: str) -> bool:
-        if doc_id in self._delta_docs:
+        if doc_id in self._buffer.row_of:
             return True
         return doc_id not in self._shadowed and self._snapshot.base.has_doc(doc_id)
 
@@ -534,59 +509,52 @@ class LiveIndex:
             ) from e
         self.write_backoff.succeed()
         self._seq = seq
-        self._apply(op)
+        self._apply(op, seq)
         self._publish()
         if time.monotonic() - self._marked_at >= self.checkpoint_seconds:
             self._checkpoint()
         return seq
 
-    def _apply(self, rec: dict) -> None:
+    def _apply(self, rec: dict, seq: int) -> None:
+        """Apply logged operation number ``seq``: append to the buffer, and mark the base
+        documents it deletes or replaces (a copy of the mask the snapshots share)."""
         base = self._snapshot.base
+        gone = []
         if rec["op"] == "upsert":
             indptr, indices, data = rec["indptr"], rec["indices"], rec["data"]
+            docs = rec.get("docs")
             for i, doc_id in enumerate(rec["ids"]):
                 lo, hi = int(indptr[i]), int(indptr[i + 1])
-                self._delta_docs[doc_id] = (
-                    np.array(indices[lo:hi], dtype=np.int32),
-                    np.array(data[lo:hi], dtype=np.float32),
-                )
-                if rec.get("docs") is not None:
-                    self._delta_records[doc_id] = rec["docs"][i]
-                else:
-                    self._delta_records.pop(doc_id, None)
-                if base.has_doc(doc_id):
-                    self._shadowed.add(doc_id)
+                terms = np.asarray(indices[lo:hi], dtype=np.int32)
+                weights = np.asarray(data[lo:hi], dtype=np.float32)
+                record = docs[i] if docs is not None else None
+                self._buffer.append(doc_id, terms, weights, record, seq)
+                gone.append(doc_id)
         else:
             for doc_id in rec["ids"]:
-                self._delta_docs.pop(doc_id, None)
-                self._delta_records.pop(doc_id, None)
-                if base.has_doc(doc_id):
-                    self._shadowed.add(doc_id)
+                self._buffer.kill(doc_id, seq)
+                gone.append(doc_id)
+        gone = [d for d in gone if d not in self._shadowed and base.has_doc(d)]
+        if gone:
+            live = (
+                np.ones(base.n_docs, dtype=bool)
+                if self._base_live is None
+                else self._base_live.copy()
+            )
+            live[[base.doc_index(d) for d in gone]] = False
+            self._base_live = live
+            self._shadowed.update(gone)
 
     def _publish(self) -> None:
-        """Rebuild the delta index and swap in a new snapshot (one reference assignment)."""
+        """Swap in a snapshot of the state after the last applied write (one assignment;
+        nothing is rebuilt)."""
         base = self._snapshot.base
-        delta = None
-        if self._delta_docs:
-            ids = list(self._delta_docs)
-            builder = IndexBuilder(self.vocab, quantization="float32")
-            builder.add(_rows(self._delta_docs, ids, len(self.vocab)), ids)
-            delta = builder.finish()
-        mask = None
-        if self._shadowed:
-            mask = np.zeros(base.n_docs, dtype=bool)
-            mask[[base.doc_index(d) for d in self._shadowed]] = True
-        n_docs = base.n_docs - len(self._shadowed) + len(self._delta_docs)
-        records = ()
-        if self._delta_records:
-            records = tuple(self._delta_records.get(d, {ID_FIELD: d}) for d in self._delta_docs)
-        self._snapshot = Snapshot(
-            base, delta, frozenset(self._shadowed), mask, n_docs, delta_records=records
-        )
+        n_docs = base.n_docs - len(self._shadowed) + len(self._buffer)
+        self._snapshot = Snapshot(base, self._base_live, self._buffer.view(self._seq), n_docs)
 
     def needs_merge(self) -> bool:
         """Enough changed documents to merge, and no failed merge waiting out its back-off."""
-        changed = len(self._delta_docs) + len(self._shadowed)
+        changed = len(self._buffer) + len(self._shadowed)
         return (
             not self.read_only
             and changed >= self.merge_threshold
@@ -598,7 +566,7 @@ class LiveIndex:
         leaves the current base and log as they were and starts the merge back-off."""
         self._check_not_read_only()
         with self._write_lock:
-            if not self._delta_docs and not self._shadowed:
+            if not len(self._buffer) and not self._shadowed:
                 return
             try:
                 self._merge_locked()
@@ -623,9 +591,10 @@ class LiveIndex:
         builder = IndexBuilder(self.vocab, quantization=base.quantization)
         if keep:
             builder.add(weights[keep], [base_ids[i] for i in keep])
-        ids = list(self._delta_docs)
+        rows = self._buffer.live_rows()
+        ids = [self._buffer.ids[r] for r in rows]
         if ids:
-            builder.add(_rows(self._delta_docs, ids, len(self.vocab)), ids)
+            builder.add(self._buffer.csr(rows), ids)
         merged = builder.finish(
             {**base.metadata, "applied_seq": self._seq, "store": self.store_spec.to_dict()}
         )
@@ -636,7 +605,8 @@ class LiveIndex:
                 if base.store is not None
                 else [{ID_FIELD: base_ids[i]} for i in keep]
             )
-            documents += [self._delta_records.get(d, {ID_FIELD: d}) for d in ids]
+            documents += [select_fields(self._buffer.records[r], self._buffer.ids[r], None)
+                          for r in rows]  # fmt: skip
         base_id = uuid.uuid4().hex
         log_bytes = len(wal.header(base_id, self._seq + 1))
 
@@ -655,10 +625,10 @@ class LiveIndex:
                 self._open()
 
     def _merge_bytes_needed(self) -> int:
-        """About what a merge writes: the directory as it is plus the delta's postings."""
+        """About what a merge writes: the directory as it is plus the buffer's postings."""
         current = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-        delta = self._snapshot.delta
-        return int(current * 1.1) + (delta.n_postings * 8 if delta is not None else 0)
+        buffered = int(self._buffer.indptr[self._buffer.n_rows])
+        return int(current * 1.1) + buffered * 8
 
     def _copy_extras(self, tmp: Path) -> None:
         """Carry over what lives beside the index files (e.g. the encoder), not the logs."""
@@ -703,17 +673,3 @@ def _check_fields(fields: Sequence[str] | None) -> list[str] | None:
         raise InputError("fields must be a list of field names, e.g. ['title', 'text'].")
     fields = list(fields)
     return None if "*" in fields else fields
-
-
-def _select(rec: dict, doc_id: str, fields: list[str] | None) -> dict:
-    out = {ID_FIELD: doc_id}
-    out.update((k, v) for k, v in rec.items() if k != ID_FIELD and (fields is None or k in fields))
-    return out
-
-
-def _rows(docs: dict[str, tuple[np.ndarray, np.ndarray]], ids: list[str], vocab_size: int):
-    indptr = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum([docs[d][0].shape[0] for d in ids], out=indptr[1:])
-    indices = np.concatenate([docs[d][0] for d in ids]) if ids else np.empty(0, np.int32)
-    data = np.concatenate([docs[d][1] for d in ids]) if ids else np.empty(0, np.float32)
-    return sp.csr_array((data, indices, indptr), shape=(len(ids), vocab_size))

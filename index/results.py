@@ -124,7 +124,8 @@ def merge_topk(
 
     ``exclude[p]`` (optional) is a boolean mask over part ``p``'s ``docs`` values: hits it
     marks (deleted or replaced documents) are dropped before ranking. Ties keep part order,
-    then each part's own rank order. The result's ``doc_ids`` holds only the hits' ids.
+    then each part's own rank order. The result's ``doc_ids`` holds only the hits' ids; when
+    every part carries ``documents``, so does the result.
     """
     if not parts:
         raise InputError("merge_topk needs at least one part.")
@@ -155,9 +156,22 @@ def merge_topk(
         ids.append(part.doc_ids.take(pa.array(numbers)).cast(pa.large_string()))
         docs[rows, cols] = offset + np.arange(len(rows))
         offset += len(rows)
+    counts = found.sum(axis=1).astype(np.int64)
+    documents = None
+    if all(part.documents is not None for part in parts):  # each hit keeps its document
+        documents = [
+            [
+                parts[p].documents[i][c - starts[p]]
+                for p, c in zip(
+                    source[i, : counts[i]].tolist(), order[i, : counts[i]].tolist(), strict=True
+                )
+            ]
+            for i in range(n)
+        ]
     return SearchResults(
         docs=docs,
         scores=np.where(found, top, 0.0).astype(np.float32),
-        counts=found.sum(axis=1).astype(np.int64),
+        counts=counts,
         doc_ids=pa.concat_arrays(ids) if ids else pa.array([], pa.large_string()),
+        documents=documents,
     )

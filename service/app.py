@@ -19,7 +19,8 @@ from fastapi import FastAPI
 
 from lsr import __version__, load_encoder
 from lsr.errors import ConfigError
-from lsr.index import Index, LiveIndex
+from lsr.index import LiveIndex
+from lsr.index.buffer import WriteBuffer
 from lsr.pipeline import ENCODER_DIR
 from lsr.service import middleware
 from lsr.service.routes import ROUTERS
@@ -79,15 +80,14 @@ def create_app(
 
 
 def _warm_up(live: LiveIndex) -> None:
-    """Compile (or load from Numba's cache) the kernels for the base index and for the float32
-    delta index before the first request, so no request pays for compilation."""
+    """Compile (or load from Numba's cache) the kernels for the base index and for the write
+    buffer before the first request, so no request pays for compilation."""
     q = sp.csr_array((np.ones(1, np.float32), ([0], [0])), shape=(1, len(live.vocab)))
     live.search(q, 1)
     live.search(sp.vstack([q, q], format="csr"), 1)
-    tiny = Index.build(q, ["warm-up"], live.vocab, quantization="float32")
-    tiny.search(q, 1)
-    tiny.search(sp.vstack([q, q], format="csr"), 1)
-    for index in (tiny, live.base):  # the lookups of GET /documents and explain
-        if index.n_docs:
-            index.term_weights(np.zeros(1, np.int64), q.indices)
-            index.document_vector(0)
+    buffer = WriteBuffer(len(live.vocab))
+    buffer.append("warm-up", q.indices, q.data, None, 1)
+    buffer.view(1).search(q, 1)
+    if live.base.n_docs:  # the lookups of GET /documents and explain
+        live.base.term_weights(np.zeros(1, np.int64), q.indices)
+        live.base.document_vector(0)
