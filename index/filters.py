@@ -87,37 +87,37 @@ def _check_filter(f: object) -> Filter:
 
 
 @dataclass(frozen=True, repr=False)
-class And(Filter):
+class _Combination(Filter):
+    """Several filters joined by one operator (the subclass says which)."""
+
     parts: tuple[Filter, ...]
+    word = ""  # the JSON key
+    empty = True  # the mask of no parts
+    join = staticmethod(np.logical_and)
 
     def mask(self, docs: Columns, n_docs: int) -> np.ndarray:
-        out = np.ones(n_docs, dtype=bool)
+        out = np.full(n_docs, self.empty, dtype=bool)
         for p in self.parts:
-            out &= p.mask(docs, n_docs)
+            self.join(out, p.mask(docs, n_docs), out=out)
         return out
 
     def to_json(self) -> dict:
-        return {"and": [p.to_json() for p in self.parts]}
+        return {self.word: [p.to_json() for p in self.parts]}
 
     def fields(self) -> set[str]:
         return set().union(*(p.fields() for p in self.parts))
 
 
-@dataclass(frozen=True, repr=False)
-class Or(Filter):
-    parts: tuple[Filter, ...]
+class And(_Combination):
+    """Documents every part matches."""
 
-    def mask(self, docs: Columns, n_docs: int) -> np.ndarray:
-        out = np.zeros(n_docs, dtype=bool)
-        for p in self.parts:
-            out |= p.mask(docs, n_docs)
-        return out
+    word, empty, join = "and", True, staticmethod(np.logical_and)
 
-    def to_json(self) -> dict:
-        return {"or": [p.to_json() for p in self.parts]}
 
-    def fields(self) -> set[str]:
-        return set().union(*(p.fields() for p in self.parts))
+class Or(_Combination):
+    """Documents some part matches."""
+
+    word, empty, join = "or", False, staticmethod(np.logical_or)
 
 
 @dataclass(frozen=True, repr=False)
