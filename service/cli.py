@@ -45,10 +45,17 @@ def _add_index(sub) -> None:
     )
     p.add_argument(
         "--encoder",
-        default="bm25",
-        help="'bm25', a SPLADE / inference-free model folder or Hub id, a saved encoder",
+        default=None,
+        help="'bm25' (default), a SPLADE / inference-free model folder or Hub id, a saved "
+        "encoder; with --append the collection's own encoder is used",
     )
     p.add_argument("--out", required=True, help="index directory to write")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add the corpus to the existing collection --out (ids it holds are replaced), "
+        "as its writer: refused while lsr serve writes to it",
+    )
     p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
     p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
     p.add_argument(

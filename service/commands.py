@@ -18,8 +18,9 @@ def _print_json(obj) -> None:
 
 
 def _encoder_from_args(args):
-    if args.encoder.lower() != "bm25":
-        return load_encoder(args.encoder)
+    spec = args.encoder or "bm25"  # lsr index's default
+    if spec.lower() != "bm25":
+        return load_encoder(spec)
     tokenizer = (
         WordTokenizer() if args.tokenizer == "word" else HFTokenizer.from_pretrained(args.tokenizer)
     )
@@ -27,8 +28,29 @@ def _encoder_from_args(args):
 
 
 def cmd_index(args) -> int:
+    if args.append:
+        if args.encoder is not None or args.overwrite:
+            raise InputError(
+                "--append adds to a collection with the encoder it was built with; "
+                "drop --encoder and --overwrite."
+            )
+        from lsr.pipeline.appending import append_corpus
+
+        summary = append_corpus(
+            args.corpus, args.out, args.batch_size, progress=sys.stderr.isatty()
+        )
+    else:
+        summary = _index_new(args)
+    if args.json:
+        _print_json(summary.to_dict())
+    else:
+        print(summary.line())
+    return 0
+
+
+def _index_new(args):
     encoder = _encoder_from_args(args)
-    summary = index_corpus(
+    return index_corpus(
         args.corpus,
         encoder,
         args.out,
@@ -38,11 +60,6 @@ def cmd_index(args) -> int:
         progress=sys.stderr.isatty() or None,
         store=args.store,
     )
-    if args.json:
-        _print_json(summary.to_dict())
-    else:
-        print(summary.line())
-    return 0
 
 
 def _progress() -> bool:

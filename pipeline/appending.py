@@ -1,0 +1,102 @@
+"""``lsr index CORPUS --append --out DIR``: add a corpus to an existing collection.
+
+The collection's own encoder (saved beside it) encodes the new documents, so their vectors
+share its vocabulary and, for BM25, its fitted statistics. The documents go through the
+collection's writer (:class:`lsr.index.LiveIndex`: the writer lock, the write-ahead log, one
+logged and fsynced write per batch, stored fields as the collection's ``--store`` setting
+says), and are merged into the base at the end, so an interrupted append keeps every batch
+that was acknowledged and a running ``lsr serve`` (the writer) makes it fail at once with a
+clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lsr.corpus import Document
+from lsr.encoders import load_encoder
+from lsr.errors import CorpusError
+from lsr.index import LiveIndex
+from lsr.pipeline.indexing import ENCODER_DIR, read_documents
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppendSummary:
+    """What an append did."""
+
+    path: str
+    added: int  # new ids
+    replaced: int  # ids the collection already held (their new version replaces the old)
+    skipped_empty: int  # documents with no indexable term (no query could find them)
+    with_unknown_words: int  # documents with words the fitted vocabulary lacks
+    n_docs: int  # documents in the collection afterwards
+    seconds: float
+
+    def line(self) -> str:
+        extra = ""
+        if self.skipped_empty:
+            extra += f", skipped {self.skipped_empty:,} with no indexable term"
+        if self.with_unknown_words:
+            extra += f", {self.with_unknown_words:,} with words the vocabulary lacks"
+        return (
+            f"appended {self.added:,} docs (replaced {self.replaced:,}{extra}) in "
+            f"{self.seconds:.1f}s -> {self.path} ({self.n_docs:,} docs)"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def append_corpus(
+    corpus: str | Path | Iterable[Document],
+    out: str | Path,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> AppendSummary:
+    """Encode ``corpus`` with the collection's encoder and add it to the collection at
+    ``out`` (ids it already holds are replaced); see the module docstring."""
+    start = time.perf_counter()
+    out = Path(out)
+    with LiveIndex(out) as live:
+        encoder = load_encoder(out / ENCODER_DIR)
+        docs = read_documents(corpus, progress)
+        seen: set[str] = set()
+        for d in docs:
+            if d.id in seen:
+                raise CorpusError(f"{corpus}: the id {d.id!r} appears twice; ids must be unique.")
+            seen.add(d.id)
+        added = replaced = skipped = unknown = 0
+        finder = getattr(encoder, "unknown_terms", None)
+        bar = tqdm(total=len(docs), desc="append", unit="doc", disable=not progress)
+        for lo in range(0, len(docs), batch_size):
+            batch = docs[lo : lo + batch_size]
+            texts = [d.contents for d in batch]
+            vectors = encoder.encode_documents(texts)
+            if finder is not None:
+                unknown += sum(1 for words in finder(texts) if words)
+            keep = np.flatnonzero(np.diff(vectors.indptr) > 0)
+            skipped += len(batch) - len(keep)
+            if len(keep):
+                kept = [batch[i] for i in keep]
+                existing = sum(1 for d in kept if live.document(d.id, []) is not None)
+                live.upsert(vectors[keep], [d.id for d in kept], [d.record() for d in kept])
+                replaced += existing
+                added += len(kept) - existing
+            bar.update(len(batch))
+        bar.close()
+        if added or replaced:
+            live.merge()
+        summary = AppendSummary(
+            str(out), added, replaced, skipped, unknown, live.n_docs, time.perf_counter() - start
+        )
+    logger.info(summary.line())
+    return summary
