@@ -102,23 +102,6 @@ class WriteBuffer:
             self, self.indptr, self.terms, self.weights, self.deleted_at, self.n_rows, seq
         )
 
-    def live_rows(self) -> list[int]:
-        """Rows of the visible documents, in the order they were written."""
-        return sorted(self.row_of.values())
-
-    def csr(self, rows: list[int]) -> sp.csr_array:
-        """The vectors of ``rows`` as a CSR array (for a merge)."""
-        lengths = np.diff(self.indptr)[rows] if rows else np.zeros(0, np.int64)
-        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        pieces = [(self.indptr[r], self.indptr[r + 1]) for r in rows]
-        terms = np.concatenate([self.terms[a:b] for a, b in pieces]) if rows else []
-        weights = np.concatenate([self.weights[a:b] for a, b in pieces]) if rows else []
-        return sp.csr_array(
-            (np.asarray(weights, np.float32), np.asarray(terms, np.int32), indptr),
-            shape=(len(rows), self.vocab_size),
-        )
-
     def filter_mask(self, condition: Filter, n_rows: int) -> np.ndarray:
         """The filter's mask over rows ``0:n_rows``; rows never change, so a cached mask is
         extended with the new rows only."""
@@ -154,6 +137,23 @@ class BufferView:
     deleted_at: np.ndarray
     n_rows: int
     seq: int
+
+    def live_rows(self) -> list[int]:
+        """Rows visible in this view, in the order they were written."""
+        return np.flatnonzero(self.visible()).tolist()
+
+    def csr(self, rows: list[int]) -> sp.csr_array:
+        """The vectors of ``rows`` as a CSR array (for a merge)."""
+        lengths = np.diff(self.indptr[: self.n_rows + 1])[rows] if rows else np.zeros(0, np.int64)
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        pieces = [(self.indptr[r], self.indptr[r + 1]) for r in rows]
+        terms = np.concatenate([self.terms[a:b] for a, b in pieces]) if rows else []
+        weights = np.concatenate([self.weights[a:b] for a, b in pieces]) if rows else []
+        return sp.csr_array(
+            (np.asarray(weights, np.float32), np.asarray(terms, np.int32), indptr),
+            shape=(len(rows), self.buffer.vocab_size),
+        )
 
     def visible(self) -> np.ndarray:
         """uint8 per row: 1 where the row is visible in this view."""

@@ -10,8 +10,10 @@ reported as :class:`WriteUnavailableError` (the service answers 503 with ``Retry
 further writes are refused without touching the disk until a back-off has passed.
 
 ``merge`` folds the updates into a new base written atomically (temp dir + rename) that
-records the last sequence number it contains, with a fresh, empty log inside, so a crash
-during a merge leaves either the old base with its full log or the new base with its own. A
+records the last sequence number it contains, with a log inside holding the writes made while
+it was built, so a crash during a merge leaves either the old base with its full log or the
+new base with its own. The new base is built from a snapshot without the write lock: writes
+wait only while that short log is written and the directories are swapped, searches never. A
 failed merge leaves both intact and is retried only after an exponential back-off.
 
 Integrity: the manifest is checksummed and names the log's checkpoint (``wal``: the last
@@ -139,6 +141,8 @@ class LiveIndex:
         self.write_backoff = Backoff(first=1.0, cap=30.0)
         self.merge_backoff = Backoff(first=1.0, cap=300.0)
         self._write_lock = threading.Lock()
+        self._merge_lock = threading.Lock()  # one merge at a time
+        self._tail: list[tuple[int, bytes]] | None = None  # writes logged during a merge
         self._wal: wal.LogWriter | None = None
         if not self.path.is_dir() and not any(self.path.parent.glob(f".{self.path.name}.old-*")):
             read_manifest(self.path)  # no collection here (nor one to recover): say so
@@ -152,10 +156,10 @@ class LiveIndex:
             self._release()
             raise
 
-    def _open(self, attempts: int = 3) -> None:
+    def _open(self, attempts: int = 3, verify: bool = True) -> None:
         """Load the base and replay the log. A reader that opens while the writer swaps in a
         merged base may read the old base and the new log: it tries again."""
-        base = Index.load(self.path)
+        base = Index.load(self.path, verify=verify)
         manifest = base.manifest
         try:
             self._open_over(base, manifest)
@@ -163,7 +167,7 @@ class LiveIndex:
             swapped = read_manifest(self.path).get("base_id") != manifest.get("base_id")
             if not (self.read_only and swapped and attempts > 1):
                 raise
-            self._open(attempts - 1)
+            self._open(attempts - 1, verify)
 
     def _open_over(self, base: Index, manifest: dict) -> None:
         self.vocab = base.vocab
@@ -496,8 +500,9 @@ class LiveIndex:
                 retry_after=wait,
             )
         seq = self._seq + 1
+        payload = wal.encode(op)
         try:
-            self._wal.append(seq, wal.encode(op))
+            self._wal.append(seq, payload)
         except OSError as e:
             delay = self.write_backoff.fail(e)
             reason = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else str(e)
@@ -508,6 +513,8 @@ class LiveIndex:
                 retry_after=delay,
             ) from e
         self.write_backoff.succeed()
+        if self._tail is not None:
+            self._tail.append((seq, payload))
         self._seq = seq
         self._apply(op, seq)
         self._publish()
@@ -562,21 +569,30 @@ class LiveIndex:
         )
 
     def merge(self) -> None:
-        """Fold the updates into a new base (atomic swap) with a new, empty log. A failure
-        leaves the current base and log as they were and starts the merge back-off."""
+        """Fold the updates into a new base (atomic swap) whose log holds only the writes
+        that came during the merge. The new base is built from a snapshot without holding
+        the write lock (searches and writes go on); writes wait only while the log of those
+        later writes is written and the directories are swapped. A failure leaves the current
+        base and log as they were and starts the merge back-off."""
         self._check_not_read_only()
-        with self._write_lock:
-            if not len(self._buffer) and not self._shadowed:
-                return
+        with self._merge_lock:
+            with self._write_lock:
+                if not len(self._buffer) and not self._shadowed:
+                    return
+                snap, applied = self._snapshot, self._seq
+                self._tail = []  # the writes logged from now on, for the new base's log
             try:
-                self._merge_locked()
+                self._merge_from(snap, applied)
             except Exception as e:
                 delay = self.merge_backoff.fail(e)
                 logger.error("%s: merge failed (%s); next attempt in %.0f s", self.path, e, delay)
                 raise
+            finally:
+                self._tail = None
             self.merge_backoff.succeed()
 
-    def _merge_locked(self) -> None:
+    def _merge_from(self, snap: Snapshot, applied: int) -> None:
+        """Build the base of ``snap`` (the state after write ``applied``) and swap it in."""
         needed, free = self._merge_bytes_needed(), shutil.disk_usage(self.path.parent).free
         if free < needed:
             raise WriteUnavailableError(
@@ -584,45 +600,53 @@ class LiveIndex:
                 f"a merge needs about {needed:,} bytes and {free:,} are free",
                 retry_after=self.merge_backoff.first,
             )
-        base = self._snapshot.base
-        weights = base.weights().tocsr()
+        base, view = snap.base, snap.buffer
+        keep = np.arange(base.n_docs) if snap.base_live is None else np.flatnonzero(snap.base_live)
         base_ids = base.doc_ids.to_pylist()
-        keep = [i for i, d in enumerate(base_ids) if d not in self._shadowed]
         builder = IndexBuilder(self.vocab, quantization=base.quantization)
-        if keep:
-            builder.add(weights[keep], [base_ids[i] for i in keep])
-        rows = self._buffer.live_rows()
+        if len(keep):
+            builder.add(base.weights().tocsr()[keep], [base_ids[i] for i in keep])
+        rows = view.live_rows()
         ids = [self._buffer.ids[r] for r in rows]
         if ids:
-            builder.add(self._buffer.csr(rows), ids)
+            builder.add(view.csr(rows), ids)
         merged = builder.finish(
-            {**base.metadata, "applied_seq": self._seq, "store": self.store_spec.to_dict()}
+            {**base.metadata, "applied_seq": applied, "store": self.store_spec.to_dict()}
         )
         documents = None
         if self.store_spec.stores:
             documents = (
-                base.store.records(np.asarray(keep))
+                base.store.records(keep)
                 if base.store is not None
                 else [{ID_FIELD: base_ids[i]} for i in keep]
             )
             documents += [select_fields(self._buffer.records[r], self._buffer.ids[r], None)
                           for r in rows]  # fmt: skip
         base_id = uuid.uuid4().hex
-        log_bytes = len(wal.header(base_id, self._seq + 1))
+        checkpoint: dict = {}  # filled in under the write lock, read when the manifest is written
+        locked = False
 
         def extras(tmp: Path) -> None:
+            nonlocal locked
             self._copy_extras(tmp)
-            wal.create(tmp / WAL_NAME, base_id, self._seq + 1)
+            self._write_lock.acquire()  # held until the new base is swapped in and opened
+            locked = True
+            end = wal.create(tmp / WAL_NAME, base_id, applied + 1, [p for _, p in self._tail])
+            checkpoint.update(seq=self._seq, bytes=end)
 
-        fields = {"base_id": base_id, "wal": {"seq": self._seq, "bytes": log_bytes}}
+        fields = {"base_id": base_id, "wal": checkpoint}
         try:
             merged.save(
                 self.path, overwrite=True, extra=extras, manifest_fields=fields, documents=documents
             )
         finally:
-            if read_manifest(self.path).get("base_id") == base_id:  # swapped in, maybe
-                self._wal.close()  # followed by an error from the final directory fsync
-                self._open()
+            try:
+                if read_manifest(self.path).get("base_id") == base_id:  # swapped in, maybe
+                    self._wal.close()  # followed by an error from the final directory fsync
+                    self._open(verify=False)  # written and fsynced by this merge just now
+            finally:
+                if locked:
+                    self._write_lock.release()
 
     def _merge_bytes_needed(self) -> int:
         """About what a merge writes: the directory as it is plus the buffer's postings."""
@@ -642,8 +666,9 @@ class LiveIndex:
                 shutil.copy2(item, tmp / item.name)
 
     def close(self) -> None:
-        """Record the log checkpoint, close the log and release the writer lock."""
-        with self._write_lock:
+        """Wait for a merge in progress, record the log checkpoint, close the log and
+        release the writer lock."""
+        with self._merge_lock, self._write_lock:
             if self._wal is not None:
                 self._checkpoint()
                 self._wal.close()

@@ -23,16 +23,8 @@ from lsr.index.lock import lock_path
 from lsr.index.storage import seal_manifest
 from tests.conftest import random_csr
 
-V = 40
+V = 40  # the vocabulary of the ``base`` fixture (tests/index/conftest.py)
 NEVER = float("inf")  # checkpoint_seconds: the checkpoint is written at open and close only
-
-
-@pytest.fixture
-def base(tmp_path, rng):
-    path = tmp_path / "idx"
-    docs = random_csr(rng, 50, V, 0.2, integer=True)
-    Index.build(docs, [f"b{i}" for i in range(50)], [f"t{i}" for i in range(V)]).save(path)
-    return path
 
 
 def _write(index, rng, ids):
