@@ -143,6 +143,7 @@ class LiveIndex:
         self._write_lock = threading.Lock()
         self._merge_lock = threading.Lock()  # one merge at a time
         self._tail: list[tuple[int, bytes]] | None = None  # writes logged during a merge
+        self.bytes_written = 0  # by this writer: log appends and merged bases (amplification)
         self._wal: wal.LogWriter | None = None
         if not self.path.is_dir() and not any(self.path.parent.glob(f".{self.path.name}.old-*")):
             read_manifest(self.path)  # no collection here (nor one to recover): say so
@@ -403,6 +404,7 @@ class LiveIndex:
             "last_seq": self._seq,
             "merged_seq": self._applied,
             "log_records": self._seq - self._applied,
+            "bytes_written": self.bytes_written,
             "wal_bytes": log.stat().st_size if log.exists() else 0,
             "read_only": self.read_only,
             "writable": self.writable,
@@ -501,6 +503,7 @@ class LiveIndex:
             )
         seq = self._seq + 1
         payload = wal.encode(op)
+        start = self._wal.end
         try:
             self._wal.append(seq, payload)
         except OSError as e:
@@ -513,6 +516,7 @@ class LiveIndex:
                 retry_after=delay,
             ) from e
         self.write_backoff.succeed()
+        self.bytes_written += self._wal.end - start
         if self._tail is not None:
             self._tail.append((seq, payload))
         self._seq = seq
@@ -644,6 +648,9 @@ class LiveIndex:
                 if read_manifest(self.path).get("base_id") == base_id:  # swapped in, maybe
                     self._wal.close()  # followed by an error from the final directory fsync
                     self._open(verify=False)  # written and fsynced by this merge just now
+                    self.bytes_written += sum(
+                        f.stat().st_size for f in self.path.rglob("*") if f.is_file()
+                    )
             finally:
                 if locked:
                     self._write_lock.release()

@@ -40,6 +40,7 @@ class BM25Encoder:
         self.n_docs = 0
         self.avgdl = 0.0
         self.df = np.zeros(0, dtype=np.int64)
+        self._lookup: tuple | None = None  # (idf, known, term ids), computed once per fit
 
     @property
     def vocab(self) -> list[str]:
@@ -51,6 +52,21 @@ class BM25Encoder:
 
     def idf(self) -> np.ndarray:
         """Lucene's BM25 idf for every vocabulary term (terms absent from the corpus get 0)."""
+        return self._tables()[0]
+
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """idf per term, whether the fitted corpus had the term, and term -> id: computed once
+        per fitted state, not per call (a document written over REST is encoded alone)."""
+        key = (self.n_docs, self.df.shape[0], len(self.vocab))
+        if self._lookup is None or self._lookup[0] != key:
+            idf = self._compute_idf()
+            known = np.zeros(len(self.vocab), dtype=bool)
+            known[: self.df.shape[0]] = self.df > 0
+            ids = {t: i for i, t in enumerate(self.vocab)}
+            self._lookup = (key, idf, known, ids)
+        return self._lookup[1:]
+
+    def _compute_idf(self) -> np.ndarray:
         df = np.zeros(len(self.vocab), dtype=np.float64)
         df[: self.df.shape[0]] = self.df
         idf = np.log1p((self.n_docs - df + 0.5) / (df + 0.5))
@@ -99,14 +115,11 @@ class BM25Encoder:
         because the fitted corpus never had them: the vocabulary and its statistics are fixed
         at ``fit``, so such words make a document unfindable by them."""
         self._check_fitted()
-        ids = {t: i for i, t in enumerate(self.vocab)}
-        known = self.df > 0
+        _, known, ids = self._tables()
         out = []
         for text in texts:
             terms = self.tokenizer.tokenize(text)
-            missing = [
-                t for t in terms if (i := ids.get(t)) is None or i >= known.shape[0] or not known[i]
-            ]
+            missing = [t for t in terms if (i := ids.get(t)) is None or not known[i]]
             out.append(list(dict.fromkeys(missing)))
         return out
 

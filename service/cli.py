@@ -183,7 +183,9 @@ def _add_eval(sub) -> None:
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmark search algorithms and peer engines")
     p.add_argument(
-        "target", help="an index directory, a dataset (BEIR folder / ir_datasets id) or 'synthetic'"
+        "target",
+        help="an index directory, a dataset (BEIR folder / ir_datasets id), 'synthetic', or "
+        "'ingest' (documents written over REST to a real lsr serve while it is searched)",
     )
     p.add_argument("--encoder", default="bm25", help="encoder for a dataset target (default bm25)")
     p.add_argument(
@@ -195,7 +197,30 @@ def _add_bench(sub) -> None:
     p.add_argument("--repeat", type=POSITIVE_INT, default=1, help="timed passes over the queries")
     p.add_argument("--max-queries", type=POSITIVE_INT, default=None)
     p.add_argument(
-        "--docs", type=POSITIVE_INT, default=1_000_000, help="synthetic: number of documents"
+        "--docs",
+        type=POSITIVE_INT,
+        default=None,
+        help="synthetic: number of documents (default 1,000,000); ingest: documents written "
+        "(default 100,000)",
+    )
+    p.add_argument(
+        "--like",
+        default=None,
+        help="ingest: the corpus the collection is built from and new documents are drawn "
+        "from (default: the bundled sample)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=POSITIVE_INT,
+        nargs="+",
+        default=[1, 10, 100],
+        help="ingest: documents per POST /documents, one run each (default 1 10 100)",
+    )
+    p.add_argument(
+        "--merge-threshold",
+        type=POSITIVE_INT,
+        default=10_000,
+        help="ingest: the server's --merge-threshold (default 10,000)",
     )
     p.add_argument(
         "--doc-terms", type=POSITIVE_INT, default=120, help="synthetic: non-zeros per document"

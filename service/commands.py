@@ -186,10 +186,20 @@ def cmd_bench(args) -> int:
     is_index = (Path(args.target) / "manifest.json").is_file()
     if args.reads and not is_index:
         raise InputError("--reads benchmarks an index directory; build one with lsr index.")
-    if args.target == "synthetic":
+    if args.target == "ingest":
+        from lsr.eval.ingest_bench import bench_ingest
+
+        report = bench_ingest(
+            args.like or sample_dataset(),
+            n_docs=args.docs or 100_000,
+            batch_sizes=args.batch_sizes,
+            merge_threshold=args.merge_threshold,
+            progress=_progress(),
+        )
+    elif args.target == "synthetic":
         query_terms = args.query_terms if args.query_terms != 40 or not args.inference_free else 6
         report = bench_synthetic(
-            args.docs,
+            args.docs or 1_000_000,
             args.synthetic_queries,
             doc_terms=args.doc_terms,
             query_terms=query_terms,

@@ -211,6 +211,9 @@ class StatsResponse(BaseModel):
     last_seq: int
     merged_seq: int
     log_records: int
+    bytes_written: int = Field(
+        ..., description="bytes this server wrote to the collection: log appends and merges"
+    )
     wal_bytes: int
     read_only: bool
     writable: bool
