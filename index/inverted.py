@@ -310,7 +310,7 @@ class Index:
         overwrite: bool = False,
         extra=None,
         manifest_fields: dict | None = None,
-        documents: Sequence[dict] | None = None,
+        documents: Sequence[dict] | pa.Table | None = None,
     ) -> Path:
         """Write the index to directory ``path`` atomically (temp dir + rename).
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
 from lsr.checks import positive_int
@@ -69,7 +70,7 @@ from lsr.index.storage import (
     recover,
     update_manifest,
 )
-from lsr.index.store import ID_FIELD, STORE_FILE, StoreSpec
+from lsr.index.store import ID_FIELD, STORE_FILE, StoreSpec, concat_records, records_table
 from lsr.index.validation import as_sparse_batch, check_doc_ids, check_k
 
 logger = logging.getLogger(__name__)
@@ -617,15 +618,7 @@ class LiveIndex:
         merged = builder.finish(
             {**base.metadata, "applied_seq": applied, "store": self.store_spec.to_dict()}
         )
-        documents = None
-        if self.store_spec.stores:
-            documents = (
-                base.store.records(keep)
-                if base.store is not None
-                else [{ID_FIELD: base_ids[i]} for i in keep]
-            )
-            documents += [select_fields(self._buffer.records[r], self._buffer.ids[r], None)
-                          for r in rows]  # fmt: skip
+        documents = self._merged_documents(base, keep, base_ids, rows)
         base_id = uuid.uuid4().hex
         checkpoint: dict = {}  # filled in under the write lock, read when the manifest is written
         locked = False
@@ -654,6 +647,23 @@ class LiveIndex:
             finally:
                 if locked:
                     self._write_lock.release()
+
+    def _merged_documents(self, base: Index, keep, base_ids, rows) -> pa.Table | list | None:
+        """The stored records of a merged base: the kept base rows as Arrow (no Python
+        objects) followed by the buffer's; rebuilt from Python records only when a field's
+        types differ between the two."""
+        if not self.store_spec.stores:
+            return None
+        recent = [select_fields(self._buffer.records[r], self._buffer.ids[r], None) for r in rows]
+        if base.store is not None:
+            kept = base.store.table(keep)
+            if not recent:
+                return kept
+            joined = concat_records(kept, records_table(recent))
+            if joined is not None:
+                return joined
+            return base.store.records(keep) + recent
+        return [{ID_FIELD: base_ids[i]} for i in keep] + recent
 
     def _merge_bytes_needed(self) -> int:
         """About what a merge writes: the directory as it is plus the buffer's postings."""

@@ -107,6 +107,28 @@ def records_table(records: Sequence[dict]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
+def concat_records(first: pa.Table, second: pa.Table) -> pa.Table | None:
+    """The rows of two record tables as one (columns unified: a field missing on one side is
+    null there), or None when a field's types cannot be unified (then rebuild from records)."""
+    flagged = {
+        f.name
+        for t in (first, second)
+        for f in t.schema
+        if f.metadata and f.metadata.get(JSON_FLAG) == b"1"
+    }
+    for name in flagged:  # a JSON-text column on one side only: the types would not match
+        if not all(
+            name not in t.schema.names
+            or (t.schema.field(name).metadata or {}).get(JSON_FLAG) == b"1"
+            for t in (first, second)
+        ):
+            return None
+    try:
+        return pa.concat_tables([first, second], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
 def _clean(value):
     """Drop the ``None`` members struct columns add for keys a document did not have."""
     if isinstance(value, dict):
@@ -130,9 +152,11 @@ def _rows(table: pa.Table) -> list[dict]:
     return out
 
 
-def write_store(path: Path, records: Sequence[dict]) -> int:
-    """Write ``records`` (in doc-number order) to the store file ``path``; returns its bytes."""
-    table = records_table(records)
+def write_store(path: Path, records: Sequence[dict] | pa.Table) -> int:
+    """Write ``records`` (in doc-number order; or their table) to the store file ``path``;
+    returns its bytes."""
+    table = records if isinstance(records, pa.Table) else records_table(records)
+    table = table.combine_chunks()  # batches of exactly ROWS_PER_BATCH rows (get relies on it)
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     with (
         pa.OSFile(str(path), "wb") as sink,
@@ -193,6 +217,14 @@ class DocumentStore:
                 row = row.select(list(dict.fromkeys(keep)))
             out.extend(_rows(pa.Table.from_batches([row])))
         return out
+
+    def table(self, numbers: np.ndarray | None = None) -> pa.Table:
+        """Every stored record (or those of ``numbers``) as an Arrow table, without turning
+        them into Python objects (a merge carries them over this way)."""
+        table = self._reader.read_all()
+        if numbers is not None:
+            table = table.take(pa.array(np.asarray(numbers, dtype=np.int64)))
+        return table
 
     def records(self, numbers: np.ndarray | None = None) -> list[dict]:
         """Every stored record (or those of ``numbers``), in doc-number order."""

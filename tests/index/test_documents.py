@@ -159,3 +159,20 @@ def test_bad_documents_are_refused_before_anything_is_written(tmp_path, rng):
             live.upsert(vectors, ["x", "y"], [{"text": "bee"}, {"v": float("nan")}])
         assert live.stats()["last_seq"] == seq
         assert np.isfinite(seq)
+
+
+def test_a_merge_keeps_fields_whose_types_differ_between_base_and_buffer(tmp_path, rng):
+    out, records, encoder = _build(tmp_path, rng)
+    with LiveIndex(out) as live:
+        vectors = encoder.encode_documents(["bee honey", "lava moon"])
+        odd = [{"text": "bee honey", "metadata": "not an object", "mixed": [1, "x"]},
+               {"text": "lava moon", "lang": 3}]  # fmt: skip
+        live.upsert(vectors, ["x1", "x2"], odd)
+        live.merge()
+        assert live.document("x1") == {"_id": "x1", **odd[0]}
+        assert live.document("x2") == {"_id": "x2", **odd[1]}
+        assert live.document("d7") == records[7]
+        live.upsert(encoder.encode_documents(["snow"]), ["x3"], [{"text": "snow", "new": 1}])
+        live.merge()  # a new field, same types elsewhere: the Arrow path
+        assert live.document("x3") == {"_id": "x3", "text": "snow", "new": 1}
+        assert live.document("d8") == records[8]
