@@ -49,6 +49,7 @@ class WriteBuffer:
         self.ids: list[str] = []
         self.records: list[dict | None] = []
         self.row_of: dict[str, int] = {}  # id -> its visible row (the latest version)
+        self.fields: set[str] = set()  # every field name of the stored records
         self.n_rows = 0
         self._masks: dict[str, np.ndarray] = {}  # filter key -> mask over the first rows
         self._mask_lock = threading.Lock()
@@ -73,6 +74,8 @@ class WriteBuffer:
         self.terms, self.weights, self.indptr, self.deleted_at = terms_, weights_, indptr_, deleted_
         self.ids.append(doc_id)
         self.records.append(record)
+        if record:
+            self.fields.update(record)
         self.row_of[doc_id] = n
         self.n_rows = n + 1
 
@@ -117,13 +120,6 @@ class WriteBuffer:
                     self._masks.clear()
                 self._masks[key] = cached
         return cached[:n_rows]
-
-    def field_names(self) -> set[str]:
-        names: set[str] = set()
-        for rec in self.records:
-            if rec:
-                names.update(rec)
-        return names
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,7 @@ class LiveIndex:
         self.merge_backoff = Backoff(first=1.0, cap=300.0)
         self._write_lock = threading.Lock()
         self._merge_lock = threading.Lock()  # one merge at a time
+        self._masks_lock = threading.Lock()  # the filter-mask cache, shared by searches
         self._tail: list[tuple[int, bytes]] | None = None  # writes logged during a merge
         self.bytes_written = 0  # by this writer: log appends and merged bases (amplification)
         self._wal: wal.LogWriter | None = None
@@ -182,7 +183,7 @@ class LiveIndex:
             if stored
             else StoreSpec("all" if base.store is not None else "none")
         )
-        self._base_masks: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._base_masks: OrderedDict[str, tuple[Index, np.ndarray]] = OrderedDict()
         self._shadowed: set[str] = set()
         self._seq = self._applied
         self._snapshot = Snapshot(base, None, self._buffer.view(self._seq), base.n_docs)
@@ -290,24 +291,28 @@ class LiveIndex:
             allowed = base_mask if allowed is None else allowed & base_mask
         results = snap.base.search(q, k, allowed=allowed, **options)
         if fields is not None:
-            results.documents = [self._base_documents(snap.base, row, selected) for row in results]
+            results.documents = [
+                self._base_documents(snap.base, results.docs[i, : results.counts[i]], selected)
+                for i in range(len(results))
+            ]
         if snap.buffer.n_rows == 0:
             return results
         recent = snap.buffer.search(q, k, condition, fields is not None, selected)
         return merge_topk([results, recent], k)
 
     @staticmethod
-    def _base_documents(base: Index, hits, fields: list[str] | None) -> list[dict]:
+    def _base_documents(base: Index, numbers: np.ndarray, fields: list[str] | None) -> list[dict]:
+        """Stored records of base documents ``numbers`` (just ``_id`` without a store)."""
         if base.store is None:
-            return [{ID_FIELD: d} for d in hits.ids]
-        return base.store.get([base.doc_index(d) for d in hits.ids], fields)
+            return [{ID_FIELD: d} for d in base.doc_ids.take(pa.array(numbers)).to_pylist()]
+        return base.store.get(numbers.tolist(), fields)
 
     def _check_filter(self, snap: Snapshot, spec) -> Filter | None:
         """The filter of ``spec`` after checking that the collection stores what it reads."""
         if spec is None:
             return None
         condition = parse_filter(spec)
-        buffered = self._buffer.field_names()
+        buffered = self._buffer.fields
         if snap.base.store is None and not buffered:
             raise InputError(
                 f"{self.path} stores no documents, so it cannot be filtered; rebuild it with "
@@ -328,13 +333,16 @@ class LiveIndex:
     def _base_mask(self, base: Index, condition: Filter) -> np.ndarray:
         """The filter's mask over the base, computed once per filter (a small LRU cache)."""
         key = condition.key()
-        mask = self._base_masks.get(key)
-        if mask is None:
-            if base.store is None:
-                mask = np.zeros(base.n_docs, dtype=bool)
-            else:
-                mask = condition.mask(base.store, base.n_docs)
-            self._base_masks[key] = mask
+        with self._masks_lock:
+            cached = self._base_masks.get(key)
+        if cached is not None and cached[0] is base:  # a search of an older base: recompute
+            return cached[1]
+        if base.store is None:
+            mask = np.zeros(base.n_docs, dtype=bool)
+        else:
+            mask = condition.mask(base.store, base.n_docs)
+        with self._masks_lock:
+            self._base_masks[key] = (base, mask)
             while len(self._base_masks) > FILTER_CACHE_SIZE:
                 self._base_masks.popitem(last=False)
         return mask
