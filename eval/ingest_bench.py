@@ -35,6 +35,7 @@ from lsr.checks import positive_int
 from lsr.corpus import read_queries
 from lsr.encoders import load_encoder
 from lsr.errors import InputError
+from lsr.eval.reads_bench import timed
 from lsr.index import Index, LiveIndex
 from lsr.pipeline import ENCODER_DIR, index_corpus, read_documents
 
@@ -288,12 +289,7 @@ def _store_reads(collection: Path, n_gets: int = 2000) -> dict:
         ids = base.doc_ids.to_pylist()
         chosen = np.random.default_rng(1).integers(0, len(ids), n_gets)
         live.document(ids[0])
-        times = []
-        for i in chosen:
-            start = time.perf_counter()
-            live.document(ids[i])
-            times.append(time.perf_counter() - start)
-        ms = np.asarray(times) * 1e3
+        ms = np.asarray(timed(live.document, [ids[i] for i in chosen])) * 1e3
         return {
             "bytes_per_doc": base.store.path.stat().st_size / base.n_docs,
             "get_p50_ms": float(np.percentile(ms, 50)),

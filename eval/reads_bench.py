@@ -63,6 +63,16 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
             "max": float(ms.max())}  # fmt: skip
 
 
+def timed(call, arguments: list) -> list[float]:
+    """Seconds each ``call(argument)`` took, one call at a time."""
+    out = []
+    for argument in arguments:
+        start = time.perf_counter()
+        call(argument)
+        out.append(time.perf_counter() - start)
+    return out
+
+
 def bench_reads(
     path: str | Path,
     queries: sp.csr_array,
@@ -85,20 +95,11 @@ def bench_reads(
     chosen = np.random.default_rng(seed).integers(0, len(ids), size=n_gets)
     live.get(ids[0])  # compile / load the lookup kernels, and build the id table
     live.explain(ids[:2], queries[[0]].indices)
-    gets = []
-    for i in chosen:
-        start = time.perf_counter()
-        live.get(ids[i])
-        gets.append(time.perf_counter() - start)
+    gets = timed(live.get, [ids[i] for i in chosen])
     report = ReadsReport(Path(path).name, base.n_docs, len(live.vocab), _percentiles(gets))
     if base.store is not None:
         live.document(ids[0])
-        reads = []
-        for i in chosen:
-            start = time.perf_counter()
-            live.document(ids[i])
-            reads.append(time.perf_counter() - start)
-        report.document_ms = _percentiles(reads)
+        report.document_ms = _percentiles(timed(live.document, [ids[i] for i in chosen]))
         report.store_bytes_per_doc = base.store.path.stat().st_size / base.n_docs
     for k in ks:
         hits = live.search(queries, k)

@@ -1,18 +1,14 @@
 """Merges build the new base without the write lock: writes made while a merge runs are
 acknowledged at once, kept in the new base's log, and survive a crash at any step."""
 
-import os
-import shutil
-import subprocess
-import sys
 import threading
 
-import numpy as np
 import pytest
 
 from lsr.index import LiveIndex
 from lsr.index.inverted import IndexBuilder
 from tests.conftest import random_csr
+from tests.index.crash import crash_loop
 from tests.index.test_wal import V, _write
 
 
@@ -64,14 +60,12 @@ def test_writes_go_on_while_a_merge_builds(base, rng, monkeypatch):
 
 
 CRASH_WITH_WRITES_DURING_MERGE = """
-import os, sys
 import numpy as np
 from lsr.index import LiveIndex
 from lsr.index.inverted import IndexBuilder
 from tests.conftest import random_csr
 
-path, crash_at = sys.argv[1], int(sys.argv[2])
-index = LiveIndex(path)
+index = LiveIndex(sys.argv[1])
 rng = np.random.default_rng(7)
 index.upsert(random_csr(rng, 5, 40, 0.3, integer=True), [f"m{i}" for i in range(5)])
 index.delete(["b1"])
@@ -84,19 +78,7 @@ def finish_with_writes(self, metadata=None):  # writes acknowledged while the me
     return finish(self, metadata)
 
 IndexBuilder.finish = finish_with_writes
-calls = 0
-
-def crashing(real):
-    def call(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == crash_at:
-            os._exit(9)
-        return real(*args, **kwargs)
-    return call
-
-for name in ("rename", "replace", "fsync", "mkdir", "unlink"):
-    setattr(os, name, crashing(getattr(os, name)))
+crash_from_here()
 index.merge()
 print("merged", calls)
 """
@@ -104,25 +86,14 @@ print("merged", calls)
 
 @pytest.mark.slow
 def test_a_crash_at_every_step_of_a_merge_keeps_the_writes_made_during_it(base, tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    crash_at, outcomes = 1, []
-    while True:
-        trial = tmp_path / f"crash{crash_at}" / "idx"
-        shutil.copytree(base, trial)
-        done = subprocess.run(
-            [sys.executable, "-c", CRASH_WITH_WRITES_DURING_MERGE, str(trial), str(crash_at)],
-            capture_output=True, text=True, cwd=root,
-        )  # fmt: skip
-        assert done.returncode in (0, 9), done.stderr
-        outcomes.append(done.returncode)
+    def check(trial, done):
         with LiveIndex(trial) as again:
             assert again.get("m2") is not None and again.get("b1") is None
             if "acked" in done.stdout:  # the writes during the merge were acknowledged
                 assert again.get("w0") is not None and again.get("w1") is not None
                 assert again.get("b2") is None and again.get("m1") is None
                 assert again.stats()["n_docs"] == 50 + 5 - 1 + 2 - 2
-        if done.returncode == 0:
-            break
-        crash_at += 1
+
+    outcomes = crash_loop(base, tmp_path, CRASH_WITH_WRITES_DURING_MERGE, check)
     assert outcomes.count(9) >= 5 and outcomes[-1] == 0
-    assert np.all(np.array(outcomes[:-1]) == 9)
+    assert all(code == 9 for code in outcomes[:-1])

@@ -22,6 +22,7 @@ from lsr.index.errors import (
 from lsr.index.lock import lock_path
 from lsr.index.storage import seal_manifest
 from tests.conftest import random_csr
+from tests.index.crash import crash_loop
 
 V = 40  # the vocabulary of the ``base`` fixture (tests/index/conftest.py)
 NEVER = float("inf")  # checkpoint_seconds: the checkpoint is written at open and close only
@@ -394,30 +395,16 @@ def test_checkpoint_is_written_while_writing(base, rng):
 
 
 CRASH_DURING_MERGE = """
-import os, sys
 import numpy as np
 from lsr.index import LiveIndex
 from tests.conftest import random_csr
 
-path, crash_at = sys.argv[1], int(sys.argv[2])
-index = LiveIndex(path)
+index = LiveIndex(sys.argv[1])
 rng = np.random.default_rng(7)
 ids = [f"m{i}" for i in range(10)]
 index.upsert(random_csr(rng, 10, 40, 0.3, integer=True), ids)
 index.delete(["b1", "b2"])
-calls = 0
-
-def crashing(real):
-    def call(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == crash_at:
-            os._exit(9)  # a crash at this point: no cleanup, no flush
-        return real(*args, **kwargs)
-    return call
-
-for name in ("rename", "replace", "fsync", "mkdir", "unlink"):
-    setattr(os, name, crashing(getattr(os, name)))
+crash_from_here()
 index.merge()
 print("merged", calls)
 """
@@ -426,26 +413,14 @@ print("merged", calls)
 @pytest.mark.slow
 def test_a_crash_at_every_step_of_a_merge_loses_nothing(base, tmp_path):
     """kill -9 equivalents (os._exit) at each file-system call of a merge, in a loop."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    crash_at, outcomes = 1, []
-    while True:
-        trial = tmp_path / f"crash{crash_at}" / "idx"
-        shutil.copytree(base, trial)
-        done = subprocess.run(
-            [sys.executable, "-c", CRASH_DURING_MERGE, str(trial), str(crash_at)],
-            capture_output=True,
-            text=True,
-            cwd=root,
-        )
-        assert done.returncode in (0, 9), done.stderr
-        outcomes.append(done.returncode)
+
+    def check(trial, done):
         with LiveIndex(trial) as again:
             assert all(again.get(f"m{i}") is not None for i in range(10))
             assert again.get("b1") is None and again.get("b0") is not None
             assert again.stats()["n_docs"] == 58
-        if done.returncode == 0:
-            break
-        crash_at += 1
+
+    outcomes = crash_loop(base, tmp_path, CRASH_DURING_MERGE, check)
     assert outcomes.count(9) >= 5 and outcomes[-1] == 0
 
 
