@@ -9,8 +9,10 @@ else is a bug and surfaces as one, with its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
+import os
 import sys
 import tempfile
 import traceback
@@ -421,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="lsr-") as scratch:
             args.scratch = Path(scratch)
             return args.func(args) or 0
+    except BrokenPipeError:  # the reader of stdout went away (lsr search ... | head): not an error
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (LSRError, OSError) as e:
         if args.verbose or args.debug:
             traceback.print_exc()

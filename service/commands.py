@@ -407,9 +407,10 @@ def cmd_demo(args) -> int:
         )
         return 0
     print(summary.line())
-    for qid, text in examples:
+    for _, text in examples:
+        hits = searcher.search(text, k=5, fields=["title", "text"])[0]
         print()
-        print(_hits_table(text, list(run[qid].items())[:5]))
+        print(_hits_table(text, hits.items(), hits.documents))
     print()
     print(
         f"sample: {len(dataset.queries)} queries, nDCG@10 {scores['nDCG@10']:.3f}, "

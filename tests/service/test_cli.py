@@ -123,3 +123,19 @@ def test_version_and_usage_errors(capsys):
     assert main(["search"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "lsr search --help" in err
+
+
+def test_a_closed_stdout_pipe_is_not_an_error(tmp_path):
+    """``lsr search ... | head -1``: the reader goes away while lsr still has output (far
+    more than a pipe holds); lsr exits 0 without an error line."""
+    assert main(["index", str(sample_dataset()), "--out", str(tmp_path / "idx")]) == 0
+    queries = [f"bees honey lava {i}" for i in range(20)]
+    search = subprocess.Popen(
+        [sys.executable, "-m", "lsr.service.cli", "search", str(tmp_path / "idx"), *queries,
+         "-k", "300", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    search.stdout.readline()
+    search.stdout.close()  # as head does after its lines
+    assert search.wait(timeout=300) == 0
+    assert search.stderr.read().decode() == ""
