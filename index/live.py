@@ -71,7 +71,7 @@ from lsr.index.storage import (
     update_manifest,
 )
 from lsr.index.store import ID_FIELD, STORE_FILE, StoreSpec, concat_records, records_table
-from lsr.index.validation import as_sparse_batch, check_doc_ids, check_k
+from lsr.index.validation import as_sparse_batch, check_doc_ids, check_k, empty_rows
 
 logger = logging.getLogger(__name__)
 WAL_NAME = "wal.log"
@@ -447,7 +447,7 @@ class LiveIndex:
             )
         if len(set(ids)) != len(ids):
             raise InputError("Document ids must be unique within a request.")
-        empty = [ids[i] for i in np.flatnonzero(np.diff(csr.indptr) == 0)]
+        empty = [ids[i] for i in empty_rows(csr)]
         if empty:
             raise EmptyDocumentError(
                 f"Document {empty[0]!r} has an empty vector (no indexable terms): it could "

@@ -107,22 +107,18 @@ def records_table(records: Sequence[dict]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
+def json_fields(schema: pa.Schema) -> set[str]:
+    """The fields of ``schema`` stored as JSON text (their values mix types)."""
+    return {f.name for f in schema if f.metadata and f.metadata.get(JSON_FLAG) == b"1"}
+
+
 def concat_records(first: pa.Table, second: pa.Table) -> pa.Table | None:
     """The rows of two record tables as one (columns unified: a field missing on one side is
     null there), or None when a field's types cannot be unified (then rebuild from records)."""
-    flagged = {
-        f.name
-        for t in (first, second)
-        for f in t.schema
-        if f.metadata and f.metadata.get(JSON_FLAG) == b"1"
-    }
-    for name in flagged:  # a JSON-text column on one side only: the types would not match
-        if not all(
-            name not in t.schema.names
-            or (t.schema.field(name).metadata or {}).get(JSON_FLAG) == b"1"
-            for t in (first, second)
-        ):
-            return None
+    a, b = json_fields(first.schema), json_fields(second.schema)
+    # a JSON-text column on one side only: its types would not match the other side's
+    if (a - b) & set(second.schema.names) or (b - a) & set(first.schema.names):
+        return None
     try:
         return pa.concat_tables([first, second], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
@@ -140,7 +136,7 @@ def _clean(value):
 
 def _rows(table: pa.Table) -> list[dict]:
     """A table's rows as records, JSON-flagged columns decoded, absent fields left out."""
-    flagged = {f.name for f in table.schema if f.metadata and f.metadata.get(JSON_FLAG) == b"1"}
+    flagged = json_fields(table.schema)
     out = []
     for row in table.to_pylist():
         rec = {}
@@ -228,10 +224,7 @@ class DocumentStore:
 
     def records(self, numbers: np.ndarray | None = None) -> list[dict]:
         """Every stored record (or those of ``numbers``), in doc-number order."""
-        table = self._reader.read_all()
-        if numbers is not None:
-            table = table.take(pa.array(np.asarray(numbers, dtype=np.int64)))
-        return _rows(table)
+        return _rows(self.table(numbers))
 
     def column(self, name: str) -> pa.ChunkedArray | None:
         """The whole column of top-level field ``name`` (None if no document has it), read
@@ -250,10 +243,7 @@ class DocumentStore:
 
     def is_json(self, name: str) -> bool:
         """Whether field ``name`` is stored as JSON text (its values mix types)."""
-        if name not in self.schema.names:
-            return False
-        meta = self.schema.field(name).metadata
-        return bool(meta and meta.get(JSON_FLAG) == b"1")
+        return name in json_fields(self.schema)
 
 
 class TableDocuments:
@@ -272,5 +262,4 @@ class TableDocuments:
         return self.table.column(name) if name in self.schema.names else None
 
     def is_json(self, name: str) -> bool:
-        meta = self.schema.field(name).metadata if name in self.schema.names else None
-        return bool(meta and meta.get(JSON_FLAG) == b"1")
+        return name in json_fields(self.schema)

@@ -91,6 +91,11 @@ def check_doc_ids(ids: Sequence[object]) -> list[str]:
     return out
 
 
+def empty_rows(vectors: sp.csr_array) -> np.ndarray:
+    """Row numbers of the vectors with no term: documents no query could ever find."""
+    return np.flatnonzero(np.diff(vectors.indptr) == 0)
+
+
 def as_allowed_mask(allowed: object, n_docs: int) -> np.ndarray:
     """The ``allowed`` argument of a search as the kernels' mask: a contiguous uint8 array
     with one entry per document (non-zero: the document may be returned), or the empty mask

@@ -24,6 +24,7 @@ from lsr.corpus import Document
 from lsr.encoders import load_encoder
 from lsr.errors import CorpusError
 from lsr.index import LiveIndex
+from lsr.index.validation import empty_rows
 from lsr.pipeline.indexing import ENCODER_DIR, read_documents
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def append_corpus(
             vectors = encoder.encode_documents(texts)
             if finder is not None:
                 unknown += sum(1 for words in finder(texts) if words)
-            keep = np.flatnonzero(np.diff(vectors.indptr) > 0)
+            keep = np.setdiff1d(np.arange(len(batch)), empty_rows(vectors))
             skipped += len(batch) - len(keep)
             if len(keep):
                 kept = [batch[i] for i in keep]

@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 
 from lsr.errors import InputError
 from lsr.index import LiveIndex, SearchResults, parse_filter
+from lsr.index.validation import empty_rows
 from lsr.service.middleware import Metrics
 from lsr.service.schemas import SearchRequest
 
@@ -180,7 +181,7 @@ class ServiceState:
         finder = getattr(self.encoder, "unknown_terms", None)
         if finder is not None:
             unknown = {d: w for d, w in zip(ids, finder(texts), strict=True) if w}
-        for i in np.flatnonzero(np.diff(vectors.indptr) == 0):
+        for i in empty_rows(vectors):
             words = unknown.get(ids[i])
             reason = (
                 f"none of its words is in the collection's vocabulary ({_words(words)}); "
