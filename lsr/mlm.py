@@ -82,15 +82,17 @@ class MLMSparseModel:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> MLMSparseModel:
         """Load a ``*ForMaskedLM`` checkpoint and its tokenizer (local folder or Hub id)."""
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from lsr.hf import import_transformers
+
+        transformers = import_transformers()
 
         if kwargs.get("activation", "log1p_relu") not in ACTIVATIONS:
             raise EncoderError(
                 f"Unknown activation {kwargs['activation']!r}; use one of {', '.join(ACTIVATIONS)}."
             )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-            model = AutoModelForMaskedLM.from_pretrained(str(name_or_path))
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
+            model = transformers.AutoModelForMaskedLM.from_pretrained(str(name_or_path))
         except (OSError, ValueError) as e:
             raise EncoderError(
                 f"Cannot load a masked-LM model from {str(name_or_path)!r}: "

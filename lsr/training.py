@@ -353,7 +353,10 @@ class Trainer:
 
     def train(self, progress: bool = True) -> Path:
         from tqdm.auto import tqdm
-        from transformers import get_linear_schedule_with_warmup
+
+        from lsr.hf import import_transformers
+
+        get_linear_schedule_with_warmup = import_transformers().get_linear_schedule_with_warmup
 
         c = self.config
         torch.manual_seed(c.seed)

@@ -62,7 +62,12 @@ def make_tiny_mlm(folder: Path, words=TINY_WORDS, seed: int = 0, hidden: int = 3
     """
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    from lsr.hf import import_transformers
+
+    tf = import_transformers()
+    BertConfig, BertForMaskedLM = tf.BertConfig, tf.BertForMaskedLM
+    PreTrainedTokenizerFast = tf.PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(SPECIAL + list(words))}
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))

@@ -1,0 +1,48 @@
+"""Importing Hugging Face ``transformers`` safely from a source checkout of lsr.
+
+transformers (5.x) imports Hugging Face's ``kernels`` package whenever it is installed. A
+source checkout of lsr has a top-level folder of that name (the sources of ``lsr.kernels``),
+and when the checkout's root is on ``sys.path`` (``python -m pytest`` or ``python -c`` run
+from there) ``import kernels`` finds that folder first, and transformers fails with
+``cannot import name ... from 'kernels'``. :func:`import_transformers` loads Hugging Face's
+package under its own name before transformers asks for it, so the two never meet. An
+installed lsr (a wheel) has no such folder: then this does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+_CHECKOUT = Path(__file__).resolve().parents[1]  # the source tree's root, for a checkout
+_SHADOWED = "kernels"  # folder names of the checkout that are also installed packages
+
+
+def import_transformers() -> ModuleType:
+    """The ``transformers`` module, imported with the checkout's folders out of the way."""
+    if "transformers" not in sys.modules:
+        _import_without_checkout(_SHADOWED)
+    return importlib.import_module("transformers")
+
+
+def _import_without_checkout(name: str) -> None:
+    """Import the installed package ``name`` when the checkout's folder of that name would
+    shadow it (nothing when it is not shadowed, already imported, or not installed)."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        return
+    if Path(spec.origin).resolve().parent != _CHECKOUT / name:
+        return
+    saved = sys.path[:]
+    sys.path[:] = [p for p in saved if Path(p or ".").resolve() != _CHECKOUT]
+    try:
+        importlib.import_module(name)
+    except ImportError:  # not installed: transformers then finds no usable ``kernels``
+        sys.modules.pop(name, None)
+    finally:
+        sys.path[:] = saved
