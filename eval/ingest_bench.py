@@ -6,7 +6,8 @@ cycled, under new ids and with a ``metadata`` field) are posted in batches, whil
 searches back to back. Reported per batch size: documents/s over the first and the last 10%
 of the documents (a store that slows as it grows shows here), search p99 while idle and
 during the ingest, and the write amplification (bytes the server wrote to the collection:
-log appends and merges, over the bytes of the documents' JSON). Then, in process, the
+log, segments written by flushes and merges, deletion files and commit points, over the
+bytes of the documents' JSON). Then, in process, the
 largest collection with half its documents deleted is searched against a fresh index of the
 survivors (medians of interleaved rounds), and stored documents are read back by id.
 """
@@ -70,7 +71,7 @@ class IngestRun:
 class IngestReport:
     like: str
     seed_docs: int
-    merge_threshold: int
+    flush_threshold: int
     runs: list[IngestRun] = field(default_factory=list)
     deleted: dict = field(default_factory=dict)  # 50% deleted vs a fresh index, per algorithm
     store: dict = field(default_factory=dict)  # bytes per document, get-by-id latency
@@ -88,7 +89,7 @@ class IngestReport:
     def table(self) -> str:
         lines = [
             f"ingest over REST into a copy of {self.like} ({self.seed_docs:,} docs), "
-            f"merge threshold {self.merge_threshold:,}",
+            f"flush threshold {self.flush_threshold:,}",
             f"{'batch':>6} {'docs':>8} {'docs/s first':>13} {'last':>8} {'last/first':>10} "
             f"{'p99 idle':>9} {'during':>8} {'ratio':>6} {'write amp':>9}",
         ]
@@ -100,8 +101,10 @@ class IngestReport:
             )
         for algo, d in self.deleted.items():
             lines.append(
-                f"50% deleted, {algo}: {d['deleted_us']:.1f} us/query vs {d['fresh_us']:.1f} on "
-                f"a fresh index of the survivors ({d['ratio']:.2f}x)"
+                f"50% deleted, {algo}: {d['deleted_us']:.1f} us/query masked "
+                f"({d['ratio']:.2f}x), {d['expunged_us']:.1f} after the merge policy expunged "
+                f"them ({d['expunged_ratio']:.2f}x), vs {d['fresh_us']:.1f} on a fresh index "
+                "of the survivors"
             )
         if self.store:
             lines.append(
@@ -120,10 +123,10 @@ def _free_port() -> int:
 class _Server:
     """``lsr serve`` on a free loopback port, as a subprocess."""
 
-    def __init__(self, collection: Path, merge_threshold: int) -> None:
+    def __init__(self, collection: Path, flush_threshold: int) -> None:
         self.port = _free_port()
         argv = [sys.executable, "-m", "lsr.service.cli", "serve", str(collection), "--port",
-                str(self.port), "--merge-threshold", str(merge_threshold)]  # fmt: skip
+                str(self.port), "--flush-threshold", str(flush_threshold)]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -250,48 +253,56 @@ def _ingest(server, documents, batch_size, queries, idle_seconds, progress) -> I
 
 
 def _deleted_half(collection: Path, queries: list[str], rounds: int = 7) -> dict:
-    """Search cost with half the documents deleted (masked in the kernels) over a fresh index
-    of the survivors: medians of interleaved rounds, same queries, same hits checked."""
+    """Search cost with half the documents deleted, against a fresh index of the survivors:
+    right after the deletes (masked in the kernels) and after the merge policy expunged them
+    (it rewrites a segment with more than ``deletes_pct_allowed`` deleted); medians of
+    interleaved rounds, same queries, same hits checked."""
     encoder = load_encoder(collection / ENCODER_DIR)
     q = encoder.encode_queries(queries)
     rows = [q[[i]] for i in range(q.shape[0])]
     out = {}
-    with LiveIndex(collection, merge_threshold=10**9) as live:
-        live.merge()
-        base = live.base
-        ids = base.doc_ids.to_pylist()
+    with LiveIndex(collection, background=False) as live:
+        live.force_merge(1)
+        (index,) = live.segments
+        ids = index.doc_ids.to_pylist()
         dead = np.random.default_rng(0).permutation(len(ids))[: len(ids) // 2]
         for lo in range(0, len(dead), 1000):
             live.delete([ids[i] for i in dead[lo : lo + 1000]])
         keep = np.setdiff1d(np.arange(len(ids)), dead)
-        fresh = Index.build(base.weights().tocsr()[keep], [ids[i] for i in keep], base.vocab)
-        if [h.ids for h in live.search(q, 10)] != [h.ids for h in fresh.search(q, 10)]:
-            raise RuntimeError("the collection with deletes and the fresh index disagree")
-        for algo in ("auto", "maxscore", "bmw"):
-            times = {"deleted": [], "fresh": []}
-            for r in range(rounds + 1):
-                for name, target in (("deleted", live), ("fresh", fresh)):
-                    start = time.perf_counter()
-                    for row in rows:
-                        target.search(row, 10, algorithm=algo)
-                    if r:  # the first round warms up
-                        times[name].append((time.perf_counter() - start) / len(rows) * 1e6)
-            d, f = float(np.median(times["deleted"])), float(np.median(times["fresh"]))
-            out[algo] = {"deleted_us": d, "fresh_us": f, "ratio": d / f}
+        fresh = Index.build(*index.rows(keep), index.vocab)
+        with LiveIndex(collection, read_only=True) as masked:  # the state before the merge
+            live.merge()
+            expected = [h.ids for h in fresh.search(q, 10)]
+            for name, target in (("masked", masked), ("expunged", live)):
+                if [h.ids for h in target.search(q, 10)] != expected:
+                    raise RuntimeError(f"the {name} collection and the fresh index disagree")
+            targets = (("deleted", masked), ("expunged", live), ("fresh", fresh))
+            for algo in ("auto", "maxscore", "bmw"):
+                times = {name: [] for name, _ in targets}
+                for r in range(rounds + 1):
+                    for name, target in targets:
+                        start = time.perf_counter()
+                        for row in rows:
+                            target.search(row, 10, algorithm=algo)
+                        if r:  # the first round warms up
+                            times[name].append((time.perf_counter() - start) / len(rows) * 1e6)
+                d, e, f = (float(np.median(times[n])) for n in ("deleted", "expunged", "fresh"))
+                out[algo] = {"deleted_us": d, "expunged_us": e, "fresh_us": f, "ratio": d / f,
+                             "expunged_ratio": e / f}  # fmt: skip
     return out
 
 
 def _store_reads(collection: Path, n_gets: int = 2000) -> dict:
     with LiveIndex(collection, read_only=True) as live:
-        base = live.base
-        if base.store is None:
+        index = max(live.segments, key=lambda s: s.n_docs)
+        if index.store is None:
             return {}
-        ids = base.doc_ids.to_pylist()
+        ids = index.doc_ids.to_pylist()
         chosen = np.random.default_rng(1).integers(0, len(ids), n_gets)
         live.document(ids[0])
         ms = np.asarray(timed(live.document, [ids[i] for i in chosen])) * 1e3
         return {
-            "bytes_per_doc": base.store.path.stat().st_size / base.n_docs,
+            "bytes_per_doc": index.store.path.stat().st_size / index.n_docs,
             "get_p50_ms": float(np.percentile(ms, 50)),
             "get_p99_ms": float(np.percentile(ms, 99)),
         }
@@ -301,13 +312,13 @@ def bench_ingest(
     like: str | Path,
     n_docs: int = 100_000,
     batch_sizes: Sequence[int] = (1, 10, 100),
-    merge_threshold: int = 10_000,
+    flush_threshold: int = 10_000,
     idle_seconds: float = 3.0,
     progress: bool = False,
 ) -> IngestReport:
     """Run the benchmark of the module docstring; work files go to a temporary directory."""
     positive_int(n_docs, "docs")
-    positive_int(merge_threshold, "merge_threshold")
+    positive_int(flush_threshold, "flush_threshold")
     if not batch_sizes:
         raise InputError("Give at least one batch size.")
     for b in batch_sizes:
@@ -319,12 +330,12 @@ def bench_ingest(
     try:
         seed = work / "seed"
         index_corpus(like, BM25Encoder(), seed, progress=False)
-        report = IngestReport(str(like), len(docs), merge_threshold)
+        report = IngestReport(str(like), len(docs), flush_threshold)
         last = None
         for b in batch_sizes:
             last = work / f"batch-{b}"
             shutil.copytree(seed, last)
-            server = _Server(last, merge_threshold)
+            server = _Server(last, flush_threshold)
             try:
                 report.runs.append(_ingest(server, documents, b, queries, idle_seconds, progress))
             finally:

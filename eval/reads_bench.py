@@ -88,19 +88,20 @@ def bench_reads(
     for k in ks:
         positive_int(k, "k")
     live = LiveIndex(path, read_only=True)
-    base = live.base
-    if base.n_docs == 0:
+    segments = [s for s in live.segments if s.n_docs]
+    if not segments:
         raise InputError(f"{path} holds no documents to read back.")
-    ids = base.doc_ids.to_pylist()
+    ids = [d for s in segments for d in s.doc_ids.to_pylist()]
     chosen = np.random.default_rng(seed).integers(0, len(ids), size=n_gets)
     live.get(ids[0])  # compile / load the lookup kernels, and build the id table
     live.explain(ids[:2], queries[[0]].indices)
     gets = timed(live.get, [ids[i] for i in chosen])
-    report = ReadsReport(Path(path).name, base.n_docs, len(live.vocab), _percentiles(gets))
-    if base.store is not None:
+    report = ReadsReport(Path(path).name, live.n_docs, len(live.vocab), _percentiles(gets))
+    if all(s.store is not None for s in segments):
         live.document(ids[0])
         report.document_ms = _percentiles(timed(live.document, [ids[i] for i in chosen]))
-        report.store_bytes_per_doc = base.store.path.stat().st_size / base.n_docs
+        stored = sum(s.store.path.stat().st_size for s in segments)
+        report.store_bytes_per_doc = stored / len(ids)
     for k in ks:
         hits = live.search(queries, k)
         times = []

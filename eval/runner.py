@@ -18,7 +18,7 @@ from lsr.eval.cache import EncodingCache, encoder_fingerprint
 from lsr.eval.datasets import Dataset, load_dataset
 from lsr.eval.efficiency import latency, sparsity, warm_up
 from lsr.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures
-from lsr.index import Index
+from lsr.index import LiveIndex
 from lsr.pipeline import Searcher, build_index, encode_to_file, rank
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,8 @@ def evaluate_one(
         t = time.perf_counter()
         build_index(vectors.batches(), encoder, index_dir, overwrite=True)
         build_seconds = time.perf_counter() - t
-        index = Index.load(index_dir)
+        with LiveIndex(index_dir, read_only=True) as live:  # the segment, memory mapped
+            index = live.as_index()
         index.check_vocab(encoder.vocab)
     qids = list(dataset.queries)
     texts = [dataset.queries[q] for q in qids]
@@ -145,7 +146,7 @@ def evaluate_one(
     write_trec_run(run_file, run, _slug(label))
     metrics = evaluate(run, dataset.qrels, measures)
     efficiency = {
-        "index_bytes": sum(p.stat().st_size for p in Path(index_dir).glob("*.arrow")),
+        "index_bytes": sum(p.stat().st_size for p in Path(index_dir).rglob("*.arrow")),
         "build_seconds": build_seconds,
         "encode_docs_per_second": enc_stats.get("docs_per_second"),
         "encode_seconds": enc_stats.get("encode_seconds"),

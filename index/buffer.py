@@ -61,6 +61,21 @@ class WriteBuffer:
     def append(self, doc_id: str, terms: np.ndarray, weights: np.ndarray, record, seq: int):
         """Add a version of ``doc_id`` visible from ``seq``; an older one stops at ``seq``."""
         self.kill(doc_id, seq)
+        self._add_row(doc_id, terms, weights, record, NEVER)
+
+    def tail(self, start: int) -> WriteBuffer:
+        """A new buffer of rows ``start:`` of this one, visible as they are here (after a
+        flush took the first ``start`` rows into a segment)."""
+        out = WriteBuffer(self.vocab_size)
+        for r in range(start, self.n_rows):
+            lo, hi = self.indptr[r], self.indptr[r + 1]
+            deleted_at = int(self.deleted_at[r])
+            out._add_row(
+                self.ids[r], self.terms[lo:hi], self.weights[lo:hi], self.records[r], deleted_at
+            )
+        return out
+
+    def _add_row(self, doc_id: str, terms, weights, record, deleted_at: int) -> None:
         n, nnz = self.n_rows, int(self.indptr[self.n_rows])
         end = nnz + terms.shape[0]
         terms_, weights_ = _grow(self.terms, end), _grow(self.weights, end)
@@ -69,14 +84,15 @@ class WriteBuffer:
         indptr_ = _grow(self.indptr, n + 2)
         indptr_[n + 1] = end
         deleted_ = _grow(self.deleted_at, n + 1)
-        deleted_[n] = NEVER
+        deleted_[n] = deleted_at
         # readers hold the old arrays, whose first rows are unchanged: swap in, then count
         self.terms, self.weights, self.indptr, self.deleted_at = terms_, weights_, indptr_, deleted_
         self.ids.append(doc_id)
         self.records.append(record)
         if record:
             self.fields.update(record)
-        self.row_of[doc_id] = n
+        if deleted_at == NEVER:
+            self.row_of[doc_id] = n
         self.n_rows = n + 1
 
     def kill(self, doc_id: str, seq: int) -> bool:

@@ -32,8 +32,15 @@ class PostingsBuilder:
     """
 
     def __init__(
-        self, vocab: Sequence[str], quantization: str = "uint8", run_postings: int = 4_000_000
+        self,
+        vocab: Sequence[str],
+        quantization: str = "uint8",
+        run_postings: int = 4_000_000,
+        scale: float | None = None,
     ) -> None:
+        """``scale`` (uint8 only): quantize with this step instead of largest weight / 255,
+        unless a weight would exceed 255 steps (then the larger step is used). A collection
+        gives all its segments one step, so a merge copies impacts exactly."""
         if quantization not in QUANTIZATIONS:
             raise InputError(
                 f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}."
@@ -41,8 +48,11 @@ class PostingsBuilder:
         vocab = [str(t) for t in vocab]
         if not vocab:
             raise InputError("The vocabulary is empty; an index needs at least one term.")
+        if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
+            raise InputError(f"scale must be a positive number, got {scale!r}.")
         self.vocab = vocab
         self.quantization = quantization
+        self.scale = scale
         self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._doc_ids: list[str] = []
         self._seen: set[str] = set()
@@ -120,6 +130,8 @@ class PostingsBuilder:
         top = float(weights.max()) if weights.size else 0.0
         if self.quantization == "uint8":
             scale = dequantize_scale(top)
+            if self.scale is not None and top <= 255.0 * self.scale * (1 + 1e-6):  # float32 ulps
+                scale = float(self.scale)
             impacts = quantize_uint8(weights, np.float32(scale))
         else:
             scale = 1.0

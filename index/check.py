@@ -1,13 +1,15 @@
 """``lsr check``: verify a collection on disk, and repair a damaged write-ahead log.
 
-Checking reads everything a writer's open reads (manifest checksum, every Arrow file's
-sha256, the log's header, records and checkpoint) and reports each problem instead of
-stopping at the first. Repairing takes the writer lock and makes a damaged log openable
-again, in the manner of Lucene's CheckIndex ``-exorcise``: it keeps every record before the
-damage, drops the rest, and says exactly which acknowledged sequence numbers that loses. The
-damaged log is never deleted: it is kept beside the new one (``wal.log.damaged-TIME``) for
-whoever wants to recover more by hand. A damaged base index (manifest or Arrow files) cannot
-be repaired from what is on disk: it is reported, and must be restored or rebuilt.
+Checking reads everything a writer's open reads (the current commit point and its checksum,
+the vocabulary, every segment's manifest and files with their sha256, every deletion file,
+the log's header, records and checkpoint; for an index directory of formats 1 to 3 its
+manifest and files) and reports each problem instead of stopping at the first. Repairing
+takes the writer lock and makes a damaged log openable again, in the manner of Lucene's
+CheckIndex ``-exorcise``: it keeps every record before the damage, drops the rest, and says
+exactly which acknowledged sequence numbers that loses. The damaged log is never deleted: it
+is kept beside the new one (``wal.log.damaged-TIME``) for whoever wants to recover more by
+hand. A damaged commit point, segment or deletion file cannot be repaired from what is on
+disk: it is reported, and must be restored or rebuilt.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lsr.index import wal
+from lsr.index.collection import WAL_NAME, read_vocab
+from lsr.index.commit import SEGMENTS_DIR, is_collection, open_latest, write_commit
+from lsr.index.deletes import read_deletes
 from lsr.index.errors import IndexFormatError
 from lsr.index.inverted import Index
-from lsr.index.live import WAL_NAME
 from lsr.index.lock import WriterLock
 from lsr.index.storage import update_manifest
 
@@ -34,7 +38,8 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     n_docs: int | None = None
-    merged_seq: int | None = None
+    segments: int | None = None
+    flushed_seq: int | None = None  # the last sequence number the segments hold
     log_records: int = 0
     last_seq: int | None = None
     lost: list[int] | None = None  # [first, last] acknowledged sequence numbers given up
@@ -49,7 +54,12 @@ class CheckReport:
         return {**asdict(self), "ok": self.ok}
 
     def lines(self) -> list[str]:
-        docs = f"{self.n_docs:,} documents" if self.n_docs is not None else "base unreadable"
+        if self.n_docs is None:
+            docs = "base unreadable"
+        else:
+            docs = f"{self.n_docs:,} documents"
+            if self.segments is not None:
+                docs += f" in {self.segments} segment{'s' if self.segments != 1 else ''}"
         head = f"{self.path}: {docs}, {self.log_records} log records"
         if self.last_seq is not None:
             head += f" (sequence numbers up to {self.last_seq})"
@@ -68,6 +78,16 @@ class CheckReport:
 
 
 @dataclass
+class _Log:
+    """What the log applies to: the id its header must name, the last sequence number the
+    segments (or base) hold, and the acknowledged checkpoint."""
+
+    log_id: str | None
+    applied: int
+    mark: dict
+
+
+@dataclass
 class _LogVerdict:
     keep: list[bytes]  # payloads of the records to keep, from the base's next sequence number
     lost_to: int  # the last sequence number known acknowledged that would be given up
@@ -83,49 +103,98 @@ def check_collection(path: str | Path, repair: bool = False) -> CheckReport:
     report = CheckReport(str(path))
     lock = WriterLock(path).acquire() if repair else None
     try:
-        try:
-            base = Index.load(path, verify=True)
-        except IndexFormatError as e:
-            report.problems.append(f"{e} (a base index cannot be repaired: restore or rebuild it)")
+        if is_collection(path):
+            target, commit = _check_segments(path, report)
+        else:
+            target, commit = _check_legacy_base(path, report), None
+        if target is None:
             return report
-        manifest = base.manifest
-        report.n_docs, report.merged_seq = base.n_docs, int(base.metadata.get("applied_seq", 0))
-        verdict = _check_log(path, manifest, report)
-        if repair and verdict is not None:
-            _repair_log(path, manifest, report, verdict)
+        report.flushed_seq = target.applied
+        damaged = bool(report.problems)  # a segment: the log is not repaired over it
+        verdict = _check_log(path, target, report)
+        if repair and verdict is not None and not damaged:
+            _repair_log(path, target, commit, report, verdict)
         return report
     finally:
         if lock is not None:
             lock.release()
 
 
-def _check_log(path: Path, manifest: dict, report: CheckReport) -> _LogVerdict | None:
+def _check_segments(path: Path, report: CheckReport) -> tuple[_Log | None, dict | None]:
+    """Check the current commit point, the vocabulary, each segment and deletion file."""
+    try:
+        commit, lease = open_latest(path, lease=True)
+    except IndexFormatError as e:
+        report.problems.append(f"{e} (a commit point cannot be repaired: restore or rebuild)")
+        return None, None
+    try:
+        try:
+            vocab = read_vocab(path, commit["vocab"])
+        except (IndexFormatError, ValueError) as e:
+            report.problems.append(str(e))
+            return None, None
+        live, damaged = 0, False
+        for entry in commit["segments"]:
+            segment_dir = path / SEGMENTS_DIR / entry["name"]
+            try:
+                index = Index.load(segment_dir, verify=True, vocab=vocab)
+                deleted = 0
+                if entry.get("deletes"):
+                    deleted = int(read_deletes(segment_dir, entry["deletes"], index.n_docs).sum())
+                live += index.n_docs - deleted
+            except IndexFormatError as e:
+                report.problems.append(f"segment {entry['name']}: {e}")
+                damaged = True
+        report.segments = len(commit["segments"])
+        report.n_docs = None if damaged else live
+        mark = commit.get("wal") or {}
+        return _Log(commit["collection_id"], int(commit["applied_seq"]), mark), commit
+    finally:
+        lease.release()
+
+
+def _check_legacy_base(path: Path, report: CheckReport) -> _Log | None:
+    """Check an index directory of formats 1 to 3 (its manifest and files)."""
+    try:
+        base = Index.load(path, verify=True)
+    except IndexFormatError as e:
+        report.problems.append(f"{e} (a base index cannot be repaired: restore or rebuild it)")
+        return None
+    manifest = base.manifest
+    report.n_docs, report.segments = base.n_docs, None
+    applied = int(base.metadata.get("applied_seq", 0))
+    return _Log(manifest.get("base_id"), applied, manifest.get("wal") or {})
+
+
+def _check_log(path: Path, target: _Log, report: CheckReport) -> _LogVerdict | None:
     """Record the log's problems in ``report``; the repair to make, or None if none is due."""
-    log, applied = path / WAL_NAME, report.merged_seq
-    state = wal.inspect(log, manifest.get("base_id"), applied + 1, manifest.get("wal") or {})
+    log, applied = path / WAL_NAME, target.applied
+    state = wal.inspect(log, target.log_id, applied + 1, target.mark)
     report.last_seq = applied
     if state.kind == wal.ABSENT:
-        report.notes.append(f"{log.name} does not exist yet (no write since the base)")
+        report.notes.append(f"{log.name} does not exist yet (no write since the last flush)")
         return None
     if state.kind in (wal.MISSING, wal.UNREADABLE):
         report.problems.append(state.problem)
         gone = max(state.acknowledged, applied + 1)
         return _LogVerdict([], gone, open_ended=state.kind == wal.UNREADABLE)
-    payloads = []
-    for record in state.scan.records:
+    records = [r for r in state.scan.records if r.seq > applied]
+    payloads, problems = [], []
+    for record in records:
         try:
             wal.decode(record.payload, f"{log} record {record.seq}")
         except IndexFormatError as e:
-            report.problems.append(str(e))
+            problems.append(str(e))
             break
         payloads.append(record.payload)
     report.log_records, report.last_seq = len(payloads), applied + len(payloads)
     if state.problem is not None:
-        report.problems.append(state.problem)
-    if state.kind == wal.TRUNCATED and len(payloads) == len(state.scan.records):
+        problems.append(state.problem)
+    report.problems += problems
+    if state.kind == wal.TRUNCATED and len(payloads) == len(records):
         return _LogVerdict(payloads, state.acknowledged, open_ended=False)
-    if report.problems:
-        last_valid = applied + len(state.scan.records)
+    if problems:
+        last_valid = applied + len(records)
         return _LogVerdict(payloads, max(state.acknowledged, last_valid, report.last_seq + 1))
     if state.scan.torn_bytes:
         report.notes.append(
@@ -135,16 +204,21 @@ def _check_log(path: Path, manifest: dict, report: CheckReport) -> _LogVerdict |
     return None
 
 
-def _repair_log(path: Path, manifest: dict, report: CheckReport, verdict: _LogVerdict) -> None:
-    log, start = path / WAL_NAME, report.merged_seq + 1
+def _repair_log(
+    path: Path, target: _Log, commit: dict | None, report: CheckReport, verdict: _LogVerdict
+) -> None:
+    log, start = path / WAL_NAME, target.applied + 1
     if log.is_file():
         kept = log.with_name(f"{WAL_NAME}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
         shutil.copy2(log, kept)
         report.repaired.append(f"kept the damaged log as {kept.name}")
-    base_id = manifest.get("base_id") or uuid.uuid4().hex  # none in a format 1-2 manifest
-    size = wal.create(log, base_id, start, verdict.keep)
-    last = report.merged_seq + len(verdict.keep)
-    update_manifest(path, {"base_id": base_id, "wal": {"seq": last, "bytes": size}})
+    log_id = target.log_id or uuid.uuid4().hex  # none in a format 1-2 manifest
+    size = wal.create(log, log_id, start, verdict.keep)
+    last = target.applied + len(verdict.keep)
+    if commit is not None:
+        write_commit(path, {**commit, "generation": commit["generation"] + 1, "wal": {"seq": last}})
+    else:
+        update_manifest(path, {"base_id": log_id, "wal": {"seq": last, "bytes": size}})
     report.repaired.append(
         f"wrote {log.name} with the {len(verdict.keep)} records before the damage"
     )

@@ -58,8 +58,9 @@ class Index:
         scale: float,
         metadata: dict | None = None,
         blocks: Blocks | None = None,
+        vocab_hash: str | None = None,
     ) -> None:
-        self.vocab = list(vocab)
+        self.vocab = vocab if isinstance(vocab, list) else list(vocab)
         self.doc_ids = (
             doc_ids if isinstance(doc_ids, pa.Array) else pa.array(doc_ids, pa.large_string())
         )
@@ -71,7 +72,7 @@ class Index:
         self._scale32 = np.float32(self.scale)  # what the kernels multiply by (one conversion)
         self.metadata = dict(metadata or {})
         self.blocks = blocks if blocks is not None else Blocks.build(offsets, docs, impacts)
-        self.vocab_hash = storage.vocab_hash(self.vocab)
+        self.vocab_hash = vocab_hash or storage.vocab_hash(self.vocab)
         self._scratch = threading.local()
         self._kernel_arrays: PostingsArrays | None = None
         self._kernel_lock = threading.Lock()
@@ -181,6 +182,12 @@ class Index:
             (data, self.doc_numbers(), self.offsets), shape=(self.n_docs, self.vocab_size)
         )
 
+    def rows(self, numbers: np.ndarray) -> tuple[sp.csr_array, list[str]]:
+        """The dequantized vectors (CSR, in the order given) and the ids of documents
+        ``numbers``: what a merge of segments re-indexes."""
+        numbers = np.asarray(numbers, dtype=np.int64)
+        return self.weights().tocsr()[numbers], self.doc_ids.take(pa.array(numbers)).to_pylist()
+
     def __repr__(self) -> str:
         return (
             f"Index(n_docs={self.n_docs}, vocab_size={self.vocab_size}, "
@@ -234,12 +241,7 @@ class Index:
 
     def check_vocab(self, vocab: Sequence[str]) -> None:
         """Refuse a query vocabulary that differs from the index's."""
-        if storage.vocab_hash(list(vocab)) != self.vocab_hash:
-            raise VocabularyMismatchError(
-                f"The query encoder's vocabulary ({len(vocab)} terms) differs from the index "
-                f"vocabulary ({self.vocab_size} terms); encode queries with the encoder the "
-                "index was built with."
-            )
+        check_vocab(vocab, self.vocab_hash, self.vocab_size)
 
     def search(
         self,
@@ -383,11 +385,19 @@ class Index:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = True, verify: bool = True) -> Index:
+    def load(
+        cls,
+        path: str | Path,
+        mmap: bool = True,
+        verify: bool = True,
+        vocab: tuple[list[str], str] | None = None,
+    ) -> Index:
         """Open the index at ``path``; arrays are memory mapped unless ``mmap=False``.
 
         ``verify`` checks every file's sha256 against the manifest (sizes are always
         checked), so corruption is reported here rather than as wrong results later.
+        ``vocab`` (the term list and its hash) is a vocabulary already loaded, which the
+        index shares when its manifest names the same hash (the segments of a collection).
         """
         path = Path(path)
         manifest = storage.read_manifest(path)
@@ -415,7 +425,8 @@ class Index:
             )
         maxima = (pa.float32(), pa.uint8())  # format 1 stored float32 maxima
         block_start = storage.column(terms, "block_start", (pa.int64(), pa.int32()), "terms.arrow")
-        vocab = terms.column("term").to_pylist()
+        shared = vocab is not None and vocab[1] == manifest.get("vocab_hash")
+        vocab = vocab[0] if shared else terms.column("term").to_pylist()
         doc_ids = docs_t.column("doc_id").combine_chunks()
         n_docs, n_postings = manifest.get("n_docs"), manifest.get("n_postings")
         if (
@@ -427,10 +438,12 @@ class Index:
             or not np.array_equal(np.diff(offsets), df)
         ):
             raise IndexFormatError(f"{path}: files disagree with the manifest; rebuild the index.")
-        if storage.vocab_hash(vocab) != manifest.get("vocab_hash"):
+        if not shared and storage.vocab_hash(vocab) != manifest.get("vocab_hash"):
             raise IndexFormatError(
                 f"{path}: vocabulary does not match its hash; rebuild the index."
             )
+        if shared and terms.num_rows != len(vocab):
+            raise IndexFormatError(f"{path}: files disagree with the manifest; rebuild the index.")
         if verify and n_postings and _max_doc(doc_nums, impacts) >= n_docs:
             raise IndexFormatError(
                 f"{path}: postings refer to unknown documents; rebuild the index."
@@ -451,11 +464,23 @@ class Index:
             doc_terms=storage.column(docs_t, "n_terms", pa.uint32(), "docs.arrow"),
             scale=float(q.get("scale", 1.0)),
             metadata=manifest.get("metadata", {}),
+            vocab_hash=manifest.get("vocab_hash"),
         )
         index.manifest = manifest  # as read, for what lives beside the index (the log's state)
         if STORE_FILE in manifest.get("files", {}):
             index.store = DocumentStore(storage.check_file(path, STORE_FILE, manifest, verify))
         return index
+
+
+def check_vocab(vocab: Sequence[str], expected_hash: str, size: int) -> None:
+    """Refuse a query vocabulary whose hash is not ``expected_hash`` (an index's, of ``size``
+    terms)."""
+    if storage.vocab_hash(list(vocab)) != expected_hash:
+        raise VocabularyMismatchError(
+            f"The query encoder's vocabulary ({len(vocab)} terms) differs from the index "
+            f"vocabulary ({size} terms); encode queries with the encoder the index was built "
+            "with."
+        )
 
 
 class IndexBuilder(PostingsBuilder):

@@ -1,33 +1,45 @@
-"""A live index: a base index plus acknowledged updates that survive a crash or a full disk.
+"""A live collection: immutable segments named by commit points, a write buffer and a
+write-ahead log, searched as one; in the manner of Lucene's segments and commit points.
 
-Upserts are appended to the write buffer (:mod:`lsr.index.buffer`: nothing is rebuilt, a write
-costs its own terms), deletes (and upserts of documents already in the base) clear the base
-documents' bits in the mask the kernels apply while scoring. Every write is appended
-to the write-ahead log (:mod:`lsr.index.wal`: framed, checksummed, numbered records) and fsynced
-*before* it is acknowledged; on open the log is replayed over the base, so a crash (even
-``kill -9``) loses no acknowledged write. A failed append is cut back off the log and
-reported as :class:`WriteUnavailableError` (the service answers 503 with ``Retry-After``);
-further writes are refused without touching the disk until a back-off has passed.
+Layout and file formats: :mod:`lsr.index.commit`. Writes: each upsert or delete is appended
+to the write-ahead log (:mod:`lsr.index.wal`: framed, checksummed, numbered records) and
+fsynced *before* it is acknowledged, then applied (:class:`~lsr.index.snapshot.CollectionState`):
+new documents go to the write buffer (:mod:`lsr.index.buffer`: a write costs its own terms,
+nothing is rebuilt, searchable at once), and the previous version of a document is marked
+deleted where it lives. Deletions are applied inside the search kernels as masks, so a search
+returns k live hits in one pass.
 
-``merge`` folds the updates into a new base written atomically (temp dir + rename) that
-records the last sequence number it contains, with a log inside holding the writes made while
-it was built, so a crash during a merge leaves either the old base with its full log or the
-new base with its own. The new base is built from a snapshot without the write lock: writes
-wait only while that short log is written and the directories are swapped, searches never. A
-failed merge leaves both intact and is retried only after an exponential back-off.
+**Flush**: when the buffer holds ``flush_threshold`` documents (or on :meth:`flush`), its
+documents as of one sequence number ``s`` become a new segment, built without the write
+lock; a new commit point names it (with new deletion files for the segments whose deletions
+changed up to ``s``) and records ``applied_seq = s``; the log is then trimmed to the records
+after ``s``. Writes wait only while the commit point is written and the state swapped.
 
-Integrity: the manifest is checksummed and names the log's checkpoint (``wal``: the last
-sequence number and byte length known durable, written at open, at close and every
-``checkpoint_seconds`` of writes). A log shorter than its checkpoint, missing where the
-checkpoint says records were written, numbered with gaps, belonging to another base, or with
-a bad record before valid ones is an error on open, never a silent loss. Only the bytes of an
-append that was still in flight (after the checkpoint, with nothing valid behind them) are
+**Merges** (background): a :class:`~lsr.index.merge_policy.TieredMergePolicy` picks segments
+of similar size (or one with many deletions); their live documents are rewritten into one
+segment, without the write lock, and a new commit point replaces them by it. Deletions made
+meanwhile are carried over to the merged segment. Merges never rewrite the whole collection,
+and never block searches.
+
+**Durability**: a crash (even ``kill -9``) at any point leaves the last commit point and the
+log, and opening replays the log's records after ``applied_seq``: no acknowledged write is
+lost. A failed append is cut back off the log and reported as :class:`WriteUnavailableError`
+(the service answers 503 with ``Retry-After``); writes are then refused without touching the
+disk until a back-off has passed. A failed flush or merge (a full disk) leaves the previous
+commit point as it was and is retried after its own back-off. Every commit point records the
+log's checkpoint (the last sequence number acknowledged, rewritten every
+``checkpoint_seconds`` while writing): a log that ends before it, is missing, has gaps, belongs
+to another collection or has a bad record before valid ones is an error on open, never a
+silent loss; only the bytes of an append still in flight (nothing valid behind them) are
 taken for a torn tail and cut off.
 
-One writer: a writer holds the collection's lock (:mod:`lsr.index.lock`) from open to
-:meth:`close`; a second writer, in this process or another, gets a
-:class:`CollectionLockedError`. ``read_only=True`` opens take no lock, never modify the
-directory, and see the base plus the log as it was when they opened.
+**One writer, many readers**: a writer holds the collection's lock (:mod:`lsr.index.lock`)
+from open to :meth:`close`; a second writer, in this process or another, gets a
+:class:`CollectionLockedError`. ``read_only=True`` opens take no lock and never modify the
+directory: they see the latest commit point plus the log as it was when they opened it (or
+when :meth:`refresh` last looked), and hold a lease on that commit point so the writer keeps
+its files. Index directories of formats 1 to 3 are read as one segment, and converted by the
+first writer (:mod:`lsr.index.collection`).
 """
 
 from __future__ import annotations
@@ -35,13 +47,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import shutil
 import threading
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +59,22 @@ import scipy.sparse as sp
 from lsr.checks import positive_int
 from lsr.errors import InputError
 from lsr.index import wal
-from lsr.index.buffer import BufferView, WriteBuffer, select_fields
+from lsr.index.algorithms import algorithm_code, check_query_terms
+from lsr.index.backoff import Backoff
+from lsr.index.buffer import select_fields
+from lsr.index.collection import (
+    WAL_NAME,
+    convert_legacy,
+    legacy_log,
+    read_vocab,
+)
+from lsr.index.commit import (
+    Lease,
+    generations,
+    is_collection,
+    open_latest,
+)
+from lsr.index.deletes import read_deletes
 from lsr.index.errors import (
     EmptyDocumentError,
     IndexFormatError,
@@ -59,94 +82,71 @@ from lsr.index.errors import (
     WriteUnavailableError,
 )
 from lsr.index.filters import Filter, parse_filter
-from lsr.index.inverted import Index, IndexBuilder
+from lsr.index.inverted import Index, IndexBuilder, check_vocab
 from lsr.index.lock import WriterLock
+from lsr.index.maintenance import SegmentMaintenance, describe_error
+from lsr.index.merge_policy import TieredMergePolicy
 from lsr.index.results import SearchResults, merge_topk
-from lsr.index.storage import (
-    FILES,
-    MANIFEST,
-    fsync_dir,
-    read_manifest,
-    recover,
-    update_manifest,
-)
-from lsr.index.store import ID_FIELD, STORE_FILE, StoreSpec, concat_records, records_table
+from lsr.index.segment import Segment
+from lsr.index.snapshot import CollectionState, Snapshot, TrackedSegment
+from lsr.index.storage import read_manifest, recover
+from lsr.index.store import ID_FIELD, StoreSpec
+from lsr.index.threads import check_threads
 from lsr.index.validation import as_sparse_batch, check_doc_ids, check_k, empty_rows
 
 logger = logging.getLogger(__name__)
-WAL_NAME = "wal.log"
-LEGACY_WAL_NAME = "wal.jsonl"  # JSON lines, written by lsr 0.1; migrated on a writer's open
+SEARCH_OPTIONS = ("algorithm", "theta", "query_terms", "threads")
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What a search sees: one point in time, replaced as a whole by each write."""
-
-    base: Index
-    base_live: np.ndarray | None  # bool per base document: not deleted nor replaced (None: all)
-    buffer: BufferView  # the documents written since the last merge, as of this write
-    n_docs: int
-
-
-class Backoff:
-    """Consecutive failures of one kind of operation and when to try it again (exponential
-    back-off from ``first`` seconds, doubling up to ``cap``)."""
-
-    def __init__(self, first: float, cap: float) -> None:
-        self.first, self.cap = first, cap
-        self.failures = 0
-        self.last_error: str | None = None
-        self._until = 0.0
-
-    def fail(self, error: BaseException) -> float:
-        self.failures += 1
-        delay = min(self.cap, self.first * 2 ** (self.failures - 1))
-        self._until = time.monotonic() + delay
-        self.last_error = str(error) or type(error).__name__
-        return delay
-
-    def succeed(self) -> None:
-        self.failures, self.last_error, self._until = 0, None, 0.0
-
-    def remaining(self) -> float:
-        return max(0.0, self._until - time.monotonic())
-
-    def to_dict(self) -> dict:
-        return {
-            "failures": self.failures,
-            "last_error": self.last_error,
-            "retry_in_s": round(self.remaining(), 3),
-        }
-
-
-class LiveIndex:
-    """Searchable while being updated; see the module docstring for the durability contract."""
+class LiveIndex(SegmentMaintenance):
+    """A collection, searchable while being updated; see the module docstring."""
 
     def __init__(
         self,
         path: str | Path,
-        merge_threshold: int = 10_000,
+        flush_threshold: int = 10_000,
         read_only: bool = False,
         checkpoint_seconds: float = 1.0,
+        merge_policy: TieredMergePolicy | None = None,
+        background: bool = True,
     ) -> None:
-        positive_int(merge_threshold, "merge_threshold")
+        """Open the collection at ``path``. ``flush_threshold``: documents in the write
+        buffer that make a new segment. ``background``: flush and merge in a thread of this
+        object (else only when :meth:`flush`, :meth:`merge` or :meth:`maintain` is called)."""
+        positive_int(flush_threshold, "flush_threshold")
         if not isinstance(checkpoint_seconds, (int, float)) or not checkpoint_seconds >= 0:
             raise InputError(
                 f"checkpoint_seconds must be a number >= 0 (inf: at open and close only), "
                 f"got {checkpoint_seconds!r}."
             )
+        if merge_policy is not None and not isinstance(merge_policy, TieredMergePolicy):
+            raise InputError("merge_policy must be a TieredMergePolicy.")
         self.path = Path(path)
-        self.merge_threshold = merge_threshold
+        self.flush_threshold = flush_threshold
         self.read_only = read_only
         self.checkpoint_seconds = checkpoint_seconds
+        self.merge_policy = merge_policy or TieredMergePolicy()
+        self.background = background and not read_only
         self.write_backoff = Backoff(first=1.0, cap=30.0)
+        self.flush_backoff = Backoff(first=1.0, cap=300.0)
         self.merge_backoff = Backoff(first=1.0, cap=300.0)
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # writes, and swaps of what searches see
+        self._commit_lock = threading.Lock()  # commit points (taken before the write lock)
+        self._flush_lock = threading.Lock()  # one flush at a time
         self._merge_lock = threading.Lock()  # one merge at a time
-        self._masks_lock = threading.Lock()  # the filter-mask cache, shared by searches
-        self._tail: list[tuple[int, bytes]] | None = None  # writes logged during a merge
-        self.bytes_written = 0  # by this writer: log appends and merged bases (amplification)
+        self._names_lock = threading.Lock()
+        self.bytes_written = 0  # by this writer: log, segments, deletion files, commit points
+        self.flushes = self.merges = 0
         self._wal: wal.LogWriter | None = None
+        self._lease: Lease | None = None
+        self._segment_cache: dict[str, Segment] = {}
+        self._building: set[str] = set()  # segments being written by a flush or merge
+        self._merging: frozenset[str] = frozenset()
+        self._worker: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._closing = False
+        self._loaded_from: tuple | None = None  # what refresh compares (see _fingerprint)
+        self._marked_at = time.monotonic()
         if not self.path.is_dir() and not any(self.path.parent.glob(f".{self.path.name}.old-*")):
             read_manifest(self.path)  # no collection here (nor one to recover): say so
         self._lock = None if read_only else WriterLock(self.path).acquire()
@@ -154,118 +154,197 @@ class LiveIndex:
             if not read_only:
                 for action in recover(self.path):
                     logger.warning("%s: %s after an interrupted write", self.path, action)
-            self._open()
+                if not is_collection(self.path):
+                    convert_legacy(self.path)
+            self._install(*self._load())
+            if not read_only:
+                self._wal = wal.LogWriter(self.path / WAL_NAME, self._log_end)
+                self._next_segment = int(self._state.commit["next_segment"])
+                with self._commit_lock:
+                    self._checkpoint_locked()
+                    self._collect_garbage(startup=True)
         except BaseException:
             self._release()
             raise
 
-    def _open(self, attempts: int = 3, verify: bool = True) -> None:
-        """Load the base and replay the log. A reader that opens while the writer swaps in a
-        merged base may read the old base and the new log: it tries again."""
-        base = Index.load(self.path, verify=verify)
-        manifest = base.manifest
-        try:
-            self._open_over(base, manifest)
-        except IndexFormatError:
-            swapped = read_manifest(self.path).get("base_id") != manifest.get("base_id")
-            if not (self.read_only and swapped and attempts > 1):
-                raise
-            self._open(attempts - 1, verify)
+    # ---- opening -------------------------------------------------------------------------
 
-    def _open_over(self, base: Index, manifest: dict) -> None:
-        self.vocab = base.vocab
-        self._applied = int(base.metadata.get("applied_seq", 0))
-        self._buffer = WriteBuffer(len(self.vocab))
-        self._base_live: np.ndarray | None = None  # copied on write (snapshots share it)
+    def _load(self, attempts: int = 10) -> tuple[CollectionState, Lease | None]:
+        """The collection's state as of its latest commit point plus the log. A reader that
+        opens while the writer commits may read a commit point and then a log already
+        trimmed past it, or find an index of format 3 being converted: it looks again."""
+        for attempt in range(attempts):
+            self._loaded_from = self._fingerprint()  # before: a later change shows as new
+            legacy = self.read_only and not is_collection(self.path)
+            try:
+                return self._load_legacy() if legacy else self._load_latest()
+            except (IndexFormatError, FileNotFoundError):
+                if not self.read_only or attempt == attempts - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _load_latest(self) -> tuple[CollectionState, Lease | None]:
+        commit, lease = open_latest(self.path, lease=self.read_only)
+        try:
+            vocab = self._vocab_of(commit)
+            tracked = []
+            for entry in commit["segments"]:
+                segment = self._segment_cache.get(entry["name"])
+                if segment is None:
+                    segment = Segment.load(self.path, entry["name"], vocab)
+                deleted = None
+                if entry.get("deletes"):
+                    deleted = read_deletes(segment.path, entry["deletes"], segment.n_docs)
+                tracked.append(TrackedSegment(segment, entry.get("deletes"), deleted))
+            store = StoreSpec.from_dict(commit.get("store") or {})
+            state = CollectionState(commit, vocab, tracked, store)
+            self._replay(state, commit["collection_id"], commit.get("wal") or {})
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        return state, lease
+
+    def _vocab_of(self, commit: dict) -> tuple[list[str], str]:
+        current = getattr(self, "_state", None)
+        if current is not None and current.vocab_hash == commit["vocab"].get("hash"):
+            return current.vocab, current.vocab_hash
+        return read_vocab(self.path, commit["vocab"])
+
+    def _load_legacy(self) -> tuple[CollectionState, None]:
+        """An index directory of formats 1 to 3, read as a collection of one segment."""
+        manifest = read_manifest(self.path)
+        base = Index.load(self.path)
+        ops = legacy_log(self.path, manifest, writer=False)
+        applied = int(base.metadata.get("applied_seq", 0))
         stored = base.metadata.get("store")
-        self.store_spec = (
-            StoreSpec.from_dict(stored)
-            if stored
-            else StoreSpec("all" if base.store is not None else "none")
-        )
-        self._base_masks: OrderedDict[str, tuple[Index, np.ndarray]] = OrderedDict()
-        self._shadowed: set[str] = set()
-        self._seq = self._applied
-        self._snapshot = Snapshot(base, None, self._buffer.view(self._seq), base.n_docs)
-        records, end = self._read_log(manifest)
-        for rec in records:
-            self._seq += 1
-            self._apply(rec, self._seq)
-        self._publish()
+        store = StoreSpec.from_dict(stored) if stored else StoreSpec(
+            "all" if base.store is not None else "none"
+        )  # fmt: skip
+        commit = {
+            "generation": 0,
+            "collection_id": manifest.get("base_id") or "",
+            "applied_seq": applied,
+            "next_segment": 0,
+            "segments": [{"name": ".", "n_docs": base.n_docs, "deletes": None}],
+            "quantization": {"dtype": base.quantization, "scale": base.scale},
+            "store": store.to_dict(),
+            "metadata": base.metadata,
+            "wal": manifest.get("wal") or {},
+        }
+        segment = Segment(".", self.path, base)
+        state = CollectionState(commit, (base.vocab, base.vocab_hash), [TrackedSegment(segment)],
+                                store)  # fmt: skip
+        for op in ops:
+            state.apply(op, state.seq + 1)
+        self._log_end = 0
+        return state, None
+
+    def _replay(self, state: CollectionState, collection_id: str, mark: dict) -> None:
+        """Apply the log's records after the state's ``applied_seq``; a writer also cuts off
+        a torn tail (at open) or creates a missing log."""
+        log = self.path / WAL_NAME
+        state_of_log = wal.inspect(log, collection_id, state.applied + 1, mark)
+        if state_of_log.kind not in (wal.OK, wal.ABSENT):
+            raise wal.LogDamagedError(state_of_log.problem)
+        scan = state_of_log.scan
+        if scan is None:
+            self._log_end = 0 if self.read_only else wal.create(log, collection_id,
+                                                                state.applied + 1)  # fmt: skip
+            return
+        if scan.torn_bytes:
+            action = "ignored" if self.read_only else "cut off"
+            logger.warning("%s: %s %d bytes of an append interrupted before it was acknowledged",
+                           log, action, scan.torn_bytes)  # fmt: skip
+        replayed = 0
+        for record in scan.records:
+            if record.seq > state.applied:
+                state.apply(wal.decode(record.payload, f"{log} record {record.seq}"), record.seq)
+                replayed += 1
+        self._log_end = scan.end
+        logger.info("opened %s: replayed %d log records", self.path, replayed)
+
+    def _install(self, state: CollectionState, lease: Lease | None) -> None:
+        with self._write_lock:
+            self._state = state
+            self._snapshot = state.publish()
+            old, self._lease = self._lease, lease
+            self._segment_cache = {t.name: t.segment for t in state.segments}
+        if old is not None:
+            old.release()
+
+    def refresh(self) -> bool:
+        """Make the latest state visible: a writer flushes its buffer into a segment (its
+        searches already see every write); a reader opens the latest commit point and the
+        log as they are now (segments it already has are kept, not read again). Returns
+        whether anything changed."""
         if not self.read_only:
-            self._wal = wal.LogWriter(self.path / WAL_NAME, end)
-            self._checkpoint()
-        logger.info("opened %s: replayed %d log records", self.path, len(records))
+            return self.flush() is not None
+        if self._fingerprint() == self._loaded_from:
+            return False
+        self._install(*self._load())
+        return True
 
-    def _read_log(self, manifest: dict) -> tuple[list[dict], int]:
-        """The operations to replay over the base and where the valid log ends; a writer also
-        cuts off a torn tail, creates a missing log and migrates a legacy one."""
-        log, legacy = self.path / WAL_NAME, self.path / LEGACY_WAL_NAME
-        base_id = manifest.get("base_id")
-        start = self._applied + 1
-        state = wal.inspect(log, base_id, start, manifest.get("wal") or {})
-        if state.kind not in (wal.OK, wal.ABSENT):
-            raise wal.LogDamagedError(state.problem)
-        if state.scan is not None:
-            scan = state.scan
-            if scan.torn_bytes:
-                action = "ignored" if self.read_only else "cut off"
-                logger.warning(
-                    "%s: %s %d bytes of an append interrupted before it was acknowledged",
-                    log, action, scan.torn_bytes,
-                )  # fmt: skip
-            if legacy.is_file() and not self.read_only:
-                self._drop_migrated(legacy, scan.last_seq)
-            ops = [wal.decode(r.payload, f"{log} record {r.seq}") for r in scan.records]
-            return ops, scan.end
-        ops = []
-        if legacy.is_file():
-            ops = [r for r in wal.read_legacy_jsonl(legacy) if r.get("seq", 0) >= start]
-            if [r["seq"] for r in ops] != list(range(start, start + len(ops))):
-                raise IndexFormatError(f"{legacy}: sequence numbers have gaps; restore it.")
-        if self.read_only:
-            return ops, 0
-        if base_id is None:  # a manifest written before base ids existed
-            base_id = uuid.uuid4().hex
-            update_manifest(self.path, {"base_id": base_id})
-        payloads = [wal.encode(op) for op in ops]
-        end = wal.create(log, base_id, start, payloads)
-        if legacy.is_file():
-            legacy.unlink()
-            fsync_dir(self.path)
-            logger.warning("%s: migrated %d records of %s", self.path, len(ops), legacy.name)
-        return ops, end
+    def _fingerprint(self) -> tuple:
+        """What changes when the writer commits or logs: the newest commit point (or, for an
+        index of format 3, its manifest) and the log's identity and size."""
+        def stat(path: Path) -> tuple | None:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                return None
+            return st.st_ino, st.st_size, st.st_mtime_ns
 
-    def _drop_migrated(self, legacy: Path, last_seq: int) -> None:
-        """Remove a legacy log whose records the new log already holds (a crash came between
-        the migration and the removal); one with records beyond it is an error."""
-        newest = max((r.get("seq", 0) for r in wal.read_legacy_jsonl(legacy)), default=0)
-        if newest > last_seq:
-            raise IndexFormatError(
-                f"{self.path} has both {WAL_NAME} and {LEGACY_WAL_NAME}, and the legacy log holds "
-                f"sequence number {newest}, beyond the new log's {last_seq}; move one away."
-            )
-        legacy.unlink()
-        fsync_dir(self.path)
-
-    def _checkpoint(self) -> None:
-        """Record in the manifest how far the log is known durable (see module docstring)."""
-        self._marked_at = time.monotonic()
-        try:
-            update_manifest(self.path, {"wal": {"seq": self._seq, "bytes": self._wal.end}})
-        except OSError as e:
-            logger.warning("%s: could not record the log checkpoint (%s)", self.path, e)
+        found = generations(self.path)
+        head = found[-1] if found else stat(self.path / "manifest.json")
+        return head, stat(self.path / WAL_NAME)
 
     # ---- reads ---------------------------------------------------------------------------
 
     @property
-    def base(self) -> Index:
-        """The base index searches see now (the updates since the last merge are beside it)."""
-        return self._snapshot.base
+    def vocab(self) -> list[str]:
+        return self._state.vocab
+
+    @property
+    def store_spec(self) -> StoreSpec:
+        return self._state.store
 
     @property
     def n_docs(self) -> int:
         return self._snapshot.n_docs
+
+    @property
+    def segments(self) -> list[Index]:
+        """The indexes of the segments searches see now (the write buffer is beside them)."""
+        return [view.segment.index for view in self._snapshot.segments]
+
+    def check_vocab(self, vocab: Sequence[str]) -> None:
+        """Refuse a query vocabulary that differs from the collection's."""
+        check_vocab(vocab, self._state.vocab_hash, len(self.vocab))
+
+    def as_index(self) -> Index:
+        """The live documents as one in-memory :class:`Index` (postings only; for benchmarks
+        and evaluation): the only segment's index when there is one segment without
+        deletions and the buffer is empty, else the segments' live documents and the
+        buffer's merged."""
+        snap = self._snapshot
+        views = [v for v in snap.segments if v.n_live]
+        rows = snap.buffer.live_rows()
+        if len(views) == 1 and views[0].live is None and not rows:
+            return views[0].segment.index
+        quantization = self._state.commit["quantization"]
+        builder = IndexBuilder(self.vocab, quantization=quantization["dtype"],
+                               scale=quantization.get("scale"))  # fmt: skip
+        for view in views:
+            index = view.segment.index
+            keep = np.arange(index.n_docs) if view.live is None else np.flatnonzero(view.live)
+            builder.add(*index.rows(keep))
+        if rows:
+            builder.add(snap.buffer.csr(rows), [snap.buffer.buffer.ids[r] for r in rows])
+        logger.info("%s: merged %d segments and the write buffer into one index in memory",
+                    self.path, len(views))  # fmt: skip
+        return builder.finish()
 
     def search(
         self,
@@ -275,150 +354,150 @@ class LiveIndex:
         fields: Sequence[str] | None = None,
         **options,
     ) -> SearchResults:
-        """Top-k over base + buffer (:func:`~lsr.index.results.merge_topk`); deleted and
-        replaced base documents, and documents ``filter`` rejects, are excluded inside the
-        kernels (one pass, k hits; fewer when fewer documents pass). ``fields`` attaches each
-        hit's stored document (those fields and ``_id``; ``["*"]``: all of them).
-        ``options`` as for :meth:`Index.search`."""
+        """Top-k over the segments and the write buffer, merged exactly
+        (:func:`~lsr.index.results.merge_topk`; ties: segment order, then document order,
+        the buffer last). Deleted documents and documents ``filter`` rejects are excluded
+        inside the kernels (one pass, k hits; fewer when fewer documents pass). ``fields``
+        attaches each hit's stored document (those fields and ``_id``; ``["*"]``: all of
+        them). ``options`` as for :meth:`Index.search` (``algorithm``, ``theta``,
+        ``query_terms``, ``threads``)."""
         k = check_k(k)
+        _check_options(options)
         snap = self._snapshot
         q = as_sparse_batch(queries, len(self.vocab), "Query vectors")
         condition = self._check_filter(snap, filter)
         selected = _check_fields(fields)
-        allowed = snap.base_live
-        if condition is not None:
-            base_mask = self._base_mask(snap.base, condition)
-            allowed = base_mask if allowed is None else allowed & base_mask
-        results = snap.base.search(q, k, allowed=allowed, **options)
-        if fields is not None:
-            results.documents = [
-                self._base_documents(snap.base, results.docs[i, : results.counts[i]], selected)
-                for i in range(len(results))
-            ]
-        if snap.buffer.n_rows == 0:
-            return results
-        recent = snap.buffer.search(q, k, condition, fields is not None, selected)
-        return merge_topk([results, recent], k)
-
-    @staticmethod
-    def _base_documents(base: Index, numbers: np.ndarray, fields: list[str] | None) -> list[dict]:
-        """Stored records of base documents ``numbers`` (just ``_id`` without a store)."""
-        if base.store is None:
-            return [{ID_FIELD: d} for d in base.doc_ids.take(pa.array(numbers)).to_pylist()]
-        return base.store.get(numbers.tolist(), fields)
+        parts = []
+        for view in snap.segments:
+            if view.n_live == 0:
+                continue
+            allowed = view.live
+            if condition is not None:
+                mask = view.segment.filter_mask(condition)
+                allowed = mask if allowed is None else allowed & mask
+            results = view.segment.index.search(q, k, allowed=allowed, **options)
+            if fields is not None:
+                results.documents = [
+                    view.segment.documents(results.docs[i, : results.counts[i]], selected)
+                    for i in range(len(results))
+                ]
+            parts.append(results)
+        if snap.buffer.n_rows:
+            parts.append(snap.buffer.search(q, k, condition, fields is not None, selected))
+        if not parts:
+            return _no_hits(q.shape[0], fields is not None)
+        return parts[0] if len(parts) == 1 else merge_topk(parts, k)
 
     def _check_filter(self, snap: Snapshot, spec) -> Filter | None:
         """The filter of ``spec`` after checking that the collection stores what it reads."""
         if spec is None:
             return None
         condition = parse_filter(spec)
-        buffered = self._buffer.fields
-        if snap.base.store is None and not buffered:
+        known: set[str] = set(snap.buffer.buffer.fields)
+        stores = bool(known)
+        for view in snap.segments:
+            if view.segment.index.store is not None:
+                known.update(view.segment.index.store.field_names)
+                stores = True
+        if self.store_spec.mode == "fields":
+            known.update(self.store_spec.fields)
+        if not stores and not self.store_spec.stores:
             raise InputError(
                 f"{self.path} stores no documents, so it cannot be filtered; rebuild it with "
                 "--store all (or fields:...) to filter on fields."
             )
-        known = set(snap.base.store.field_names if snap.base.store is not None else ())
-        known.update(buffered)
-        if self.store_spec.mode == "fields":
-            known.update(self.store_spec.fields)
         unknown = sorted(f for f in condition.fields() if f.split(".")[0] not in known)
-        if unknown:
+        if unknown and snap.n_docs:  # (an empty collection: nothing to match, nothing wrong)
             raise InputError(
                 f"filter field {unknown[0]!r} is not stored in {self.path.name} "
                 f"(stored fields: {', '.join(sorted(known)) or 'none'})."
             )
         return condition
 
-    def _base_mask(self, base: Index, condition: Filter) -> np.ndarray:
-        """The filter's mask over the base, computed once per filter (a small LRU cache)."""
-        key = condition.key()
-        with self._masks_lock:
-            cached = self._base_masks.get(key)
-        if cached is not None and cached[0] is base:  # a search of an older base: recompute
-            return cached[1]
-        if base.store is None:
-            mask = np.zeros(base.n_docs, dtype=bool)
-        else:
-            mask = condition.mask(base.store, base.n_docs)
-        with self._masks_lock:
-            self._base_masks[key] = (base, mask)
-            while len(self._base_masks) > FILTER_CACHE_SIZE:
-                self._base_masks.popitem(last=False)
-        return mask
+    def _find(self, doc_id: str) -> tuple | None:
+        """Where the live version of ``doc_id`` is, under the write lock (one consistent
+        state): ``("buffer", terms, weights, record)`` or ``("segment", segment, number)``."""
+        with self._write_lock:
+            state = self._state
+            row = state.buffer.row_of.get(doc_id)
+            if row is not None:
+                terms, weights = state.buffer.vector(doc_id)
+                return "buffer", terms, weights, state.buffer.records[row]
+            hit = state.locate(doc_id)
+        return None if hit is None else ("segment", hit[0].segment, hit[1])
 
     def document(self, doc_id: str, fields: Sequence[str] | None = None) -> dict | None:
         """The stored record of a document (``_id`` plus its stored fields, or only
         ``fields``), or None if it does not exist or was deleted."""
         selected = _check_fields(fields)
-        with self._write_lock:  # one consistent state of buffer and base
-            if doc_id in self._buffer.row_of:
-                return select_fields(self._buffer.record(doc_id), doc_id, selected)
-            base = self._snapshot.base
-            if doc_id in self._shadowed or not base.has_doc(doc_id):
-                return None
-        if base.store is None:
-            return {ID_FIELD: doc_id}
-        return base.store.get([base.doc_index(doc_id)], selected)[0]
+        found = self._find(doc_id)
+        if found is None:
+            return None
+        if found[0] == "buffer":
+            return select_fields(found[3], doc_id, selected)
+        return found[1].documents(np.asarray([found[2]]), selected)[0]
 
     def get(self, doc_id: str) -> dict[str, float] | None:
         """The stored vector of a document, or None if it does not exist (or was deleted)."""
-        with self._write_lock:
-            buffered = self._buffer.vector(doc_id)
-            if buffered is not None:
-                terms, weights = buffered
-                return {self.vocab[t]: float(w) for t, w in zip(terms, weights, strict=True)}
-            if doc_id in self._shadowed:
-                return None
-        base = self._snapshot.base
-        try:
-            return base.document_vector(base.doc_index(doc_id))
-        except KeyError:
+        found = self._find(doc_id)
+        if found is None:
             return None
+        if found[0] == "buffer":
+            terms, weights = found[1], found[2]
+            return {self.vocab[t]: float(w) for t, w in zip(terms, weights, strict=True)}
+        return found[1].index.document_vector(found[2])
 
     def explain(self, doc_ids: Sequence[str], terms: np.ndarray) -> np.ndarray:
         """Documents' weights for the given term ids, (len(doc_ids), len(terms)); zeros for a
         document that does not exist. Compiled binary searches, no per-term Python loop."""
         terms = np.asarray(terms, dtype=np.int64)
         out = np.zeros((len(doc_ids), len(terms)), dtype=np.float32)
-        base = self._snapshot.base
-        rows, numbers = [], []
+        by_segment: dict[str, tuple[Segment, list[int], list[int]]] = {}
         for i, doc_id in enumerate(doc_ids):
-            buffered = self._buffer.vector(doc_id)
-            if buffered is not None:
-                doc_terms, weights = buffered
+            found = self._find(doc_id)
+            if found is None:
+                continue
+            if found[0] == "buffer":
+                doc_terms, weights = found[1], found[2]
                 pos = np.minimum(np.searchsorted(doc_terms, terms), max(len(doc_terms) - 1, 0))
                 hit = doc_terms[pos] == terms if len(doc_terms) else np.zeros(len(terms), bool)
                 out[i, hit] = weights[pos[hit]]
-            elif doc_id not in self._shadowed:
-                try:
-                    numbers.append(base.doc_index(doc_id))
-                    rows.append(i)
-                except KeyError:
-                    pass
-        if rows:
-            out[rows] = base.term_weights(np.asarray(numbers, dtype=np.int64), terms)
+            else:
+                entry = by_segment.setdefault(found[1].name, (found[1], [], []))
+                entry[1].append(i)
+                entry[2].append(found[2])
+        for segment, rows, numbers in by_segment.values():
+            out[rows] = segment.index.term_weights(np.asarray(numbers, dtype=np.int64), terms)
         return out
 
     def stats(self) -> dict:
-        snap = self._snapshot
+        state, snap = self._state, self._snapshot
         log = self.path / WAL_NAME
+        views = snap.segments
         return {
             "n_docs": snap.n_docs,
-            "base_docs": snap.base.n_docs,
-            "delta_docs": len(self._buffer),
-            "deleted_or_replaced": len(self._shadowed),
+            "segments": len(views),
+            "segment_docs": sum(v.segment.n_docs for v in views),
+            "deleted_docs": sum(v.segment.n_docs - v.n_live for v in views),
+            "buffer_docs": len(state.buffer),
             "vocab_size": len(self.vocab),
-            "postings": snap.base.n_postings + int(snap.buffer.indptr[snap.buffer.n_rows]),
-            "last_seq": self._seq,
-            "merged_seq": self._applied,
-            "log_records": self._seq - self._applied,
+            "postings": sum(v.segment.index.n_postings for v in views)
+            + int(snap.buffer.indptr[snap.buffer.n_rows]),
+            "last_seq": state.seq,
+            "flushed_seq": state.applied,
+            "log_records": state.seq - state.applied,
+            "generation": state.generation,
             "bytes_written": self.bytes_written,
             "wal_bytes": log.stat().st_size if log.exists() else 0,
             "read_only": self.read_only,
             "writable": self.writable,
             "writes": self.write_backoff.to_dict(),
-            "merges": self.merge_backoff.to_dict(),
+            "flushes": {"count": self.flushes, **self.flush_backoff.to_dict()},
+            "merges": {
+                "count": self.merges,
+                "running": sorted(self._merging),
+                **self.merge_backoff.to_dict(),
+            },
         }
 
     @property
@@ -466,9 +545,9 @@ class LiveIndex:
         self._check_not_read_only()
         ids = check_doc_ids(list(doc_ids))
         with self._write_lock:
-            existing = [d for d in dict.fromkeys(ids) if self._exists(d)]
+            existing = [d for d in dict.fromkeys(ids) if self._state.exists(d)]
             if not existing:
-                return self._seq, []
+                return self._state.seq, []
             seq = self._write_locked({"op": "delete", "ids": existing})
         return seq, existing
 
@@ -493,15 +572,13 @@ class LiveIndex:
         if self.read_only:
             raise ReadOnlyError(f"{self.path} is open read-only; open it as the writer to update.")
 
-    def _exists(self, doc_id: str) -> bool:
-        if doc_id in self._buffer.row_of:
-            return True
-        return doc_id not in self._shadowed and self._snapshot.base.has_doc(doc_id)
+    def _check_open(self) -> None:
+        if self._wal is None:
+            raise InputError(f"{self.path} was closed; open a new LiveIndex to write.")
 
     def _write_locked(self, op: dict) -> int:
         """Log ``op`` durably, then apply and publish it; a failed append leaves no trace."""
-        if self._wal is None:
-            raise InputError(f"{self.path} was closed; open a new LiveIndex to write.")
+        self._check_open()
         wait = self.write_backoff.remaining()
         if wait > 0:
             raise WriteUnavailableError(
@@ -510,192 +587,47 @@ class LiveIndex:
                 f"({self.write_backoff.last_error}); retry later.",
                 retry_after=wait,
             )
-        seq = self._seq + 1
+        state = self._state
+        seq = state.seq + 1
         payload = wal.encode(op)
         start = self._wal.end
         try:
             self._wal.append(seq, payload)
         except OSError as e:
             delay = self.write_backoff.fail(e)
-            reason = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else str(e)
             logger.error("%s: write %d failed and was not applied: %s", self.path, seq, e)
             raise WriteUnavailableError(
                 e.errno or errno.EIO,
-                f"the write was not stored: {reason}; retry after {delay:.0f} s.",
+                f"the write was not stored: {describe_error(e)}; retry after {delay:.0f} s.",
                 retry_after=delay,
             ) from e
         self.write_backoff.succeed()
         self.bytes_written += self._wal.end - start
-        if self._tail is not None:
-            self._tail.append((seq, payload))
-        self._seq = seq
-        self._apply(op, seq)
-        self._publish()
-        if time.monotonic() - self._marked_at >= self.checkpoint_seconds:
-            self._checkpoint()
+        deleted = state.apply(op, seq)
+        self._snapshot = state.publish()
+        due = time.monotonic() - self._marked_at >= self.checkpoint_seconds
+        if due and self._commit_lock.acquire(blocking=False):  # else a commit is being written
+            try:
+                self._checkpoint_locked()
+            finally:
+                self._commit_lock.release()
+        if self.background and (deleted or self.needs_flush()):
+            self._kick()
         return seq
 
-    def _apply(self, rec: dict, seq: int) -> None:
-        """Apply logged operation number ``seq``: append to the buffer, and mark the base
-        documents it deletes or replaces (a copy of the mask the snapshots share)."""
-        base = self._snapshot.base
-        gone = []
-        if rec["op"] == "upsert":
-            indptr, indices, data = rec["indptr"], rec["indices"], rec["data"]
-            docs = rec.get("docs")
-            for i, doc_id in enumerate(rec["ids"]):
-                lo, hi = int(indptr[i]), int(indptr[i + 1])
-                terms = np.asarray(indices[lo:hi], dtype=np.int32)
-                weights = np.asarray(data[lo:hi], dtype=np.float32)
-                record = docs[i] if docs is not None else None
-                self._buffer.append(doc_id, terms, weights, record, seq)
-                gone.append(doc_id)
-        else:
-            for doc_id in rec["ids"]:
-                self._buffer.kill(doc_id, seq)
-                gone.append(doc_id)
-        gone = [d for d in gone if d not in self._shadowed and base.has_doc(d)]
-        if gone:
-            live = (
-                np.ones(base.n_docs, dtype=bool)
-                if self._base_live is None
-                else self._base_live.copy()
-            )
-            live[[base.doc_index(d) for d in gone]] = False
-            self._base_live = live
-            self._shadowed.update(gone)
-
-    def _publish(self) -> None:
-        """Swap in a snapshot of the state after the last applied write (one assignment;
-        nothing is rebuilt)."""
-        base = self._snapshot.base
-        n_docs = base.n_docs - len(self._shadowed) + len(self._buffer)
-        self._snapshot = Snapshot(base, self._base_live, self._buffer.view(self._seq), n_docs)
-
-    def needs_merge(self) -> bool:
-        """Enough changed documents to merge, and no failed merge waiting out its back-off."""
-        changed = len(self._buffer) + len(self._shadowed)
-        return (
-            not self.read_only
-            and changed >= self.merge_threshold
-            and self.merge_backoff.remaining() == 0
-        )
-
-    def merge(self) -> None:
-        """Fold the updates into a new base (atomic swap) whose log holds only the writes
-        that came during the merge. The new base is built from a snapshot without holding
-        the write lock (searches and writes go on); writes wait only while the log of those
-        later writes is written and the directories are swapped. A failure leaves the current
-        base and log as they were and starts the merge back-off."""
-        self._check_not_read_only()
-        with self._merge_lock:
-            with self._write_lock:
-                if not len(self._buffer) and not self._shadowed:
-                    return
-                snap, applied = self._snapshot, self._seq
-                self._tail = []  # the writes logged from now on, for the new base's log
-            try:
-                self._merge_from(snap, applied)
-            except Exception as e:
-                delay = self.merge_backoff.fail(e)
-                logger.error("%s: merge failed (%s); next attempt in %.0f s", self.path, e, delay)
-                raise
-            finally:
-                self._tail = None
-            self.merge_backoff.succeed()
-
-    def _merge_from(self, snap: Snapshot, applied: int) -> None:
-        """Build the base of ``snap`` (the state after write ``applied``) and swap it in."""
-        needed, free = self._merge_bytes_needed(), shutil.disk_usage(self.path.parent).free
-        if free < needed:
-            raise WriteUnavailableError(
-                errno.ENOSPC,
-                f"a merge needs about {needed:,} bytes and {free:,} are free",
-                retry_after=self.merge_backoff.first,
-            )
-        base, view = snap.base, snap.buffer
-        keep = np.arange(base.n_docs) if snap.base_live is None else np.flatnonzero(snap.base_live)
-        base_ids = base.doc_ids.to_pylist()
-        builder = IndexBuilder(self.vocab, quantization=base.quantization)
-        if len(keep):
-            builder.add(base.weights().tocsr()[keep], [base_ids[i] for i in keep])
-        rows = view.live_rows()
-        ids = [self._buffer.ids[r] for r in rows]
-        if ids:
-            builder.add(view.csr(rows), ids)
-        merged = builder.finish(
-            {**base.metadata, "applied_seq": applied, "store": self.store_spec.to_dict()}
-        )
-        documents = self._merged_documents(base, keep, base_ids, rows)
-        base_id = uuid.uuid4().hex
-        checkpoint: dict = {}  # filled in under the write lock, read when the manifest is written
-        locked = False
-
-        def extras(tmp: Path) -> None:
-            nonlocal locked
-            self._copy_extras(tmp)
-            self._write_lock.acquire()  # held until the new base is swapped in and opened
-            locked = True
-            end = wal.create(tmp / WAL_NAME, base_id, applied + 1, [p for _, p in self._tail])
-            checkpoint.update(seq=self._seq, bytes=end)
-
-        fields = {"base_id": base_id, "wal": checkpoint}
-        try:
-            merged.save(
-                self.path, overwrite=True, extra=extras, manifest_fields=fields, documents=documents
-            )
-        finally:
-            try:
-                if read_manifest(self.path).get("base_id") == base_id:  # swapped in, maybe
-                    self._wal.close()  # followed by an error from the final directory fsync
-                    self._open(verify=False)  # written and fsynced by this merge just now
-                    self.bytes_written += sum(
-                        f.stat().st_size for f in self.path.rglob("*") if f.is_file()
-                    )
-            finally:
-                if locked:
-                    self._write_lock.release()
-
-    def _merged_documents(self, base: Index, keep, base_ids, rows) -> pa.Table | list | None:
-        """The stored records of a merged base: the kept base rows as Arrow (no Python
-        objects) followed by the buffer's; rebuilt from Python records only when a field's
-        types differ between the two."""
-        if not self.store_spec.stores:
-            return None
-        recent = [select_fields(self._buffer.records[r], self._buffer.ids[r], None) for r in rows]
-        if base.store is not None:
-            kept = base.store.table(keep)
-            if not recent:
-                return kept
-            joined = concat_records(kept, records_table(recent))
-            if joined is not None:
-                return joined
-            return base.store.records(keep) + recent
-        return [{ID_FIELD: base_ids[i]} for i in keep] + recent
-
-    def _merge_bytes_needed(self) -> int:
-        """About what a merge writes: the directory as it is plus the buffer's postings."""
-        current = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-        buffered = int(self._buffer.indptr[self._buffer.n_rows])
-        return int(current * 1.1) + buffered * 8
-
-    def _copy_extras(self, tmp: Path) -> None:
-        """Carry over what lives beside the index files (e.g. the encoder), not the logs."""
-        for item in self.path.iterdir():
-            excluded = (*FILES, STORE_FILE, MANIFEST, WAL_NAME, LEGACY_WAL_NAME)
-            if item.name in excluded or item.name.startswith("."):
-                continue
-            if item.is_dir():
-                shutil.copytree(item, tmp / item.name)
-            else:
-                shutil.copy2(item, tmp / item.name)
+    # ---- closing ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Wait for a merge in progress, record the log checkpoint, close the log and
-        release the writer lock."""
-        with self._merge_lock, self._write_lock:
+        """Stop the background work (a flush or merge in progress finishes), record the log
+        checkpoint, close the log and release the writer lock (or the reader's lease)."""
+        self._closing = True
+        self._wake.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+        with self._flush_lock, self._merge_lock, self._commit_lock, self._write_lock:
             if self._wal is not None:
-                self._checkpoint()
+                self._checkpoint_locked()
                 self._wal.close()
                 self._wal = None
             self._release()
@@ -704,6 +636,9 @@ class LiveIndex:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def __enter__(self) -> LiveIndex:
         return self
@@ -712,7 +647,26 @@ class LiveIndex:
         self.close()
 
 
-FILTER_CACHE_SIZE = 32  # filter masks kept per base (one bool per document each)
+def _check_options(options: dict) -> None:
+    """Refuse unknown or bad search options before any segment is searched."""
+    unknown = sorted(set(options) - set(SEARCH_OPTIONS))
+    if unknown:
+        known = ", ".join(SEARCH_OPTIONS)
+        raise InputError(f"unknown search option {unknown[0]!r} (known: {known}).")
+    algorithm_code(options.get("algorithm", "auto"), options.get("theta", 1.0))
+    if options.get("query_terms") is not None:
+        check_query_terms(options["query_terms"])
+    check_threads(options.get("threads"))
+
+
+def _no_hits(n_queries: int, documents: bool) -> SearchResults:
+    return SearchResults(
+        docs=np.full((n_queries, 0), -1, dtype=np.int64),
+        scores=np.zeros((n_queries, 0), dtype=np.float32),
+        counts=np.zeros(n_queries, dtype=np.int64),
+        doc_ids=pa.array([], pa.large_string()),
+        documents=[[] for _ in range(n_queries)] if documents else None,
+    )
 
 
 def _check_fields(fields: Sequence[str] | None) -> list[str] | None:
@@ -723,3 +677,4 @@ def _check_fields(fields: Sequence[str] | None) -> list[str] | None:
         raise InputError("fields must be a list of field names, e.g. ['title', 'text'].")
     fields = list(fields)
     return None if "*" in fields else fields
+

@@ -74,11 +74,40 @@ def fsync_dir(path: Path) -> None:
     _fsync(Path(path))
 
 
-def manifest_checksum(manifest: dict) -> str:
-    """sha256 of a manifest's fields (all but the checksum itself), in a canonical JSON form."""
-    body = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
+def json_checksum(fields: dict, key: str) -> str:
+    """sha256 of a JSON object's fields (all but ``key``, where its checksum is kept), in a
+    canonical form (sorted keys, no spaces)."""
+    body = {k: v for k, v in fields.items() if k != key}
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def manifest_checksum(manifest: dict) -> str:
+    """sha256 of a manifest's fields (all but the checksum itself), in a canonical JSON form."""
+    return json_checksum(manifest, MANIFEST_CHECKSUM)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (hex)."""
+    return _sha256(Path(path))
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one: a
+    temporary file beside it, fsynced, renamed over it, then the directory fsynced."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
 
 
 def seal_manifest(manifest: dict) -> dict:
@@ -86,11 +115,8 @@ def seal_manifest(manifest: dict) -> dict:
     return {**manifest, MANIFEST_CHECKSUM: manifest_checksum(manifest)}
 
 
-def _write_manifest_file(path: Path, manifest: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(seal_manifest(manifest), f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
+def _manifest_bytes(manifest: dict) -> bytes:
+    return json.dumps(seal_manifest(manifest), indent=2, ensure_ascii=False).encode("utf-8")
 
 
 def update_manifest(path: Path, changes: dict) -> None:
@@ -99,15 +125,7 @@ def update_manifest(path: Path, changes: dict) -> None:
     older manifest becomes format 3 with its checksum)."""
     path = Path(path)
     manifest = {**read_manifest(path), **changes, "format_version": FORMAT_VERSION}
-    tmp = path / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        _write_manifest_file(tmp, manifest)
-        os.replace(tmp, path / MANIFEST)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path)
+    write_file_atomically(path / MANIFEST, _manifest_bytes(manifest))
 
 
 def write_index(
@@ -123,19 +141,8 @@ def write_index(
     ``optional[name](file)`` writes one of ``OPTIONAL_FILES``, which the manifest then lists
     with its size and checksum like the tables. The manifest gets a fresh ``base_id`` unless
     ``manifest`` names one (a write-ahead log records the id of the base it applies to)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
-        )
-    if path.exists() and not (path / MANIFEST).is_file():
-        raise FileExistsError(
-            f"{path} exists and is not an index; refusing to replace it. Choose another path."
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         files = {}
         for name in FILES:
             _write_table(tmp / name, tables[name])
@@ -148,13 +155,43 @@ def write_index(
             files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
         if extra is not None:
             extra(tmp)
-        manifest = {"base_id": uuid.uuid4().hex, **manifest, "files": files}
-        _write_manifest_file(tmp / MANIFEST, manifest)
+        with open(tmp / MANIFEST, "wb") as f:
+            f.write(_manifest_bytes({"base_id": uuid.uuid4().hex, **manifest, "files": files}))
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_directory(path, fill, overwrite)
+
+
+def write_directory(path: Path, fill: Callable[[Path], None], overwrite: bool) -> None:
+    """Create directory ``path`` atomically: ``fill(tmp)`` writes its files into a hidden
+    sibling, which is fsynced and renamed into place (an existing index or collection is
+    swapped out and removed only afterwards), so ``path`` holds the old or the new, whole."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
+        )
+    if path.exists() and not is_index_dir(path):
+        raise FileExistsError(
+            f"{path} exists and is not an index; refusing to replace it. Choose another path."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
         fsync_dir(tmp)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def is_index_dir(path: Path) -> bool:
+    """Whether ``path`` holds an index (a manifest) or a collection (commit points)."""
+    path = Path(path)
+    return (path / MANIFEST).is_file() or any(path.glob("commit-*.json"))
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -23,7 +23,6 @@ import errno
 import json
 import os
 import struct
-import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 
 from lsr.errors import InputError
 from lsr.index.errors import IndexFormatError
+from lsr.index.storage import write_file_atomically
 
 FORMAT = "lsr-wal"
 VERSION = 1
@@ -185,9 +185,12 @@ class LogState:
 
 
 def inspect(path: Path, base_id: str | None, start_seq: int, mark: dict) -> LogState:
-    """Judge the log at ``path`` against its base (``base_id``, whose records end at
-    ``start_seq - 1``) and the manifest's checkpoint ``mark`` (``{seq, bytes}``): the one place
-    for the rules a writer's open enforces and ``lsr check`` reports."""
+    """Judge the log at ``path`` against what it applies to (``base_id``: a collection's id or
+    a format 3 base's, which holds the records up to ``start_seq - 1``) and the checkpoint
+    ``mark`` (``{seq}``, and ``bytes`` in format 3 manifests): the one place for the rules a
+    writer's open enforces and ``lsr check`` reports. A log may begin before ``start_seq``
+    (a flush committed its records but had not trimmed them off yet): those records are
+    skipped by whoever replays it."""
     path = Path(path)
     acknowledged = int(mark.get("seq", start_seq - 1))
     if not path.is_file():
@@ -203,12 +206,15 @@ def inspect(path: Path, base_id: str | None, start_seq: int, mark: dict) -> LogS
     except LogDamagedError as e:
         return LogState(UNREADABLE, problem=e.problem, acknowledged=acknowledged)
     if base_id is not None and found.base_id != base_id:
-        problem = f"{path} belongs to another base index (its id {found.base_id} is not {base_id})"
-        return LogState(UNREADABLE, problem=problem, acknowledged=acknowledged)
-    if found.header["start_seq"] != start_seq:
         problem = (
-            f"{path} starts at sequence number {found.header['start_seq']} but the base index "
-            f"holds sequence numbers up to {start_seq - 1}"
+            f"{path} belongs to another collection or base index (its id {found.base_id} is "
+            f"not {base_id})"
+        )
+        return LogState(UNREADABLE, problem=problem, acknowledged=acknowledged)
+    if found.header["start_seq"] > start_seq:
+        problem = (
+            f"{path} starts at sequence number {found.header['start_seq']} but the segments "
+            f"hold sequence numbers up to {start_seq - 1} only"
         )
         return LogState(UNREADABLE, problem=problem, acknowledged=acknowledged)
     if found.damage is not None:
@@ -223,6 +229,22 @@ def inspect(path: Path, base_id: str | None, start_seq: int, mark: dict) -> LogS
     return LogState(OK, found, acknowledged=acknowledged)
 
 
+def trim(path: Path, base_id: str, start_seq: int, offset: int, end: int) -> int:
+    """Rewrite the log at ``path`` atomically as a header for ``start_seq`` followed by its
+    records in bytes ``offset:end`` (the first of which must be ``start_seq``): the records
+    before are in a committed segment. Returns the new log's size in bytes."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        rest = f.read(end - offset)
+    first = _parse(rest, 0, RECORD_MAGIC) if rest else None
+    if rest and (first is None or first[0] != start_seq):
+        raise IndexFormatError(f"{path}: no record {start_seq} at byte {offset}; not trimmed.")
+    data = header(base_id, start_seq) + rest
+    write_file_atomically(path, data)
+    return len(data)
+
+
 def header(base_id: str, start_seq: int) -> bytes:
     """The framed header of a log whose first record will be ``start_seq``."""
     head = {"format": FORMAT, "version": VERSION, "base_id": base_id, "start_seq": start_seq}
@@ -232,24 +254,10 @@ def header(base_id: str, start_seq: int) -> bytes:
 def create(path: Path, base_id: str, start_seq: int, records: Sequence[bytes] = ()) -> int:
     """Write a new log (header, then ``records`` numbered from ``start_seq``) at ``path``
     atomically (temp file, fsync, rename, directory fsync); returns its size in bytes."""
-    from lsr.index.storage import fsync_dir
-
-    path = Path(path)
     data = header(base_id, start_seq) + b"".join(
         frame(RECORD_MAGIC, start_seq + i, payload) for i, payload in enumerate(records)
     )
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
+    write_file_atomically(Path(path), data)
     return len(data)
 
 

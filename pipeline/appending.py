@@ -4,9 +4,10 @@ The collection's own encoder (saved beside it) encodes the new documents, so the
 share its vocabulary and, for BM25, its fitted statistics. The documents go through the
 collection's writer (:class:`lsr.index.LiveIndex`: the writer lock, the write-ahead log, one
 logged and fsynced write per batch, stored fields as the collection's ``--store`` setting
-says), and are merged into the base at the end, so an interrupted append keeps every batch
-that was acknowledged and a running ``lsr serve`` (the writer) makes it fail at once with a
-clear error.
+says, new segments flushed as the buffer fills), flushed at the end and merged as the
+collection's merge policy says, so an interrupted append keeps every batch that was
+acknowledged and a running ``lsr serve`` (the writer) makes it fail at once with a clear
+error.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def append_corpus(
                 added += len(kept) - existing
             bar.update(len(batch))
         bar.close()
-        if added or replaced:
+        if added or replaced:  # a segment of what the buffer holds, then the policy's merges
+            live.flush()
             live.merge()
         summary = AppendSummary(
             str(out), added, replaced, skipped, unknown, live.n_docs, time.perf_counter() - start

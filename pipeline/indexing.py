@@ -22,6 +22,7 @@ from lsr.corpus import Document, read_corpus
 from lsr.encoding import EncodingStats, encode_corpus
 from lsr.errors import InputError
 from lsr.index import Index, IndexBuilder
+from lsr.index.collection import create_collection
 from lsr.index.lock import WriterLock
 from lsr.index.store import StoreSpec
 from lsr.vector_files import VectorFile, write_vectors
@@ -119,29 +120,28 @@ def build_index(
     documents: Sequence[Document] | None = None,
     store: StoreSpec | str | None = "none",
 ) -> Index:
-    """Index ``(vectors, doc_ids)`` batches and save them with ``encoder`` to ``out``
-    atomically; ``documents`` (in batch order) are stored as ``store`` says (all fields,
-    ``fields:a,b`` or none)."""
+    """Index ``(vectors, doc_ids)`` batches and save them with ``encoder`` to ``out`` as a
+    collection of one segment, atomically; ``documents`` (in batch order) are stored as
+    ``store`` says (all fields, ``fields:a,b`` or none). Returns the segment's index."""
     spec = StoreSpec.parse(store)
     if spec.stores and documents is None:
         raise InputError("Storing documents needs the documents (a corpus, not vectors).")
     builder = IndexBuilder(encoder.vocab, quantization=quantization)
     builder.extend(batches)
-    meta = {
-        "encoder": getattr(encoder, "name", type(encoder).__name__),
-        "store": spec.to_dict(),
-        **(metadata or {}),
-    }
-    index = builder.finish(meta)
+    meta = {"encoder": getattr(encoder, "name", type(encoder).__name__), **(metadata or {})}
+    index = builder.finish()
     records = [spec.select(d.record()) for d in documents] if spec.stores else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with WriterLock(out):  # never replace a collection that a server is writing to
-        index.save(
+        create_collection(
             out,
+            index,
+            records,
+            spec,
+            meta,
             overwrite=overwrite,
             extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR),
-            documents=records,
         )
     return index
 

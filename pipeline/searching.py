@@ -12,35 +12,48 @@ from lsr.pipeline.indexing import ENCODER_DIR
 
 
 class Searcher:
-    """A collection with the encoder its documents were encoded with: text in, ranked hits
-    out (with their stored documents and filters when asked).
+    """A collection (or an in-memory index) with the encoder its documents were encoded
+    with: text in, ranked hits out (with their stored documents and filters when asked).
 
-    Opened with :meth:`open`, it reads the collection as its last commit plus the writer's
-    log at that moment (``LiveIndex(read_only=True)``), so documents written or deleted over
-    REST are seen; ``index`` is the collection's base index (for benchmarks and evaluation).
+    Opened with :meth:`open`, it reads the collection as its latest commit point plus the
+    writer's log at that moment (``LiveIndex(read_only=True)``), so documents written or
+    deleted over REST are seen; ``index`` is the collection as one :class:`Index` (for
+    benchmarks and evaluation).
     """
 
-    def __init__(self, index: Index, encoder, live: LiveIndex | None = None) -> None:
+    def __init__(self, index: Index | LiveIndex, encoder) -> None:
         index.check_vocab(encoder.vocab)
-        self.index = index
         self.encoder = encoder
-        self.live = live
+        self.live = index if isinstance(index, LiveIndex) else None
+        self._index = None if self.live is not None else index
 
     @classmethod
     def open(cls, path: str | Path, encoder=None) -> Searcher:
         """Open the collection at ``path`` with its saved encoder (or the ``encoder`` given)."""
-        live = LiveIndex(path, read_only=True)
-        index = live.base
         if encoder is None:
             saved = Path(path) / ENCODER_DIR
             if not saved.is_dir():
+                LiveIndex(path, read_only=True).close()  # no collection there: say that first
                 raise InputError(
                     f"{path} has no saved encoder; pass the encoder to use for queries."
                 )
             encoder = load_encoder(saved)
         elif isinstance(encoder, (str, Path)):
             encoder = load_encoder(encoder)
-        return cls(index, encoder, live)
+        return cls(LiveIndex(path, read_only=True), encoder)
+
+    @property
+    def index(self) -> Index:
+        """The collection as one index: its only segment, or its live documents merged in
+        memory (once) when it has several segments, deletions or buffered writes."""
+        if self._index is None:
+            self._index = self.live.as_index()
+        return self._index
+
+    @property
+    def collection(self) -> Index | LiveIndex:
+        """What searches go to: the collection (segments and log), or the index given."""
+        return self.live if self.live is not None else self._index
 
     def search(
         self,
@@ -59,12 +72,12 @@ class Searcher:
         if self.live is None:
             if filter is not None or fields is not None:
                 raise InputError("Filters and documents need a collection: use Searcher.open.")
-            return self.index.search(vectors, k)
+            return self._index.search(vectors, k)
         return self.live.search(vectors, k, filter=filter, fields=fields)
 
 
 def rank(
-    index: Index,
+    index: Index | LiveIndex,
     query_ids: Sequence[str],
     query_vectors,
     k: int = 1000,
@@ -98,4 +111,4 @@ def retrieve(
     if not qids:
         return {}
     vectors = searcher.encoder.encode_queries([queries[q] for q in qids])
-    return rank(searcher.index, qids, vectors, k=k, skip_self=skip_self)
+    return rank(searcher.collection, qids, vectors, k=k, skip_self=skip_self)

@@ -35,20 +35,28 @@ def create_app(
     api_key: str | None = None,
     protect_reads: bool = False,
     limits: Limits | None = None,
-    merge_threshold: int = 10_000,
+    flush_threshold: int = 10_000,
     read_only: bool = False,
     unknown_words: str = "accept",
+    refresh_seconds: float = 1.0,
 ) -> FastAPI:
-    """The app serving the index at ``index_dir`` (with its saved encoder unless ``encoder``).
+    """The app serving the collection at ``index_dir`` (with its saved encoder unless
+    ``encoder``).
 
-    The app is the collection's writer (it holds the writer lock until shutdown) unless
-    ``read_only``, which serves the collection as it was at start-up and refuses writes.
+    The app is the collection's writer (it holds the writer lock until shutdown; new
+    segments are flushed every ``flush_threshold`` documents and merged in the background)
+    unless ``read_only``, which refuses writes and looks for the writer's new commit points
+    and log records every ``refresh_seconds`` (0: serve the collection as it was at start).
     ``unknown_words``: ``accept`` or ``refuse`` documents with words outside a fitted BM25
     vocabulary (see ``lsr serve --unknown-words``)."""
     if unknown_words not in ("accept", "refuse"):
         raise ConfigError(f"unknown_words must be 'accept' or 'refuse', got {unknown_words!r}.")
+    if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, (int, float)) or not (
+        refresh_seconds >= 0
+    ):
+        raise ConfigError(f"refresh_seconds must be a number >= 0, got {refresh_seconds!r}.")
     limits = limits or Limits()
-    live = LiveIndex(index_dir, merge_threshold=merge_threshold, read_only=read_only)
+    live = LiveIndex(index_dir, flush_threshold=flush_threshold, read_only=read_only)
     try:
         enc = load_encoder(encoder or Path(index_dir) / ENCODER_DIR)
         if list(enc.vocab) != live.vocab:
@@ -63,6 +71,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        state.start_refreshing(refresh_seconds)
         yield
         state.close()
 
@@ -80,7 +89,7 @@ def create_app(
 
 
 def _warm_up(live: LiveIndex) -> None:
-    """Compile (or load from Numba's cache) the kernels for the base index and for the write
+    """Compile (or load from Numba's cache) the kernels for the segments and for the write
     buffer before the first request, so no request pays for compilation."""
     q = sp.csr_array((np.ones(1, np.float32), ([0], [0])), shape=(1, len(live.vocab)))
     live.search(q, 1)
@@ -88,6 +97,7 @@ def _warm_up(live: LiveIndex) -> None:
     buffer = WriteBuffer(len(live.vocab))
     buffer.append("warm-up", q.indices, q.data, None, 1)
     buffer.view(1).search(q, 1)
-    if live.base.n_docs:  # the lookups of GET /documents and explain
-        live.base.term_weights(np.zeros(1, np.int64), q.indices)
-        live.base.document_vector(0)
+    segment = next((s for s in live.segments if s.n_docs), None)
+    if segment is not None:  # the lookups of GET /documents and explain
+        segment.term_weights(np.zeros(1, np.int64), q.indices)
+        segment.document_vector(0)

@@ -40,6 +40,17 @@ def POSITIVE_FLOAT(text: str) -> float:  # noqa: N802 (an argparse type, named l
     return value
 
 
+def NON_NEGATIVE_FLOAT(text: str) -> float:  # noqa: N802 (an argparse type, named like float)
+    """An argparse ``type``: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}") from e
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def _add_index(sub) -> None:
     p = sub.add_parser("index", help="encode a corpus and build an index")
     p.add_argument(
@@ -219,10 +230,12 @@ def _add_bench(sub) -> None:
         help="ingest: documents per POST /documents, one run each (default 1 10 100)",
     )
     p.add_argument(
+        "--flush-threshold",
         "--merge-threshold",
+        dest="flush_threshold",
         type=POSITIVE_INT,
         default=10_000,
-        help="ingest: the server's --merge-threshold (default 10,000)",
+        help="ingest: the server's --flush-threshold (default 10,000)",
     )
     p.add_argument(
         "--doc-terms", type=POSITIVE_INT, default=120, help="synthetic: non-zeros per document"
@@ -302,13 +315,24 @@ def _add_serve(sub) -> None:
     p.add_argument(
         "--read-only",
         action="store_true",
-        help="serve the collection as it is, without taking the writer lock; writes get 403",
+        help="serve the collection beside its writer, without the writer lock (writes get "
+        "403), seeing the writer's commits and log as of its last refresh",
     )
     p.add_argument(
+        "--refresh-seconds",
+        type=NON_NEGATIVE_FLOAT,
+        default=1.0,
+        help="--read-only: how often to look for the writer's new commits and log records "
+        "(default 1; 0: never, serve the collection as it was at start)",
+    )
+    p.add_argument(
+        "--flush-threshold",
         "--merge-threshold",
+        dest="flush_threshold",
         type=POSITIVE_INT,
         default=10_000,
-        help="fold updates into the base index after this many changed documents",
+        help="write buffered documents into a new segment once this many are buffered "
+        "(segments are merged in the background by a tiered merge policy)",
     )
     p.add_argument(
         "--unknown-words",

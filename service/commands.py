@@ -183,7 +183,9 @@ def cmd_bench(args) -> int:
         "approximate": not args.no_approximate,
         "clustered": {} if args.no_clustered else (clustered or None),
     }
-    is_index = (Path(args.target) / "manifest.json").is_file()
+    from lsr.index.storage import is_index_dir
+
+    is_index = is_index_dir(Path(args.target))
     if args.reads and not is_index:
         raise InputError("--reads benchmarks an index directory; build one with lsr index.")
     if args.target == "ingest":
@@ -193,7 +195,7 @@ def cmd_bench(args) -> int:
             args.like or sample_dataset(),
             n_docs=args.docs or 100_000,
             batch_sizes=args.batch_sizes,
-            merge_threshold=args.merge_threshold,
+            flush_threshold=args.flush_threshold,
             progress=_progress(),
         )
     elif args.target == "synthetic":
@@ -272,8 +274,9 @@ def cmd_serve(args) -> int:
         api_key=args.api_key or os.environ.get("LSR_API_KEY") or None,
         protect_reads=args.protect_reads,
         limits=limits,
-        merge_threshold=args.merge_threshold,
+        flush_threshold=args.flush_threshold,
         read_only=args.read_only,
+        refresh_seconds=args.refresh_seconds,
         unknown_words=args.unknown_words,
     )
     uvicorn.run(

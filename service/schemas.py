@@ -194,7 +194,8 @@ class DeleteResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"] = Field(
-        ..., description="degraded: writes are refused for now or merges are failing; reads work"
+        ..., description="degraded: writes are refused for now or flushes or merges are failing; "
+        "reads work"
     )
     documents: int
     writable: bool
@@ -202,25 +203,34 @@ class HealthResponse(BaseModel):
 
 
 class StatsResponse(BaseModel):
-    n_docs: int
-    base_docs: int
-    delta_docs: int
-    deleted_or_replaced: int
+    n_docs: int = Field(..., description="live documents (segments and write buffer)")
+    segments: int
+    segment_docs: int = Field(..., description="documents in segments, deleted ones included")
+    deleted_docs: int = Field(..., description="deleted documents a merge has not removed yet")
+    buffer_docs: int = Field(..., description="live documents in the write buffer")
     vocab_size: int
     postings: int
     last_seq: int
-    merged_seq: int
+    flushed_seq: int = Field(..., description="the last write the segments hold")
     log_records: int
+    generation: int = Field(..., description="the current commit point")
     bytes_written: int = Field(
-        ..., description="bytes this server wrote to the collection: log appends and merges"
+        ..., description="bytes this server wrote: log, segments, deletion files, commit points"
     )
     wal_bytes: int
     read_only: bool
     writable: bool
     writes: dict = Field(..., description="failed appends in a row, the last error, back-off")
-    merges: dict = Field(..., description="failed merges in a row, the last error, back-off")
+    flushes: dict = Field(..., description="flushes done, failures in a row, back-off")
+    merges: dict = Field(..., description="merges done and running, failures, back-off")
     encoder: str
     limits: dict[str, float]
+
+
+class RefreshResponse(BaseModel):
+    changed: bool = Field(..., description="a segment was flushed, or a newer state was read")
+    generation: int
+    documents: int
 
 
 class ErrorResponse(BaseModel):

@@ -63,7 +63,8 @@ class ServiceState:
     read_only: bool = False
     unknown_words: str = "accept"  # or "refuse": documents with words the vocabulary lacks
     metrics: Metrics = field(default_factory=Metrics)
-    merging: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _refresher: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.position = {t: i for i, t in enumerate(self.live.vocab)}
@@ -200,21 +201,26 @@ class ServiceState:
             )
         return vectors, unknown
 
-    def maybe_merge(self) -> None:
-        """Start a background merge when enough changed and no failed merge is backing off."""
-        if self.live.needs_merge() and self.merging.acquire(blocking=False):
+    def start_refreshing(self, seconds: float) -> None:
+        """A read-only server: look for the writer's new commit points and log records every
+        ``seconds`` (:meth:`LiveIndex.refresh`), in a background thread, until :meth:`close`."""
+        if not self.read_only or seconds <= 0 or self._refresher is not None:
+            return
 
-            def run():
+        def run() -> None:
+            while not self._stop.wait(seconds):
                 try:
-                    self.live.merge()
-                except Exception:
-                    logger.exception("background merge failed; updates stay in the log")
-                finally:
-                    self.merging.release()
+                    self.live.refresh()
+                except Exception:  # the collection is mid-change or damaged: serve what we have
+                    logger.exception("refreshing the collection failed; serving the last state")
 
-            threading.Thread(target=run, daemon=True).start()
+        self._refresher = threading.Thread(target=run, name="lsr-refresh", daemon=True)
+        self._refresher.start()
 
     def close(self) -> None:
-        """Let a background merge finish, then checkpoint the log and release the lock."""
-        with self.merging:
-            self.live.close()
+        """Stop refreshing; let a flush or merge in progress finish, then checkpoint the log
+        and release the lock."""
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join()
+        self.live.close()

@@ -7,8 +7,8 @@ from dataclasses import asdict
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
-from lsr.service.middleware import require_reader
-from lsr.service.schemas import ERRORS, HealthResponse, StatsResponse
+from lsr.service.middleware import require_reader, require_writer
+from lsr.service.schemas import ERRORS, HealthResponse, RefreshResponse, StatsResponse
 from lsr.service.state import service_state
 
 router = APIRouter()
@@ -24,8 +24,9 @@ def health(request: Request) -> HealthResponse:
         problems.append("read-only: writes go to the writer")
     elif not stats["writable"]:
         problems.append(f"writes refused for now: {stats['writes']['last_error']}")
-    if stats["merges"]["failures"]:
-        problems.append(f"merges failing: {stats['merges']['last_error']}")
+    for work in ("flushes", "merges"):
+        if stats[work]["failures"]:
+            problems.append(f"{work} failing: {stats[work]['last_error']}")
     return {
         "status": "degraded" if problems and not state.read_only else "ok",
         "documents": stats["n_docs"],
@@ -48,3 +49,16 @@ def stats(request: Request) -> StatsResponse:
 def prometheus(request: Request) -> str:
     state = service_state(request)
     return state.metrics.render(state.live.stats())
+
+
+@router.post("/refresh", dependencies=[Depends(require_reader)], responses=ERRORS)
+def refresh(request: Request) -> RefreshResponse:
+    """The writer flushes its write buffer into a new segment (its searches already see every
+    write); a read-only server opens the writer's latest commit point and log now instead
+    of at its next periodic refresh."""
+    state = service_state(request)
+    if not state.read_only and state.api_key is not None:
+        require_writer(request)
+    changed = state.live.refresh()
+    stats = state.live.stats()
+    return {"changed": changed, "generation": stats["generation"], "documents": stats["n_docs"]}

@@ -60,7 +60,6 @@ def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
     records = [{**(d.fields or {}), "title": d.title, "text": d.text} for d in req.documents]
     vectors, unknown = state.encode_new_documents(ids, texts)
     seq = state.live.upsert(vectors, ids, records)
-    state.maybe_merge()
     return {"upserted": len(ids), "seq": seq, "unknown_terms": unknown or None}
 
 
@@ -73,5 +72,4 @@ def delete(doc_id: str, request: Request) -> DeleteResponse:
     seq, gone = state.live.delete([doc_id])
     if not gone:
         raise HTTPException(404, f"no document {doc_id!r}")
-    state.maybe_merge()
     return {"deleted": doc_id, "seq": seq}

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.http, pytest.mark.slow]
 
 def test_ingest_report_on_the_sample(capsys):
     report = bench_ingest(
-        sample_dataset(), n_docs=300, batch_sizes=(20, 100), merge_threshold=120, idle_seconds=0.3
+        sample_dataset(), n_docs=300, batch_sizes=(20, 100), flush_threshold=120, idle_seconds=0.3
     )
     assert [r.batch_size for r in report.runs] == [20, 100]
     for run in report.runs:
@@ -21,7 +21,7 @@ def test_ingest_report_on_the_sample(capsys):
         assert run.idle_p99_ms > 0 and run.searches_during > 0
         assert run.bytes_written > run.bytes_ingested > 0  # the log holds every document
     assert set(report.deleted) == {"auto", "maxscore", "bmw"}
-    assert all(d["ratio"] > 0 for d in report.deleted.values())
+    assert all(d["ratio"] > 0 and d["expunged_ratio"] > 0 for d in report.deleted.values())
     assert report.store["bytes_per_doc"] > 0
     text = report.table()
     assert "write amp" in text and "50% deleted, auto" in text

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from lsr.index import Index, IndexFormatError, LiveIndex, wal
+from lsr.index import Index, IndexFormatError, LiveIndex, commit, wal
 from lsr.index.check import check_collection
 from lsr.service.cli import main
 from tests.conftest import random_csr
@@ -62,7 +62,7 @@ def test_a_sound_collection_checks_ok(collection, capsys):
         (lambda p: _flip_record(p, 2), 2, [3, 6], "is corrupt and valid records follow"),
         (_cut_half, None, None, "the log was truncated"),
         (_delete, 0, [1, 6], "is missing"),
-        (_foreign, 0, [1, 6], "belongs to another base"),
+        (_foreign, 0, [1, 6], "belongs to another collection"),
     ],
 )
 def test_damage_is_reported_then_repaired(collection, rng, capsys, damage, kept, lost, message):
@@ -89,11 +89,45 @@ def test_damage_is_reported_then_repaired(collection, rng, capsys, damage, kept,
         assert [p.name for p in collection.glob("wal.log.damaged-*")]
 
 
-def test_a_damaged_base_is_reported_not_repaired(collection):
-    manifest = json.loads((collection / "manifest.json").read_text())
-    manifest["n_docs"] = 3
-    (collection / "manifest.json").write_text(json.dumps(manifest))
+def test_a_damaged_segment_or_commit_point_is_reported_not_repaired(collection, capsys):
+    with LiveIndex(collection, background=False) as index:
+        index.delete(["b0"])
+        index.flush()  # a second segment and a deletion file
+    assert check_collection(collection).ok
+    segment = collection / "segments" / "s00000001"
+    postings = segment / "postings.arrow"
+    data = bytearray(postings.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    postings.write_bytes(bytes(data))
     report = check_collection(collection, repair=True)
+    assert not report.ok and not report.repaired and report.n_docs is None
+    assert "segment s00000001" in report.problems[0] and "fails its checksum" in report.problems[0]
+    postings.write_bytes(bytes(data[:-1]))
+    assert main(["check", str(collection)]) == 1
+    assert "is truncated or was modified" in capsys.readouterr().out
+    data[len(data) // 2] ^= 0x40
+    postings.write_bytes(bytes(data))
+    (deletes,) = (collection / "segments" / "s00000000").glob("deletes-*.bits")
+    deletes.write_bytes(deletes.read_bytes()[:-1])
+    report = check_collection(collection)
+    assert not report.ok and "segment s00000000" in report.problems[0]
+    commit_file = collection / commit.commit_name(commit.generations(collection)[-1])
+    edited = json.loads(commit_file.read_text())
+    edited["applied_seq"] += 1
+    commit_file.write_text(json.dumps(edited))
+    report = check_collection(collection, repair=True)
+    assert not report.ok and "cannot be repaired" in report.problems[0] and not report.repaired
+
+
+def test_a_damaged_index_of_format_3_is_reported_not_repaired(tmp_path, rng):
+    path = tmp_path / "old"
+    docs = random_csr(rng, 20, V, 0.2, integer=True)
+    Index.build(docs, [f"b{i}" for i in range(20)], [f"t{i}" for i in range(V)]).save(path)
+    assert check_collection(path).ok and check_collection(path).n_docs == 20
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["n_docs"] = 3
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    report = check_collection(path, repair=True)
     assert not report.ok and "cannot be repaired" in report.problems[0] and not report.repaired
 
 

@@ -43,9 +43,14 @@ def _build(tmp_path, rng, store="all"):
     return tmp_path / "idx", records, encoder
 
 
+def _segment(collection):
+    """The directory of a collection's first segment (``lsr index`` writes one)."""
+    return collection / "segments" / "s00000000"
+
+
 def test_every_field_round_trips(tmp_path, rng):
     out, records, _ = _build(tmp_path, rng)
-    index = Index.load(out)
+    index = Index.load(_segment(out))
     assert index.store.get(range(len(records))) == records
     with LiveIndex(out, read_only=True) as live:
         assert live.document("d9") == records[9]
@@ -62,7 +67,7 @@ def test_store_a_few_fields_or_none(tmp_path, rng):
         with pytest.raises(InputError, match="'metadata.year' is not stored"):
             live.search(encoder.encode_queries(["bee"]), 5, filter=Field("metadata.year") > 1)
     out, _, encoder = _build(tmp_path / "b", rng, store="none")
-    assert not (out / STORE_FILE).exists()
+    assert not (_segment(out) / STORE_FILE).exists()
     with LiveIndex(out, read_only=True) as live:
         assert live.document("d4") == {"_id": "d4"}
         with pytest.raises(InputError, match="stores no documents"):
@@ -71,14 +76,15 @@ def test_store_a_few_fields_or_none(tmp_path, rng):
 
 def test_corrupt_store_is_detected(tmp_path, rng):
     out, _, _ = _build(tmp_path, rng)
-    data = bytearray((out / STORE_FILE).read_bytes())
+    store = _segment(out) / STORE_FILE
+    data = bytearray(store.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (out / STORE_FILE).write_bytes(bytes(data))
+    store.write_bytes(bytes(data))
     with pytest.raises(IndexFormatError, match="store.arrow fails its checksum"):
-        Index.load(out)
-    (out / STORE_FILE).write_bytes(bytes(data[:100]))
+        LiveIndex(out, read_only=True)
+    store.write_bytes(bytes(data[:100]))
     with pytest.raises(IndexFormatError, match="store.arrow is 100 bytes"):
-        Index.load(out, verify=False)
+        Index.load(_segment(out), verify=False)
 
 
 def _reference(live, queries, k, predicate):
@@ -127,9 +133,12 @@ def test_filtered_search_over_base_delta_deletes_merge_and_reopen(tmp_path, rng)
     live = LiveIndex(out)  # the log replays the records with the vectors
     assert live.document("d2") == {"_id": "d2", **new[2]}
     _check(live, encoder, condition, predicate)
-    live.merge()
+    live.flush()  # a second segment, and deletions in the first
     assert live.document("d2") == {"_id": "d2", **new[2]}
     assert live.document("d30") is None
+    _check(live, encoder, condition, predicate)
+    live.force_merge()
+    assert live.document("d2") == {"_id": "d2", **new[2]} and live.stats()["segments"] == 1
     _check(live, encoder, condition, predicate)
     live.close()
     with LiveIndex(out, read_only=True) as reader:
@@ -168,11 +177,11 @@ def test_a_merge_keeps_fields_whose_types_differ_between_base_and_buffer(tmp_pat
         odd = [{"text": "bee honey", "metadata": "not an object", "mixed": [1, "x"]},
                {"text": "lava moon", "lang": 3}]  # fmt: skip
         live.upsert(vectors, ["x1", "x2"], odd)
-        live.merge()
+        live.force_merge()
         assert live.document("x1") == {"_id": "x1", **odd[0]}
         assert live.document("x2") == {"_id": "x2", **odd[1]}
         assert live.document("d7") == records[7]
         live.upsert(encoder.encode_documents(["snow"]), ["x3"], [{"text": "snow", "new": 1}])
-        live.merge()  # a new field, same types elsewhere: the Arrow path
+        live.force_merge()  # a new field, same types elsewhere: the Arrow path
         assert live.document("x3") == {"_id": "x3", "text": "snow", "new": 1}
         assert live.document("d8") == records[8]

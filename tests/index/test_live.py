@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from lsr.index import Index, LiveIndex
+from lsr.index.segment import Segment
 from tests.conftest import brute_force_topk, random_csr
 
 V = 50
@@ -62,29 +63,55 @@ def test_updates_are_searchable_and_survive_reopen_and_merge(live, rng):
     index.close()
     reopened = LiveIndex(path)  # replays the write-ahead log
     check(reopened)
-    reopened.merge()
-    assert reopened.stats()["delta_docs"] == 0 and reopened.stats()["log_records"] == 0
+    reopened.flush()  # the buffer becomes a second segment, the base's deletions a bitmap
+    stats = reopened.stats()
+    assert stats["buffer_docs"] == 0 and stats["log_records"] == 0 and stats["segments"] == 2
+    assert stats["deleted_docs"] == 4  # b0, b1, b2 replaced, b3 deleted
+    check(reopened)
+    reopened.close()
+    reopened = LiveIndex(path)  # from the commit point alone: the log holds nothing
+    check(reopened)
+    reopened.force_merge()
+    stats = reopened.stats()
+    assert stats["segments"] == 1 and stats["deleted_docs"] == 0
     assert (path / "encoder" / "encoder.json").is_file()  # what lives beside the index is kept
     check(reopened)
     reopened.close()
     check(LiveIndex(path))
 
 
-def test_failed_merge_keeps_base_and_log(live, rng, monkeypatch):
+def test_a_failed_flush_or_merge_keeps_the_last_commit_and_the_log(live, rng, monkeypatch):
     path, _ = live
-    index = LiveIndex(path)
+    index = LiveIndex(path, background=False)
     index.upsert(random_csr(rng, 3, V, 0.3), ["y1", "y2", "y3"])
+    generation = index.stats()["generation"]
 
-    def boom(tmp):
+    def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(index, "_copy_extras", boom)
-    with pytest.raises(OSError, match="disk full"):
-        index.merge()
-    index.upsert(random_csr(rng, 1, V, 0.3), ["y4"])  # still writable after the failed merge
+    with monkeypatch.context() as m:
+        m.setattr(Segment, "write", boom)
+        with pytest.raises(OSError, match="disk full"):
+            index.flush()
+    stats = index.stats()
+    assert stats["flushes"]["failures"] == 1 and not index.needs_flush()
+    assert stats["log_records"] == 1 and stats["buffer_docs"] == 3
+    index.upsert(random_csr(rng, 1, V, 0.3), ["y4"])  # still writable after the failed flush
+    index.flush()
+    assert index.stats()["segments"] == 2 and index.stats()["flushes"]["failures"] == 0
+    generation = index.stats()["generation"]
+    with monkeypatch.context() as m:
+        m.setattr(Segment, "write", boom)
+        with pytest.raises(OSError, match="disk full"):
+            index.force_merge()
+    assert index.stats()["generation"] == generation and index.stats()["segments"] == 2
+    assert index.stats()["merges"]["failures"] == 1
+    committed = sorted(t.name for t in index._state.segments)
     index.close()
+    assert sorted(p.name for p in (path / "segments").iterdir()) == committed  # no leftovers
     again = LiveIndex(path)
     assert again.get("y2") is not None and again.get("y4") is not None
+    assert again.stats()["n_docs"] == 204
 
 
 def test_bad_updates(live, rng):

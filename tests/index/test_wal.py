@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from lsr.index import Index, IndexFormatError, LiveIndex, wal
+from lsr.index import Index, IndexFormatError, LiveIndex, commit, wal
+from lsr.index import live as live_module
 from lsr.index.errors import (
     CollectionLockedError,
     InvalidDocumentIdError,
@@ -20,7 +21,6 @@ from lsr.index.errors import (
     WriteUnavailableError,
 )
 from lsr.index.lock import lock_path
-from lsr.index.storage import seal_manifest
 from tests.conftest import random_csr
 from tests.index.crash import crash_loop
 
@@ -134,63 +134,87 @@ def test_gaps_foreign_logs_and_bad_headers_are_errors(base, rng, tmp_path):
     foreign = tmp_path / "foreign"
     shutil.copytree(base, foreign)
     wal.create(_log(foreign), "another-base", 1, kept)
-    with pytest.raises(IndexFormatError, match="belongs to another base"):
+    with pytest.raises(IndexFormatError, match="belongs to another collection"):
         LiveIndex(foreign)
     _log(foreign).write_bytes(b"LSRH" + b"\0" * 40)
     with pytest.raises(IndexFormatError, match="header is missing or corrupt"):
         LiveIndex(foreign)
 
 
-def _manifest(path):
-    return json.loads((path / "manifest.json").read_text())
+def _commit_file(path):
+    """The current commit point's file."""
+    return path / commit.commit_name(commit.generations(path)[-1])
 
 
 @pytest.mark.parametrize(
     "edit",
     [
-        lambda m: m["quantization"].update(scale=m["quantization"]["scale"] * 2),
-        lambda m: m["metadata"].update(applied_seq=7),
-        lambda m: m["wal"].update(seq=0),
-        lambda m: m.update(n_docs=49),
-        lambda m: m.update(base_id="0" * 32),
+        lambda c: c["quantization"].update(scale=c["quantization"]["scale"] * 2),
+        lambda c: c.update(applied_seq=7),
+        lambda c: c["wal"].update(seq=0),
+        lambda c: c["segments"][0].update(n_docs=49),
+        lambda c: c.update(collection_id="0" * 32),
     ],
 )
-def test_a_changed_manifest_field_is_detected(base, rng, edit):
+def test_a_changed_commit_point_field_is_detected(base, rng, edit):
     with LiveIndex(base) as index:
         _write(index, rng, ["n0"])
-    manifest = _manifest(base)
-    edit(manifest)
-    (base / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    with pytest.raises(IndexFormatError, match="manifest.json fails its checksum"):
-        LiveIndex(base)
-    with pytest.raises(IndexFormatError, match="manifest.json fails its checksum"):
-        Index.load(base)
+    path = _commit_file(base)
+    edited = json.loads(path.read_text())
+    edit(edited)
+    path.write_text(json.dumps(edited, indent=1))
+    for read_only in (False, True):
+        with pytest.raises(IndexFormatError, match=f"{path.name} fails its checksum"):
+            LiveIndex(base, read_only=read_only)
 
 
-def test_every_flipped_manifest_byte_is_detected(base, rng):
+def test_every_flipped_commit_point_byte_is_detected(base, rng):
     with LiveIndex(base) as index:
         _write(index, rng, ["n0"])
-    data = (base / "manifest.json").read_bytes()
+    path = _commit_file(base)
+    data = path.read_bytes()
     for offset in range(len(data)):
         flipped = bytearray(data)
         flipped[offset] ^= 0x01
-        (base / "manifest.json").write_bytes(bytes(flipped))
+        path.write_bytes(bytes(flipped))
         with pytest.raises(IndexFormatError):
-            Index.load(base, verify=False)
-    (base / "manifest.json").write_bytes(data)
-    Index.load(base)
+            commit.open_latest(base)
+    path.write_bytes(data)
+    LiveIndex(base, read_only=True).close()
 
 
-def test_a_manifest_without_checksum_is_read_and_sealed_by_the_writer(base, rng):
-    """Manifests written before the checksum existed (lsr 0.1) still open."""
-    manifest = _manifest(base)
+def test_a_segment_manifest_is_checksummed_like_an_index_manifest(base, rng):
+    LiveIndex(base).close()
+    manifest_path = base / "segments" / "s00000000" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["n_docs"] = 49
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(IndexFormatError, match="manifest.json fails its checksum"):
+        LiveIndex(base, read_only=True)
+
+
+def test_an_index_of_format_2_is_read_as_it_is_and_converted_by_the_writer(base, rng):
+    """Index directories written before collections existed (lsr 0.1) still open: readers
+    read them as one segment, the first writer turns them into a collection."""
+    manifest = json.loads((base / "manifest.json").read_text())
     del manifest["manifest_sha256"], manifest["base_id"]
     manifest["format_version"] = 2
     (base / "manifest.json").write_text(json.dumps(manifest))
+    before = sorted(p.name for p in base.iterdir())
+    queries = random_csr(rng, 4, V, 0.3)
+    with LiveIndex(base, read_only=True) as reader:
+        expected = [h.items() for h in reader.search(queries, 5)]
+        assert reader.stats()["n_docs"] == 50
+    assert sorted(p.name for p in base.iterdir()) == before  # a reader changes nothing
     with LiveIndex(base) as index:
+        assert [h.items() for h in index.search(queries, 5)] == expected
         _write(index, rng, ["n0"])
-    sealed = _manifest(base)
-    assert sealed == seal_manifest(sealed) and sealed["format_version"] == 3 and sealed["base_id"]
+    assert commit.is_collection(base) and not (base / "manifest.json").exists()
+    assert sorted(p.name for p in (base / "segments" / "s00000000").iterdir()) == sorted(
+        ["blocks.arrow", "docs.arrow", "manifest.json", "postings.arrow", "terms.arrow"]
+    )
+    with LiveIndex(base) as index:
+        assert index.get("n0") is not None and index.stats()["n_docs"] == 51
 
 
 def test_a_legacy_json_lines_log_is_migrated(base, rng):
@@ -296,7 +320,8 @@ def test_real_disk_full_loses_no_acknowledged_write(small_fs, rng):
     path = small_fs / "idx"
     docs = random_csr(rng, 50, V, 0.2, integer=True)
     Index.build(docs, [f"b{i}" for i in range(50)], [f"t{i}" for i in range(V)]).save(path)
-    index = LiveIndex(path, merge_threshold=10**9)
+    index = LiveIndex(path, flush_threshold=10**9)
+    generation = index.stats()["generation"]
     filler = _fill(small_fs, chunk=256)
     acked, refused = [], 0
     for i in range(400):
@@ -309,8 +334,9 @@ def test_real_disk_full_loses_no_acknowledged_write(small_fs, rng):
             index.write_backoff._until = 0.0  # probe the disk again at once
     assert refused > 0
     with pytest.raises(WriteUnavailableError):
-        index.merge()  # no room for a merge either; the collection is untouched
-    assert index.merge_backoff.failures == 1 and not index.needs_merge()
+        index.flush()  # no room for a segment either; the last commit point is untouched
+    assert index.flush_backoff.failures == 1 and not index.needs_flush()
+    assert index.stats()["generation"] == generation
     filler.unlink()  # space comes back
     index.write_backoff._until = 0.0
     for i in range(20):
@@ -320,9 +346,9 @@ def test_real_disk_full_loses_no_acknowledged_write(small_fs, rng):
     with LiveIndex(path) as again:
         assert [d for d in acked if again.get(d) is None] == []
         assert again.stats()["last_seq"] == len(acked)
-        again.merge()
+        again.force_merge()
     with LiveIndex(path) as merged:
-        assert merged.stats()["n_docs"] == 50 + len(acked)
+        assert merged.stats()["n_docs"] == 50 + len(acked) and merged.stats()["segments"] == 1
 
 
 def test_second_writer_is_refused_readers_are_not(base, rng):
@@ -391,28 +417,32 @@ def test_bad_ids_are_refused_before_anything_is_written(base, rng):
 def test_checkpoint_is_written_while_writing(base, rng):
     with LiveIndex(base, checkpoint_seconds=0.0) as index:
         _write(index, rng, ["n0"])
-        assert _manifest(base)["wal"] == {"seq": 1, "bytes": _log(base).stat().st_size}
+        assert json.loads(_commit_file(base).read_text())["wal"] == {"seq": 1}
+        _write(index, rng, ["n1"])
+        assert json.loads(_commit_file(base).read_text())["wal"] == {"seq": 2}
+        assert len(commit.generations(base)) == 1  # the older ones are removed
 
 
-CRASH_DURING_MERGE = """
+CRASH_DURING_FLUSH_AND_MERGE = """
 import numpy as np
 from lsr.index import LiveIndex
 from tests.conftest import random_csr
 
-index = LiveIndex(sys.argv[1])
+index = LiveIndex(sys.argv[1], background=False)
 rng = np.random.default_rng(7)
 ids = [f"m{i}" for i in range(10)]
 index.upsert(random_csr(rng, 10, 40, 0.3, integer=True), ids)
 index.delete(["b1", "b2"])
 crash_from_here()
-index.merge()
+index.force_merge()
 print("merged", calls)
 """
 
 
 @pytest.mark.slow
-def test_a_crash_at_every_step_of_a_merge_loses_nothing(base, tmp_path):
-    """kill -9 equivalents (os._exit) at each file-system call of a merge, in a loop."""
+def test_a_crash_at_every_step_of_a_flush_and_merge_loses_nothing(base, tmp_path):
+    """kill -9 equivalents (os._exit) at each file-system call of a flush and of the merge
+    after it, in a loop."""
 
     def check(trial, done):
         with LiveIndex(trial) as again:
@@ -420,8 +450,8 @@ def test_a_crash_at_every_step_of_a_merge_loses_nothing(base, tmp_path):
             assert again.get("b1") is None and again.get("b0") is not None
             assert again.stats()["n_docs"] == 58
 
-    outcomes = crash_loop(base, tmp_path, CRASH_DURING_MERGE, check)
-    assert outcomes.count(9) >= 5 and outcomes[-1] == 0
+    outcomes = crash_loop(base, tmp_path, CRASH_DURING_FLUSH_AND_MERGE, check)
+    assert outcomes.count(9) >= 10 and outcomes[-1] == 0
 
 
 def test_a_write_larger_than_a_log_record_may_be_is_refused(base, rng, monkeypatch):
@@ -435,19 +465,21 @@ def test_a_write_larger_than_a_log_record_may_be_is_refused(base, rng, monkeypat
         assert again.get("small") is not None and again.get("n0") is None
 
 
-def test_a_reader_opening_during_a_merge_swap_tries_again(base, rng, monkeypatch):
-    writer = LiveIndex(base)
+def test_a_reader_opening_during_a_flush_tries_again(base, rng, monkeypatch):
+    """A reader that read a commit point just before the writer committed a flush and
+    trimmed the log finds the log starting past it, and looks again."""
+    writer = LiveIndex(base, background=False)
     _write(writer, rng, ["x"])
-    before = Index.load(base)  # what a reader had read when the writer swapped the base
-    writer.merge()
+    before = commit.open_latest(base, lease=False)  # what a reader had read
+    writer.flush()
     _write(writer, rng, ["y"])
-    real, calls = Index.load, []
+    real, calls = commit.open_latest, []
 
-    def load(path, **kwargs):
+    def open_latest(path, lease=True, **kwargs):
         calls.append(path)
-        return before if len(calls) == 1 else real(path, **kwargs)
+        return before if len(calls) == 1 else real(path, lease=lease, **kwargs)
 
-    monkeypatch.setattr(Index, "load", load)
+    monkeypatch.setattr(live_module, "open_latest", open_latest)
     reader = LiveIndex(base, read_only=True)
     assert len(calls) == 2 and reader.get("x") is not None and reader.get("y") is not None
     writer.close()
@@ -456,8 +488,9 @@ def test_a_reader_opening_during_a_merge_swap_tries_again(base, rng, monkeypatch
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"merge_threshold": 0}, "merge_threshold must be a positive integer"),
-        ({"merge_threshold": True}, "merge_threshold must be a positive integer"),
+        ({"flush_threshold": 0}, "flush_threshold must be a positive integer"),
+        ({"flush_threshold": True}, "flush_threshold must be a positive integer"),
+        ({"merge_policy": "tiered"}, "merge_policy must be a TieredMergePolicy"),
         ({"checkpoint_seconds": -1.0}, "checkpoint_seconds must be a number >= 0"),
         ({"checkpoint_seconds": float("nan")}, "checkpoint_seconds must be a number >= 0"),
     ],

@@ -22,7 +22,8 @@ def test_index_prints_summary(tmp_path, capsys):
     assert main(["index", str(sample_dataset()), "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_docs"] >= 200 and summary["n_postings"] > 0
-    assert (out / "manifest.json").is_file() and (out / "encoder" / "encoder.json").is_file()
+    assert (out / "commit-000000000001.json").is_file()
+    assert (out / "encoder" / "encoder.json").is_file()
 
 
 def test_search_table_and_json(sample_index, capsys):

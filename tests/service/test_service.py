@@ -272,7 +272,7 @@ def test_concurrent_searches_and_upserts(server):
 
 
 def test_kill_9_loses_no_acknowledged_write(index_dir):
-    srv = Server(index_dir, "--merge-threshold", "15").start()  # merges happen during the run
+    srv = Server(index_dir, "--flush-threshold", "15").start()  # flushes and merges happen
     acked, stop = [], threading.Event()
 
     def writer():
@@ -322,6 +322,7 @@ def test_openapi_schema_documents_every_endpoint(server):
         "/health",
         "/stats",
         "/metrics",
+        "/refresh",
     ):
         assert path in spec["paths"], path
     assert "examples" in json.dumps(spec["components"]["schemas"]["SearchRequest"])
@@ -378,7 +379,7 @@ def test_second_writer_is_refused_and_read_only_servers_are_not(server, index_di
     err = done.stderr.decode()
     assert done.returncode == 2 and "is open for writing by another process (pid" in err, err
     assert main(["index", str(sample_dataset()), "--out", str(index_dir), "--overwrite"]) == 2
-    reader = Server(index_dir, "--read-only").start()
+    reader = Server(index_dir, "--read-only", "--refresh-seconds", "0.2").start()
     try:
         r = httpx.post(
             reader.url + "/documents",
@@ -389,6 +390,29 @@ def test_second_writer_is_refused_and_read_only_servers_are_not(server, index_di
         assert r.status_code == 403 and "read-only" in r.json()["error"]
         r = httpx.post(reader.url + "/search", json={"query": "honey", "k": 3}, timeout=30)
         assert r.status_code == 200 and r.json()["hits"]
+        # the reader sees what the writer acknowledges (its log), then what it flushes
+        w = httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": KEY})
+        doc = {"id": "seen-by-reader", "text": "glacier ice honey bees"}
+        assert w.post("/documents", json={"documents": [doc]}).status_code == 200
+        query = {"query": "glacier honey", "k": 1, "filter": {"field": "_id", "eq": doc["id"]}}
+
+        def reader_sees(present: bool) -> bool:
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                hits = httpx.post(reader.url + "/search", json=query, timeout=30).json()["hits"]
+                got = httpx.get(f"{reader.url}/documents/{doc['id']}", timeout=30).status_code
+                if (bool(hits), got == 200) == (present, present):
+                    return True
+                time.sleep(0.1)
+            return False
+
+        assert reader_sees(True)
+        flushed = w.post("/refresh").json()
+        assert flushed["changed"] and w.get("/stats").json()["buffer_docs"] == 0
+        assert reader_sees(True)
+        assert w.delete(f"/documents/{doc['id']}").status_code == 200
+        assert reader_sees(False)
+        assert httpx.post(reader.url + "/refresh", timeout=30).status_code == 200
     finally:
         reader.stop()
 
@@ -407,7 +431,7 @@ def test_disk_full_refuses_writes_with_503_and_loses_nothing(tmp_path):
 
 
 def _disk_full_round(index_dir, mnt):
-    srv = Server(index_dir, "--merge-threshold", "5").start()
+    srv = Server(index_dir, "--flush-threshold", "5").start()
     c = httpx.Client(base_url=srv.url, timeout=30, headers={"X-API-Key": KEY})
     acked = []
 
@@ -435,8 +459,8 @@ def _disk_full_round(index_dir, mnt):
         health = c.get("/health").json()
         assert health["status"] == "degraded" and health["problems"], health
         stats = c.get("/stats").json()
-        assert stats["writes"]["failures"] >= 1 or stats["merges"]["failures"] >= 1
-        assert stats["merges"]["failures"] <= 3  # backed off, not retried on every write
+        assert stats["writes"]["failures"] >= 1 or stats["flushes"]["failures"] >= 1
+        assert stats["flushes"]["failures"] <= 3  # backed off, not retried on every write
         filler.unlink()
         deadline = time.time() + 60
         while write(1000 + len(acked)).status_code != 200 and time.time() < deadline:

@@ -17,7 +17,7 @@ from lsr.service.cli import main
 def api_schema(tmp_path_factory):
     out = tmp_path_factory.mktemp("schema") / "idx"
     assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
-    app = create_app(out, api_key="k", merge_threshold=5)  # merges run during the test too
+    app = create_app(out, api_key="k", flush_threshold=5)  # flushes and merges run too
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
