@@ -200,7 +200,7 @@ def convert_legacy(root: Path) -> None:
     )
     write_commit(root, commit)
     remove_legacy_files(root)
-    logger.warning("%s: converted an index of format %s into a collection (format 4)",
+    logger.info("%s: converted an index of format %s into a collection (format 4)",
                    root, manifest.get("format_version"))  # fmt: skip
 
 

@@ -144,13 +144,15 @@ class SegmentMaintenance:
             self._building.add(name)
         return name
 
-    def _check_space(self, needed: int, backoff: Backoff) -> None:
+    def _check_space(self, needed: int, work: str) -> None:
+        """Refuse a flush or merge that would not fit on the disk before writing anything."""
         free = shutil.disk_usage(self.path).free
         if free < needed:
             raise WriteUnavailableError(
                 errno.ENOSPC,
-                f"about {needed:,} bytes are needed and {free:,} are free",
-                retry_after=backoff.first,
+                f"the {work} was not written: it needs about {needed:,} bytes and {free:,} "
+                "are free; the last commit point is intact",
+                retry_after=1.0,
             )
 
     # ---- flush -----------------------------------------------------------------------------
@@ -179,7 +181,7 @@ class SegmentMaintenance:
             with self._segment_work("flush", self.flush_backoff) as job:
                 rows = view.live_rows()
                 postings = int(view.indptr[view.n_rows])
-                self._check_space(postings * 12 + (1 << 20), self.flush_backoff)
+                self._check_space(postings * 12 + (1 << 20), "flush")
                 segment = None
                 if rows:
                     segment = self._build_flushed(job.name(), view, rows, buffer)
@@ -305,8 +307,7 @@ class SegmentMaintenance:
                 self._merging = frozenset(chosen)
             try:
                 with self._segment_work("merge", self.merge_backoff) as job:
-                    self._check_space(int(sum(t.segment.bytes for t in inputs) * 1.1),
-                                      self.merge_backoff)  # fmt: skip
+                    self._check_space(int(sum(t.segment.bytes for t in inputs) * 1.1), "merge")
                     keeps = [
                         np.arange(v.segment.n_docs) if v.live is None else np.flatnonzero(v.live)
                         for v in views
@@ -427,7 +428,9 @@ def describe_error(error: OSError) -> str:
 def _raise_unavailable(error: Exception, work: str, delay: float) -> None:
     """Raise an I/O failure of a flush or merge as :class:`WriteUnavailableError` (a 503 for
     the service: retry later); anything else is left to propagate as it is."""
-    if isinstance(error, OSError) and not isinstance(error, WriteUnavailableError):
+    if isinstance(error, WriteUnavailableError):  # refused before writing: the back-off says when
+        error.retry_after = max(error.retry_after, delay)
+    elif isinstance(error, OSError):
         raise WriteUnavailableError(
             error.errno or errno.EIO,
             f"the {work} was not written ({describe_error(error)}); the last commit point is "

@@ -101,27 +101,40 @@ class BM25Encoder:
     def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
         """BM25 document vectors; terms not seen by ``fit`` are dropped."""
         self._check_fitted()
-        counts = term_counts(self.tokenizer.encode(list(texts)), len(self.vocab))
+        return self._weigh(self.tokenizer.encode(list(texts)))
+
+    def encode_documents_with_unknown(
+        self, texts: Sequence[str]
+    ) -> tuple[sp.csr_array, list[list[str]]]:
+        """The document vectors and, per text, the analyzed terms (lowercased, stemmed) that
+        they drop because the fitted corpus never had them, from one analysis of each text:
+        the vocabulary and its statistics are fixed at ``fit``, so such words make a
+        document unfindable by them."""
+        self._check_fitted()
+        dropped: list[list[str]] = []
+        rows = self.tokenizer.encode(list(texts), dropped=dropped)
+        _, known, _ = self._tables()
+        unknown = [  # words the tokenizer lacks, and tokens the fitted corpus never had
+            list(dict.fromkeys([*gone, *(self.vocab[i] for i in row[~known[row]].tolist())]))
+            for row, gone in zip(rows, dropped, strict=True)
+        ]
+        return self._weigh(rows), unknown
+
+    def unknown_terms(self, texts: Sequence[str]) -> list[list[str]]:
+        """Per text, the analyzed terms the fitted vocabulary lacks (see
+        :meth:`encode_documents_with_unknown`)."""
+        return self.encode_documents_with_unknown(texts)[1]
+
+    def _weigh(self, rows: list[np.ndarray]) -> sp.csr_array:
+        """BM25 weights of documents given as rows of term ids."""
+        counts = term_counts(rows, len(self.vocab))
         lengths = counts.sum(axis=1)
-        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-        norm = self.k1 * (1.0 - self.b + self.b * lengths[rows] / self.avgdl)
+        doc_of = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        norm = self.k1 * (1.0 - self.b + self.b * lengths[doc_of] / self.avgdl)
         tf = counts.data
         counts.data = (self.idf()[counts.indices] * tf / (tf + norm)).astype(np.float32)
         counts.eliminate_zeros()
         return counts
-
-    def unknown_terms(self, texts: Sequence[str]) -> list[list[str]]:
-        """Per text, the analyzed terms (lowercased, stemmed) that ``encode_documents`` drops
-        because the fitted corpus never had them: the vocabulary and its statistics are fixed
-        at ``fit``, so such words make a document unfindable by them."""
-        self._check_fitted()
-        _, known, ids = self._tables()
-        out = []
-        for text in texts:
-            terms = self.tokenizer.tokenize(text)
-            missing = [t for t in terms if (i := ids.get(t)) is None or not known[i]]
-            out.append(list(dict.fromkeys(missing)))
-        return out
 
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
         """Query vectors: counts of the query's known terms."""

@@ -63,3 +63,13 @@ def _encode_batches(encoder, docs, batch_size, progress, stats):
             stats.n_docs += len(batch)
             bar.update(len(batch))
             yield vectors, [d.id for d in batch]
+
+
+def encode_with_unknown(encoder, texts: Sequence[str]) -> tuple[sp.csr_array, list[list[str]]]:
+    """Document vectors and, per text, the words the encoder's fixed vocabulary lacks (from
+    the same analysis, for encoders that can say: BM25's fitted vocabulary; empty lists for
+    the others) — what a write over REST or ``lsr index --append`` reports."""
+    both = getattr(encoder, "encode_documents_with_unknown", None)
+    if both is not None:
+        return both(texts)
+    return encoder.encode_documents(texts), [[] for _ in texts]

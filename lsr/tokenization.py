@@ -77,21 +77,27 @@ class WordTokenizer:
         words = [w for w in _WORD.findall(_POSSESSIVE.sub(r"\1", text)) if w not in self._stop]
         return self._stemmer.stemWords(words) if self._stemmer else words
 
-    def encode(self, texts: Sequence[str], grow: bool = False) -> list[np.ndarray]:
-        """Term ids of each text; unknown terms are dropped, or added to the vocab if ``grow``."""
+    def encode(
+        self, texts: Sequence[str], grow: bool = False, dropped: list | None = None
+    ) -> list[np.ndarray]:
+        """Term ids of each text; unknown terms are dropped (and, when ``dropped`` is a list,
+        appended to it per text, each once), or added to the vocab if ``grow``."""
         ids, vocab = self._ids, self.vocab
         out = []
         for text in texts:
-            row = []
+            row, gone = [], []
             for term in self.tokenize(text):
                 i = ids.get(term)
                 if i is None:
                     if not grow:
+                        gone.append(term)
                         continue
                     i = ids[term] = len(vocab)
                     vocab.append(term)
                 row.append(i)
             out.append(np.asarray(row, dtype=np.int32))
+            if dropped is not None:
+                dropped.append(list(dict.fromkeys(gone)))
         return out
 
     def to_config(self) -> dict:
@@ -144,8 +150,14 @@ class HFTokenizer:
     def tokenize(self, text: str) -> list[str]:
         return self.tokenizer.encode(text, add_special_tokens=False).tokens
 
-    def encode(self, texts: Sequence[str], grow: bool = False) -> list[np.ndarray]:
+    def encode(
+        self, texts: Sequence[str], grow: bool = False, dropped: list | None = None
+    ) -> list[np.ndarray]:
+        """Token ids of each text (special tokens left out); every token has an id, so
+        ``dropped`` (a list) gets an empty list per text."""
         encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        if dropped is not None:
+            dropped.extend([] for _ in encs)
         out = []
         for e in encs:
             ids = np.asarray(e.ids, dtype=np.int32)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from lsr.corpus import Document
 from lsr.encoders import load_encoder
+from lsr.encoding import encode_with_unknown
 from lsr.errors import CorpusError
 from lsr.index import LiveIndex
 from lsr.index.validation import empty_rows
@@ -77,14 +78,11 @@ def append_corpus(
                 raise CorpusError(f"{corpus}: the id {d.id!r} appears twice; ids must be unique.")
             seen.add(d.id)
         added = replaced = skipped = unknown = 0
-        finder = getattr(encoder, "unknown_terms", None)
         bar = tqdm(total=len(docs), desc="append", unit="doc", disable=not progress)
         for lo in range(0, len(docs), batch_size):
             batch = docs[lo : lo + batch_size]
-            texts = [d.contents for d in batch]
-            vectors = encoder.encode_documents(texts)
-            if finder is not None:
-                unknown += sum(1 for words in finder(texts) if words)
+            vectors, unknown_lists = encode_with_unknown(encoder, [d.contents for d in batch])
+            unknown += sum(1 for words in unknown_lists if words)
             keep = np.setdiff1d(np.arange(len(batch)), empty_rows(vectors))
             skipped += len(batch) - len(keep)
             if len(keep):

@@ -50,6 +50,17 @@ class Searcher:
             self._index = self.live.as_index()
         return self._index
 
+    def close(self) -> None:
+        """Release the collection (a reader's lease on its commit point)."""
+        if self.live is not None:
+            self.live.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @property
     def collection(self) -> Index | LiveIndex:
         """What searches go to: the collection (segments and log), or the index given."""

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from fastapi import HTTPException, Request
 
+from lsr.encoding import encode_with_unknown
 from lsr.errors import InputError
 from lsr.index import LiveIndex, SearchResults, parse_filter
 from lsr.index.validation import empty_rows
@@ -177,11 +178,8 @@ class ServiceState:
         vocabulary lacks (only encoders that can say: BM25's fitted vocabulary). A document
         with no indexable word, or (with ``unknown_words="refuse"``) with any unknown word,
         refuses the whole request with 422, naming the document and the words."""
-        vectors = self.encoder.encode_documents(texts)
-        unknown: dict[str, list[str]] = {}
-        finder = getattr(self.encoder, "unknown_terms", None)
-        if finder is not None:
-            unknown = {d: w for d, w in zip(ids, finder(texts), strict=True) if w}
+        vectors, unknown_lists = encode_with_unknown(self.encoder, texts)
+        unknown = {d: w for d, w in zip(ids, unknown_lists, strict=True) if w}
         for i in empty_rows(vectors):
             words = unknown.get(ids[i])
             reason = (

@@ -1,6 +1,8 @@
 """Shared fixtures: offline Hugging Face, random sparse data, paths to ../shared data."""
 
+import errno
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,34 @@ def brute_force_topk(docs: sp.csr_array, queries: sp.csr_array, k: int):
         order = [int(d) for d in order if row[d] > 0][:k]
         out.append((order, row[order]))
     return out
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 3 MiB tmpfs, so writes meet a real ENOSPC (needs root and mount rights)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill_disk(folder: Path, chunk: int = 64 * 1024) -> Path:
+    """Fill the filesystem of ``folder`` with a file until ENOSPC; returns the file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * chunk)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ import scipy.sparse as sp
 
 from lsr.index import Field, Index, IndexFormatError, LiveIndex, TieredMergePolicy, commit
 from lsr.index.collection import create_collection
+from lsr.index.errors import WriteUnavailableError
 from lsr.index.store import StoreSpec
-from tests.conftest import random_csr
+from tests.conftest import fill_disk, random_csr
 from tests.index.crash import crash_loop
 from tests.index.test_merge_concurrency import live_ids
 
@@ -338,3 +339,37 @@ def test_converting_an_index_of_format_3_survives_a_crash_at_every_step(base, rn
 
     outcomes = crash_loop(old, tmp_path / "loop", CONVERT, check)
     assert outcomes.count(9) >= 5 and outcomes[-1] == 0
+
+
+def test_a_real_full_disk_during_a_flush_or_a_merge_keeps_the_last_commit(small_fs, rng,
+                                                                         monkeypatch):
+    """On a real, full tmpfs, a flush and a merge fail part way (their free-space estimate is
+    switched off, so the writes themselves meet ENOSPC): the last commit point stays, no
+    half-written segment is left, the log keeps every write, and both succeed once there is
+    room again."""
+    path = small_fs / "c"
+    model = _collection(path, rng, 150)
+    monkeypatch.setattr(LiveIndex, "_check_space", lambda self, needed, work: None)
+    live = LiveIndex(path, background=False)
+    ids = [f"n{i}" for i in range(60)]
+    live.upsert(random_csr(rng, 60, V, 0.3, integer=True) + sp.csr_array(np.eye(60, V)), ids)
+    live.flush()  # two segments to merge later
+    live.upsert(random_csr(rng, 30, V, 0.3, integer=True) + sp.csr_array(np.eye(30, V)),
+                [f"m{i}" for i in range(30)])  # fmt: skip
+    generation = live.stats()["generation"]
+    committed = sorted(os.listdir(path / "segments"))
+    filler = fill_disk(small_fs, chunk=512)
+    with pytest.raises(WriteUnavailableError, match="the flush was not written .*disk is full"):
+        live.flush()
+    with pytest.raises(WriteUnavailableError, match="the merge was not written"):
+        live.merge_segments(committed)
+    assert live.stats()["generation"] == generation
+    assert sorted(os.listdir(path / "segments")) == committed  # nothing half written is left
+    assert live.stats()["flushes"]["failures"] == 1 and live.stats()["merges"]["failures"] == 1
+    assert live.get("m3") is not None  # still searched from the buffer
+    filler.unlink()
+    live.flush()
+    live.force_merge()
+    live.close()
+    with LiveIndex(path, read_only=True) as again:
+        assert again.n_docs == len(model) + 90 and again.stats()["segments"] == 1

@@ -21,7 +21,7 @@ from lsr.index.errors import (
     WriteUnavailableError,
 )
 from lsr.index.lock import lock_path
-from tests.conftest import random_csr
+from tests.conftest import fill_disk, random_csr
 from tests.index.crash import crash_loop
 
 V = 40  # the vocabulary of the ``base`` fixture (tests/index/conftest.py)
@@ -288,41 +288,13 @@ def test_failed_fsync_is_not_acknowledged(base, rng, monkeypatch):
         assert again.get("lost") is None and again.get("ok") is not None
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A real 3 MiB tmpfs, so writes meet a real ENOSPC (needs root and mount rights)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(folder, chunk=64 * 1024):
-    """Fill the filesystem of ``folder`` with a file until ENOSPC; returns the file."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * chunk)
-    except OSError as e:
-        assert e.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_real_disk_full_loses_no_acknowledged_write(small_fs, rng):
     path = small_fs / "idx"
     docs = random_csr(rng, 50, V, 0.2, integer=True)
     Index.build(docs, [f"b{i}" for i in range(50)], [f"t{i}" for i in range(V)]).save(path)
     index = LiveIndex(path, flush_threshold=10**9)
     generation = index.stats()["generation"]
-    filler = _fill(small_fs, chunk=256)
+    filler = fill_disk(small_fs, chunk=256)
     acked, refused = [], 0
     for i in range(400):
         try:

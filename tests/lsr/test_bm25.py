@@ -115,3 +115,17 @@ def test_empty_text_gives_empty_vector():
     v = enc.encode_documents(["", "the and of"])
     assert v.shape == (2, len(enc.vocab)) and v.nnz == 0
     assert np.all(enc.idf() >= 0)
+
+
+def test_one_analysis_gives_the_vectors_and_the_words_the_vocabulary_lacks(tmp_path):
+    texts = ["The cat drinks coffee with a quokka", "quokka zyzzyva quokka", "cats drink"]
+    enc = BM25Encoder(WordTokenizer()).fit(["the cat sat on the mat", "coffee is a drink"])
+    vectors, unknown = enc.encode_documents_with_unknown(texts)
+    assert (vectors != enc.encode_documents(texts)).nnz == 0
+    assert unknown == enc.unknown_terms(texts) == [["quokka"], ["quokka", "zyzzyva"], []]
+    tok = HFTokenizer.from_pretrained(_tiny_hf_tokenizer(tmp_path / "tok"))
+    enc = BM25Encoder(tok).fit(["cat mice", "the index", "zebra cat"])
+    texts = ["cats retrieval cat", "zebra mice"]
+    vectors, unknown = enc.encode_documents_with_unknown(texts)
+    assert (vectors != enc.encode_documents(texts)).nnz == 0
+    assert unknown == [["cats", "retrieval"], []]  # tokens of the vocabulary no document had

@@ -10,6 +10,7 @@ from lsr.errors import InputError
 from lsr.index import Index
 from lsr.service.app import create_app
 from lsr.service.cli import main
+from tests.conftest import fill_disk
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,26 @@ def test_empty_vectors_are_refused_in_python(tmp_path):
         empty = sp.csr_array((2, len(live.vocab)), dtype=np.float32)
         with pytest.raises(EmptyDocumentError, match="'a' has an empty vector.*1 more"):
             live.upsert(empty, ["a", "b"])
+
+
+def test_refresh_on_a_full_disk_answers_503_and_the_collection_stays(small_fs):
+    """``POST /refresh`` flushes the write buffer; on a real, full filesystem the flush is
+    refused with 503 and Retry-After, reads go on, and it succeeds once there is room."""
+    out = small_fs / "idx"
+    assert main(["index", str(sample_dataset()), "--out", str(out)]) == 0
+    app = create_app(out, flush_threshold=10**6)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        doc = {"id": "w1", "title": "Bees", "text": "honey bees in the hive"}
+        assert c.post("/documents", json={"documents": [doc]}).status_code == 200
+        filler = fill_disk(small_fs, chunk=512)
+        r = c.post("/refresh")
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1, r.text
+        assert "flush" in r.json()["error"]
+        health = c.get("/health").json()
+        assert health["status"] == "degraded" and "flushes failing" in health["problems"][0]
+        hits = c.post("/search", json={"query": "honey bees hive", "k": 3}).json()["hits"]
+        assert "w1" in [h["id"] for h in hits]
+        filler.unlink()
+        r = c.post("/refresh")
+        assert r.status_code == 200 and r.json()["changed"], r.text
+        assert c.get("/stats").json()["buffer_docs"] == 0
