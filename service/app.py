@@ -23,6 +23,7 @@ from lsr.index import LiveIndex
 from lsr.index.buffer import WriteBuffer
 from lsr.pipeline import ENCODER_DIR
 from lsr.service import middleware
+from lsr.service.encode_pool import EncodePool
 from lsr.service.routes import ROUTERS
 from lsr.service.state import Limits, ServiceState
 
@@ -39,6 +40,7 @@ def create_app(
     read_only: bool = False,
     unknown_words: str = "accept",
     refresh_seconds: float = 1.0,
+    encode_workers: int = 0,
 ) -> FastAPI:
     """The app serving the collection at ``index_dir`` (with its saved encoder unless
     ``encoder``).
@@ -48,26 +50,35 @@ def create_app(
     unless ``read_only``, which refuses writes and looks for the writer's new commit points
     and log records every ``refresh_seconds`` (0: serve the collection as it was at start).
     ``unknown_words``: ``accept`` or ``refuse`` documents with words outside a fitted BM25
-    vocabulary (see ``lsr serve --unknown-words``)."""
+    vocabulary (see ``lsr serve --unknown-words``). ``encode_workers``: processes that encode
+    the documents of writes at a lower CPU priority, so searches stay fast during an ingest
+    (:mod:`lsr.service.encode_pool`; 0: in this process)."""
     if unknown_words not in ("accept", "refuse"):
         raise ConfigError(f"unknown_words must be 'accept' or 'refuse', got {unknown_words!r}.")
     if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, (int, float)) or not (
         refresh_seconds >= 0
     ):
         raise ConfigError(f"refresh_seconds must be a number >= 0, got {refresh_seconds!r}.")
+    if isinstance(encode_workers, bool) or not isinstance(encode_workers, int) or (
+        encode_workers < 0
+    ):
+        raise ConfigError(f"encode_workers must be an integer >= 0, got {encode_workers!r}.")
     limits = limits or Limits()
     live = LiveIndex(index_dir, flush_threshold=flush_threshold, read_only=read_only)
+    pool = None
     try:
-        enc = load_encoder(encoder or Path(index_dir) / ENCODER_DIR)
+        spec = encoder or Path(index_dir) / ENCODER_DIR
+        enc = load_encoder(spec)
         if list(enc.vocab) != live.vocab:
             raise ConfigError(f"The encoder's vocabulary differs from the index at {index_dir}.")
         _warm_up(live)
+        if encode_workers and not read_only:
+            pool = EncodePool(str(spec), encode_workers)
     except BaseException:
         live.close()
         raise
-    state = ServiceState(
-        live, enc, limits, api_key, protect_reads, read_only, unknown_words=unknown_words
-    )
+    state = ServiceState(live, enc, limits, api_key, protect_reads, read_only,
+                         unknown_words=unknown_words, encode_pool=pool)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

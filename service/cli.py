@@ -40,6 +40,17 @@ def POSITIVE_FLOAT(text: str) -> float:  # noqa: N802 (an argparse type, named l
     return value
 
 
+def NON_NEGATIVE_INT(text: str) -> int:  # noqa: N802 (an argparse type, named like int)
+    """An argparse ``type``: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}") from e
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
 def NON_NEGATIVE_FLOAT(text: str) -> float:  # noqa: N802 (an argparse type, named like float)
     """An argparse ``type``: a finite number >= 0."""
     try:
@@ -333,6 +344,13 @@ def _add_serve(sub) -> None:
         default=10_000,
         help="write buffered documents into a new segment once this many are buffered "
         "(segments are merged in the background by a tiered merge policy)",
+    )
+    p.add_argument(
+        "--encode-workers",
+        type=NON_NEGATIVE_INT,
+        default=1,
+        help="processes that encode the documents of writes at a lower CPU priority, so "
+        "searches stay fast while documents are ingested (default 1; 0: in the server)",
     )
     p.add_argument(
         "--unknown-words",

@@ -277,6 +277,7 @@ def cmd_serve(args) -> int:
         flush_threshold=args.flush_threshold,
         read_only=args.read_only,
         refresh_seconds=args.refresh_seconds,
+        encode_workers=args.encode_workers,
         unknown_words=args.unknown_words,
     )
     uvicorn.run(

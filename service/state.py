@@ -17,6 +17,7 @@ from lsr.encoding import encode_with_unknown
 from lsr.errors import InputError
 from lsr.index import LiveIndex, SearchResults, parse_filter
 from lsr.index.validation import empty_rows
+from lsr.service.encode_pool import EncodePool
 from lsr.service.middleware import Metrics
 from lsr.service.schemas import SearchRequest
 
@@ -63,6 +64,7 @@ class ServiceState:
     protect_reads: bool = False
     read_only: bool = False
     unknown_words: str = "accept"  # or "refuse": documents with words the vocabulary lacks
+    encode_pool: EncodePool | None = None  # document encoding in worker processes, if any
     metrics: Metrics = field(default_factory=Metrics)
     _stop: threading.Event = field(default_factory=threading.Event)
     _refresher: threading.Thread | None = None
@@ -178,7 +180,10 @@ class ServiceState:
         vocabulary lacks (only encoders that can say: BM25's fitted vocabulary). A document
         with no indexable word, or (with ``unknown_words="refuse"``) with any unknown word,
         refuses the whole request with 422, naming the document and the words."""
-        vectors, unknown_lists = encode_with_unknown(self.encoder, texts)
+        if self.encode_pool is not None:
+            vectors, unknown_lists = self.encode_pool.encode(texts)
+        else:
+            vectors, unknown_lists = encode_with_unknown(self.encoder, texts)
         unknown = {d: w for d, w in zip(ids, unknown_lists, strict=True) if w}
         for i in empty_rows(vectors):
             words = unknown.get(ids[i])
@@ -221,4 +226,6 @@ class ServiceState:
         self._stop.set()
         if self._refresher is not None:
             self._refresher.join()
+        if self.encode_pool is not None:
+            self.encode_pool.close()
         self.live.close()
