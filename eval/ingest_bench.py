@@ -72,6 +72,7 @@ class IngestReport:
     like: str
     seed_docs: int
     flush_threshold: int
+    encode_workers: int
     runs: list[IngestRun] = field(default_factory=list)
     deleted: dict = field(default_factory=dict)  # 50% deleted vs a fresh index, per algorithm
     store: dict = field(default_factory=dict)  # bytes per document, get-by-id latency
@@ -89,7 +90,7 @@ class IngestReport:
     def table(self) -> str:
         lines = [
             f"ingest over REST into a copy of {self.like} ({self.seed_docs:,} docs), "
-            f"flush threshold {self.flush_threshold:,}",
+            f"flush threshold {self.flush_threshold:,}, {self.encode_workers} encoding workers",
             f"{'batch':>6} {'docs':>8} {'docs/s first':>13} {'last':>8} {'last/first':>10} "
             f"{'p99 idle':>9} {'during':>8} {'ratio':>6} {'write amp':>9}",
         ]
@@ -123,10 +124,11 @@ def _free_port() -> int:
 class _Server:
     """``lsr serve`` on a free loopback port, as a subprocess."""
 
-    def __init__(self, collection: Path, flush_threshold: int) -> None:
+    def __init__(self, collection: Path, flush_threshold: int, encode_workers: int = 1) -> None:
         self.port = _free_port()
         argv = [sys.executable, "-m", "lsr.service.cli", "serve", str(collection), "--port",
-                str(self.port), "--flush-threshold", str(flush_threshold)]  # fmt: skip
+                str(self.port), "--flush-threshold", str(flush_threshold),
+                "--encode-workers", str(encode_workers)]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -314,6 +316,7 @@ def bench_ingest(
     batch_sizes: Sequence[int] = (1, 10, 100),
     flush_threshold: int = 10_000,
     idle_seconds: float = 3.0,
+    encode_workers: int = 1,
     progress: bool = False,
 ) -> IngestReport:
     """Run the benchmark of the module docstring; work files go to a temporary directory."""
@@ -330,12 +333,12 @@ def bench_ingest(
     try:
         seed = work / "seed"
         index_corpus(like, BM25Encoder(), seed, progress=False)
-        report = IngestReport(str(like), len(docs), flush_threshold)
+        report = IngestReport(str(like), len(docs), flush_threshold, encode_workers)
         last = None
         for b in batch_sizes:
             last = work / f"batch-{b}"
             shutil.copytree(seed, last)
-            server = _Server(last, flush_threshold)
+            server = _Server(last, flush_threshold, encode_workers)
             try:
                 report.runs.append(_ingest(server, documents, b, queries, idle_seconds, progress))
             finally:

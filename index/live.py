@@ -418,13 +418,7 @@ class LiveIndex(SegmentMaintenance):
         """Where the live version of ``doc_id`` is, under the write lock (one consistent
         state): ``("buffer", terms, weights, record)`` or ``("segment", segment, number)``."""
         with self._write_lock:
-            state = self._state
-            row = state.buffer.row_of.get(doc_id)
-            if row is not None:
-                terms, weights = state.buffer.vector(doc_id)
-                return "buffer", terms, weights, state.buffer.records[row]
-            hit = state.locate(doc_id)
-        return None if hit is None else ("segment", hit[0].segment, hit[1])
+            return _where(self._state, doc_id)
 
     def document(self, doc_id: str, fields: Sequence[str] | None = None) -> dict | None:
         """The stored record of a document (``_id`` plus its stored fields, or only
@@ -453,8 +447,9 @@ class LiveIndex(SegmentMaintenance):
         terms = np.asarray(terms, dtype=np.int64)
         out = np.zeros((len(doc_ids), len(terms)), dtype=np.float32)
         by_segment: dict[str, tuple[Segment, list[int], list[int]]] = {}
-        for i, doc_id in enumerate(doc_ids):
-            found = self._find(doc_id)
+        with self._write_lock:  # one consistent state for all of them
+            places = [_where(self._state, doc_id) for doc_id in doc_ids]
+        for i, found in enumerate(places):
             if found is None:
                 continue
             if found[0] == "buffer":
@@ -645,6 +640,17 @@ class LiveIndex(SegmentMaintenance):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _where(state: CollectionState, doc_id: str) -> tuple | None:
+    """Where the live version of ``doc_id`` is in ``state`` (the caller holds the write lock):
+    ``("buffer", terms, weights, record)`` or ``("segment", segment, number)``, else None."""
+    row = state.buffer.row_of.get(doc_id)
+    if row is not None:
+        terms, weights = state.buffer.vector(doc_id)
+        return "buffer", terms, weights, state.buffer.records[row]
+    hit = state.locate(doc_id)
+    return None if hit is None else ("segment", hit[0].segment, hit[1])
 
 
 def _check_options(options: dict) -> None:

@@ -249,6 +249,12 @@ def _add_bench(sub) -> None:
         help="ingest: the server's --flush-threshold (default 10,000)",
     )
     p.add_argument(
+        "--encode-workers",
+        type=NON_NEGATIVE_INT,
+        default=1,
+        help="ingest: the server's --encode-workers (default 1)",
+    )
+    p.add_argument(
         "--doc-terms", type=POSITIVE_INT, default=120, help="synthetic: non-zeros per document"
     )
     p.add_argument(

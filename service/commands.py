@@ -196,6 +196,7 @@ def cmd_bench(args) -> int:
             n_docs=args.docs or 100_000,
             batch_sizes=args.batch_sizes,
             flush_threshold=args.flush_threshold,
+            encode_workers=args.encode_workers,
             progress=_progress(),
         )
     elif args.target == "synthetic":
