@@ -1,4 +1,4 @@
-"""The write buffer: documents added since the last merge, searchable at once.
+"""The write buffer: documents added since the last flush, searchable at once.
 
 Rows are appended to growable document-major arrays (capacity doubles), so a write costs its
 own terms: nothing is rebuilt. A row is never changed once written except for the sequence

@@ -179,29 +179,36 @@ def convert_legacy(root: Path) -> None:
         _link_or_copy(root / file, target / file)
     fsync_dir(target)
     fsync_dir(segments)
-    applied = int(base.metadata.get("applied_seq", 0))
-    metadata = {k: v for k, v in base.metadata.items() if k not in ("applied_seq", "store")}
-    stored = base.metadata.get("store")
-    store = stored if stored else StoreSpec("all" if base.store is not None else "none").to_dict()
-    commit = new_commit(
-        generation=1,
-        collection_id=manifest["base_id"],
-        vocab=write_vocab(root, base.vocab),
-        quantization={"dtype": base.quantization, "scale": base.scale},
-        store=store,
-        metadata=metadata,
-    )
-    acknowledged = max(int((manifest.get("wal") or {}).get("seq", 0)), applied + len(ops))
-    commit.update(
-        applied_seq=applied,
-        next_segment=1,
-        segments=[{"name": name, "n_docs": base.n_docs, "deletes": None}] if base.n_docs else [],
-        wal={"seq": acknowledged},
-    )
+    acknowledged = max(int((manifest.get("wal") or {}).get("seq", 0)),
+                       int(base.metadata.get("applied_seq", 0)) + len(ops))  # fmt: skip
+    commit = legacy_commit(base, manifest, name, acknowledged)
+    commit["vocab"] = write_vocab(root, base.vocab)
     write_commit(root, commit)
     remove_legacy_files(root)
     logger.info("%s: converted an index of format %s into a collection (format 4)",
                    root, manifest.get("format_version"))  # fmt: skip
+
+
+def legacy_commit(base: Index, manifest: dict, segment: str, acknowledged: int) -> dict:
+    """The commit point an index directory of formats 1 to 3 stands for: its documents as
+    one segment named ``segment``, its ``applied_seq``, store setting and metadata, and the
+    log acknowledged up to ``acknowledged``."""
+    stored = base.metadata.get("store")
+    commit = new_commit(
+        generation=1,
+        collection_id=manifest.get("base_id") or "",
+        vocab={"size": len(base.vocab), "hash": base.vocab_hash},
+        quantization={"dtype": base.quantization, "scale": base.scale},
+        store=stored or StoreSpec("all" if base.store is not None else "none").to_dict(),
+        metadata={k: v for k, v in base.metadata.items() if k not in ("applied_seq", "store")},
+    )
+    commit.update(
+        applied_seq=int(base.metadata.get("applied_seq", 0)),
+        next_segment=1,
+        segments=[{"name": segment, "n_docs": base.n_docs, "deletes": None}] if base.n_docs else [],
+        wal={"seq": acknowledged},
+    )
+    return commit
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -65,6 +65,7 @@ from lsr.index.buffer import select_fields
 from lsr.index.collection import (
     WAL_NAME,
     convert_legacy,
+    legacy_commit,
     legacy_log,
     read_vocab,
 )
@@ -217,25 +218,10 @@ class LiveIndex(SegmentMaintenance):
         manifest = read_manifest(self.path)
         base = Index.load(self.path)
         ops = legacy_log(self.path, manifest, writer=False)
-        applied = int(base.metadata.get("applied_seq", 0))
-        stored = base.metadata.get("store")
-        store = StoreSpec.from_dict(stored) if stored else StoreSpec(
-            "all" if base.store is not None else "none"
-        )  # fmt: skip
-        commit = {
-            "generation": 0,
-            "collection_id": manifest.get("base_id") or "",
-            "applied_seq": applied,
-            "next_segment": 0,
-            "segments": [{"name": ".", "n_docs": base.n_docs, "deletes": None}],
-            "quantization": {"dtype": base.quantization, "scale": base.scale},
-            "store": store.to_dict(),
-            "metadata": base.metadata,
-            "wal": manifest.get("wal") or {},
-        }
-        segment = Segment(".", self.path, base)
-        state = CollectionState(commit, (base.vocab, base.vocab_hash), [TrackedSegment(segment)],
-                                store)  # fmt: skip
+        commit = legacy_commit(base, manifest, ".", int((manifest.get("wal") or {}).get("seq", 0)))
+        store = StoreSpec.from_dict(commit["store"])
+        segments = [TrackedSegment(Segment(".", self.path, base))] if base.n_docs else []
+        state = CollectionState(commit, (base.vocab, base.vocab_hash), segments, store)
         for op in ops:
             state.apply(op, state.seq + 1)
         self._log_end = 0

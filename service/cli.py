@@ -19,47 +19,30 @@ import traceback
 from pathlib import Path
 
 from lsr import __version__
-from lsr.checks import positive_int
-from lsr.errors import InputError, LSRError
+from lsr.errors import LSRError
 from lsr.service import commands
 
 
-def POSITIVE_INT(text: str) -> int:  # noqa: N802 (an argparse type, named like int)
-    """An argparse ``type``: a positive integer (:func:`lsr.checks.positive_int`)."""
-    try:
-        return positive_int(int(text), "the value")
-    except (ValueError, InputError) as e:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from e
+def _number(convert, accepts, what: str):
+    """An argparse ``type``: ``convert(text)``, refused with "must be ``what``" unless it
+    converts and ``accepts`` it."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
 
 
-def POSITIVE_FLOAT(text: str) -> float:  # noqa: N802 (an argparse type, named like float)
-    """An argparse ``type``: a positive, finite number."""
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def NON_NEGATIVE_INT(text: str) -> int:  # noqa: N802 (an argparse type, named like int)
-    """An argparse ``type``: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}") from e
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
-def NON_NEGATIVE_FLOAT(text: str) -> float:  # noqa: N802 (an argparse type, named like float)
-    """An argparse ``type``: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}") from e
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
+NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "an integer >= 0")
+POSITIVE_FLOAT = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+NON_NEGATIVE_FLOAT = _number(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 
 
 def _add_index(sub) -> None:
