@@ -77,8 +77,10 @@ class Segment:
         return int(sum(f.get("bytes", 0) for f in files.values()))
 
     def warm(self) -> None:
-        """Build the kernels' arrays (range maxima, dense rows) of the index now."""
+        """Build the kernels' arrays (range maxima, dense rows) and the id table of the index
+        now, not under the writer's lock at the first search or write that needs them."""
         self.index._postings  # noqa: B018 - a property that builds them
+        self.index.has_doc("")
 
     def filter_mask(self, condition: Filter) -> np.ndarray:
         """The documents ``condition`` accepts (bool per document), computed once."""
