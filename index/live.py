@@ -83,7 +83,7 @@ from lsr.index.errors import (
     WriteUnavailableError,
 )
 from lsr.index.filters import Filter, parse_filter
-from lsr.index.inverted import Index, IndexBuilder, check_vocab
+from lsr.index.inverted import Index, check_vocab
 from lsr.index.lock import WriterLock
 from lsr.index.maintenance import SegmentMaintenance, describe_error
 from lsr.index.merge_policy import TieredMergePolicy
@@ -140,7 +140,6 @@ class LiveIndex(SegmentMaintenance):
         self.flushes = self.merges = 0
         self._wal: wal.LogWriter | None = None
         self._lease: Lease | None = None
-        self._segment_cache: dict[str, Segment] = {}
         self._building: set[str] = set()  # segments being written by a flush or merge
         self._merging: frozenset[str] = frozenset()
         self._worker: threading.Thread | None = None
@@ -189,9 +188,11 @@ class LiveIndex(SegmentMaintenance):
         commit, lease = open_latest(self.path, lease=self.read_only)
         try:
             vocab = self._vocab_of(commit)
+            current = getattr(self, "_state", None)  # a refresh keeps the segments it has
+            loaded = {t.name: t.segment for t in current.segments} if current else {}
             tracked = []
             for entry in commit["segments"]:
-                segment = self._segment_cache.get(entry["name"])
+                segment = loaded.get(entry["name"])
                 if segment is None:
                     segment = Segment.load(self.path, entry["name"], vocab)
                 deleted = None
@@ -256,7 +257,6 @@ class LiveIndex(SegmentMaintenance):
             self._state = state
             self._snapshot = state.publish()
             old, self._lease = self._lease, lease
-            self._segment_cache = {t.name: t.segment for t in state.segments}
         if old is not None:
             old.release()
 
@@ -319,9 +319,7 @@ class LiveIndex(SegmentMaintenance):
         rows = snap.buffer.live_rows()
         if len(views) == 1 and views[0].live is None and not rows:
             return views[0].segment.index
-        quantization = self._state.commit["quantization"]
-        builder = IndexBuilder(self.vocab, quantization=quantization["dtype"],
-                               scale=quantization.get("scale"))  # fmt: skip
+        builder = self._builder()
         for view in views:
             index = view.segment.index
             keep = np.arange(index.n_docs) if view.live is None else np.flatnonzero(view.live)

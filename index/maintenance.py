@@ -190,10 +190,7 @@ class SegmentMaintenance:
             return generation
 
     def _build_flushed(self, name: str, view, rows: list[int], buffer) -> Segment:
-        quantization = self._state.commit["quantization"]
-        builder = IndexBuilder(
-            self.vocab, quantization=quantization["dtype"], scale=quantization.get("scale")
-        )
+        builder = self._builder()
         builder.add(view.csr(rows), [buffer.ids[r] for r in rows])
         documents = None
         if self.store_spec.stores:
@@ -201,6 +198,13 @@ class SegmentMaintenance:
         segment = Segment.write(self.path, name, builder.finish(), documents, self._vocab_pair())
         self.bytes_written += segment.bytes
         return segment
+
+    def _builder(self, *scales: float) -> IndexBuilder:
+        """A builder of a segment of this collection: its vocabulary and quantization, with
+        the collection's step (or the largest of ``scales``, the steps of merged segments)."""
+        quantization = self._state.commit["quantization"]
+        scale = max([quantization.get("scale") or 0.0, *scales])
+        return IndexBuilder(self.vocab, quantization=quantization["dtype"], scale=scale or None)
 
     def _vocab_pair(self) -> tuple[list[str], str]:
         return self._state.vocab, self._state.vocab_hash
@@ -323,10 +327,7 @@ class SegmentMaintenance:
 
     def _build_merged(self, name: str, inputs: list[TrackedSegment], keeps) -> Segment:
         indexes = [t.segment.index for t in inputs]
-        quantization = self._state.commit["quantization"]
-        scale = max([quantization.get("scale") or 0.0, *(ix.scale for ix in indexes)])
-        builder = IndexBuilder(self.vocab, quantization=quantization["dtype"],
-                               scale=scale or None)  # fmt: skip
+        builder = self._builder(*(ix.scale for ix in indexes))
         for index, keep in zip(indexes, keeps, strict=True):
             if len(keep):
                 builder.add(*index.rows(keep))
