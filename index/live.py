@@ -138,6 +138,7 @@ class LiveIndex(SegmentMaintenance):
         self._names_lock = threading.Lock()
         self.bytes_written = 0  # by this writer: log, segments, deletion files, commit points
         self.flushes = self.merges = 0
+        self.flush_seconds = self.merge_seconds = 0.0
         self._wal: wal.LogWriter | None = None
         self._lease: Lease | None = None
         self._building: set[str] = set()  # segments being written by a flush or merge
@@ -330,6 +331,18 @@ class LiveIndex(SegmentMaintenance):
                     self.path, len(views))  # fmt: skip
         return builder.finish()
 
+    def postings_of(self, terms: np.ndarray) -> int:
+        """How many postings a query with these term ids scores at most (its lists in every
+        segment, plus the write buffer's postings): what an exhaustive search costs, known
+        before searching. The service runs searches up to a bound of it on its event loop."""
+        snap = self._snapshot
+        terms = np.asarray(terms, dtype=np.int64)
+        total = int(snap.buffer.indptr[snap.buffer.n_rows])
+        for view in snap.segments:
+            offsets = view.segment.index.offsets
+            total += int((offsets[terms + 1] - offsets[terms]).sum())
+        return total
+
     def search(
         self,
         queries: sp.csr_array,
@@ -471,9 +484,14 @@ class LiveIndex(SegmentMaintenance):
             "read_only": self.read_only,
             "writable": self.writable,
             "writes": self.write_backoff.to_dict(),
-            "flushes": {"count": self.flushes, **self.flush_backoff.to_dict()},
+            "flushes": {
+                "count": self.flushes,
+                "seconds": self.flush_seconds,
+                **self.flush_backoff.to_dict(),
+            },
             "merges": {
                 "count": self.merges,
+                "seconds": self.merge_seconds,
                 "running": sorted(self._merging),
                 **self.merge_backoff.to_dict(),
             },
@@ -597,7 +615,8 @@ class LiveIndex(SegmentMaintenance):
     # ---- closing ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the background work (a flush or merge in progress finishes), record the log
+        """Stop the background work (a flush in progress finishes, a merge in progress is
+        given up at its next safe point), record the log
         checkpoint, close the log and release the writer lock (or the reader's lease)."""
         self._closing = True
         self._wake.set()

@@ -126,6 +126,10 @@ class SegmentMaintenance:
         job = _Job(self)
         try:
             yield job
+        except MergeAbandoned:
+            logger.info("%s: %s abandoned: the collection is closing", self.path, work)
+            self._discard(job.named)
+            raise
         except Exception as e:
             delay = backoff.fail(e)
             logger.error("%s: %s failed (%s); next attempt in %.0f s", self.path, work, e, delay)
@@ -183,10 +187,12 @@ class SegmentMaintenance:
                 postings = int(view.indptr[view.n_rows])
                 self._check_space(postings * 12 + (1 << 20), "flush")
                 segment = None
+                started = time.perf_counter()
                 if rows:
                     segment = self._build_flushed(job.name(), view, rows, buffer)
                 generation = self._commit_flush(segment, view, rows, as_of, log_from)
             self.flushes += 1
+            self.flush_seconds += time.perf_counter() - started
             return generation
 
     def _build_flushed(self, name: str, view, rows: list[int], buffer) -> Segment:
@@ -274,7 +280,10 @@ class SegmentMaintenance:
             merges = self.find_merges()
             if not merges:
                 break
-            self.merge_segments(merges[0])
+            try:
+                self.merge_segments(merges[0])
+            except MergeAbandoned:
+                break
             done += 1
         return done
 
@@ -309,6 +318,7 @@ class SegmentMaintenance:
                     raise InputError(f"no segments {sorted(chosen)} in {self.path} to merge.")
                 views = [t.view for t in inputs]
                 self._merging = frozenset(chosen)
+            started = time.perf_counter()
             try:
                 with self._segment_work("merge", self.merge_backoff) as job:
                     self._check_space(int(sum(t.segment.bytes for t in inputs) * 1.1), "merge")
@@ -319,18 +329,22 @@ class SegmentMaintenance:
                     merged = None
                     if sum(len(k) for k in keeps):
                         merged = self._build_merged(job.name(), inputs, keeps)
+                    self._stop_if_closing()
                     self._commit_merge(inputs, keeps, merged)
             finally:
                 self._merging = frozenset()
             self.merges += 1
+            self.merge_seconds += time.perf_counter() - started
             return job.named
 
     def _build_merged(self, name: str, inputs: list[TrackedSegment], keeps) -> Segment:
         indexes = [t.segment.index for t in inputs]
         builder = self._builder(*(ix.scale for ix in indexes))
         for index, keep in zip(indexes, keeps, strict=True):
+            self._stop_if_closing()
             if len(keep):
                 builder.add(*index.rows(keep))
+        self._stop_if_closing()
         documents = self._merged_documents(indexes, keeps)
         segment = Segment.write(self.path, name, builder.finish(), documents, self._vocab_pair())
         self.bytes_written += segment.bytes
@@ -361,6 +375,12 @@ class SegmentMaintenance:
             stored = index.store.records(keep) if index.store is not None else None
             records += stored if stored is not None else [{ID_FIELD: d} for d in ids]
         return records
+
+    def _stop_if_closing(self) -> None:
+        """A safe point of a merge: when the collection is closing (``close()``, SIGTERM to
+        the server), give the merge up here; nothing of it is committed, and its files go."""
+        if self._closing:
+            raise MergeAbandoned("the collection is closing")
 
     def _commit_merge(self, inputs, keeps, merged: Segment | None) -> None:
         """Name the merged segment in a new commit point in place of its inputs, carrying
@@ -419,6 +439,11 @@ class SegmentMaintenance:
                 self.maintain()
             except Exception:  # recorded in the back-offs; the next round retries
                 logger.exception("%s: background flush or merge failed", self.path)
+
+
+class MergeAbandoned(Exception):
+    """A merge given up at a safe point because the collection is closing (not a failure:
+    no back-off; the merge policy asks for it again after the next open)."""
 
 
 def describe_error(error: OSError) -> str:

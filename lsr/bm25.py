@@ -30,6 +30,7 @@ class BM25Encoder:
     """BM25 weights over a tokenizer's vocabulary; ``fit`` it on the corpus first."""
 
     name = "bm25"
+    queries_need_model = False  # queries are a table lookup (see lsr.encoder.Encoder)
 
     def __init__(self, tokenizer: Tokenizer | None = None, k1: float = 0.9, b: float = 0.4):
         if not (k1 >= 0 and 0 <= b <= 1):

@@ -26,6 +26,9 @@ class Encoder(Protocol):
 
     ``config`` holds the settings that determine its vectors (type, options, model settings;
     not corpus statistics learned by fitting): it is what the encoding cache fingerprints.
+    An encoder may also say ``queries_need_model`` (True when its queries run through a
+    model, False for a table lookup such as BM25's); the service batches the queries of
+    concurrent requests for a model, and takes one that does not say to need one.
     """
 
     name: str

@@ -59,6 +59,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
     """Documents by an ``MLMSparseModel`` (``log1p_relu``/``l0``); queries by a weight table."""
 
     name = "inference-free"
+    queries_need_model = False  # queries are a table lookup (see lsr.encoder.Encoder)
 
     def __init__(
         self,

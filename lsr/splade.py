@@ -22,6 +22,7 @@ class SpladeEncoder(DocumentModelEncoder):
     """
 
     name = "splade"
+    queries_need_model = True  # queries run through the model (see lsr.encoder.Encoder)
 
     def __init__(
         self,

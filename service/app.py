@@ -1,16 +1,20 @@
 """The FastAPI app: search, encode and update a collection over HTTP.
 
-Searches run in the server's worker threads on an immutable snapshot (the Numba kernels
-release the GIL, so several searches use several cores); writes are logged durably before
-they are acknowledged (see ``lsr.index.live``) and never block searches. The pieces:
-:mod:`~lsr.service.schemas` (request and response bodies), :mod:`~lsr.service.middleware`
-(body limits, API keys, metrics, the one JSON error body), :mod:`~lsr.service.routes` (one
-router per concern) and :mod:`~lsr.service.state` (what the routes share).
+Searches run on an immutable snapshot, light ones on the event loop and heavy ones in a
+thread pool (the Numba kernels release the GIL, so several searches use several cores);
+writes are logged durably before they are acknowledged (see ``lsr.index.live``) and never
+block searches. The pieces: :mod:`~lsr.service.gateway` (request ids, body limits, metrics,
+access log, the fast path for searches), :mod:`~lsr.service.auth` (API keys, scopes, rate
+limits), :mod:`~lsr.service.middleware` (the one JSON error body),
+:mod:`~lsr.service.schemas` (request and response bodies), :mod:`~lsr.service.routes` (one
+router per concern), :mod:`~lsr.service.docs` (``/docs`` and ``/redoc`` without internet) and
+:mod:`~lsr.service.state` (what the routes share).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +26,21 @@ from lsr.errors import ConfigError
 from lsr.index import LiveIndex
 from lsr.index.buffer import WriteBuffer
 from lsr.pipeline import ENCODER_DIR
-from lsr.service import middleware
+from lsr.service import docs, middleware
+from lsr.service.auth import KeyRing, load_key_ring
 from lsr.service.encode_pool import EncodePool
+from lsr.service.gateway import Gateway
 from lsr.service.routes import ROUTERS
+from lsr.service.routes.search import fast_routes
 from lsr.service.state import Limits, ServiceState
 
 __all__ = ["Limits", "create_app"]
+
+TAGS = [
+    {"name": "search", "description": "Search (text or vectors), in batches, and encode texts."},
+    {"name": "documents", "description": "Stored documents: read, add or replace, delete."},
+    {"name": "operations", "description": "Health, statistics, metrics, refresh."},
+]
 
 
 def create_app(
@@ -41,9 +54,18 @@ def create_app(
     unknown_words: str = "accept",
     refresh_seconds: float = 1.0,
     encode_workers: int = 0,
-) -> FastAPI:
-    """The app serving the collection at ``index_dir`` (with its saved encoder unless
-    ``encoder``).
+    keys: KeyRing | None = None,
+    access_log: str | None = None,
+    cors_origins: Sequence[str] = (),
+) -> Gateway:
+    """The ASGI app serving the collection at ``index_dir`` (with its saved encoder unless
+    ``encoder``): a :class:`~lsr.service.gateway.Gateway` in front of the FastAPI app
+    (``.app``); ``.state.service`` is what the routes share.
+
+    API keys: ``keys`` (see :mod:`lsr.service.auth`), or the single ``api_key`` of earlier
+    releases (every scope); ``protect_reads`` asks a key for reads too. ``access_log``:
+    None, ``"text"`` or ``"json"`` lines on the ``lsr.access`` logger. ``cors_origins``:
+    the browser origins allowed to call the API (none by default; ``["*"]`` for any).
 
     The app is the collection's writer (it holds the writer lock until shutdown; new
     segments are flushed every ``flush_threshold`` documents and merged in the background)
@@ -64,6 +86,8 @@ def create_app(
     ):
         raise ConfigError(f"encode_workers must be an integer >= 0, got {encode_workers!r}.")
     limits = limits or Limits()
+    if keys is None:
+        keys = load_key_ring(api_key, protect_reads=protect_reads, environ={})
     live = LiveIndex(index_dir, flush_threshold=flush_threshold, read_only=read_only)
     pool = None
     try:
@@ -77,7 +101,7 @@ def create_app(
     except BaseException:
         live.close()
         raise
-    state = ServiceState(live, enc, limits, api_key, protect_reads, read_only,
+    state = ServiceState(live, enc, limits, keys, read_only,
                          unknown_words=unknown_words, encode_pool=pool)  # fmt: skip
 
     @contextlib.asynccontextmanager
@@ -91,12 +115,35 @@ def create_app(
         version=__version__,
         description="Learned sparse retrieval: search, encode and update a sparse index.",
         lifespan=lifespan,
+        openapi_tags=TAGS,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = state
     for router in ROUTERS:
         app.include_router(router)
-    middleware.install(app, state.metrics, limits.max_body_bytes, limits.body_timeout_s)
-    return app
+    docs.install(app)
+    middleware.install(app)
+    cors = None
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        cors = {
+            "allow_origins": list(cors_origins),
+            "allow_methods": ["GET", "POST", "DELETE"],
+            "allow_headers": ["content-type", "x-api-key", "x-request-id"],
+            "expose_headers": ["x-request-id", "retry-after"],
+        }
+        app.add_middleware(CORSMiddleware, **cors)
+    return Gateway(
+        app,
+        metrics=state.metrics,
+        fast=fast_routes(state),
+        max_body_bytes=limits.max_body_bytes,
+        body_timeout=limits.body_timeout_s,
+        access_log=access_log,
+        cors=cors,
+    )
 
 
 def _warm_up(live: LiveIndex) -> None:

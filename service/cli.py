@@ -279,18 +279,47 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=commands.cmd_bench)
 
 
-def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="serve an index over HTTP (FastAPI + uvicorn)")
+def _add_serve(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "serve",
+        help="serve an index over HTTP (FastAPI + uvicorn)",
+        description="Serve a collection over HTTP. Every option can also come from the "
+        "environment (LSR_<OPTION>: LSR_PORT, LSR_API_KEY, ...) or a --config file; a flag "
+        "wins over the environment, which wins over the file.",
+    )
     p.add_argument("index", help="index directory (built by lsr index)")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="YAML or JSON file of option values ({port: 8080, access_log: json, ...})",
+    )
     p.add_argument("--encoder", default=None, help="query/document encoder (default: the index's)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=POSITIVE_INT, default=8000)
     p.add_argument(
         "--api-key",
         default=None,
-        help="require this X-API-Key for writes (default: $LSR_API_KEY if set)",
+        help="one API key with every scope (read, write, admin); writes need it",
     )
-    p.add_argument("--protect-reads", action="store_true", help="require the API key for reads too")
+    p.add_argument(
+        "--api-keys-file",
+        default=None,
+        metavar="FILE",
+        help="API keys with names, scopes and rate limits (YAML or JSON; see "
+        "lsr.service.auth); $LSR_API_KEYS may hold the same JSON. Several keys may be valid "
+        "at once, to rotate them without downtime",
+    )
+    p.add_argument(
+        "--protect-reads", action="store_true", help="require a key with the read scope for reads"
+    )
+    p.add_argument(
+        "--anonymous-rate",
+        type=POSITIVE_FLOAT,
+        default=None,
+        help="requests per second allowed to requests without a key, together (default: "
+        "no limit); over it they get 429 with Retry-After",
+    )
     p.add_argument("--max-k", type=POSITIVE_INT, default=1000)
     p.add_argument("--max-batch", type=POSITIVE_INT, default=256)
     p.add_argument("--max-body-bytes", type=POSITIVE_INT, default=8 * 2**20)
@@ -299,6 +328,13 @@ def _add_serve(sub) -> None:
         type=POSITIVE_INT,
         default=100,
         help="hits explained per query (the first ones)",
+    )
+    p.add_argument(
+        "--timeout-ms",
+        type=POSITIVE_INT,
+        default=10_000,
+        help="deadline of a search or encoding, in milliseconds (then 504); a request may ask "
+        "for less with timeout_ms",
     )
     p.add_argument(
         "--header-timeout",
@@ -311,6 +347,37 @@ def _add_serve(sub) -> None:
         type=POSITIVE_FLOAT,
         default=30.0,
         help="seconds a client may pause while sending a request's body (then 408)",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=POSITIVE_FLOAT,
+        default=30.0,
+        help="on SIGTERM or Ctrl-C: seconds to let requests in flight finish before closing "
+        "(a merge in progress stops at its next safe point; the log is closed)",
+    )
+    p.add_argument(
+        "--access-log",
+        nargs="?",
+        const="text",
+        default="off",
+        choices=["off", "text", "json"],
+        help="log each request on stderr (request id, client, method, path, status, "
+        "latency, key name, k and hits): text, or json lines (default off)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        nargs="+",
+        default=[],
+        metavar="ORIGIN",
+        help="browser origins allowed to call the API (CORS; default none; * for any)",
+    )
+    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate")
+    p.add_argument("--ssl-keyfile", default=None, help="the certificate's private key")
+    p.add_argument(
+        "--http",
+        choices=["auto", "httptools", "h11"],
+        default="auto",
+        help="HTTP parser: httptools (C; uvicorn[standard]) when installed, else h11",
     )
     p.add_argument(
         "--read-only",
@@ -350,16 +417,63 @@ def _add_serve(sub) -> None:
         "or refuse the request with 422; a document with no known word is always refused",
     )
     p.set_defaults(func=commands.cmd_serve)
+    return p
 
 
 def _add_loadtest(sub) -> None:
-    p = sub.add_parser("loadtest", help="bounded loopback load test of a running lsr serve")
-    p.add_argument("url", help="e.g. http://127.0.0.1:8000 (loopback only)")
+    p = sub.add_parser(
+        "loadtest",
+        help="bounded loopback load test of running lsr servers (wrk, with the raw ASGI "
+        "reference), or a soak test",
+    )
+    p.add_argument(
+        "url", nargs="+", help="e.g. http://127.0.0.1:8000 (loopback only); several to compare"
+    )
     p.add_argument("--queries", required=True, help="queries.jsonl / tsv file or a dataset")
     p.add_argument("--concurrency", type=POSITIVE_INT, nargs="+", default=[8, 32])
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
-    p.add_argument("--max-requests", type=POSITIVE_INT, default=20_000)
+    p.add_argument(
+        "--duration",
+        type=POSITIVE_FLOAT,
+        default=None,
+        help="seconds per run (per concurrency level, target and round; default 10), or the "
+        "soak's length (default 600)",
+    )
+    p.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="wrk (C, measures the server; Debian's wrk package) when installed, else the "
+        "Python client",
+    )
+    p.add_argument(
+        "--rounds", type=POSITIVE_INT, default=3, help="wrk: interleaved rounds (medians)"
+    )
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="wrk: skip the raw ASGI reference (the HTTP limit of the stack)",
+    )
+    p.add_argument(
+        "--max-requests", type=POSITIVE_INT, default=20_000, help="Python client: per run"
+    )
     p.add_argument("-k", type=POSITIVE_INT, default=10)
+    p.add_argument(
+        "--soak",
+        action="store_true",
+        help="mixed searches and writes at --rate for --duration seconds (default 600): "
+        "throughput, p50/p99 over time, errors, server memory at start and end",
+    )
+    p.add_argument("--rate", type=POSITIVE_FLOAT, default=100.0, help="soak: requests/s")
+    p.add_argument(
+        "--write-fraction",
+        type=float,
+        default=0.1,
+        help="soak: share of writes (documents soak-N added, then the oldest deleted)",
+    )
+    p.add_argument(
+        "--interval", type=POSITIVE_FLOAT, default=30.0, help="soak: seconds per report line"
+    )
+    p.add_argument("--api-key", default=None, help="soak: the key for writes ($LSR_API_KEY)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=commands.cmd_loadtest)
 
@@ -433,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_bench(sub)
-    _add_serve(sub)
+    parser.serve_parser = _add_serve(sub)
     _add_loadtest(sub)
     _add_check(sub)
     _add_demo(sub)
@@ -451,6 +565,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "serve":  # options from the environment and --config
+            from lsr.service import serve_config
+
+            serve_config.apply(
+                parser.serve_parser, args, sys.argv[1:] if argv is None else argv, os.environ
+            )
         with tempfile.TemporaryDirectory(prefix="lsr-") as scratch:
             args.scratch = Path(scratch)
             return args.func(args) or 0

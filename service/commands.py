@@ -254,64 +254,115 @@ def _bench_dataset(args, common):
 
 
 def cmd_serve(args) -> int:
-    import os
-
-    import uvicorn
-
+    from lsr.service import server
     from lsr.service.app import Limits, create_app
-    from lsr.service.http_protocol import protocol_with_header_timeout
+    from lsr.service.auth import load_key_ring
+    from lsr.service.http_protocol import default_parser
 
-    limits = Limits(
-        max_body_bytes=args.max_body_bytes,
-        max_k=args.max_k,
-        max_batch=args.max_batch,
-        max_explain=args.max_explain,
-        header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout,
-    )
-    app = create_app(
-        args.index,
-        encoder=args.encoder,
-        api_key=args.api_key or os.environ.get("LSR_API_KEY") or None,
-        protect_reads=args.protect_reads,
-        limits=limits,
-        flush_threshold=args.flush_threshold,
-        read_only=args.read_only,
-        refresh_seconds=args.refresh_seconds,
-        encode_workers=args.encode_workers,
-        unknown_words=args.unknown_words,
-    )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        http=protocol_with_header_timeout(limits.header_timeout_s),
-    )
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise InputError("HTTPS needs both --ssl-certfile and --ssl-keyfile.")
+    # what can be refused cheaply is refused before the collection and the encoder load
+    server.check_collection(args.index)
+    keys = load_key_ring(args.api_key, args.api_keys_file, args.protect_reads, args.anonymous_rate)
+    sock = server.bind(args.host, args.port)
+    try:
+        limits = Limits(
+            max_body_bytes=args.max_body_bytes,
+            max_k=args.max_k,
+            max_batch=args.max_batch,
+            max_explain=args.max_explain,
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            timeout_ms=args.timeout_ms,
+        )
+        access_log = None if args.access_log == "off" else args.access_log
+        app = create_app(
+            args.index,
+            encoder=args.encoder,
+            keys=keys,
+            limits=limits,
+            flush_threshold=args.flush_threshold,
+            read_only=args.read_only,
+            refresh_seconds=args.refresh_seconds,
+            encode_workers=args.encode_workers,
+            unknown_words=args.unknown_words,
+            access_log=access_log,
+            cors_origins=args.cors_origin,
+        )
+        server.configure_access_log(args.access_log)
+        host, port = sock.getsockname()[:2]
+        scheme = "https" if args.ssl_certfile else "http"
+        url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+        print(server.startup_line(app, url, args.access_log), file=sys.stderr, flush=True)
+        server.run(
+            app,
+            sock,
+            parser=default_parser() if args.http == "auto" else args.http,
+            header_timeout=args.header_timeout,
+            graceful_timeout=args.graceful_timeout,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+        )
+    finally:
+        sock.close()
+    print("lsr serve: stopped; the collection is closed", file=sys.stderr, flush=True)
     return 0
 
 
 def cmd_loadtest(args) -> int:
+    import os
+
     from lsr.corpus import read_queries
     from lsr.eval.datasets import load_dataset
-    from lsr.service.loadtest import check_loopback, run_load
+    from lsr.service import loadtest
 
-    check_loopback(args.url)
+    for url in args.url:
+        loadtest.check_loopback(url)
     path = Path(args.queries)
     texts = list(
         (read_queries(path) if path.is_file() else load_dataset(args.queries).queries).values()
     )
+    if args.soak:
+        from lsr.service.soak import run_soak
+
+        if len(args.url) != 1:
+            raise InputError("--soak runs against one server; give one URL.")
+        report = run_soak(
+            args.url[0], texts, args.duration or 600.0, args.rate, args.write_fraction,
+            args.api_key or os.environ.get("LSR_API_KEY"), args.interval, k=args.k,
+        )  # fmt: skip
+        _print_json(report.to_dict()) if args.json else print("\n".join(report.lines()))
+        return 0
+    duration = args.duration or 10.0
+    generator = args.generator
+    if generator == "auto":
+        generator = "wrk" if loadtest.wrk_available() else "python"
+    if generator == "wrk":
+        bodies = [json.dumps({"query": q, "k": args.k}).encode() for q in texts]
+        comparisons = [
+            loadtest.compare(
+                args.url, bodies, c, duration, args.rounds, not args.no_reference
+            )
+            for c in args.concurrency
+        ]
+        if args.json:
+            _print_json([c.to_dict() for c in comparisons])
+        else:
+            print("\n".join(line for c in comparisons for line in c.lines()))
+        return 0
     results = [
-        run_load(args.url, texts, c, args.duration, args.max_requests, args.k)
+        (url, loadtest.run_load(url, texts, c, duration, args.max_requests, args.k))
         for c in args.concurrency
+        for url in args.url
     ]
     if args.json:
-        _print_json([r.to_dict() for r in results])
+        _print_json([{"url": url, **r.to_dict()} for url, r in results])
         return 0
-    for r in results:
+    for url, r in results:
         print(
-            f"{r.concurrency:>3} clients: {r.requests:,} requests in {r.seconds:.1f}s, "
-            f"{r.qps:,.0f} QPS, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, {r.errors} errors"
+            f"{url} {r.concurrency:>3} clients (Python client): {r.requests:,} requests in "
+            f"{r.seconds:.1f}s, {r.qps:,.0f} QPS, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+            f"{r.errors} errors"
         )
     return 0
 

@@ -1,63 +1,120 @@
-"""uvicorn's h11 protocol with a deadline for a request's headers.
+"""uvicorn's HTTP protocols with a deadline for a request's headers.
 
 uvicorn bounds the idle time between keep-alive requests, but not the time a client takes to
 send a request's headers: a client that sends half a header and waits (slowloris) holds a
-connection open for ever. This protocol answers ``408`` and closes the connection when the
+connection open for ever. These protocols answer ``408`` and close the connection when the
 headers of a request are not complete ``header_timeout`` seconds after its first byte (or
-after the connection opened). The body's deadline is the app's (``lsr.service.app``).
+after the connection opened). The body's deadline is the gateway's (``lsr.service.gateway``).
+
+Two parsers: ``httptools`` (C, llhttp; what ``uvicorn[standard]`` installs and what the
+server uses when it is there: several times the requests per second of the pure-Python
+parser) and ``h11`` (pure Python, uvicorn's fallback).
 """
 
 from __future__ import annotations
 
 import asyncio
-
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-_TIMEOUT_BODY = b'{"error":"request headers not received in time"}'
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY
-)
+import importlib.util
+import json
 
 
-class HeaderTimeoutProtocol(H11Protocol):
-    """H11Protocol that closes connections whose request headers arrive too slowly."""
+def _json_response(status: bytes, message: str) -> bytes:
+    """A whole response in the service's one error body, closing the connection."""
+    body = json.dumps({"error": message}).encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+_TIMEOUT_RESPONSE = _json_response(b"408 Request Timeout", "request headers not received in time")
+
+
+class _HeaderDeadline:
+    """The timer: armed when a connection opens and when a request begins, disarmed when
+    the request's headers are complete; at expiry it answers 408 and closes. A request the
+    parser cannot read gets 400 in the same JSON error body as every other error (uvicorn
+    answers it in plain text)."""
 
     header_timeout: float = 10.0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._header_deadline: asyncio.TimerHandle | None = None
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is h11.IDLE:
-            self._arm()  # a request has begun and its headers are not complete yet
-        else:
-            self._disarm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+    _header_deadline: asyncio.TimerHandle | None = None
+    _awaiting_headers: bool = True
 
     def _arm(self) -> None:
+        self._awaiting_headers = True
         if self._header_deadline is None and not self.transport.is_closing():
             self._header_deadline = self.loop.call_later(self.header_timeout, self._expire)
 
     def _disarm(self) -> None:
+        self._awaiting_headers = False
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
 
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(_json_response(b"400 Bad Request", msg))
+        self.transport.close()
+
     def _expire(self) -> None:
         self._header_deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._awaiting_headers and not self.transport.is_closing():
             self.transport.write(_TIMEOUT_RESPONSE)
             self.transport.close()
 
 
-def protocol_with_header_timeout(seconds: float) -> type[HeaderTimeoutProtocol]:
+def _h11_class():
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class H11HeaderTimeout(_HeaderDeadline, H11Protocol):
+        def connection_made(self, transport):  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:
+                self._arm()  # a request has begun and its headers are not complete yet
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return H11HeaderTimeout
+
+
+def _httptools_class():
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HttpToolsHeaderTimeout(_HeaderDeadline, HttpToolsProtocol):
+        def connection_made(self, transport):  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HttpToolsHeaderTimeout
+
+
+def default_parser() -> str:
+    """``httptools`` when it is installed, else ``h11``."""
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def protocol_with_header_timeout(seconds: float, parser: str | None = None) -> type:
     """The protocol class to pass as uvicorn's ``http`` setting."""
-    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout": seconds})
+    parser = parser or default_parser()
+    base = {"httptools": _httptools_class, "h11": _h11_class}[parser]()
+    return type(base.__name__, (base,), {"header_timeout": seconds})

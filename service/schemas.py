@@ -61,6 +61,12 @@ class SearchRequest(BaseModel):
         description='stored fields to return in each hit\'s "document" (["*"]: all); '
         "omitted: no documents",
     )
+    timeout_ms: int | None = Field(
+        None,
+        ge=1,
+        description="deadline for encoding and searching, in milliseconds (at most the "
+        "server's --timeout-ms, its default); past it the answer is 504",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchRequest:
@@ -79,6 +85,9 @@ class BatchSearchRequest(BaseModel):
     )
     queries: list[SearchRequest] = Field(..., min_length=1)
     k: int | None = Field(None, ge=1, description="overrides each query's k")
+    timeout_ms: int | None = Field(
+        None, ge=1, description="overrides each query's timeout_ms: the batch's deadline"
+    )
 
 
 class EncodeRequest(BaseModel):
@@ -89,6 +98,9 @@ class EncodeRequest(BaseModel):
     )
     texts: list[str] = Field(..., min_length=1)
     kind: Literal["query", "document"] = "query"
+    timeout_ms: int | None = Field(
+        None, ge=1, description="deadline in milliseconds (at most the server's --timeout-ms)"
+    )
 
 
 class DocumentIn(BaseModel):
@@ -244,18 +256,31 @@ ERRORS = {
     for code, text in [
         (400, "invalid value"),
         (401, "missing or wrong X-API-Key"),
+        (403, "the API key lacks the endpoint's scope"),
         (404, "not found"),
         (408, "request headers or body not received in time"),
         (413, "request body too large"),
         (422, "invalid request"),
+        (429, "the API key's rate limit is exceeded; retry after the Retry-After header's "
+         "seconds"),
     ]
 }
 WRITE_ERRORS = {
     **ERRORS,
-    403: {"model": ErrorResponse, "description": "the server is read-only"},
+    403: {
+        "model": ErrorResponse,
+        "description": "the API key lacks the write scope, or the server is read-only",
+    },
     503: {
         "model": ErrorResponse,
         "description": "the write was not stored (disk full, I/O error); retry after the "
         "Retry-After header's seconds",
+    },
+}
+SEARCH_ERRORS = {
+    **ERRORS,
+    504: {
+        "model": ErrorResponse,
+        "description": "the search or encoding did not finish within its deadline (timeout_ms)",
     },
 }

@@ -1,12 +1,26 @@
-"""What the app's routes share: the collection, its encoder, the limits, and the checks and
-conversions every search route needs (written once here, used by each route)."""
+"""What the app's routes share: the collection, its encoder, the keys, the limits, and the
+checks and conversions every search route needs (written once here, used by each route).
+
+A search runs on the event loop when it is microseconds of work (a query encoded without a
+model, at most ``INLINE_POSTINGS`` postings to score, no filter, no explanations): a hop to
+a thread costs more than the search. Anything heavier runs in a thread pool, and a request's
+deadline (``timeout_ms``) bounds the wait: past it the client gets 504 and the event loop
+has never waited (the kernel call finishes in its thread: Numba kernels cannot be
+interrupted, and the limits on k, query length and batch size bound it). Text queries for a
+model go through :class:`~lsr.service.query_batcher.QueryBatcher`, batched with the queries
+of concurrent requests.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,9 +31,15 @@ from lsr.encoding import encode_with_unknown
 from lsr.errors import InputError
 from lsr.index import LiveIndex, SearchResults, parse_filter
 from lsr.index.validation import empty_rows
+from lsr.service.auth import KeyRing
 from lsr.service.encode_pool import EncodePool
-from lsr.service.middleware import Metrics
+from lsr.service.metrics import Metrics
+from lsr.service.middleware import DeadlineExceeded
+from lsr.service.query_batcher import QueryBatcher
 from lsr.service.schemas import SearchRequest
+
+# postings a search may score on the event loop (about a millisecond of kernel time)
+INLINE_POSTINGS = 250_000
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +56,7 @@ class Limits:
     max_explain: int = 100  # hits explained per query (the first ones); the rest come without
     header_timeout_s: float = 10.0  # to receive a request's headers (service.http_protocol)
     body_timeout_s: float = 30.0  # between two chunks of a request's body
+    timeout_ms: int = 10_000  # a search's or encoding's deadline (a request may ask less)
 
 
 def _fields_key(req: SearchRequest) -> tuple[str, ...] | None:
@@ -60,24 +81,29 @@ class ServiceState:
     live: LiveIndex
     encoder: object
     limits: Limits
-    api_key: str | None = None
-    protect_reads: bool = False
+    keys: KeyRing = field(default_factory=KeyRing)
     read_only: bool = False
     unknown_words: str = "accept"  # or "refuse": documents with words the vocabulary lacks
     encode_pool: EncodePool | None = None  # document encoding in worker processes, if any
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _refresher: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.position = {t: i for i, t in enumerate(self.live.vocab)}
+        if self.metrics is None:
+            self.metrics = Metrics(self.live.stats)
+        # encoders say whether their queries run through a model (SPLADE) or a table
+        # (BM25, inference-free); one that does not say is taken to need a model
+        self.batcher = None
+        if getattr(self.encoder, "queries_need_model", True):
+            self.batcher = QueryBatcher(self.encoder, self.metrics, self.limits.max_batch)
+        self.executor = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="lsr-search")
 
     # ---- searches ------------------------------------------------------------------------
 
-    def query_vectors(self, requests: Sequence[SearchRequest]) -> sp.csr_array:
-        """The requests' query vectors, one row each, after checking each request against
-        the limits; text queries are encoded in one encoder call."""
-        rows: list[sp.csr_array | None] = []
+    def query_texts(self, requests: Sequence[SearchRequest]) -> list[str]:
+        """The requests' query texts, after checking each request against the limits."""
         texts: list[str] = []
         for req in requests:
             if req.k > self.limits.max_k:
@@ -90,16 +116,89 @@ class ServiceState:
                         422, f"the query is longer than {self.limits.max_query_chars} characters"
                     )
                 texts.append(req.query)
-                rows.append(None)
-            else:
-                rows.append(self._vector_row(req.vector))
-        if texts:
+        return texts
+
+    def query_vectors(
+        self, requests: Sequence[SearchRequest], encoded: sp.csr_array | None = None
+    ) -> sp.csr_array:
+        """The requests' query vectors, one row each, after checking each request against
+        the limits; text queries are encoded in one encoder call (unless ``encoded`` holds
+        their vectors already, in order)."""
+        texts = self.query_texts(requests)
+        if texts and encoded is None:
             encoded = self.encoder.encode_queries(texts)
-            if len(texts) == len(rows):  # text only: the encoder's batch, as it is
-                return encoded
-            text_rows = iter(range(len(texts)))
-            rows = [row if row is not None else encoded[[next(text_rows)]] for row in rows]
+        if len(texts) == len(requests):  # text only: the encoder's batch, as it is
+            return encoded if isinstance(encoded, sp.csr_array) else sp.csr_array(encoded)
+        text_rows = iter(range(len(texts)))
+        rows = [
+            encoded[[next(text_rows)]] if req.query is not None else self._vector_row(req.vector)
+            for req in requests
+        ]
         return sp.csr_array(sp.vstack(rows, format="csr"), dtype=np.float32)
+
+    async def asearch(self, requests: Sequence[SearchRequest]) -> list[dict]:
+        """:meth:`search` for the event loop: queries for a model batched with other
+        requests', light searches inline, heavy ones in the thread pool, all within the
+        requests' deadline (the shortest ``timeout_ms`` of a batch; 504 past it)."""
+        texts = self.query_texts(requests)
+        budget, deadline = self._deadline([r.timeout_ms for r in requests])
+        encoded = None
+        if texts and self.batcher is not None:
+            started = time.perf_counter()
+            encoded = await self._within(self.batcher.encode(texts), deadline, budget)
+            self.metrics.encode_seconds.observe(time.perf_counter() - started)
+        elif texts:  # a table lookup: microseconds
+            started = time.perf_counter()
+            encoded = self.encoder.encode_queries(texts)
+            self.metrics.encode_seconds.observe(time.perf_counter() - started)
+        vectors = self.query_vectors(requests, encoded)
+        started = time.perf_counter()
+        if self._light(requests, vectors):
+            results = self.search(requests, vectors)
+        else:
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(self.executor, self.search, requests, vectors)
+            results = await self._within(work, deadline, budget)
+        self.metrics.search_seconds.observe(time.perf_counter() - started)
+        return results
+
+    async def aencode(
+        self, texts: Sequence[str], kind: str, timeout_ms: int | None = None
+    ) -> sp.csr_array:
+        """``texts`` encoded as queries (batched with other requests' for a model) or as
+        documents (in the thread pool), within the deadline."""
+        budget, deadline = self._deadline([timeout_ms])
+        if kind == "query" and self.batcher is not None:
+            return await self._within(self.batcher.encode(list(texts)), deadline, budget)
+        encode = self.encoder.encode_queries if kind == "query" else self.encoder.encode_documents
+        work = asyncio.get_running_loop().run_in_executor(self.executor, encode, list(texts))
+        return await self._within(work, deadline, budget)
+
+    def _deadline(self, asked: Sequence[int | None]) -> tuple[float, float]:
+        """The seconds a request may take (its shortest ``timeout_ms``, else the server's)
+        and the monotonic time they end."""
+        given = [t for t in asked if t is not None]
+        limit = self.limits.timeout_ms
+        if any(t > limit for t in given):
+            raise HTTPException(422, f"timeout_ms must be at most {limit} (the server's)")
+        budget = min(given, default=limit) / 1e3
+        return budget, time.monotonic() + budget
+
+    def _light(self, requests: Sequence[SearchRequest], vectors: sp.csr_array) -> bool:
+        """Whether searching ``vectors`` is microseconds of work, cheaper than a thread hop."""
+        if any(r.filter is not None or r.explain for r in requests):
+            return False
+        return self.live.postings_of(vectors.indices) <= INLINE_POSTINGS
+
+    async def _within(self, work: Awaitable, deadline: float, budget: float):
+        try:
+            return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            self.metrics.deadlines.inc()
+            raise DeadlineExceeded(
+                f"the request did not finish within its deadline of {budget * 1e3:.0f} ms "
+                "(timeout_ms)"
+            ) from None
 
     def _vector_row(self, vector: dict[str, float]) -> sp.csr_array:
         unknown = [t for t in vector if t not in self.position]
@@ -111,10 +210,13 @@ class ServiceState:
             (weights, (np.zeros(len(cols), dtype=np.int64), cols)), shape=(1, len(self.position))
         )
 
-    def search(self, requests: Sequence[SearchRequest]) -> list[dict]:
+    def search(
+        self, requests: Sequence[SearchRequest], vectors: sp.csr_array | None = None
+    ) -> list[dict]:
         """Each request's ``{"hits": [...]}``: one batched kernel call per algorithm asked for
         (top max-k, cut to each request's k), explanations for the first hits on request."""
-        vectors = self.query_vectors(requests)
+        if vectors is None:
+            vectors = self.query_vectors(requests)
         out: list[dict | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
@@ -146,7 +248,10 @@ class ServiceState:
         ids, scores = row.ids[: req.k], row.scores[: req.k]
         if not all(math.isfinite(s) for s in scores):
             raise HTTPException(422, "the query's weights are too large: scores overflow")
-        hits = [{"id": d, "score": s} for d, s in zip(ids, scores, strict=True)]
+        hits = [
+            {"id": d, "score": s, "terms": None, "document": None}
+            for d, s in zip(ids, scores, strict=True)
+        ]
         if row.documents is not None:
             for hit, doc in zip(hits, row.documents, strict=False):
                 hit["document"] = doc
@@ -226,6 +331,9 @@ class ServiceState:
         self._stop.set()
         if self._refresher is not None:
             self._refresher.join()
+        if self.batcher is not None:
+            self.batcher.close()
+        self.executor.shutdown(wait=True)
         if self.encode_pool is not None:
             self.encode_pool.close()
         self.live.close()

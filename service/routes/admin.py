@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 
-from lsr.service.middleware import require_reader, require_writer
+from lsr.service.metrics import CONTENT_TYPE
+from lsr.service.middleware import requires
 from lsr.service.schemas import ERRORS, HealthResponse, RefreshResponse, StatsResponse
 from lsr.service.state import service_state
 
-router = APIRouter()
+router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
-def health(request: Request) -> HealthResponse:
+async def health(request: Request) -> HealthResponse:
     """Reads work whenever this answers; ``degraded`` says why writes may not."""
     state = service_state(request)
     stats = state.live.stats()
@@ -35,8 +36,8 @@ def health(request: Request) -> HealthResponse:
     }
 
 
-@router.get("/stats", dependencies=[Depends(require_reader)], responses=ERRORS)
-def stats(request: Request) -> StatsResponse:
+@router.get("/stats", dependencies=[Depends(requires("read"))], responses=ERRORS)
+async def stats(request: Request) -> StatsResponse:
     state = service_state(request)
     return {
         **state.live.stats(),
@@ -45,20 +46,23 @@ def stats(request: Request) -> StatsResponse:
     }
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def prometheus(request: Request) -> str:
-    state = service_state(request)
-    return state.metrics.render(state.live.stats())
+@router.get(
+    "/metrics",
+    dependencies=[Depends(requires("read"))],
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+)
+async def prometheus(request: Request) -> Response:
+    """Request counts and latency histograms per endpoint, search and encoding time, the
+    collection's figures, the process's memory and CPU (Prometheus text format)."""
+    return Response(service_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
-@router.post("/refresh", dependencies=[Depends(require_reader)], responses=ERRORS)
+@router.post("/refresh", dependencies=[Depends(requires("admin"))], responses=ERRORS)
 def refresh(request: Request) -> RefreshResponse:
     """The writer flushes its write buffer into a new segment (its searches already see every
     write); a read-only server opens the writer's latest commit point and log now instead
     of at its next periodic refresh."""
     state = service_state(request)
-    if not state.read_only and state.api_key is not None:
-        require_writer(request)
     changed = state.live.refresh()
     stats = state.live.stats()
     return {"changed": changed, "generation": stats["generation"], "documents": stats["n_docs"]}

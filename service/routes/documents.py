@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from lsr.service.middleware import require_reader, require_writer
+from lsr.service.middleware import requires
 from lsr.service.schemas import (
     ERRORS,
     WRITE_ERRORS,
@@ -27,10 +27,12 @@ class _DocumentIdConvertor(PathConvertor):
 
 
 register_url_convertor("doc_id", _DocumentIdConvertor())
-router = APIRouter()
+router = APIRouter(tags=["documents"])
 
 
-@router.get("/documents/{doc_id:doc_id}", dependencies=[Depends(require_reader)], responses=ERRORS)
+@router.get(
+    "/documents/{doc_id:doc_id}", dependencies=[Depends(requires("read"))], responses=ERRORS
+)
 def get_document(doc_id: str, request: Request, vector: bool = False) -> DocumentResponse:
     """A document's stored fields (``_id``, ``title``, ``text`` and the rest), and its term
     weights with ``?vector=true``. Percent-encode the id (``/`` as ``%2F``, ``.`` as ``%2E``),
@@ -48,7 +50,7 @@ def get_document(doc_id: str, request: Request, vector: bool = False) -> Documen
     return out
 
 
-@router.post("/documents", dependencies=[Depends(require_writer)], responses=WRITE_ERRORS)
+@router.post("/documents", dependencies=[Depends(requires("write"))], responses=WRITE_ERRORS)
 def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
     """Add or replace documents (encoded by the server); durable when this returns. The ids
     are checked (unique, valid) by the collection before anything is written."""
@@ -64,7 +66,7 @@ def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
 
 
 @router.delete(
-    "/documents/{doc_id:doc_id}", dependencies=[Depends(require_writer)], responses=WRITE_ERRORS
+    "/documents/{doc_id:doc_id}", dependencies=[Depends(requires("write"))], responses=WRITE_ERRORS
 )
 def delete(doc_id: str, request: Request) -> DeleteResponse:
     """Delete a document (percent-encode the id, as for GET); durable when this returns."""

@@ -158,3 +158,43 @@ def test_a_crash_at_every_step_keeps_the_writes_made_during_a_flush_and_a_merge(
     outcomes = crash_loop(base, tmp_path, CRASH_WITH_WRITES_DURING_FLUSH_AND_MERGE, check)
     assert outcomes.count(9) >= 10 and outcomes[-1] == 0
     assert all(code == 9 for code in outcomes[:-1])
+
+
+def test_closing_gives_a_merge_up_at_a_safe_point(base, rng, monkeypatch):
+    """``close()`` (SIGTERM to the server) does not wait for a long merge to commit: the
+    merge stops at its next safe point, nothing of it is committed, its files go."""
+    from lsr.index.maintenance import MergeAbandoned
+
+    live = LiveIndex(base, background=False)
+    _write(live, rng, [f"a{i}" for i in range(5)])
+    live.flush()
+    expected = _state(live)
+    names = sorted(t.name for t in live._state.segments)
+    building, release = _held_build(monkeypatch)
+    raised = []
+
+    def merge():
+        try:
+            live.merge_segments(names)
+        except MergeAbandoned as e:
+            raised.append(e)
+
+    merger = threading.Thread(target=merge)
+    merger.start()
+    assert building.wait(30)
+    closer = threading.Thread(target=live.close)
+    closer.start()
+    for _ in range(300):
+        if live._closing:
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    merger.join(30)
+    closer.join(30)
+    assert raised and not closer.is_alive()
+    assert live.merges == 0 and live.merge_backoff.to_dict()["failures"] == 0
+    on_disk = sorted(p.name for p in (base / "segments").iterdir())
+    assert on_disk == names  # the merged segment's files are gone
+    with LiveIndex(base, background=False) as again:
+        assert sorted(t.name for t in again._state.segments) == names
+        assert _state(again) == expected

@@ -82,3 +82,19 @@ def test_head_of_an_exact_search_is_the_smaller_search(rng):
     queries = random_csr(rng, 5, V, 0.3, integer=True)
     wide, narrow = parts[0].search(queries, 20).head(4), parts[0].search(queries, 4)
     assert [h for h in wide] == [h for h in narrow]
+
+
+def test_ids_at_reads_ids_from_the_buffers_as_take_does():
+    import numpy as np
+    import pyarrow as pa
+
+    from lsr.index.results import ids_at
+
+    ids = pa.array([f"doc-{i}-é" for i in range(200)] + ["", "a/b"])
+    for array in (ids, ids.slice(7), ids.cast(pa.large_string()), ids.slice(3).cast(
+            pa.large_string())):  # fmt: skip
+        for numbers in (np.array([0, 5, 3, 5]), np.array([], np.int64), np.arange(100)):
+            numbers = numbers[numbers < len(array)]
+            expected = array.take(pa.array(numbers, type=pa.int64())).to_pylist()
+            assert ids_at(array, numbers) == expected
+    assert ids_at(ids, np.array([200, 201])) == ["", "a/b"]

@@ -129,3 +129,32 @@ def test_one_analysis_gives_the_vectors_and_the_words_the_vocabulary_lacks(tmp_p
     vectors, unknown = enc.encode_documents_with_unknown(texts)
     assert (vectors != enc.encode_documents(texts)).nnz == 0
     assert unknown == [["cats", "retrieval"], []]  # tokens of the vocabulary no document had
+
+
+def test_term_counts_are_canonical_and_exact_for_few_and_many_tokens():
+    """The dict path (a few tokens) and the sort path (many) count alike, and the arrays
+    they build without scipy's checks equal what scipy builds with them."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from lsr.sparse import SMALL_COUNTS, canonical_csr, term_counts
+
+    rng = np.random.default_rng(3)
+    for n, length, vocab in [(1, 9, 30), (3, 40, 50), (40, 30, 50), (0, 0, 7), (2, 0, 7)]:
+        tokens = [rng.integers(0, vocab, length).astype(np.int32) for _ in range(n)]
+        counts = term_counts(tokens, vocab)
+        expected = np.zeros((n, vocab))
+        for i, row in enumerate(tokens):
+            np.add.at(expected[i], row, 1)
+        assert counts.shape == (n, vocab) and np.array_equal(counts.toarray(), expected)
+        checked = sp.csr_array(
+            (counts.data, counts.indices, counts.indptr), shape=counts.shape
+        )  # scipy's own constructor, with its checks
+        checked.sum_duplicates()
+        assert np.array_equal(checked.indices, counts.indices)
+        assert counts.has_canonical_format and counts.indices.dtype == np.int32
+    assert 40 * 30 > SMALL_COUNTS >= 9  # both paths ran
+    made = canonical_csr(np.ones(2, np.float32), np.array([1, 4], np.int32),
+                         np.array([0, 2], np.int32), (1, 6))  # fmt: skip
+    assert made.toarray().tolist() == [[0, 1, 0, 0, 1, 0]] and made.nnz == 2
+    assert (made @ made.T).toarray().tolist() == [[2.0]]

@@ -59,14 +59,14 @@ def test_batch_k_overrides_every_query(client):
 def test_project_errors_are_400_and_bugs_are_500(client, monkeypatch, caplog):
     state = client.app.state.service
 
-    def refuse(requests):
+    def refuse(requests, vectors=None):
         raise InputError("the query asks for something impossible")
 
     monkeypatch.setattr(state, "search", refuse)
     r = client.post("/search", json={"query": "bees"})
     assert r.status_code == 400 and r.json() == {"error": "the query asks for something impossible"}
 
-    def bug(requests):
+    def bug(requests, vectors=None):
         raise ValueError("a bug, not the client's mistake")
 
     monkeypatch.setattr(state, "search", bug)
@@ -139,3 +139,66 @@ def test_refresh_on_a_full_disk_answers_503_and_the_collection_stays(small_fs):
         r = c.post("/refresh")
         assert r.status_code == 200 and r.json()["changed"], r.text
         assert c.get("/stats").json()["buffer_docs"] == 0
+
+
+def test_the_fast_path_answers_as_the_documented_routes(client):
+    """The gateway answers the two search endpoints itself; the FastAPI routes behind it
+    (what /docs documents) give the same hits and the same errors."""
+    from fastapi.testclient import TestClient
+
+    routes = TestClient(client.app.app, raise_server_exceptions=False)
+    for body in QUERIES + [{"query": "bees", "fields": ["title"], "k": 2}]:
+        fast, slow = client.post("/search", json=body), routes.post("/search", json=body)
+        assert fast.status_code == slow.status_code == 200
+        assert fast.json()["hits"] == slow.json()["hits"]
+    batch = {"queries": QUERIES, "k": 3}
+    assert (
+        client.post("/search/batch", json=batch).json()["results"]
+        == routes.post("/search/batch", json=batch).json()["results"]
+    )
+    for bad in ({"query": "bees", "k": 0}, {"query": "x", "vector": {"bee": 1.0}},
+                {"query": "bees", "k": 100000}):  # fmt: skip
+        fast, slow = client.post("/search", json=bad), routes.post("/search", json=bad)
+        assert fast.status_code == slow.status_code == 422
+        assert fast.json() == slow.json()
+    fast = client.post("/search", content=b"{nope")
+    slow = routes.post("/search", content=b"{nope", headers={"content-type": "application/json"})
+    assert fast.status_code == slow.status_code == 422
+    assert fast.json()["detail"][0]["type"] == slow.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_concurrent_model_queries_are_encoded_in_batches(tmp_path):
+    """Text queries for a model go through the query batcher: concurrent requests share
+    encoder calls, and each gets the vectors it would get alone."""
+    import asyncio
+    import threading
+
+    from lsr import BM25Encoder
+    from lsr.service.metrics import Metrics
+    from lsr.service.query_batcher import QueryBatcher
+
+    texts = [f"bees honey {w}" for w in ("flower", "hive", "wax", "queen", "sting", "nectar")]
+    encoder = BM25Encoder().fit(texts * 2)
+    calls, gate = [], threading.Event()
+
+    class SlowModel:  # the real encoder, slowed like a model and counting its calls
+        def encode_queries(self, batch):
+            calls.append(len(batch))
+            gate.wait(5)
+            return encoder.encode_queries(batch)
+
+    batcher = QueryBatcher(SlowModel(), Metrics(), max_batch=64)
+
+    async def run():
+        first = asyncio.ensure_future(batcher.encode([texts[0]]))
+        await asyncio.sleep(0.1)  # the first call is in the model: the rest queue behind it
+        rest = [asyncio.ensure_future(batcher.encode([t])) for t in texts[1:]]
+        await asyncio.sleep(0.1)
+        gate.set()
+        return await asyncio.gather(first, *rest)
+
+    got = asyncio.run(run())
+    batcher.close()
+    assert calls == [1, len(texts) - 1]
+    for text, vector in zip(texts, got, strict=True):
+        assert (vector != encoder.encode_queries([text])).nnz == 0

@@ -143,8 +143,8 @@ def test_search_encode_documents_and_observability(server):
     assert stats["n_docs"] == 300 and stats["last_seq"] == 2
     metrics = c.get("/metrics").text
     assert (
-        'lsr_requests_total{route="/search",status="200"}' in metrics
-        and "lsr_documents 300" in metrics
+        'lsr_requests_total{endpoint="/search",method="POST",status="200"}' in metrics
+        and "lsr_documents 300.0" in metrics
     )
 
 
@@ -412,7 +412,10 @@ def test_second_writer_is_refused_and_read_only_servers_are_not(server, index_di
         assert reader_sees(True)
         assert w.delete(f"/documents/{doc['id']}").status_code == 200
         assert reader_sees(False)
-        assert httpx.post(reader.url + "/refresh", timeout=30).status_code == 200
+        # refresh is an admin action: the server was started with a key
+        assert httpx.post(reader.url + "/refresh", timeout=30).status_code == 401
+        admin = {"X-API-Key": KEY}
+        assert httpx.post(reader.url + "/refresh", headers=admin, timeout=30).status_code == 200
     finally:
         reader.stop()
 
