@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 from collections.abc import Sequence
@@ -152,6 +153,11 @@ class Index:
     @property
     def n_postings(self) -> int:
         return int(self.docs.shape[0])
+
+    @functools.cached_property
+    def list_lengths(self) -> np.ndarray:
+        """Postings per term (document frequencies), int64, computed once."""
+        return np.diff(np.asarray(self.offsets, dtype=np.int64))
 
     @property
     def vocab_size(self) -> int:

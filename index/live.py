@@ -47,6 +47,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -61,7 +62,7 @@ from lsr.errors import InputError
 from lsr.index import wal
 from lsr.index.algorithms import algorithm_code, check_query_terms
 from lsr.index.backoff import Backoff
-from lsr.index.buffer import select_fields
+from lsr.index.buffer import WriteBuffer, select_fields
 from lsr.index.collection import (
     WAL_NAME,
     convert_legacy,
@@ -331,6 +332,34 @@ class LiveIndex(SegmentMaintenance):
                     self.path, len(views))  # fmt: skip
         return builder.finish()
 
+    def warm_up(self) -> None:
+        """Load (or compile) every Numba kernel a server needs before its first request: the
+        searches of segments and of the write buffer, the lookups of reads by id and explain,
+        and (a writer) the build and write of a segment by a flush or merge (into a scratch
+        folder: the Arrow and zstd writers' buffers too). No request then pays for them, and
+        the memory they take is there from the start rather than after the first flush."""
+        q = sp.csr_array((np.ones(1, np.float32), ([0], [0])), shape=(1, len(self.vocab)))
+        self.search(q, 1)
+        self.search(sp.vstack([q, q], format="csr"), 1)
+        buffer = WriteBuffer(len(self.vocab))
+        buffer.append("warm-up", q.indices, q.data, None, 1)
+        buffer.view(1).search(q, 1)
+        segment = next((s for s in self.segments if s.n_docs), None)
+        if segment is not None:  # the lookups of GET /documents and explain
+            segment.term_weights(np.zeros(1, np.int64), q.indices)
+            segment.document_vector(0)
+        if not self.read_only:  # a flush's build and write, into a scratch folder
+            builder = self._builder()
+            builder.add(q, ["warm-up"])
+            stores = self.store_spec.stores
+            documents = [{ID_FIELD: "warm-up", "text": "warm-up"}] if stores else None
+            with tempfile.TemporaryDirectory(prefix="lsr-warm-up-") as scratch:
+                built = Segment.write(
+                    Path(scratch), "warm-up", builder.finish(), documents, self._vocab_pair()
+                )
+                built.index.search(q, 1)
+                built.index.rows(np.zeros(1, np.int64))
+
     def postings_of(self, terms: np.ndarray) -> int:
         """How many postings a query with these term ids scores at most (its lists in every
         segment, plus the write buffer's postings): what an exhaustive search costs, known
@@ -339,8 +368,7 @@ class LiveIndex(SegmentMaintenance):
         terms = np.asarray(terms, dtype=np.int64)
         total = int(snap.buffer.indptr[snap.buffer.n_rows])
         for view in snap.segments:
-            offsets = view.segment.index.offsets
-            total += int((offsets[terms + 1] - offsets[terms]).sum())
+            total += int(view.segment.index.list_lengths[terms].sum())
         return total
 
     def search(

@@ -17,14 +17,11 @@ import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import scipy.sparse as sp
 from fastapi import FastAPI
 
 from lsr import __version__, load_encoder
 from lsr.errors import ConfigError
 from lsr.index import LiveIndex
-from lsr.index.buffer import WriteBuffer
 from lsr.pipeline import ENCODER_DIR
 from lsr.service import docs, middleware
 from lsr.service.auth import KeyRing, load_key_ring
@@ -95,7 +92,7 @@ def create_app(
         enc = load_encoder(spec)
         if list(enc.vocab) != live.vocab:
             raise ConfigError(f"The encoder's vocabulary differs from the index at {index_dir}.")
-        _warm_up(live)
+        live.warm_up()
         if encode_workers and not read_only:
             pool = EncodePool(str(spec), encode_workers)
     except BaseException:
@@ -145,17 +142,3 @@ def create_app(
         cors=cors,
     )
 
-
-def _warm_up(live: LiveIndex) -> None:
-    """Compile (or load from Numba's cache) the kernels for the segments and for the write
-    buffer before the first request, so no request pays for compilation."""
-    q = sp.csr_array((np.ones(1, np.float32), ([0], [0])), shape=(1, len(live.vocab)))
-    live.search(q, 1)
-    live.search(sp.vstack([q, q], format="csr"), 1)
-    buffer = WriteBuffer(len(live.vocab))
-    buffer.append("warm-up", q.indices, q.data, None, 1)
-    buffer.view(1).search(q, 1)
-    segment = next((s for s in live.segments if s.n_docs), None)
-    if segment is not None:  # the lookups of GET /documents and explain
-        segment.term_weights(np.zeros(1, np.int64), q.indices)
-        segment.document_vector(0)

@@ -366,10 +366,11 @@ def _add_serve(sub) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--cors-origin",
-        nargs="+",
-        default=[],
+        action="append",
+        default=None,
         metavar="ORIGIN",
-        help="browser origins allowed to call the API (CORS; default none; * for any)",
+        help="a browser origin allowed to call the API (CORS; repeat for several; default "
+        "none; * for any)",
     )
     p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate")
     p.add_argument("--ssl-keyfile", default=None, help="the certificate's private key")

@@ -287,7 +287,7 @@ def cmd_serve(args) -> int:
             encode_workers=args.encode_workers,
             unknown_words=args.unknown_words,
             access_log=access_log,
-            cors_origins=args.cors_origin,
+            cors_origins=args.cors_origin or [],
         )
         server.configure_access_log(args.access_log)
         host, port = sock.getsockname()[:2]

@@ -81,12 +81,12 @@ class Gateway:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        headers = dict(scope["headers"])
+        headers = scope["lsr.headers"] = dict(scope["headers"])
         given = headers.get(b"x-request-id")
         if given is None or not _REQUEST_ID.fullmatch(given):
             given = b"%s-%x" % (self._id_prefix, next(self._counter))
         request_id = given
-        status = [500]
+        status = [None]
 
         async def reply(message):
             if message["type"] == "http.response.start":
@@ -95,6 +95,7 @@ class Gateway:
             await send(message)
 
         self.metrics.in_flight.inc()
+        body = None
         try:
             body = await self._read_body(headers, receive, reply)
             if body is None:
@@ -108,7 +109,9 @@ class Gateway:
                 await self.app(scope, _replay(body, receive), reply)
         finally:
             self.metrics.in_flight.dec()
-            self._record(scope, status[0], time.perf_counter() - start, request_id)
+            # no answer: the client went away while sending (499, as nginx logs it) or a bug
+            answered = status[0] or (499 if body is None else 500)
+            self._record(scope, answered, time.perf_counter() - start, request_id)
         return None
 
     async def _read_body(self, headers: dict, receive, send) -> bytes | None:

@@ -56,7 +56,8 @@ class Metrics:
         )  # fmt: skip
         self.encode_seconds = Histogram(
             "lsr_query_encode_seconds",
-            "Time to encode a request's text queries (waiting for a batch included).",
+            "Time to encode a request's text queries with a model (waiting for a batch "
+            "included).",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.encode_batch = Histogram(

@@ -48,7 +48,8 @@ def requires(scope: str):
 
     async def check(request: Request, _key: str | None = Security(API_KEY)) -> None:
         state = request.app.state.service
-        request.scope["lsr.key"] = state.keys.authorize(dict(request.scope["headers"]), scope)
+        headers = request.scope.get("lsr.headers") or dict(request.scope["headers"])
+        request.scope["lsr.key"] = state.keys.authorize(headers, scope)
         if scope == "write" and state.read_only:
             raise HTTPException(403, "this server is read-only; send writes to the writer")
 

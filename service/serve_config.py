@@ -89,7 +89,7 @@ def _convert(action: argparse.Action, value, source: str):
             raise ConfigError(f"{source}: expected true or false, got {value!r}.")
         on = text in _TRUE
         return on if isinstance(action, argparse._StoreTrueAction) else not on
-    if action.nargs in ("+", "*"):
+    if action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction):
         items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
         return [_one(action, item, source) for item in items]
     return _one(action, value, source)

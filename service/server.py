@@ -99,7 +99,7 @@ def startup_line(app, url: str, access_log: str) -> str:
         f"encoder {encoder}",
         state.keys.describe(),
         "read-only" if state.read_only else "writer",
-        f"{state.executor._max_workers} search threads",
+        f"{state.search_threads} search threads",
         f"access log {access_log}",
     ]
     return " | ".join(parts)

@@ -33,6 +33,7 @@ class Interval:
     search_p50_ms: float
     search_p99_ms: float
     write_p99_ms: float
+    memory: int = 0  # the server's resident memory at the end of the interval
 
 
 @dataclass
@@ -59,12 +60,12 @@ class SoakReport:
             f"({self.requests / self.seconds:,.1f}/s done), {self.errors} errors, "
             f"{self.late} sent late; server memory {self.memory_start / 2**20:.1f} MiB -> "
             f"{self.memory_end / 2**20:.1f} MiB ({self.memory_growth:+.1%})",
-            "   from   req/s  search p50  search p99  write p99  errors",
+            "   from   req/s  search p50  search p99  write p99  errors  memory",
         ]
         for i in self.intervals:
             out.append(
                 f"  {i.start_s:5.0f}s {i.qps:7.1f} {i.search_p50_ms:8.2f} ms {i.search_p99_ms:8.2f}"
-                f" ms {i.write_p99_ms:7.2f} ms {i.errors:7d}"
+                f" ms {i.write_p99_ms:7.2f} ms {i.errors:7d}  {i.memory / 2**20:6.1f} MiB"
             )
         return out
 
@@ -106,9 +107,11 @@ def run_soak(
             probe.get("/health").raise_for_status()
         except httpx.HTTPError as e:
             raise InputError(f"No lsr server answers at {url} ({e}); start lsr serve.") from e
-        for q in queries[: min(len(queries), 50)]:  # warm up before the first memory reading
+        for q in queries[:2000]:  # warm up (each query once) before the first memory reading
             probe.post("/search", json={"query": q, "k": k})
         memory_start = resident_memory(probe, url)
+    memory: list[tuple[float, int]] = []  # (seconds since start, resident bytes)
+    stop = threading.Event()
     total = int(duration * rate)
     writes_every = round(1 / write_fraction) if write_fraction else 0
     lock = threading.Lock()
@@ -142,14 +145,26 @@ def run_soak(
                 with lock:
                     records.append((due - start, kind, time.monotonic() - sent, ok))
 
+    def watch_memory() -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as probe:
+            while not stop.wait(max(0.0, start + (len(memory) + 1) * interval - time.monotonic())):
+                memory.append((time.monotonic() - start, resident_memory(probe, url)))
+
+    watcher = threading.Thread(target=watch_memory, daemon=True)
     threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(clients)]
-    for t in threads:
+    for t in [*threads, watcher]:
         t.start()
     for t in threads:
         t.join()
+    stop.set()
+    watcher.join()
     seconds = time.monotonic() - start
     with httpx.Client(base_url=url, headers=headers, timeout=30) as probe:
         memory_end = resident_memory(probe, url)
+    intervals = _intervals(records, interval)
+    for item in intervals:  # the reading at the end of each interval (the last: the final one)
+        number = round(item.start_s / interval)
+        item.memory = memory[number][1] if number < len(memory) else memory_end
     return SoakReport(
         seconds=seconds,
         rate=rate,
@@ -158,7 +173,7 @@ def run_soak(
         late=late[0],
         memory_start=memory_start,
         memory_end=memory_end,
-        intervals=_intervals(records, interval),
+        intervals=intervals,
     )
 
 

@@ -98,7 +98,8 @@ class ServiceState:
         self.batcher = None
         if getattr(self.encoder, "queries_need_model", True):
             self.batcher = QueryBatcher(self.encoder, self.metrics, self.limits.max_batch)
-        self.executor = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="lsr-search")
+        self.search_threads = os.cpu_count() or 2
+        self.executor = ThreadPoolExecutor(self.search_threads, thread_name_prefix="lsr-search")
 
     # ---- searches ------------------------------------------------------------------------
 
@@ -118,13 +119,16 @@ class ServiceState:
                 texts.append(req.query)
         return texts
 
-    def query_vectors(
-        self, requests: Sequence[SearchRequest], encoded: sp.csr_array | None = None
-    ) -> sp.csr_array:
+    def query_vectors(self, requests: Sequence[SearchRequest]) -> sp.csr_array:
         """The requests' query vectors, one row each, after checking each request against
-        the limits; text queries are encoded in one encoder call (unless ``encoded`` holds
-        their vectors already, in order)."""
-        texts = self.query_texts(requests)
+        the limits; text queries are encoded in one encoder call."""
+        return self._vectors(requests, self.query_texts(requests), None)
+
+    def _vectors(
+        self, requests: Sequence[SearchRequest], texts: list[str], encoded: sp.csr_array | None
+    ) -> sp.csr_array:
+        """The query vectors of ``requests``, whose ``texts`` are encoded (in order) in
+        ``encoded``, or here in one encoder call when None."""
         if texts and encoded is None:
             encoded = self.encoder.encode_queries(texts)
         if len(texts) == len(requests):  # text only: the encoder's batch, as it is
@@ -147,11 +151,7 @@ class ServiceState:
             started = time.perf_counter()
             encoded = await self._within(self.batcher.encode(texts), deadline, budget)
             self.metrics.encode_seconds.observe(time.perf_counter() - started)
-        elif texts:  # a table lookup: microseconds
-            started = time.perf_counter()
-            encoded = self.encoder.encode_queries(texts)
-            self.metrics.encode_seconds.observe(time.perf_counter() - started)
-        vectors = self.query_vectors(requests, encoded)
+        vectors = self._vectors(requests, texts, encoded)  # a table lookup: here, microseconds
         started = time.perf_counter()
         if self._light(requests, vectors):
             results = self.search(requests, vectors)

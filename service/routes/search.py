@@ -67,7 +67,7 @@ def fast_routes(state: ServiceState) -> dict:
 
     def handler(model, run):
         async def answer(scope: dict, body: bytes) -> tuple[int, bytes]:
-            scope["lsr.key"] = state.keys.authorize(dict(scope["headers"]), "read")
+            scope["lsr.key"] = state.keys.authorize(scope["lsr.headers"], "read")
             req = model.model_validate_json(body)
             return 200, orjson.dumps(await run(state, req, scope))
 

@@ -138,3 +138,19 @@ def test_crash_between_renames_is_recovered_on_open(live, rng):
     assert again.get("z1") is not None and again.stats()["n_docs"] == 202
     again.close()  # and with it the writer's lock file beside the directory
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_postings_of_counts_every_list_a_search_may_score(live, rng):
+    """What an exhaustive search of some terms costs: their lists in every segment (deleted
+    documents included) plus every posting of the write buffer."""
+    path, base_docs = live
+    with LiveIndex(path, background=False) as index:
+        new = random_csr(rng, 20, V, 0.2, integer=True)
+        index.upsert(new[:10], [f"n{i}" for i in range(10)])
+        index.flush()
+        index.upsert(new[10:], [f"n{i}" for i in range(10, 20)])
+        index.delete(["b3"])
+        terms = np.array([0, 7, 7, 31])
+        in_base = sum(int((base_docs[:, [t]] != 0).sum()) for t in terms)
+        in_flushed = sum(int((new[:10][:, [t]] != 0).sum()) for t in terms)
+        assert index.postings_of(terms) == in_base + in_flushed + new[10:].nnz

@@ -111,6 +111,9 @@ def test_flags_win_over_the_environment_which_wins_over_the_file(tmp_path):
                        tmp_path)  # fmt: skip
     assert args.port == 9100 and args.read_only is True and args.cors_origin == ["x", "y"]
     assert _serve_args([], {}, tmp_path).port == 8000
+    repeated = _serve_args(["--cors-origin", "a", "--cors-origin=b"], {"LSR_CORS_ORIGIN": "z"},
+                           tmp_path)  # fmt: skip
+    assert repeated.cors_origin == ["a", "b"]
 
 
 @pytest.mark.parametrize(

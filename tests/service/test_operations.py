@@ -48,26 +48,12 @@ def keys_file(tmp_path_factory):
 
 
 class LoggedServer(Server):
-    """A server whose stderr is kept in a file (read while it runs and after it stops)."""
+    """A server without the test key, whose stderr is kept in a file (read while it runs
+    and after it stops)."""
 
-    def start(self):
-        self.log = self.index_dir.parent / f"serve-{self.port}.log"
-        argv = [sys.executable, "-m", "lsr.service.cli", "serve", str(self.index_dir),
-                "--port", str(self.port), *self.extra]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"))
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.stderr())
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def stderr(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
+    def __init__(self, index_dir, *extra):
+        super().__init__(index_dir, *extra, key=None)
+        self.log = index_dir.parent / f"serve-{self.port}.log"
 
 
 @pytest.fixture
@@ -384,6 +370,7 @@ def test_soak_reports_throughput_latency_errors_and_memory(index_dir, tmp_path):
         assert report.errors == 0 and report.requests == 120
         assert len(report.intervals) == 3 and all(i.writes and i.searches for i in report.intervals)
         assert report.memory_start > 10 * 2**20 and report.memory_end > 10 * 2**20
+        assert all(i.memory > 10 * 2**20 for i in report.intervals)
         stats = httpx.get(srv.url + "/stats", timeout=30).json()
         assert 300 < stats["n_docs"] <= 305  # at most ``keep`` soak documents are left
         assert any("server memory" in line for line in report.lines())

@@ -29,39 +29,38 @@ def _free_port() -> int:
 
 
 class Server:
-    """``lsr serve`` in a subprocess on a free loopback port."""
+    """``lsr serve`` in a subprocess on a free loopback port (with the test key unless
+    ``key`` is None; its stderr in a file when ``log`` names one)."""
 
-    def __init__(self, index_dir, *extra):
+    def __init__(self, index_dir, *extra, key=KEY, log=None):
         self.index_dir = index_dir
-        self.extra = extra
+        self.extra = (*extra, "--api-key", key) if key else extra
+        self.log = log
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
     def start(self):
-        argv = [
-            sys.executable,
-            "-m",
-            "lsr.service.cli",
-            "serve",
-            str(self.index_dir),
-            "--port",
-            str(self.port),
-            "--api-key",
-            KEY,
-            *self.extra,
-        ]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        argv = [sys.executable, "-m", "lsr.service.cli", "serve", str(self.index_dir),
+                "--port", str(self.port), *self.extra]  # fmt: skip
+        err = self.log.open("wb") if self.log else subprocess.PIPE
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode()[-2000:])
+                raise RuntimeError(self.stderr()[-2000:])
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.2)
         raise RuntimeError("server did not start")
+
+    def stderr(self) -> str:
+        """What the server wrote on stderr so far (the log file; else once it has exited)."""
+        if self.log:
+            return self.log.read_text(encoding="utf-8", errors="replace")
+        return self.proc.stderr.read().decode(errors="replace")
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -448,6 +447,9 @@ def _disk_full_round(index_dir, mnt):
     try:
         for i in range(5):
             assert write(i).status_code == 200
+        deadline = time.time() + 60  # the flush of those 5 (the threshold) is done: a flush
+        while c.get("/stats").json()["buffer_docs"] and time.time() < deadline:  # failing
+            time.sleep(0.1)  # later would free its files' space for the writes below
         filler = mnt / "filler"
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
         with contextlib.suppress(OSError):
