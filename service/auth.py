@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 import os
 import threading
@@ -229,7 +228,3 @@ def load_key_ring(
         raise ConfigError("--protect-reads needs an API key (--api-key or --api-keys).")
     return KeyRing(keys, protect_reads, anonymous_rate)
 
-
-def key_json(name: str, secret: str, scopes: list[str]) -> str:
-    """One key file entry (what ``lsr serve`` documents), with only the secret's sha256."""
-    return json.dumps({"name": name, "key_sha256": _digest(secret).hex(), "scopes": scopes})

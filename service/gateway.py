@@ -34,7 +34,6 @@ from lsr.service.metrics import Metrics
 from lsr.service.middleware import error_response
 
 access_logger = logging.getLogger("lsr.access")
-logger = logging.getLogger(__name__)
 
 FastHandler = Callable[[dict, bytes], Awaitable[tuple[int, bytes]]]
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
@@ -152,16 +151,9 @@ class Gateway:
             status, payload = await scope["lsr.handler"](scope, scope["lsr.body"])
             extra = {}
         except Exception as exc:
-            status, answer, extra = error_response(exc)
-            if status == 500:
-                logger.exception(
-                    "unexpected error on %s %s", scope["method"], scope["path"], exc_info=exc
-                )
+            status, answer, extra = error_response(exc, scope["method"], scope["path"])
             payload = orjson.dumps(answer)
-        headers = [_JSON, (b"content-length", str(len(payload)).encode())]
-        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _send(send, status, payload, extra)
 
     def _record(self, scope: dict, status: int, seconds: float, request_id: bytes) -> None:
         route = scope.get("route")
@@ -250,10 +242,13 @@ def _replay(body: bytes, receive):
     return replay
 
 
-async def _send_json(send, status: int, body: dict, close: bool = False) -> None:
-    payload = orjson.dumps(body)
+async def _send(send, status: int, payload: bytes, extra: dict[str, str] | None = None) -> None:
+    """A whole JSON answer (``extra``: more headers)."""
     headers = [_JSON, (b"content-length", str(len(payload)).encode())]
-    if close:
-        headers.append((b"connection", b"close"))
+    headers += [(k.lower().encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+async def _send_json(send, status: int, body: dict, close: bool = False) -> None:
+    await _send(send, status, orjson.dumps(body), {"connection": "close"} if close else None)

@@ -61,6 +61,18 @@ def check_loopback(url: str) -> None:
     )
 
 
+def check_server(url: str) -> None:
+    """An :class:`InputError` unless an lsr server answers ``GET /health`` at ``url``."""
+    import httpx
+
+    try:
+        httpx.get(url + "/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as e:
+        raise InputError(
+            f"No lsr server answers at {url} ({type(e).__name__}); start lsr serve."
+        ) from e
+
+
 def run_load(
     url: str,
     queries: list[str],
@@ -75,12 +87,7 @@ def run_load(
     check_loopback(url)
     if not queries:
         raise InputError("The load test needs at least one query.")
-    try:
-        httpx.get(url + "/health", timeout=10).raise_for_status()
-    except httpx.HTTPError as e:
-        raise InputError(
-            f"No lsr server answers at {url} ({type(e).__name__}); start lsr serve."
-        ) from e
+    check_server(url)
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()

@@ -67,8 +67,9 @@ def validation_detail(errors: list[dict], prefix: tuple = ()) -> list[dict]:
     return detail
 
 
-def error_response(exc: BaseException) -> tuple[int, dict, dict[str, str]]:
-    """The status, JSON body and headers that answer ``exc``."""
+def error_response(exc: BaseException, method: str, path: str) -> tuple[int, dict, dict]:
+    """The status, JSON body and headers that answer ``exc`` (raised answering ``method
+    path``); anything unexpected is logged with its traceback, since it is a bug."""
     if isinstance(exc, StarletteHTTPException):
         return exc.status_code, {"error": exc.detail}, dict(exc.headers or {})
     if isinstance(exc, AuthError):
@@ -87,6 +88,7 @@ def error_response(exc: BaseException) -> tuple[int, dict, dict[str, str]]:
         return 504, {"error": str(exc)}, {}
     if isinstance(exc, LSRError):
         return 400, {"error": str(exc)}, {}
+    logger.exception("unexpected error on %s %s", method, path, exc_info=exc)
     return 500, {"error": "internal server error; see the server log"}, {}
 
 
@@ -94,11 +96,7 @@ def install(app: FastAPI) -> None:
     """Answer every exception raised in ``app``'s routes with the one error body."""
 
     async def handle(request: Request, exc: Exception):
-        status, body, headers = error_response(exc)
-        if status == 500:
-            logger.exception(
-                "unexpected error on %s %s", request.method, request.url.path, exc_info=exc
-            )
+        status, body, headers = error_response(exc, request.method, request.url.path)
         return JSONResponse(body, status_code=status, headers=headers)
 
     for kind in (

@@ -48,12 +48,17 @@ def apply(
 
 
 def _given(actions, argv: Sequence[str]) -> set[str]:
-    """The options that appear on the command line (``--port 1`` or ``--port=1``)."""
+    """The options that appear on the command line (``--port 1``, ``--port=1``, or a
+    prefix argparse takes for the option, such as ``--flush 5``)."""
+    owner = {option: action.dest for action in actions for option in action.option_strings}
     given = set()
-    for action in actions:
-        for option in action.option_strings:
-            if any(t == option or t.startswith(option + "=") for t in argv):
-                given.add(action.dest)
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if not name.startswith("--"):
+            continue
+        matches = [name] if name in owner else [o for o in owner if o.startswith(name)]
+        if len({owner[o] for o in matches}) == 1:
+            given.add(owner[matches[0]])
     return given
 
 

@@ -27,8 +27,6 @@ from pathlib import Path
 from lsr.errors import ConfigError
 from lsr.index.storage import is_index_dir
 
-logger = logging.getLogger(__name__)
-
 
 def check_collection(path: str | Path) -> Path:
     """``path`` when it is a readable collection (or an index of formats 1-3)."""

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lsr.errors import InputError
-from lsr.service.loadtest import check_loopback
+from lsr.service.loadtest import check_loopback, check_server
 
 
 @dataclass
@@ -102,11 +102,8 @@ def run_soak(
     if not (0 <= write_fraction <= 1) or rate <= 0 or duration <= 0 or interval <= 0:
         raise InputError("The soak test needs rate, duration, interval > 0, write_fraction 0-1.")
     headers = {"X-API-Key": api_key} if api_key else {}
+    check_server(url)
     with httpx.Client(base_url=url, headers=headers, timeout=30) as probe:
-        try:
-            probe.get("/health").raise_for_status()
-        except httpx.HTTPError as e:
-            raise InputError(f"No lsr server answers at {url} ({e}); start lsr serve.") from e
         for q in queries[:2000]:  # warm up (each query once) before the first memory reading
             probe.post("/search", json={"query": q, "k": k})
         memory_start = resident_memory(probe, url)

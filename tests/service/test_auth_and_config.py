@@ -114,6 +114,8 @@ def test_flags_win_over_the_environment_which_wins_over_the_file(tmp_path):
     repeated = _serve_args(["--cors-origin", "a", "--cors-origin=b"], {"LSR_CORS_ORIGIN": "z"},
                            tmp_path)  # fmt: skip
     assert repeated.cors_origin == ["a", "b"]
+    abbreviated = _serve_args(["--flush", "5"], {"LSR_FLUSH_THRESHOLD": "9"}, tmp_path)
+    assert abbreviated.flush_threshold == 5  # argparse took --flush for --flush-threshold
 
 
 @pytest.mark.parametrize(
