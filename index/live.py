@@ -86,7 +86,7 @@ from lsr.index.errors import (
 from lsr.index.filters import Filter, parse_filter
 from lsr.index.inverted import Index, check_vocab
 from lsr.index.lock import WriterLock
-from lsr.index.maintenance import SegmentMaintenance, describe_error
+from lsr.index.maintenance import SegmentMaintenance, describe_error, return_freed_memory
 from lsr.index.merge_policy import TieredMergePolicy
 from lsr.index.results import SearchResults, merge_topk
 from lsr.index.segment import Segment
@@ -227,7 +227,7 @@ class LiveIndex(SegmentMaintenance):
         state = CollectionState(commit, (base.vocab, base.vocab_hash), segments, store)
         for op in ops:
             state.apply(op, state.seq + 1)
-        self._log_end = 0
+        self._log_end = None  # refreshes read the legacy log whole
         return state, None
 
     def _replay(self, state: CollectionState, collection_id: str, mark: dict) -> None:
@@ -269,14 +269,64 @@ class LiveIndex(SegmentMaintenance):
         whether anything changed."""
         if not self.read_only:
             return self.flush() is not None
-        if self._fingerprint() == self._loaded_from:
+        now = self._fingerprint()
+        if now == self._loaded_from:
             return False
-        self._install(*self._load())
+        if not self._apply_log_tail(now):
+            self._install(*self._load())
+            return_freed_memory()  # the replaced state's buffer and segments
+        return True
+
+    def _apply_log_tail(self, now: tuple) -> bool:
+        """A reader whose commit point is still the newest and whose log only grew applies
+        the records appended since its last read, as the writer applied them, instead of
+        reading the commit point and the whole log again (which costs as much as the log
+        is long, at every refresh). False when that is not the case."""
+        before = self._loaded_from
+        if (
+            self._log_end is None  # an index of formats 1-3: its own log
+            or before is None
+            or (now[0] != before[0] and not self._follow_checkpoint())
+            or before[1] is None
+            or now[1] is None
+            or now[1][0] != before[1][0]
+            or now[1][1] < before[1][1]
+        ):
+            return False
+        state = self._state
+        tail = wal.read_from(self.path / WAL_NAME, self._log_end, state.seq + 1, now[1][0])
+        if tail is None:
+            return False
+        records, end = tail
+        with self._write_lock:
+            for record in records:
+                op = wal.decode(record.payload, f"{self.path / WAL_NAME} record {record.seq}")
+                state.apply(op, record.seq)
+            if records:
+                self._snapshot = state.publish()
+            self._log_end, self._loaded_from = end, now
+        return True
+
+    def _follow_checkpoint(self) -> bool:
+        """Move a reader to the newest commit point when it differs from its own only by the
+        log checkpoint (the writer records one every ``checkpoint_seconds`` while writing):
+        same segments, deletions and applied writes, so the log tail applies on top. False
+        (nothing changed here) when segments or anything else moved on."""
+        commit, lease = open_latest(self.path, lease=True)
+        if _without_checkpoint(commit) != _without_checkpoint(self._state.commit):
+            lease.release()
+            return False
+        with self._write_lock:
+            self._state.commit = commit
+            old, self._lease = self._lease, lease
+        if old is not None:
+            old.release()
         return True
 
     def _fingerprint(self) -> tuple:
         """What changes when the writer commits or logs: the newest commit point (or, for an
         index of format 3, its manifest) and the log's identity and size."""
+
         def stat(path: Path) -> tuple | None:
             try:
                 st = path.stat()
@@ -365,10 +415,10 @@ class LiveIndex(SegmentMaintenance):
         segment, plus the write buffer's postings): what an exhaustive search costs, known
         before searching. The service runs searches up to a bound of it on its event loop."""
         snap = self._snapshot
-        terms = np.asarray(terms, dtype=np.int64)
+        terms = np.asarray(terms)
         total = int(snap.buffer.indptr[snap.buffer.n_rows])
-        for view in snap.segments:
-            total += int(view.segment.index.list_lengths[terms].sum())
+        for view in snap.segments:  # a query's few terms: a Python sum beats numpy's set-up
+            total += sum(view.segment.index.list_lengths[terms].tolist())
         return total
 
     def search(
@@ -684,6 +734,11 @@ def _where(state: CollectionState, doc_id: str) -> tuple | None:
     return None if hit is None else ("segment", hit[0].segment, hit[1])
 
 
+def _without_checkpoint(commit: dict) -> dict:
+    """A commit point's fields but those a log checkpoint alone changes."""
+    return {k: v for k, v in commit.items() if k not in ("generation", "wal", "commit_sha256")}
+
+
 def _check_options(options: dict) -> None:
     """Refuse unknown or bad search options before any segment is searched."""
     unknown = sorted(set(options) - set(SEARCH_OPTIONS))
@@ -714,4 +769,3 @@ def _check_fields(fields: Sequence[str] | None) -> list[str] | None:
         raise InputError("fields must be a list of field names, e.g. ['title', 'text'].")
     fields = list(fields)
     return None if "*" in fields else fields
-

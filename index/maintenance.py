@@ -11,6 +11,7 @@ the rules (what a flush and a merge commit, what writes wait for, what a failure
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import shutil
@@ -173,6 +174,12 @@ class SegmentMaintenance:
         made since the last commit (see the module docstring); returns the new generation,
         or None when nothing was written since. A failure leaves the last commit point as it
         was and starts the flush back-off."""
+        try:
+            return self._flush()
+        finally:  # the buffer and the builder's arrays are gone by now
+            return_freed_memory()
+
+    def _flush(self) -> int | None:
         self._check_not_read_only()
         with self._flush_lock:
             self._check_open()
@@ -308,6 +315,12 @@ class SegmentMaintenance:
         commit it in their place; returns the new segment's name (None when no document was
         live). A failure leaves the last commit point as it was and starts the merge
         back-off."""
+        try:
+            return self._merge_segments(names)
+        finally:  # the merged segments are gone by now (unless searches still hold them)
+            return_freed_memory()
+
+    def _merge_segments(self, names: Sequence[str]) -> str | None:
         self._check_not_read_only()
         with self._merge_lock:
             self._check_open()
@@ -463,3 +476,24 @@ def _raise_unavailable(error: Exception, work: str, delay: float) -> None:
             f"intact, retry after {delay:.0f} s.",
             retry_after=delay,
         ) from error
+
+
+def return_freed_memory() -> None:
+    """Give the operating system back the memory a flush or merge used and freed. Arrow's
+    allocator (mimalloc or jemalloc) and glibc's malloc keep freed pages for reuse, which a
+    long-running server shows as resident memory that steps up at every flush (measured: 12
+    MB of a 25 MB step on SciFact, the rest the new segment itself)."""
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()

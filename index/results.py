@@ -63,16 +63,21 @@ def ids_at(doc_ids: pa.Array, numbers: np.ndarray) -> list[str]:
     """The strings of ``doc_ids`` at ``numbers``. A few (a query's hits) are sliced from the
     array's buffers directly: building an Arrow index array and taking costs several
     microseconds more than a search of a small collection."""
-    if len(numbers) > 64 or doc_ids.null_count or not (
-        pa.types.is_string(doc_ids.type) or pa.types.is_large_string(doc_ids.type)
+    if (
+        len(numbers) > 64
+        or doc_ids.null_count
+        or not (pa.types.is_string(doc_ids.type) or pa.types.is_large_string(doc_ids.type))
     ):
         return doc_ids.take(pa.array(numbers, type=pa.int64())).to_pylist()
     _, offsets_buffer, data = doc_ids.buffers()
-    kind = np.int64 if pa.types.is_large_string(doc_ids.type) else np.int32
-    offsets = np.frombuffer(offsets_buffer, dtype=kind)[doc_ids.offset :]
-    view = memoryview(data)
-    starts, ends = offsets[numbers].tolist(), offsets[numbers + 1].tolist()
-    return [str(view[a:b], "utf-8") for a, b in zip(starts, ends, strict=True)]
+    size = 8 if pa.types.is_large_string(doc_ids.type) else 4
+    raw = memoryview(offsets_buffer)
+    offsets = raw[: len(raw) - len(raw) % size].cast("q" if size == 8 else "i")  # Python ints
+    view, base = memoryview(data), doc_ids.offset
+    return [
+        str(view[offsets[n] : offsets[n + 1]], "utf-8")
+        for n in (number + base for number in numbers.tolist())
+    ]
 
 
 @dataclass
@@ -151,6 +156,8 @@ def merge_topk(
     exclude = list(exclude) if exclude is not None else [None] * len(parts)
     if len(exclude) != len(parts):
         raise InputError("Give one exclusion mask (or None) per part.")
+    if n == 1 and all(mask is None for mask in exclude):
+        return _merge_one_query(parts, k)
     masked, starts = [], [0]
     for part, mask in zip(parts, exclude, strict=True):
         valid = np.arange(part.k)[None, :] < part.counts[:, None]
@@ -189,5 +196,39 @@ def merge_topk(
         scores=np.where(found, top, 0.0).astype(np.float32),
         counts=counts,
         doc_ids=pa.concat_arrays(ids) if ids else pa.array([], pa.large_string()),
+        documents=documents,
+    )
+
+
+def _merge_one_query(parts: Sequence[SearchResults], k: int) -> SearchResults:
+    """:func:`merge_topk` of one query without exclusions (what a service's search merges:
+    its segments and write buffer), the same result without the numpy passes over the
+    batch, whose fixed costs are several times a small collection's search."""
+    candidates: list[tuple[float, int, int]] = []  # (-score, part, rank): the tie order
+    for p, part in enumerate(parts):
+        count = int(part.counts[0])
+        if count:
+            negated = (-part.scores[0, :count].astype(np.float64)).tolist()
+            candidates += zip(negated, [p] * count, range(count), strict=True)
+    candidates.sort()
+    k_out = min(k, sum(part.k for part in parts))
+    top = candidates[:k_out]
+    ranks: dict[int, list[int]] = {}
+    for _, p, rank in top:
+        ranks.setdefault(p, []).append(rank)
+    ids = {p: iter(ids_at(parts[p].doc_ids, parts[p].docs[0, r])) for p, r in ranks.items()}
+    found = len(top)
+    docs = np.full((1, k_out), -1, dtype=np.int64)
+    docs[0, :found] = np.arange(found)
+    scores = np.zeros((1, k_out), dtype=np.float32)
+    scores[0, :found] = [-score for score, _, _ in top]
+    documents = None
+    if all(part.documents is not None for part in parts):
+        documents = [[parts[p].documents[0][rank] for _, p, rank in top]]
+    return SearchResults(
+        docs=docs,
+        scores=scores,
+        counts=np.array([found], dtype=np.int64),
+        doc_ids=pa.array([next(ids[p]) for _, p, _ in top], pa.large_string()),
         documents=documents,
     )

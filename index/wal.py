@@ -168,6 +168,36 @@ def scan(path: Path, strict: bool = True) -> LogScan:
     return LogScan(header, records, end=pos, size=len(data), damage=damage)
 
 
+def read_from(
+    path: Path, offset: int, next_seq: int, inode: int
+) -> tuple[list[LogRecord], int] | None:
+    """The complete records from ``offset`` on (a reader's refresh: what the writer appended
+    since it last read), numbered from ``next_seq``, and the offset after them. A record
+    still being appended ends the list (the next read takes it). None when the file at
+    ``path`` is no longer the one read before (``inode``: the writer trimmed it), a record
+    there has another number, or valid records follow a bad one: the caller reads the
+    commit point and the whole log again (which reports damage)."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_ino != inode:
+                return None
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    pos, records = 0, []
+    while pos < len(data):
+        found = _parse(data, pos, RECORD_MAGIC)
+        if found is None:  # being appended, unless valid records follow (damage)
+            return None if _next_valid(data, pos + 1) is not None else (records, offset + pos)
+        seq, payload, after = found
+        if seq != next_seq:
+            return None
+        records.append(LogRecord(seq, payload, offset + pos))
+        next_seq, pos = next_seq + 1, after
+    return records, offset + pos
+
+
 # what inspect found: the log replays as it is, is absent (nothing lost), or is damaged with
 # its valid records usable (DAMAGED: what precedes a bad record; TRUNCATED: all of them, but
 # fewer than the checkpoint vouches for), or is not usable at all (MISSING, UNREADABLE)

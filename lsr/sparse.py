@@ -17,9 +17,8 @@ def term_counts(token_ids: Sequence[np.ndarray], vocab_size: int) -> sp.csr_arra
     tokens, else one sort of row-major keys),
     so neither this nor a search has to sum duplicates afterwards."""
     n = len(token_ids)
-    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=n)
-    total = int(lengths.sum())
-    if total <= SMALL_COUNTS:  # a few queries: counting in a dict beats numpy's set-up costs
+    # a few queries: counting in a dict beats numpy's set-up costs
+    if sum(map(len, token_ids)) <= SMALL_COUNTS:
         indices, counts, indptr = [], [], [0]
         for row in token_ids:
             seen: dict[int, int] = {}
@@ -31,6 +30,7 @@ def term_counts(token_ids: Sequence[np.ndarray], vocab_size: int) -> sp.csr_arra
             indptr.append(len(indices))
         return canonical_csr(np.asarray(counts, np.float32), np.asarray(indices, np.int32),
                              np.asarray(indptr, np.int32), (n, vocab_size))  # fmt: skip
+    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=n)
     terms = np.concatenate(token_ids).astype(np.int64)
     keys, counts = np.unique(np.repeat(np.arange(n) * vocab_size, lengths) + terms,
                              return_counts=True)  # fmt: skip

@@ -26,7 +26,9 @@ from lsr.pipeline import ENCODER_DIR
 from lsr.service import docs, middleware
 from lsr.service.auth import KeyRing, load_key_ring
 from lsr.service.encode_pool import EncodePool
+from lsr.service.forward import WorkerPlace
 from lsr.service.gateway import Gateway
+from lsr.service.metrics import Metrics
 from lsr.service.routes import ROUTERS
 from lsr.service.routes.search import fast_routes
 from lsr.service.state import Limits, ServiceState
@@ -54,6 +56,7 @@ def create_app(
     keys: KeyRing | None = None,
     access_log: str | None = None,
     cors_origins: Sequence[str] = (),
+    worker: WorkerPlace | None = None,
 ) -> Gateway:
     """The ASGI app serving the collection at ``index_dir`` (with its saved encoder unless
     ``encoder``): a :class:`~lsr.service.gateway.Gateway` in front of the FastAPI app
@@ -71,18 +74,28 @@ def create_app(
     ``unknown_words``: ``accept`` or ``refuse`` documents with words outside a fitted BM25
     vocabulary (see ``lsr serve --unknown-words``). ``encode_workers``: processes that encode
     the documents of writes at a lower CPU priority, so searches stay fast during an ingest
-    (:mod:`lsr.service.encode_pool`; 0: in this process)."""
+    (:mod:`lsr.service.encode_pool`; 0: in this process).
+
+    ``worker``: this app's place among the worker processes of ``lsr serve --workers N``
+    (:mod:`lsr.service.workers`): a reader opens the collection read-only and relays writes
+    to the writer (:mod:`lsr.service.forward`)."""
     if unknown_words not in ("accept", "refuse"):
         raise ConfigError(f"unknown_words must be 'accept' or 'refuse', got {unknown_words!r}.")
-    if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, (int, float)) or not (
-        refresh_seconds >= 0
+    if (
+        isinstance(refresh_seconds, bool)
+        or not isinstance(refresh_seconds, (int, float))
+        or not (refresh_seconds >= 0)
     ):
         raise ConfigError(f"refresh_seconds must be a number >= 0, got {refresh_seconds!r}.")
-    if isinstance(encode_workers, bool) or not isinstance(encode_workers, int) or (
-        encode_workers < 0
+    if (
+        isinstance(encode_workers, bool)
+        or not isinstance(encode_workers, int)
+        or (encode_workers < 0)
     ):
         raise ConfigError(f"encode_workers must be an integer >= 0, got {encode_workers!r}.")
     limits = limits or Limits()
+    relay = worker.link() if worker is not None else None
+    read_only = read_only or (worker is not None and worker.role == "reader")
     if keys is None:
         keys = load_key_ring(api_key, protect_reads=protect_reads, environ={})
     live = LiveIndex(index_dir, flush_threshold=flush_threshold, read_only=read_only)
@@ -98,8 +111,10 @@ def create_app(
     except BaseException:
         live.close()
         raise
-    state = ServiceState(live, enc, limits, keys, read_only,
-                         unknown_words=unknown_words, encode_pool=pool)  # fmt: skip
+    metrics = Metrics(live.stats, worker.workers_file if worker else None)
+    state = ServiceState(live, enc, limits, keys, read_only, unknown_words=unknown_words,
+                         encode_pool=pool, metrics=metrics, worker=worker,
+                         relays_writes=relay is not None)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -140,5 +155,6 @@ def create_app(
         body_timeout=limits.body_timeout_s,
         access_log=access_log,
         cors=cors,
+        writer=relay,
+        forward_token=worker.token if worker else None,
     )
-

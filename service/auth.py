@@ -55,25 +55,38 @@ class AuthError(Exception):
 
 
 class RateLimiter:
-    """A token bucket: ``rate`` requests per second on average, ``burst`` at once."""
+    """A token bucket: ``rate`` requests per second on average, ``burst`` at once.
+
+    Its two figures (tokens, time of the last take) live in this process, or, after
+    :meth:`share`, in memory shared by the server's worker processes (under a lock they
+    share), so a limit holds for the server as a whole, whichever process a request
+    reaches."""
 
     def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = self.burst
-        self._at = time.monotonic()
+        self._cells = [self.burst, time.monotonic()]
+        self._at = 0  # where this bucket's two figures start in ``_cells``
         self._lock = threading.Lock()
+
+    def share(self, cells, at: int, lock) -> None:
+        """Keep the bucket in ``cells[at:at + 2]`` (a ``multiprocessing.Array`` of doubles),
+        guarded by ``lock`` (a ``multiprocessing.Lock``)."""
+        cells[at], cells[at + 1] = self._cells[self._at], self._cells[self._at + 1]
+        self._cells, self._at, self._lock = cells, at, lock
 
     def take(self) -> float:
         """0 when a request may go now (a token is taken), else the seconds until it may."""
+        cells, at = self._cells, self._at
         with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-            if self._tokens >= 1:
-                self._tokens -= 1
+            now = time.monotonic()  # CLOCK_MONOTONIC: one clock for all processes
+            tokens = min(self.burst, cells[at] + (now - cells[at + 1]) * self.rate)
+            cells[at + 1] = now
+            if tokens >= 1:
+                cells[at] = tokens - 1
                 return 0.0
-            return (1 - self._tokens) / self.rate
+            cells[at] = tokens
+            return (1 - tokens) / self.rate
 
 
 @dataclass
@@ -110,6 +123,19 @@ class KeyRing:
     @property
     def enabled(self) -> bool:
         return bool(self.keys)
+
+    def share(self, context) -> None:
+        """Move every rate limit into memory the worker processes started from
+        ``context`` (a ``multiprocessing`` context) share; the ring is then passed to them."""
+        limiters = [k.limiter for k in self.keys if k.limiter is not None]
+        if self.anonymous is not None:
+            limiters.append(self.anonymous)
+        if not limiters:
+            return
+        cells = context.Array("d", 2 * len(limiters), lock=False)
+        lock = context.Lock()
+        for i, limiter in enumerate(limiters):
+            limiter.share(cells, 2 * i, lock)
 
     def describe(self) -> str:
         """For the startup line: whether keys are required, and for what."""
@@ -227,4 +253,3 @@ def load_key_ring(
     if protect_reads and not keys:
         raise ConfigError("--protect-reads needs an API key (--api-key or --api-keys).")
     return KeyRing(keys, protect_reads, anonymous_rate)
-

@@ -403,6 +403,14 @@ def _add_serve(sub) -> argparse.ArgumentParser:
         "(segments are merged in the background by a tiered merge policy)",
     )
     p.add_argument(
+        "--workers",
+        type=POSITIVE_INT,
+        default=1,
+        help="server processes (default 1): with N > 1, one writer and N-1 readers share the "
+        "port and memory-map the same collection; readers relay writes to the writer and "
+        "see them at their next refresh (--refresh-seconds)",
+    )
+    p.add_argument(
         "--encode-workers",
         type=NON_NEGATIVE_INT,
         default=1,
@@ -453,6 +461,13 @@ def _add_loadtest(sub) -> None:
         "--no-reference",
         action="store_true",
         help="wrk: skip the raw ASGI reference (the HTTP limit of the stack)",
+    )
+    p.add_argument(
+        "--reference-workers",
+        type=POSITIVE_INT,
+        default=1,
+        help="wrk: processes of the raw ASGI reference (default 1; give the --workers of the "
+        "servers measured, so the share of raw compares like with like)",
     )
     p.add_argument(
         "--max-requests", type=POSITIVE_INT, default=20_000, help="Python client: per run"

@@ -275,38 +275,57 @@ def cmd_serve(args) -> int:
             body_timeout_s=args.body_timeout,
             timeout_ms=args.timeout_ms,
         )
-        access_log = None if args.access_log == "off" else args.access_log
-        app = create_app(
-            args.index,
-            encoder=args.encoder,
-            keys=keys,
-            limits=limits,
-            flush_threshold=args.flush_threshold,
-            read_only=args.read_only,
-            refresh_seconds=args.refresh_seconds,
-            encode_workers=args.encode_workers,
-            unknown_words=args.unknown_words,
-            access_log=access_log,
-            cors_origins=args.cors_origin or [],
-        )
-        server.configure_access_log(args.access_log)
+        app_options = {
+            "index_dir": args.index,
+            "encoder": args.encoder,
+            "limits": limits,
+            "flush_threshold": args.flush_threshold,
+            "read_only": args.read_only,
+            "refresh_seconds": args.refresh_seconds,
+            "encode_workers": args.encode_workers,
+            "unknown_words": args.unknown_words,
+            "access_log": None if args.access_log == "off" else args.access_log,
+            "cors_origins": args.cors_origin or [],
+        }
+        run_options = {
+            "parser": default_parser() if args.http == "auto" else args.http,
+            "header_timeout": args.header_timeout,
+            "graceful_timeout": args.graceful_timeout,
+            "ssl_certfile": args.ssl_certfile,
+            "ssl_keyfile": args.ssl_keyfile,
+        }
         host, port = sock.getsockname()[:2]
         scheme = "https" if args.ssl_certfile else "http"
         url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
-        print(server.startup_line(app, url, args.access_log), file=sys.stderr, flush=True)
-        server.run(
-            app,
-            sock,
-            parser=default_parser() if args.http == "auto" else args.http,
-            header_timeout=args.header_timeout,
-            graceful_timeout=args.graceful_timeout,
-            ssl_certfile=args.ssl_certfile,
-            ssl_keyfile=args.ssl_keyfile,
-        )
+        if args.workers > 1:
+            code = _serve_workers(args, sock, app_options, run_options, keys, url)
+        else:
+            app = create_app(keys=keys, **app_options)
+            server.configure_access_log(args.access_log)
+            line = server.startup_line(server.server_facts(app), url, args.access_log)
+            print(line, file=sys.stderr, flush=True)
+            server.run(app, sock, **run_options)
+            code = 0
     finally:
         sock.close()
+    if code:
+        return code
     print("lsr serve: stopped; the collection is closed", file=sys.stderr, flush=True)
     return 0
+
+
+def _serve_workers(args, sock, app_options, run_options, keys, url) -> int:
+    """``lsr serve --workers N``: this process supervises N worker processes."""
+    from lsr.service import server
+    from lsr.service.workers import Supervisor
+
+    launch = {"sock": sock, "app_options": app_options, "run_options": run_options,
+              "access_log": args.access_log}  # fmt: skip
+    supervisor = Supervisor(launch, keys, args.workers, args.read_only)
+    facts = supervisor.start()
+    line = server.startup_line(facts, url, args.access_log, supervisor.description)
+    print(line, file=sys.stderr, flush=True)
+    return supervisor.watch()
 
 
 def cmd_loadtest(args) -> int:
@@ -341,7 +360,13 @@ def cmd_loadtest(args) -> int:
         bodies = [json.dumps({"query": q, "k": args.k}).encode() for q in texts]
         comparisons = [
             loadtest.compare(
-                args.url, bodies, c, duration, args.rounds, not args.no_reference
+                args.url,
+                bodies,
+                c,
+                duration,
+                args.rounds,
+                not args.no_reference,
+                reference_workers=args.reference_workers,
             )
             for c in args.concurrency
         ]

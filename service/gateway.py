@@ -20,6 +20,7 @@ path, status, latency, the key's name (never the key), and for searches k and th
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import logging
 import re
@@ -30,10 +31,18 @@ from datetime import datetime, timezone
 
 import orjson
 
+from lsr.service.forward import (
+    KEY_HEADER,
+    TOKEN_HEADER,
+    WriterLink,
+    WriterUnavailable,
+    forwarded_endpoint,
+)
 from lsr.service.metrics import Metrics
 from lsr.service.middleware import error_response
 
 access_logger = logging.getLogger("lsr.access")
+logger = logging.getLogger(__name__)
 
 FastHandler = Callable[[dict, bytes], Awaitable[tuple[int, bytes]]]
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
@@ -45,7 +54,12 @@ class Gateway:
     middleware, whose layers cost more than a search); ``fast`` maps ``(method, path)`` to
     handlers that take the ASGI scope and the body and return the status and the JSON body.
     ``cors``: the options of Starlette's ``CORSMiddleware`` for the fast path's answers (the
-    FastAPI app carries its own)."""
+    FastAPI app carries its own).
+
+    With several worker processes (:mod:`lsr.service.forward`): a reader's gateway relays
+    writes, reads by id and ``/metrics`` to the ``writer``; the writer's
+    gateway knows the relayed requests by ``forward_token`` and leaves them to the reader's
+    access log and metrics."""
 
     def __init__(
         self,
@@ -56,6 +70,8 @@ class Gateway:
         body_timeout: float,
         access_log: str | None = None,
         cors: dict | None = None,
+        writer: WriterLink | None = None,
+        forward_token: str | None = None,
     ) -> None:
         if access_log not in (None, "text", "json"):
             raise ValueError(f"access_log must be None, 'text' or 'json', got {access_log!r}")
@@ -65,6 +81,8 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.access_log = access_log
+        self.writer = writer
+        self.forward_token = forward_token.encode() if forward_token else None
         self._fast_app = self._answer_fast
         if cors:
             from starlette.middleware.cors import CORSMiddleware
@@ -86,12 +104,21 @@ class Gateway:
             given = b"%s-%x" % (self._id_prefix, next(self._counter))
         request_id = given
         status = [None]
+        relayed = self.forward_token is not None and hmac.compare_digest(
+            headers.get(TOKEN_HEADER, b""), self.forward_token
+        )
 
         async def reply(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                extra = [(b"x-request-id", request_id)]
+                if relayed and scope.get("lsr.key"):
+                    extra.append((KEY_HEADER, scope["lsr.key"].encode()))
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
+
+        if relayed:  # the reader that relayed it logs and counts it
+            return await self.app(scope, receive, reply)
 
         self.metrics.in_flight.inc()
         body = None
@@ -100,7 +127,11 @@ class Gateway:
             if body is None:
                 return None
             handler = self.fast.get((scope["method"], scope["path"]))
-            if handler is not None:
+            relay = self.writer and forwarded_endpoint(scope["method"], scope["path"])
+            if relay:
+                scope["lsr.endpoint"] = relay
+                await self._relay(scope, body, request_id, reply)
+            elif handler is not None:
                 scope["lsr.endpoint"] = scope["path"]
                 scope["lsr.handler"], scope["lsr.body"] = handler, body
                 await self._fast_app(scope, receive, reply)
@@ -154,6 +185,29 @@ class Gateway:
             status, answer, extra = error_response(exc, scope["method"], scope["path"])
             payload = orjson.dumps(answer)
         await _send(send, status, payload, extra)
+
+    async def _relay(self, scope: dict, body: bytes, request_id: bytes, send) -> None:
+        """Pass the request to the writer process and its answer back to the client."""
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        try:
+            status, headers, payload = await self.writer.request(
+                scope["method"], target, scope["headers"], body, request_id
+            )
+        except WriterUnavailable as e:
+            logger.warning("the writer process did not take a request: %s", e)
+            message = "the writer process is not available (restarting?); retry shortly"
+            await _send(send, 503, orjson.dumps({"error": message}), {"retry-after": "1"})
+            return
+        kept = [(b"content-length", str(len(payload)).encode())]
+        for name, value in headers:
+            if name == KEY_HEADER:  # which key the writer accepted, for the access log
+                scope["lsr.key"] = value.decode("utf-8", "replace")
+            else:
+                kept.append((name, value))
+        await send({"type": "http.response.start", "status": status, "headers": kept})
+        await send({"type": "http.response.body", "body": payload})
 
     def _record(self, scope: dict, status: int, seconds: float, request_id: bytes) -> None:
         route = scope.get("route")

@@ -189,6 +189,7 @@ def run_wrk(
 
 def parse_wrk(text: str, concurrency: int) -> LoadResult:
     """The figures of wrk's report (run with ``--latency``)."""
+
     def number(pattern: str, default: float | None = None) -> float:
         found = re.search(pattern, text)
         if found is None:
@@ -222,13 +223,14 @@ def parse_wrk(text: str, concurrency: int) -> LoadResult:
 
 
 @contextlib.contextmanager
-def raw_asgi_server() -> Iterator[str]:
-    """The raw ASGI reference (:mod:`lsr.service.raw_asgi`) on a free loopback port."""
+def raw_asgi_server(workers: int = 1) -> Iterator[str]:
+    """The raw ASGI reference (:mod:`lsr.service.raw_asgi`) on a free loopback port, in
+    ``workers`` processes (to compare with a server of as many)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lsr.service.raw_asgi", str(port)],
+        [sys.executable, "-m", "lsr.service.raw_asgi", str(port), str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -307,6 +309,7 @@ def compare(
     rounds: int,
     reference: bool = True,
     path: str = "/search",
+    reference_workers: int = 1,
 ) -> Comparison:
     """wrk against each of ``urls`` (and the raw ASGI reference), in interleaved rounds."""
     for url in urls:
@@ -316,7 +319,7 @@ def compare(
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lsr-load-")))
         order = list(urls)
         if reference:
-            order.insert(0, stack.enter_context(raw_asgi_server()))
+            order.insert(0, stack.enter_context(raw_asgi_server(reference_workers)))
         names = ([RAW] if reference else []) + list(urls)
         for name in names:
             targets[name] = []

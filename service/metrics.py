@@ -7,12 +7,25 @@ collection (encoding and the kernels, apart from HTTP), requests in flight and w
 the query encoder (the queue depth), rate-limited requests, and the collection's own
 figures (documents, segments, write-ahead log bytes, flushes and merges with their
 durations) read from ``LiveIndex.stats()`` at each scrape. The process collector adds the
-server's memory and CPU (``process_resident_memory_bytes``, which the soak test reads).
+server's memory and CPU (``process_resident_memory_bytes``) and
+``lsr_server_resident_memory_bytes``, the memory of all the server's processes (which the
+soak test reads).
+
+With several worker processes (``lsr serve --workers N``) the workers count into files in
+a shared folder (``prometheus_client``'s multiprocess mode, chosen by
+``PROMETHEUS_MULTIPROC_DIR`` before the first import), and the writer's ``/metrics`` adds
+them up: requests and latencies of the whole server; gauges such as requests in flight are
+summed over the live workers; the collection's figures are the writer's; memory is given
+per worker (``lsr_worker_resident_memory_bytes``) and in total.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,6 +34,7 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     generate_latest,
+    values,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -36,8 +50,13 @@ LATENCY_BUCKETS = (
 class Metrics:
     """One app's metrics; ``render()`` is the body of ``GET /metrics``."""
 
-    def __init__(self, stats: Callable[[], dict] | None = None) -> None:
+    def __init__(
+        self, stats: Callable[[], dict] | None = None, workers_file: str | Path | None = None
+    ) -> None:
+        """``stats``: the collection's ``LiveIndex.stats``; ``workers_file``: the JSON list
+        of the server's worker processes (``lsr.service.workers``), when there are several."""
         self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess = bool(getattr(values.ValueClass, "_multiprocess", False))
         r = self.registry
         self.requests = Counter(
             "lsr_requests", "HTTP requests answered, by endpoint, method and status.",
@@ -66,11 +85,13 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
         )  # fmt: skip
         self.in_flight = Gauge(
-            "lsr_requests_in_flight", "Requests being answered now.", registry=r
-        )
+            "lsr_requests_in_flight", "Requests being answered now.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.encode_queue = Gauge(
-            "lsr_query_encode_queue", "Text queries waiting for the query encoder.", registry=r
-        )
+            "lsr_query_encode_queue", "Text queries waiting for the query encoder.",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.rate_limited = Counter(
             "lsr_rate_limited", "Requests refused with 429, by API key name.", ["key"],
             registry=r,
@@ -79,12 +100,61 @@ class Metrics:
             "lsr_deadline_exceeded", "Requests answered 504 at their deadline (timeout_ms).",
             registry=r,
         )  # fmt: skip
-        ProcessCollector(registry=r)
+        # what /metrics shows: this registry, or in multiprocess mode every worker's files
+        self.exposed = r
+        if self.multiprocess:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.exposed = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self.exposed)
+        ProcessCollector(registry=self.exposed)
+        self.exposed.register(_MemoryCollector(workers_file))
         if stats is not None:
-            r.register(_CollectionCollector(stats))
+            self.exposed.register(_CollectionCollector(stats))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed)
+
+
+def resident_bytes(pid: int | str = "self") -> int | None:
+    """A process's resident memory (Linux ``/proc``), None when it is gone or unknown."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _MemoryCollector:
+    """The resident memory of the server's processes: this one, or every worker."""
+
+    def __init__(self, workers_file: str | Path | None) -> None:
+        self.workers_file = workers_file
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        workers = [{"worker": "0", "role": "server", "pid": "self"}]
+        if self.workers_file is not None:
+            # unreadable only before the supervisor's first write: this process alone then
+            with contextlib.suppress(OSError, ValueError):
+                workers = json.loads(Path(self.workers_file).read_text())
+        each = GaugeMetricFamily(
+            "lsr_worker_resident_memory_bytes", "Resident memory of each worker process.",
+            labels=["worker", "role"],
+        )  # fmt: skip
+        total = 0
+        for worker in workers:
+            rss = resident_bytes(worker["pid"])
+            if rss is not None:
+                each.add_metric([str(worker["worker"]), worker["role"]], rss)
+                total += rss
+        yield each
+        yield GaugeMetricFamily(
+            "lsr_server_resident_memory_bytes",
+            "Resident memory of all the server's processes together.", value=total,
+        )  # fmt: skip
 
 
 class _CollectionCollector:

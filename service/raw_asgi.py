@@ -4,7 +4,8 @@
 measures and reports both, so the server's requests per second read as a share of what
 the HTTP layer alone allows.
 
-Run: ``python -m lsr.service.raw_asgi PORT`` (loopback only).
+Run: ``python -m lsr.service.raw_asgi PORT [WORKERS]`` (loopback only; WORKERS processes,
+as many as the server it is compared with).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ async def app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-def main(port: int) -> None:
+def main(port: int, workers: int = 1) -> None:
     import importlib.util
 
     import uvicorn
 
     uvicorn.run(
-        app,
+        "lsr.service.raw_asgi:app" if workers > 1 else app,
+        workers=workers,
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -46,4 +48,4 @@ def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)

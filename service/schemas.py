@@ -206,8 +206,9 @@ class DeleteResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"] = Field(
-        ..., description="degraded: writes are refused for now or flushes or merges are failing; "
-        "reads work"
+        ...,
+        description="degraded: writes are refused for now or flushes or merges are failing; "
+        "reads work",
     )
     documents: int
     writable: bool
@@ -237,6 +238,12 @@ class StatsResponse(BaseModel):
     merges: dict = Field(..., description="merges done and running, failures, back-off")
     encoder: str
     limits: dict[str, float]
+    worker: dict | None = Field(
+        None,
+        description="with several worker processes (lsr serve --workers): the one that "
+        "answered (index, role, workers, pid); searches on a reader see writes at its next "
+        "refresh",
+    )
 
 
 class RefreshResponse(BaseModel):
@@ -261,8 +268,7 @@ ERRORS = {
         (408, "request headers or body not received in time"),
         (413, "request body too large"),
         (422, "invalid request"),
-        (429, "the API key's rate limit is exceeded; retry after the Retry-After header's "
-         "seconds"),
+        (429, "the API key's rate limit is exceeded; retry after the Retry-After header's seconds"),
     ]
 }
 WRITE_ERRORS = {

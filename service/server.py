@@ -15,6 +15,7 @@ checkpoint is written and the writer lock released.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import logging
@@ -84,29 +85,55 @@ def configure_access_log(mode: str) -> None:
     log.setLevel(logging.INFO)
 
 
-def startup_line(app, url: str, access_log: str) -> str:
-    """One line saying what the server serves and how."""
+def server_facts(app) -> dict:
+    """What the startup line says about an app (plain values: a worker process sends them
+    to the supervisor, which prints the line)."""
     state = app.state.service
     stats = state.live.stats()
-    segments = stats["segments"]
-    encoder = getattr(state.encoder, "name", type(state.encoder).__name__)
+    return {
+        "collection": str(state.live.path),
+        "documents": stats["n_docs"],
+        "segments": stats["segments"],
+        "encoder": getattr(state.encoder, "name", type(state.encoder).__name__),
+        "auth": state.keys.describe(),
+        "role": "read-only" if state.read_only else "writer",
+        "search_threads": state.search_threads,
+    }
+
+
+def startup_line(facts: dict, url: str, access_log: str, workers: str | None = None) -> str:
+    """One line saying what the server serves and how (``facts``: :func:`server_facts`;
+    ``workers``: how the worker processes share the work, when there are several)."""
+    segments = facts["segments"]
     parts = [
         f"lsr serve: {url}",
-        f"collection {state.live.path} ({stats['n_docs']:,} documents, {segments} segment"
-        f"{'s' * (segments != 1)})",
-        f"encoder {encoder}",
-        state.keys.describe(),
-        "read-only" if state.read_only else "writer",
-        f"{state.search_threads} search threads",
+        f"collection {facts['collection']} ({facts['documents']:,} documents, {segments} "
+        f"segment{'s' * (segments != 1)})",
+        f"encoder {facts['encoder']}",
+        facts["auth"],
+        workers or facts["role"],
+        f"{facts['search_threads']} search threads{' each' * bool(workers)}",
         f"access log {access_log}",
     ]
     return " | ".join(parts)
 
 
-def run(app, sock: socket.socket, *, parser: str, header_timeout: float,
+def bind_unix(path: str) -> socket.socket:
+    """A listening Unix socket at ``path`` (a stale one from a process that died is
+    replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(512)
+    return sock
+
+
+def run(app, sock: socket.socket | list[socket.socket], *, parser: str, header_timeout: float,
         graceful_timeout: float, ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None) -> None:  # fmt: skip
-    """Serve ``app`` on ``sock`` until SIGTERM or Ctrl-C, then drain and close."""
+    """Serve ``app`` on ``sock`` (or several sockets) until SIGTERM or Ctrl-C, then drain
+    and close."""
     import uvicorn
 
     from lsr.service.http_protocol import protocol_with_header_timeout
@@ -126,7 +153,7 @@ def run(app, sock: socket.socket, *, parser: str, header_timeout: float,
     # shutdown ends the command normally (exit 0, the final line) instead of killing it
     previous = {sig: signal.signal(sig, _drained) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(config).run(sockets=sock if isinstance(sock, list) else [sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,6 +1,7 @@
 """A soak test: mixed search and write traffic at a fixed rate for a bounded time, against a
 running ``lsr serve``, reporting throughput, latency over time, errors and the server's
-memory at the start and the end (from its ``/metrics``: ``process_resident_memory_bytes``).
+memory at the start and the end (from its ``/metrics``: ``lsr_server_resident_memory_bytes``,
+all its worker processes together).
 
 Open loop: request ``i`` is due at ``start + i / rate`` whatever the server's speed (a
 client that waits for each answer before sending the next hides a slowing server), sent by
@@ -71,14 +72,14 @@ class SoakReport:
 
 
 def resident_memory(client, url: str) -> int:
-    """The server's resident memory in bytes, from its Prometheus metrics."""
+    """The server's resident memory in bytes (all its processes), from its metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = client.get(url + "/metrics").raise_for_status().text
     for family in text_string_to_metric_families(text):
-        if family.name == "process_resident_memory_bytes":
+        if family.name == "lsr_server_resident_memory_bytes":
             return int(family.samples[0].value)
-    raise InputError(f"{url}/metrics has no process_resident_memory_bytes.")
+    raise InputError(f"{url}/metrics has no lsr_server_resident_memory_bytes.")
 
 
 def run_soak(

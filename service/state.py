@@ -33,6 +33,7 @@ from lsr.index import LiveIndex, SearchResults, parse_filter
 from lsr.index.validation import empty_rows
 from lsr.service.auth import KeyRing
 from lsr.service.encode_pool import EncodePool
+from lsr.service.forward import WorkerPlace
 from lsr.service.metrics import Metrics
 from lsr.service.middleware import DeadlineExceeded
 from lsr.service.query_batcher import QueryBatcher
@@ -86,6 +87,8 @@ class ServiceState:
     unknown_words: str = "accept"  # or "refuse": documents with words the vocabulary lacks
     encode_pool: EncodePool | None = None  # document encoding in worker processes, if any
     metrics: Metrics | None = None
+    worker: WorkerPlace | None = None  # with several worker processes: this one's place
+    relays_writes: bool = False  # a reader whose gateway relays writes to the writer
     _stop: threading.Event = field(default_factory=threading.Event)
     _refresher: threading.Thread | None = None
 

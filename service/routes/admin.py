@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Request
@@ -21,7 +22,7 @@ async def health(request: Request) -> HealthResponse:
     state = service_state(request)
     stats = state.live.stats()
     problems = []
-    if state.read_only:
+    if state.read_only and not state.relays_writes:
         problems.append("read-only: writes go to the writer")
     elif not stats["writable"]:
         problems.append(f"writes refused for now: {stats['writes']['last_error']}")
@@ -43,7 +44,11 @@ async def stats(request: Request) -> StatsResponse:
         **state.live.stats(),
         "encoder": getattr(state.encoder, "name", type(state.encoder).__name__),
         "limits": asdict(state.limits),
-    }
+        "worker": None if state.worker is None else {
+            "index": state.worker.index, "role": state.worker.role,
+            "workers": state.worker.count, "pid": os.getpid(),
+        },
+    }  # fmt: skip
 
 
 @router.get(

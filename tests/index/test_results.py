@@ -51,6 +51,37 @@ def test_merged_parts_equal_one_index_over_all_documents(rng, k):
         assert merged[i].scores == scores.tolist()
 
 
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_one_query_merges_like_the_batch(rng, k):
+    """A single query takes a shorter merge (a service's search of its segments and write
+    buffer); it must give what the batch merge gives its row: ids, scores, tie order,
+    padding, documents."""
+    parts, _ = _parts(rng, [30, 0, 1, 45, 12])
+    queries = random_csr(rng, 20, V, 0.25, integer=True, max_value=3)
+    answers = [p.search(queries, k) for p in parts]
+    for part in answers:
+        part.documents = [[{"row": i, "rank": r} for r in range(c)] for i, c in
+                          enumerate(part.counts.tolist())]  # fmt: skip
+    batch = merge_topk(answers, k)
+    for i in range(len(queries.indptr) - 1):
+        one = merge_topk(_rows(answers, i), k)
+        assert one[0].ids == batch[i].ids and one[0].scores == batch[i].scores
+        assert one[0].documents == batch[i].documents
+        assert one.k == batch.k and one.counts.tolist() == [batch.counts[i]]
+        assert one.scores.dtype == batch.scores.dtype and one.docs.dtype == batch.docs.dtype
+
+
+def _rows(answers, i):
+    from lsr.index import SearchResults
+
+    return [
+        SearchResults(
+            a.docs[i : i + 1], a.scores[i : i + 1], a.counts[i : i + 1], a.doc_ids, [a.documents[i]]
+        )  # fmt: skip
+        for a in answers
+    ]
+
+
 def test_exclusions_drop_hits_before_ranking(rng):
     parts, docs = _parts(rng, [50, 20])
     queries = random_csr(rng, 6, V, 0.3, integer=True)

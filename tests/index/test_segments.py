@@ -258,6 +258,41 @@ def test_a_reader_refreshes_to_the_writers_latest_state(tmp_path, rng):
     reader.close()
 
 
+@pytest.mark.parametrize("checkpoint_seconds", [float("inf"), 0.0])
+def test_a_reader_applies_new_log_records_without_reading_the_log_again(
+    tmp_path, rng, monkeypatch, checkpoint_seconds
+):
+    """Also when the writer records a log checkpoint (a new commit point) at every write:
+    the reader moves to it and still reads only the log's new records."""
+    path = tmp_path / "c"
+    _collection(path, rng, 40)
+    writer = LiveIndex(path, background=False, checkpoint_seconds=checkpoint_seconds)
+    reader = LiveIndex(path, read_only=True)
+    loads = []
+    whole = LiveIndex._load
+    monkeypatch.setattr(LiveIndex, "_load", lambda self: loads.append(1) or whole(self))
+    queries = random_csr(rng, 4, V, 0.3)
+    for i in range(6):
+        vector = random_csr(rng, 1, V, 0.3, integer=True).toarray()
+        vector[0, i] = 1.0
+        writer.upsert(sp.csr_array(vector), [f"t{i}"], [_record(rng, i)])
+        if i == 3:
+            writer.delete(["d3", "t0"])
+        assert reader.refresh() is True
+        assert reader.document(f"t{i}") == writer.document(f"t{i}")
+        for a, b in zip(reader.search(queries, 7), writer.search(queries, 7), strict=True):
+            assert a.ids == b.ids and a.scores == b.scores
+    assert loads == []  # each refresh read only the records appended since the last one
+    if checkpoint_seconds == 0:  # the reader's lease moved along: old commit points went
+        assert reader.stats()["generation"] == writer.stats()["generation"] > 1
+        assert len(commit.generations(path)) <= 2
+    assert reader.get("d3") is None and reader.get("t0") is None and reader.n_docs == 44
+    writer.flush()  # a new commit point (and a trimmed log): read again, whole
+    assert reader.refresh() is True and loads == [1] and reader.n_docs == 44
+    writer.close()
+    reader.close()
+
+
 def test_an_emptied_collection_has_no_segments_and_takes_writes_again(tmp_path, rng):
     path = tmp_path / "c"
     model = _collection(path, rng, 30)
@@ -341,8 +376,9 @@ def test_converting_an_index_of_format_3_survives_a_crash_at_every_step(base, rn
     assert outcomes.count(9) >= 5 and outcomes[-1] == 0
 
 
-def test_a_real_full_disk_during_a_flush_or_a_merge_keeps_the_last_commit(small_fs, rng,
-                                                                         monkeypatch):
+def test_a_real_full_disk_during_a_flush_or_a_merge_keeps_the_last_commit(
+    small_fs, rng, monkeypatch
+):
     """On a real, full tmpfs, a flush and a merge fail part way (their free-space estimate is
     switched off, so the writes themselves meet ENOSPC): the last commit point stays, no
     half-written segment is left, the log keeps every write, and both succeed once there is

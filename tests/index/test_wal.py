@@ -47,6 +47,32 @@ def _crashed_after_writes(base, rng, dst, n=3):
     return dst
 
 
+def test_a_reader_reads_the_logs_tail_record_by_record(base, rng, tmp_path):
+    """``wal.read_from``, a reader's refresh: the records after an offset; one cut at any
+    byte is left for the next read; a file replaced (trimmed), a gap in the numbers, or a
+    bad record with valid ones after it sends the reader back to a whole read."""
+    crashed = _crashed_after_writes(base, rng, tmp_path / "crashed", n=4)
+    log = _log(crashed)
+    records = wal.scan(log).records
+    inode = log.stat().st_ino
+    first = records[1]
+    tail, end = wal.read_from(log, first.offset, first.seq, inode)
+    assert [r.seq for r in tail] == [r.seq for r in records[1:]] and end == log.stat().st_size
+    for cut in range(records[2].offset, records[3].offset):  # every byte of one record
+        cut_log = tmp_path / "cut.log"
+        shutil.copyfile(log, cut_log)
+        os.truncate(cut_log, cut + 1 if cut + 1 < records[3].offset else cut)
+        got, end = wal.read_from(cut_log, first.offset, first.seq, cut_log.stat().st_ino)
+        assert [r.seq for r in got] == [first.seq] and end == records[2].offset
+    assert wal.read_from(log, first.offset, first.seq + 1, inode) is None  # not the next one
+    assert wal.read_from(log, first.offset, first.seq, inode + 1) is None  # another file
+    damaged = tmp_path / "damaged.log"
+    data = bytearray(log.read_bytes())
+    data[records[2].offset + 30] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert wal.read_from(damaged, first.offset, first.seq, damaged.stat().st_ino) is None
+
+
 def test_torn_tail_at_every_offset_replays_complete_records_and_accepts_writes(base, rng, tmp_path):
     crashed = _crashed_after_writes(base, rng, tmp_path / "crashed")
     records = wal.scan(_log(crashed)).records
