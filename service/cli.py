@@ -390,8 +390,9 @@ def _add_serve(sub) -> argparse.ArgumentParser:
         "--refresh-seconds",
         type=NON_NEGATIVE_FLOAT,
         default=1.0,
-        help="--read-only: how often to look for the writer's new commits and log records "
-        "(default 1; 0: never, serve the collection as it was at start)",
+        help="--read-only and the readers of --workers: how often to look for the writer's "
+        "new commits and log records (default 1; 0: never, serve the collection as it was "
+        "at start)",
     )
     p.add_argument(
         "--flush-threshold",
