@@ -150,11 +150,6 @@ class WriterLink:
             raise WriterUnavailable(e.strerror or str(e)) from e
         return reader, writer, h11.Connection(h11.CLIENT)
 
-    def close(self) -> None:
-        for _, connection in self._idle:
-            _close(connection)
-        self._idle.clear()
-
 
 class _Closed(Exception):
     """The writer closed the connection before answering."""
