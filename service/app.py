@@ -113,8 +113,7 @@ def create_app(
         raise
     metrics = Metrics(live.stats, worker.workers_file if worker else None)
     state = ServiceState(live, enc, limits, keys, read_only, unknown_words=unknown_words,
-                         encode_pool=pool, metrics=metrics, worker=worker,
-                         relays_writes=relay is not None)  # fmt: skip
+                         encode_pool=pool, metrics=metrics, worker=worker)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

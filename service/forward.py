@@ -196,8 +196,13 @@ class WorkerPlace:
     workers_file: str  # the supervisor's JSON list of the workers (for the memory metrics)
     tls: bool = False  # whether the writer's socket speaks TLS (as the server does)
 
+    @property
+    def relays_writes(self) -> bool:
+        """Whether this worker is a reader with a writer to relay to."""
+        return self.role == "reader" and self.writer_socket is not None
+
     def link(self) -> WriterLink | None:
         """A reader's link to the writer, None for the writer or without one."""
-        if self.role == "writer" or self.writer_socket is None:
+        if not self.relays_writes:
             return None
         return WriterLink(self.writer_socket, self.token, tls=self.tls)

@@ -56,7 +56,6 @@ class Metrics:
         """``stats``: the collection's ``LiveIndex.stats``; ``workers_file``: the JSON list
         of the server's worker processes (``lsr.service.workers``), when there are several."""
         self.registry = CollectorRegistry(auto_describe=True)
-        self.multiprocess = bool(getattr(values.ValueClass, "_multiprocess", False))
         r = self.registry
         self.requests = Counter(
             "lsr_requests", "HTTP requests answered, by endpoint, method and status.",
@@ -102,7 +101,7 @@ class Metrics:
         )  # fmt: skip
         # what /metrics shows: this registry, or in multiprocess mode every worker's files
         self.exposed = r
-        if self.multiprocess:
+        if getattr(values.ValueClass, "_multiprocess", False):
             from prometheus_client.multiprocess import MultiProcessCollector
 
             self.exposed = CollectorRegistry(auto_describe=True)

@@ -88,9 +88,13 @@ class ServiceState:
     encode_pool: EncodePool | None = None  # document encoding in worker processes, if any
     metrics: Metrics | None = None
     worker: WorkerPlace | None = None  # with several worker processes: this one's place
-    relays_writes: bool = False  # a reader whose gateway relays writes to the writer
     _stop: threading.Event = field(default_factory=threading.Event)
     _refresher: threading.Thread | None = None
+
+    @property
+    def relays_writes(self) -> bool:
+        """Whether this is a reader whose gateway relays writes to a writer process."""
+        return self.worker is not None and self.worker.relays_writes
 
     def __post_init__(self) -> None:
         self.position = {t: i for i, t in enumerate(self.live.vocab)}

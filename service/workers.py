@@ -75,7 +75,6 @@ class _Worker:
     place: WorkerPlace
     process: multiprocessing.process.BaseProcess | None = None
     conn: multiprocessing.connection.Connection | None = None
-    ready: bool = False
     deaths: list[float] = field(default_factory=list)
 
 
@@ -180,7 +179,7 @@ class Supervisor:
             else:
                 os.environ[MULTIPROC_ENV] = previous
         send.close()
-        worker.conn, worker.ready = receive, False
+        worker.conn = receive
 
     def _start_and_wait(self, workers: list[_Worker]) -> dict:
         for worker in workers:
@@ -211,7 +210,6 @@ class Supervisor:
             ) from None
         if kind != "ready":
             raise ConfigError(detail)
-        worker.ready = True
         return detail
 
     def _replace(self, worker: _Worker) -> bool:
