@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lsr import CorpusError, Document, read_corpus
 from lsr.corpus import read_qrels, read_queries
+from lsr.errors import InputError
 
 
 @dataclass
@@ -69,6 +70,31 @@ def load_beir_folder(folder: Path, split: str = "test") -> Dataset:
     )
 
 
+# BEIR sets whose queries are also documents, where BEIR's evaluation ignores the hit with
+# the query's own id; elsewhere (Cranfield, CISI, CACM, ...) equal ids are unrelated numbers
+# and such a hit may be a relevant document.
+SELF_HIT_DATASETS = ("arguana", "quora", "cqadupstack")
+
+
+def skips_self(dataset_name: str, setting: str = "auto") -> bool:
+    """Whether to drop each query's hit on its own id: ``on``, ``off``, or ``auto`` (only on
+    the datasets named in :data:`SELF_HIT_DATASETS`, by folder name or ir_datasets id)."""
+    if setting not in ("auto", "on", "off"):
+        raise InputError(f"skip_self is auto, on or off, not {setting!r}.")
+    if setting != "auto":
+        return setting == "on"
+    name = dataset_name.lower()
+    return any(known in name for known in SELF_HIT_DATASETS)
+
+
+def _not_downloaded(dataset_id: str, error: Exception) -> CorpusError:
+    home = os.environ.get("IR_DATASETS_HOME", "~/.ir_datasets")
+    return CorpusError(
+        f"Cannot load {dataset_id!r}: its files are not under IR_DATASETS_HOME ({home}) and "
+        f"downloading them failed ({type(error).__name__}); put the files there or connect."
+    )
+
+
 def load_ir_dataset(dataset_id: str) -> Dataset:
     """A dataset by ir_datasets id; queries without judgements are left out."""
     import ir_datasets
@@ -92,11 +118,7 @@ def load_ir_dataset(dataset_id: str) -> Dataset:
             qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
         queries = {q.query_id: q.text for q in ds.queries_iter() if q.query_id in qrels}
     except Exception as e:  # ir_datasets raises plain RuntimeError/IOError on failed downloads
-        home = os.environ.get("IR_DATASETS_HOME", "~/.ir_datasets")
-        raise CorpusError(
-            f"Cannot load {dataset_id!r}: its files are not under IR_DATASETS_HOME ({home}) and "
-            f"downloading them failed ({type(e).__name__}); put the files there or connect."
-        ) from e
+        raise _not_downloaded(dataset_id, e) from e
 
     def documents() -> Iterator[Document]:
         for d in ds.docs_iter():
@@ -114,6 +136,36 @@ def load_ir_dataset(dataset_id: str) -> Dataset:
         ).hexdigest(),
         split=dataset_id.rsplit("/", 1)[-1],
     )
+
+
+def load_topics(spec: str | Path) -> dict[str, str]:
+    """Queries ``{query_id: text}`` without judgements: a query file (BEIR ``queries.jsonl``
+    or ``qid<TAB>text``), a BEIR folder (its ``queries.jsonl``) or an ir_datasets id (every
+    query it has)."""
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "queries.jsonl"
+    if path.is_file():
+        return read_queries(path)
+    if path.suffix or str(spec).startswith((".", "/", "~")):
+        raise CorpusError(
+            f"Queries {spec} not found: give a query file, a BEIR folder or an ir_datasets id."
+        )
+    import ir_datasets
+
+    try:
+        ds = ir_datasets.load(str(spec))
+    except KeyError as e:
+        raise CorpusError(
+            f"Unknown queries {spec!r}: not a file, a BEIR folder nor an ir_datasets id "
+            "(e.g. beir/scifact/test, cranfield)."
+        ) from e
+    if not ds.has_queries():
+        raise CorpusError(f"ir_datasets {spec!r} has no queries; pick one that has, e.g. a split.")
+    try:
+        return {q.query_id: q.text for q in ds.queries_iter()}
+    except Exception as e:  # ir_datasets raises plain RuntimeError/IOError on failed downloads
+        raise _not_downloaded(str(spec), e) from e
 
 
 def load_dataset(spec: str | Path, split: str = "test") -> Dataset:

@@ -122,6 +122,22 @@ def tradeoff_svg(results, x_key: str = "postings_per_query", y_key: str = "nDCG@
     return "".join(parts)
 
 
+def self_hit_note(results) -> str:
+    """Which datasets' runs left out each query's hit on its own id (BEIR's rule)."""
+    dropped = sorted({r.dataset for r in results if r.skip_self})
+    kept = sorted({r.dataset for r in results if not r.skip_self})
+    parts = []
+    if dropped:
+        parts.append(f"A hit whose id equals the query id was dropped on {', '.join(dropped)}")
+    if kept:
+        parts.append(
+            f"kept on {', '.join(kept)}"
+            if dropped
+            else f"Hits whose id equals the query id were kept on {', '.join(kept)}"
+        )
+    return "; ".join(parts) + " (lsr eval --skip-self auto|on|off)."
+
+
 def write_report(results, out: str | Path, measures: Sequence[str]) -> dict[str, Path]:
     """Write the three report files into ``out`` and return their paths."""
     out = Path(out)
@@ -139,7 +155,8 @@ def write_report(results, out: str | Path, measures: Sequence[str]) -> dict[str,
         f"# Evaluation report ({created})\n\n## Effectiveness\n\n{markdown_table(header, rows)}\n\n"
         f"## Efficiency\n\n{markdown_table(eff_header, eff_rows)}\n\n"
         "Latency and QPS are for search alone (k=10, after a Numba warm-up); FLOPS is "
-        "sum_j p_q(j) p_d(j); postings/q is the number of postings exhaustive scoring reads.\n",
+        "sum_j p_q(j) p_d(j); postings/q is the number of postings exhaustive scoring reads.\n"
+        f"\n{self_hit_note(results)}\n",
         encoding="utf-8",
     )
     style = (
@@ -152,6 +169,7 @@ def write_report(results, out: str | Path, measures: Sequence[str]) -> dict[str,
         f"<style>{style}</style></head><body><h1>Evaluation report</h1><p>{created}</p>"
         f"<h2>Effectiveness</h2>{html_table(header, rows)}"
         f"<h2>Efficiency</h2>{html_table(eff_header, eff_rows)}"
+        f"<p>{html.escape(self_hit_note(results))}</p>"
         f"<h2>Effectiveness vs. cost</h2>{tradeoff_svg(results)}</body></html>",
         encoding="utf-8",
     )

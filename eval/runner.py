@@ -15,9 +15,10 @@ from lsr.checks import positive_int
 from lsr.encoders import ENCODERS, FRESH, encoder_kind
 from lsr.errors import InputError
 from lsr.eval.cache import EncodingCache, encoder_fingerprint
-from lsr.eval.datasets import Dataset, load_dataset
+from lsr.eval.datasets import Dataset, load_dataset, skips_self
 from lsr.eval.efficiency import latency, sparsity, warm_up
 from lsr.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures
+from lsr.eval.runs import write_trec_run
 from lsr.index import LiveIndex
 from lsr.pipeline import Searcher, build_index, encode_to_file, rank
 
@@ -37,6 +38,7 @@ class EvalResult:
     run_file: str
     index_dir: str
     cached_encoding: bool = False
+    skip_self: bool = False  # whether hits on the query's own id were dropped (BEIR's rule)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -55,15 +57,6 @@ def encoder_label(spec: str) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
-
-
-def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> None:
-    """A TREC run file: ``qid Q0 docid rank score tag`` per line, ranks from 1."""
-    with open(path, "w", encoding="utf-8") as f:
-        for qid, hits in run.items():
-            ranked = sorted(hits.items(), key=lambda h: -h[1])
-            for rank, (doc, score) in enumerate(ranked, 1):
-                f.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
 
 
 def encode_cached(
@@ -113,8 +106,12 @@ def evaluate_one(
     index_dir: Path | None = None,
     progress: bool = False,
     encoder_options: dict | None = None,
+    skip_self: str = "auto",
 ) -> EvalResult:
-    """Encode (or reuse), index, retrieve top-``k`` and score ``spec`` on ``dataset``."""
+    """Encode (or reuse), index, retrieve top-``k`` and score ``spec`` on ``dataset``;
+    ``skip_self`` (auto, on, off) says whether a query's hit on its own id is dropped (see
+    :func:`~lsr.eval.datasets.skips_self`)."""
+    drop_self = skips_self(dataset.name, skip_self)
     label = encoder_label(spec)
     cached = False
     if index_dir is not None:
@@ -140,7 +137,7 @@ def evaluate_one(
     query_vectors = encoder.encode_queries(texts)
     query_seconds = time.perf_counter() - t
     compile_seconds = warm_up(index, query_vectors)
-    run = rank(index, qids, query_vectors, k=k)
+    run = rank(index, qids, query_vectors, k=k, skip_self=drop_self)
     run_file = out / "runs" / f"{_slug(label)}__{_slug(dataset.name)}.trec"
     run_file.parent.mkdir(parents=True, exist_ok=True)
     write_trec_run(run_file, run, _slug(label))
@@ -165,6 +162,7 @@ def evaluate_one(
         run_file=str(run_file),
         index_dir=str(index_dir),
         cached_encoding=cached,
+        skip_self=drop_self,
     )
     logger.info("%s on %s: %s", label, dataset.name, metrics)
     return result
@@ -182,6 +180,7 @@ def run_evaluation(
     batch_size: int = 32,
     progress: bool = False,
     encoder_options: dict | None = None,
+    skip_self: str = "auto",
 ) -> list[EvalResult]:
     """Every encoder on every dataset; writes the runs and ``report.{json,md,html}`` to ``out``."""
     from lsr.eval.report import write_report
@@ -194,6 +193,7 @@ def run_evaluation(
         )
     positive_int(k, "k")
     parse_measures(measures)
+    skips_self("", skip_self)  # a bad setting fails before any work
     out = Path(out)
     loaded = [load_dataset(d, split) for d in datasets]  # fail early on a bad dataset name
     specs = [str(e) for e in encoders]
@@ -219,6 +219,7 @@ def run_evaluation(
                     index_dir=Path(index_dir) if index_dir else None,
                     progress=progress,
                     encoder_options=encoder_options,
+                    skip_self=skip_self,
                 )
             )
     write_report(results, out, measures)

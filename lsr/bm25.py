@@ -6,6 +6,11 @@ Documents get BM25 term weights (Lucene's formulation, without the constant (k1 
     idf(t)  = log(1 + (N - df + 0.5) / (df + 0.5))
 
 queries get raw term counts, so the dot product of the two is the BM25 score.
+
+``doc_length="lucene"`` scores as Lucene's ``BM25Similarity`` does, to the last digit: the
+document length is the one Lucene keeps in its one-byte norm (exact below 24 terms, then 4
+significant bits), N and the average length count only documents with terms, and the weight
+is computed in single precision in Lucene's order, ``idf - idf / (1 + tf / norm)``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from lsr.sparse import decode, term_counts
 from lsr.tokenization import Tokenizer, WordTokenizer, tokenizer_from_config
 
 logger = logging.getLogger(__name__)
+DOC_LENGTHS = ("exact", "lucene")
 
 
 class BM25Encoder:
@@ -32,12 +38,23 @@ class BM25Encoder:
     name = "bm25"
     queries_need_model = False  # queries are a table lookup (see lsr.encoder.Encoder)
 
-    def __init__(self, tokenizer: Tokenizer | None = None, k1: float = 0.9, b: float = 0.4):
+    def __init__(
+        self,
+        tokenizer: Tokenizer | None = None,
+        k1: float = 0.9,
+        b: float = 0.4,
+        doc_length: str = "exact",
+    ):
         if not (k1 >= 0 and 0 <= b <= 1):
             raise EncoderError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}.")
+        if doc_length not in DOC_LENGTHS:
+            raise EncoderError(
+                f"Unknown doc_length {doc_length!r}; use one of {', '.join(DOC_LENGTHS)}."
+            )
         self.tokenizer = tokenizer if tokenizer is not None else WordTokenizer()
         self.k1 = float(k1)
         self.b = float(b)
+        self.doc_length = doc_length
         self.n_docs = 0
         self.avgdl = 0.0
         self.df = np.zeros(0, dtype=np.int64)
@@ -70,7 +87,8 @@ class BM25Encoder:
     def _compute_idf(self) -> np.ndarray:
         df = np.zeros(len(self.vocab), dtype=np.float64)
         df[: self.df.shape[0]] = self.df
-        idf = np.log1p((self.n_docs - df + 0.5) / (df + 0.5))
+        ratio = (self.n_docs - df + 0.5) / (df + 0.5)
+        idf = np.log(1 + ratio) if self.doc_length == "lucene" else np.log1p(ratio)
         idf[df == 0] = 0.0
         return idf.astype(np.float32)
 
@@ -87,10 +105,15 @@ class BM25Encoder:
             if counts.shape[1] > df.shape[0]:
                 df = np.concatenate([df, np.zeros(counts.shape[1] - df.shape[0], dtype=np.int64)])
             np.add.at(df, counts.indices, 1)
-            n += counts.shape[0]
+            # Lucene counts only the documents that have terms
+            n += (
+                counts.shape[0]
+                if self.doc_length == "exact"
+                else int(np.diff(counts.indptr).astype(bool).sum())
+            )
             total += int(counts.data.sum())
         if n == 0:
-            raise EncoderError("Cannot fit BM25 on an empty corpus.")
+            raise EncoderError("Cannot fit BM25 on an empty corpus (no document has a term).")
         self.n_docs, self.avgdl, self.df = n, max(total / n, 1e-9), df
         logger.info("fitted bm25: %d docs, %d terms, avgdl %.1f", n, len(self.vocab), self.avgdl)
         return self
@@ -131,11 +154,21 @@ class BM25Encoder:
         counts = term_counts(rows, len(self.vocab))
         lengths = counts.sum(axis=1)
         doc_of = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
-        norm = self.k1 * (1.0 - self.b + self.b * lengths[doc_of] / self.avgdl)
-        tf = counts.data
-        counts.data = (self.idf()[counts.indices] * tf / (tf + norm)).astype(np.float32)
+        tf, idf = counts.data, self.idf()[counts.indices]
+        if self.doc_length == "lucene":
+            counts.data = self._lucene_weights(idf, tf, lucene_length(lengths)[doc_of])
+        else:
+            norm = self.k1 * (1.0 - self.b + self.b * lengths[doc_of] / self.avgdl)
+            counts.data = (idf * tf / (tf + norm)).astype(np.float32)
         counts.eliminate_zeros()
         return counts
+
+    def _lucene_weights(self, idf: np.ndarray, tf: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """Lucene's BM25 term scores, operation for operation in single precision."""
+        f32 = np.float32
+        k1, b, avgdl = f32(self.k1), f32(self.b), f32(self.avgdl)
+        norm_inverse = f32(1) / (k1 * ((f32(1) - b) + b * length.astype(f32) / avgdl))
+        return idf - idf / (f32(1) + tf.astype(f32) * norm_inverse)
 
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
         """Query vectors: counts of the query's known terms."""
@@ -149,7 +182,13 @@ class BM25Encoder:
     def config(self) -> dict:
         """The settings that determine the vectors (the fitted statistics aside)."""
         tokenizer = {k: v for k, v in self.tokenizer.to_config().items() if k != "vocab"}
-        return {"type": self.name, "k1": self.k1, "b": self.b, "tokenizer": tokenizer}
+        return {
+            "type": self.name,
+            "k1": self.k1,
+            "b": self.b,
+            "doc_length": self.doc_length,
+            "tokenizer": tokenizer,
+        }
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``encoder.json`` (+ the tokenizer's files) so ``from_pretrained`` restores it."""
@@ -179,10 +218,36 @@ class BM25Encoder:
         cfg = read_config(folder, "bm25")
         if not cfg:
             raise EncoderError(f"Cannot read a BM25 encoder from {folder}: no encoder.json.")
-        enc = cls(tokenizer_from_config(cfg["tokenizer"], folder), k1=cfg["k1"], b=cfg["b"])
+        enc = cls(
+            tokenizer_from_config(cfg["tokenizer"], folder),
+            k1=cfg["k1"],
+            b=cfg["b"],
+            doc_length=cfg.get("doc_length", "exact"),
+        )
         enc.n_docs, enc.avgdl = int(cfg["n_docs"]), float(cfg["avgdl"])
         enc.df = np.asarray(cfg["df"], dtype=np.int64)
         return enc
+
+
+def lucene_length(lengths: np.ndarray) -> np.ndarray:
+    """The document lengths Lucene's BM25 scores with: each length stored in one byte
+    (``SmallFloat.intToByte4``) and read back (``byte4ToInt``). Exact below 24; above,
+    rounded down to 4 significant bits of ``length - 24``."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    rest = np.maximum(lengths - _EXACT_LENGTHS, 0)
+    shift = np.maximum(_bit_length(rest) - 4, 0)  # low bits the byte cannot keep
+    kept = (rest >> shift) << shift
+    return np.where(lengths < _EXACT_LENGTHS, lengths, _EXACT_LENGTHS + kept)
+
+
+_EXACT_LENGTHS = 24  # 255 - SmallFloat.longToInt4(Integer.MAX_VALUE)
+
+
+def _bit_length(values: np.ndarray) -> np.ndarray:
+    out = np.zeros(values.shape, dtype=np.int64)
+    positive = values > 0
+    out[positive] = np.floor(np.log2(values[positive])).astype(np.int64) + 1
+    return out
 
 
 def _batches(items: Iterable, size: int):

@@ -2,9 +2,12 @@
 
 Two kinds share one small interface (``vocab``, ``tokenize``, ``encode``):
 
-- :class:`WordTokenizer`: lowercase word tokens, English stopwords and Porter stemming, the
-  analysis classic BM25 baselines (Lucene/Pyserini) use. Its vocabulary is built from the
-  corpus (``grow=True``) and saved with the encoder.
+- :class:`WordTokenizer`: analyzed words, the terms of classic BM25. Its default analyzer,
+  ``lucene``, gives exactly the terms of Lucene's English analysis as Anserini and Pyserini
+  index them (:mod:`lsr.lucene_analyzer`); ``regex``, this project's first analyzer (word
+  characters, English stopwords, Snowball's Porter stemmer from PyStemmer), stays for the
+  encoders saved with it. Its vocabulary is built from the corpus (``grow=True``) and saved
+  with the encoder.
 - :class:`HFTokenizer`: any Hugging Face ``tokenizers`` tokenizer (``tokenizer.json``), the
   vocabulary learned sparse encoders use; special tokens are never emitted as terms.
 """
@@ -20,12 +23,9 @@ from typing import Protocol
 import numpy as np
 
 from lsr.errors import EncoderError
+from lsr.lucene_analyzer import ENGLISH_STOPWORDS, analyze
 
-# Lucene's default English stopword set (EnglishAnalyzer), used by Pyserini's BM25.
-ENGLISH_STOPWORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their "
-    "then there these they this to was will with".split()
-)
+ANALYZERS = ("lucene", "regex")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _POSSESSIVE = re.compile(r"(\w)['’]s\b")
 
@@ -43,7 +43,9 @@ class Tokenizer(Protocol):
 
 
 class WordTokenizer:
-    """Regex word tokenizer with lowercasing, stopword removal and optional stemming."""
+    """Words analyzed for BM25: Lucene's English analysis (``analyzer="lucene"``, the
+    default) or the older regex analysis (``"regex"``); lowercasing, the English stop set
+    and Porter stemming can each be turned off. Never emits an empty term."""
 
     def __init__(
         self,
@@ -51,15 +53,25 @@ class WordTokenizer:
         stopwords: str | None = "english",
         stemmer: str | None = "porter",
         vocab: Sequence[str] = (),
+        analyzer: str = "lucene",
     ) -> None:
+        if analyzer not in ANALYZERS:
+            raise EncoderError(f"Unknown analyzer {analyzer!r}; use one of {', '.join(ANALYZERS)}.")
         if stopwords not in (None, "english"):
             raise EncoderError(f"Unknown stopword list {stopwords!r}; use 'english' or None.")
+        self.analyzer = analyzer
         self.lowercase = lowercase
         self.stopwords = stopwords
         self.stemmer_name = stemmer
         self._stop = ENGLISH_STOPWORDS if stopwords else frozenset()
         self._stemmer = None
-        if stemmer:
+        if stemmer and analyzer == "lucene":
+            if stemmer != "porter":
+                raise EncoderError(
+                    f"The lucene analyzer stems with Lucene's Porter stemmer ('porter') or "
+                    f"not at all (None), not {stemmer!r}."
+                )
+        elif stemmer:
             import Stemmer
 
             if stemmer not in Stemmer.algorithms():
@@ -72,10 +84,19 @@ class WordTokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """The analyzed terms of ``text`` in order (stopwords removed, stems when enabled)."""
+        if self.analyzer == "lucene":
+            return analyze(
+                text,
+                self._stop if self.stopwords else None,
+                stem=self.stemmer_name is not None,
+                lowercase=self.lowercase,
+            )
         if self.lowercase:
             text = text.lower()
         words = [w for w in _WORD.findall(_POSSESSIVE.sub(r"\1", text)) if w not in self._stop]
-        return self._stemmer.stemWords(words) if self._stemmer else words
+        if self._stemmer:
+            words = self._stemmer.stemWords(words)
+        return [w for w in words if w]  # Snowball's Porter makes "" of a lone "s"
 
     def encode(
         self, texts: Sequence[str], grow: bool = False, dropped: list | None = None
@@ -103,6 +124,7 @@ class WordTokenizer:
     def to_config(self) -> dict:
         return {
             "type": "word",
+            "analyzer": self.analyzer,
             "lowercase": self.lowercase,
             "stopwords": self.stopwords,
             "stemmer": self.stemmer_name,
@@ -173,6 +195,17 @@ class HFTokenizer:
         self.tokenizer.save(str(Path(folder) / "tokenizer.json"))
 
 
+def tokenizer_by_name(name: str) -> Tokenizer:
+    """A fresh tokenizer for BM25 from its command-line name: ``lucene`` (Lucene's English
+    analysis), ``regex`` (the earlier word analysis; ``word`` is its old name) or a Hugging
+    Face tokenizer (a folder, a ``tokenizer.json`` or a Hub id)."""
+    if name == "lucene":
+        return WordTokenizer(analyzer="lucene")
+    if name in ("regex", "word"):
+        return WordTokenizer(analyzer="regex")
+    return HFTokenizer.from_pretrained(name)
+
+
 def tokenizer_from_config(config: dict, folder: Path) -> Tokenizer:
     """Rebuild a tokenizer saved with an encoder (``to_config`` + files in ``folder``)."""
     kind = config.get("type")
@@ -182,6 +215,7 @@ def tokenizer_from_config(config: dict, folder: Path) -> Tokenizer:
             stopwords=config.get("stopwords"),
             stemmer=config.get("stemmer"),
             vocab=config.get("vocab", []),
+            analyzer=config.get("analyzer", "regex"),  # saved before there was a choice
         )
     if kind == "huggingface":
         return HFTokenizer.from_pretrained(Path(folder) / config.get("file", "tokenizer.json"))

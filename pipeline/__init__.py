@@ -16,7 +16,7 @@ from lsr.pipeline.indexing import (
     index_corpus,
     read_documents,
 )
-from lsr.pipeline.searching import Searcher, rank, retrieve
+from lsr.pipeline.searching import Searcher, rank, retrieve, search_topics
 
 __all__ = [
     "ENCODER_DIR",
@@ -29,4 +29,5 @@ __all__ = [
     "rank",
     "read_documents",
     "retrieve",
+    "search_topics",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from lsr.checks import positive_int
 from lsr.encoders import load_encoder
 from lsr.errors import InputError
 from lsr.index import Filter, Index, LiveIndex, SearchResults
@@ -85,6 +88,34 @@ class Searcher:
                 raise InputError("Filters and documents need a collection: use Searcher.open.")
             return self._index.search(vectors, k)
         return self.live.search(vectors, k, filter=filter, fields=fields)
+
+
+def search_topics(
+    searcher: Searcher,
+    topics: dict[str, str],
+    k: int = 1000,
+    batch_size: int = 256,
+    filter: Filter | dict | str | None = None,
+    progress: bool = False,
+    **options,
+) -> Iterator[tuple[str, list[tuple[str, float]]]]:
+    """``(query_id, hits best first)`` for every topic, in the topics' order: the searcher's
+    encoder (loaded once) encodes ``batch_size`` queries at a time and each batch is searched
+    at once (``options`` such as ``threads`` as for :meth:`LiveIndex.search`)."""
+    batch_size = positive_int(batch_size, "batch_size")
+    if filter is not None:
+        if searcher.live is None:
+            raise InputError("Filters need a collection: use Searcher.open.")
+        options["filter"] = filter
+    qids = list(topics)
+    with tqdm(total=len(qids), desc="search", unit="query", disable=not progress) as bar:
+        for lo in range(0, len(qids), batch_size):
+            batch = qids[lo : lo + batch_size]
+            vectors = searcher.encoder.encode_queries([topics[q] for q in batch])
+            results = searcher.collection.search(vectors, k, **options)
+            for qid, hits in zip(batch, results, strict=True):
+                yield qid, list(hits.items())
+            bar.update(len(batch))
 
 
 def rank(

@@ -43,6 +43,7 @@ POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
 NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "an integer >= 0")
 POSITIVE_FLOAT = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 NON_NEGATIVE_FLOAT = _number(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+UNIT_FLOAT = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 
 
 def _add_index(sub) -> None:
@@ -63,13 +64,7 @@ def _add_index(sub) -> None:
         help="add the corpus to the existing collection --out (ids it holds are replaced), "
         "as its writer: refused while lsr serve writes to it",
     )
-    p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
-    p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
-    p.add_argument(
-        "--tokenizer",
-        default="word",
-        help="BM25 tokenizer: 'word' (stemmed words) or a Hugging Face tokenizer",
-    )
+    _add_bm25_options(p)
     p.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
     p.add_argument(
         "--store",
@@ -82,6 +77,26 @@ def _add_index(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=commands.cmd_index)
+
+
+def _add_bm25_options(p) -> None:
+    """Options of a fresh BM25 encoder (refused with a model encoder)."""
+    p.add_argument("--k1", type=NON_NEGATIVE_FLOAT, default=None, help="BM25 k1 (default 0.9)")
+    p.add_argument("--b", type=UNIT_FLOAT, default=None, help="BM25 b (default 0.4)")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="BM25 analysis: 'lucene' (default: Lucene's English analyzer, the terms of an "
+        "Anserini / Pyserini index), 'regex' (lsr's earlier word analysis, Snowball Porter; "
+        "also 'word') or a Hugging Face tokenizer (folder, tokenizer.json or Hub id)",
+    )
+    p.add_argument(
+        "--doc-length",
+        choices=["exact", "lucene"],
+        default=None,
+        help="BM25 document lengths: 'exact' (default) or 'lucene' (Lucene's one-byte norm "
+        "and single-precision arithmetic, so scores match Anserini's to the last digit)",
+    )
 
 
 def _add_model_options(p) -> None:
@@ -111,6 +126,7 @@ def _add_encode(sub) -> None:
     p.add_argument("corpus", help="BEIR folder, .jsonl or .tsv file")
     p.add_argument("--encoder", required=True, help="model folder, Hub id, saved encoder or bm25")
     p.add_argument("--out", required=True, help="the .parquet file to write")
+    _add_bm25_options(p)
     _add_model_options(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -126,11 +142,55 @@ def _add_train(sub) -> None:
 
 
 def _add_search(sub) -> None:
-    p = sub.add_parser("search", help="search an index with query text")
-    p.add_argument("index", help="index directory")
-    p.add_argument("query", nargs="+", help="query text (several queries: several arguments)")
+    p = sub.add_parser(
+        "search",
+        help="search an index with query text, or a query file into a run file",
+        description="Search with query text given as arguments (a table, or --json), or "
+        "search every query of --queries and write a run file (--output): TREC "
+        "('qid Q0 docid rank score tag') or JSON lines.",
+    )
+    p.add_argument("index", nargs="?", default=None, help="index directory (or --index)")
+    p.add_argument("query", nargs="*", help="query text (several queries: several arguments)")
     p.add_argument(
-        "-k", type=POSITIVE_INT, default=10, help="number of hits per query (default 10)"
+        "--index", dest="index_option", default=None, help="the index directory, Pyserini style"
+    )
+    p.add_argument(
+        "-k",
+        "--hits",
+        dest="k",
+        type=POSITIVE_INT,
+        default=None,
+        help="hits per query (default 10 for query text, 1000 for --queries)",
+    )
+    p.add_argument(
+        "--queries",
+        "--topics",
+        default=None,
+        metavar="FILE|DATASET",
+        help="search these queries instead: queries.jsonl, a qid<TAB>text file, a BEIR folder "
+        "or an ir_datasets id (beir/scifact/test); needs --output",
+    )
+    p.add_argument(
+        "--output", "-o", default=None, help="the run file to write for --queries ('-': stdout)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["trec", "jsonl"],
+        default=None,
+        help="run file format (default: jsonl for a .jsonl/.json --output, else trec)",
+    )
+    p.add_argument("--run-tag", default="lsr", help="the run's tag in TREC lines (default lsr)")
+    p.add_argument(
+        "--batch-size",
+        type=POSITIVE_INT,
+        default=256,
+        help="queries encoded and searched together with --queries (default 256)",
+    )
+    p.add_argument(
+        "--threads",
+        type=POSITIVE_INT,
+        default=None,
+        help="search threads for a batch (default: all cores)",
     )
     p.add_argument(
         "--filter",
@@ -181,6 +241,13 @@ def _add_eval(sub) -> None:
         "--cache-dir",
         default=None,
         help="where encoded corpora are cached (default $LSR_CACHE or ~/.cache/lsr)",
+    )
+    p.add_argument(
+        "--skip-self",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="drop each query's hit on its own id, BEIR's rule for sets whose queries are "
+        "documents (default auto: only on ArguAna, Quora and CQADupStack)",
     )
     _add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -7,24 +7,30 @@ import sys
 import time
 from pathlib import Path
 
-from lsr import BM25Encoder, HFTokenizer, WordTokenizer, load_encoder, sample_dataset
+from lsr import BM25Encoder, load_encoder, sample_dataset
 from lsr.errors import InputError
 from lsr.eval import evaluate, load_dataset
 from lsr.pipeline import Searcher, encode_to_file, index_corpus, retrieve
+from lsr.tokenization import tokenizer_by_name
 
 
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
+BM25_OPTIONS = ("k1", "b", "tokenizer", "doc_length")
+
+
 def _encoder_from_args(args):
     spec = args.encoder or "bm25"  # lsr index's default
+    given = {o: getattr(args, o) for o in BM25_OPTIONS if getattr(args, o, None) is not None}
     if spec.lower() != "bm25":
+        if given:
+            flags = ", ".join("--" + o.replace("_", "-") for o in given)
+            raise InputError(f"{flags}: BM25 options, which the encoder {spec} does not take.")
         return load_encoder(spec)
-    tokenizer = (
-        WordTokenizer() if args.tokenizer == "word" else HFTokenizer.from_pretrained(args.tokenizer)
-    )
-    return BM25Encoder(tokenizer, k1=args.k1, b=args.b)
+    tokenizer = tokenizer_by_name(given.pop("tokenizer", "lucene"))
+    return BM25Encoder(tokenizer, **given)
 
 
 def cmd_index(args) -> int:
@@ -139,6 +145,7 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size,
         progress=_progress(),
         encoder_options=options,
+        skip_self=args.skip_self,
     )
     if args.json:
         _print_json([r.to_dict() for r in results])
@@ -430,13 +437,36 @@ def _filter_arg(text: str | None):
     return path.read_text(encoding="utf-8")
 
 
+def _search_index_arg(args) -> str:
+    if args.index_option is not None:
+        if args.index is not None:  # then the first positional was query text
+            args.query.insert(0, args.index)
+        args.index = args.index_option
+    if args.index is None:
+        raise InputError(
+            "Give the index directory: lsr search INDEX ... or --index INDEX "
+            "(see lsr search --help)."
+        )
+    return args.index
+
+
 def cmd_search(args) -> int:
-    searcher = Searcher.open(args.index)
+    index = _search_index_arg(args)
+    if args.queries is not None:
+        return _search_run(args, index)
+    if not args.query:
+        raise InputError("Give query text, or a query file with --queries FILE --output RUN.")
+    for name in ("output", "format"):
+        if getattr(args, name) is not None:
+            raise InputError(f"--{name} is for run files: use it with --queries.")
+    searcher = Searcher.open(index)
     fields = None if args.fields is None else [f.strip() for f in args.fields.split(",")]
     if fields is not None and not all(fields):
         raise InputError("--fields takes field names separated by commas, e.g. title,text.")
     shown = fields if args.json else ["title", "text"]
-    results = searcher.search(args.query, k=args.k, filter=_filter_arg(args.filter), fields=shown)
+    results = searcher.search(
+        args.query, k=args.k or 10, filter=_filter_arg(args.filter), fields=shown
+    )
     if args.json:
         out = []
         for q, hits in zip(args.query, results, strict=True):
@@ -455,6 +485,76 @@ def cmd_search(args) -> int:
         ]
         print("\n\n".join(tables))
     return 0
+
+
+def _search_run(args, index: str) -> int:
+    """``lsr search --queries FILE --output RUN``: every query, one run file."""
+    from lsr.eval.datasets import load_topics
+    from lsr.eval.runs import RunWriter, run_format
+    from lsr.pipeline import search_topics
+
+    if args.query:
+        raise InputError("Give query text or --queries, not both.")
+    if args.output is None:
+        raise InputError("--queries writes a run file: give it with --output FILE ('-': stdout).")
+    if args.fields is not None:
+        raise InputError("--fields is for query text; a run file holds ids and scores.")
+    fmt = run_format(args.output, args.format)
+    topics = load_topics(args.queries)
+    if not topics:
+        raise InputError(f"{args.queries} holds no queries.")
+    t = time.perf_counter()
+    with Searcher.open(index) as searcher:
+        hits = search_topics(
+            searcher,
+            topics,
+            k=args.k or 1000,
+            batch_size=args.batch_size,
+            filter=_filter_arg(args.filter),
+            progress=_progress(),
+            threads=args.threads,
+        )
+        if args.output == "-":
+            writer = RunWriter(sys.stdout, fmt, args.run_tag)
+            for qid, ranked in hits:
+                writer.write(qid, ranked)
+        else:
+            writer = _write_run_file(Path(args.output), fmt, args.run_tag, hits)
+    seconds = time.perf_counter() - t
+    summary = {
+        "output": args.output,
+        "format": fmt,
+        "queries": writer.queries,
+        "hits": writer.hits,
+        "seconds": seconds,
+        "queries_per_second": writer.queries / seconds if seconds > 0 else 0.0,
+    }
+    if args.json:
+        _print_json(summary)
+    elif args.output != "-":
+        print(
+            f"searched {writer.queries:,} queries ({writer.hits:,} hits) in {seconds:.1f}s "
+            f"({summary['queries_per_second']:,.0f} queries/s) -> {args.output} ({fmt})"
+        )
+    return 0
+
+
+def _write_run_file(path: Path, fmt: str, tag: str, hits):
+    """Write the run next to ``path`` and rename it into place when complete, so an
+    interrupted search never leaves a truncated run that looks whole."""
+    from lsr.eval.runs import RunWriter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            writer = RunWriter(f, fmt, tag)
+            for qid, ranked in hits:
+                writer.write(qid, ranked)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return writer
 
 
 def cmd_check(args) -> int:

@@ -10,6 +10,7 @@ import ir_measures
 import pytest
 
 from lsr import CorpusError
+from lsr.errors import InputError
 from lsr.eval import evaluate, load_dataset
 from lsr.eval.runner import run_evaluation
 from lsr.service.cli import main
@@ -71,7 +72,8 @@ def test_report_end_to_end(beir_folder, tmp_path, tiny_mlm):
         qid, _, doc, rank, score, tag = line.split()
         run.setdefault(qid, {})[doc] = float(score)
         assert tag == "bm25"
-    assert "q3" not in run["q3"]  # a hit whose id is the query id is ignored (BEIR convention)
+    assert "q3" in run["q3"]  # kept: BEIR's identical-id rule is for ArguAna, Quora, CQADupStack
+    assert not bm25.skip_self
     assert run["q1"] and max(run["q1"], key=run["q1"].get) == "d1"
     # the report's numbers are ir-measures' numbers on the written run file
     qrels = [ir_measures.Qrel(q, d, r) for q, rels in QRELS.items() for d, r in rels.items()]
@@ -100,10 +102,44 @@ def test_report_end_to_end(beir_folder, tmp_path, tiny_mlm):
     page = (out / "report.html").read_text()
     assert "<svg" in page and "<table>" in page and "bm25 / tinybeir" in page
 
+    assert "were kept on tinybeir" in md and "were kept on tinybeir" in page
     again = run_evaluation(
         [str(beir_folder)], ["bm25"], tmp_path / "r2", k=5, cache_dir=tmp_path / "cache"
     )
     assert again[0].cached_encoding and again[0].metrics == bm25.metrics
+
+
+def _run_of(result) -> dict:
+    run = {}
+    for line in Path(result.run_file).read_text().splitlines():
+        qid, _, doc, *_ = line.split()
+        run.setdefault(qid, []).append(doc)
+    return run
+
+
+def test_identical_ids_are_dropped_only_where_beir_says(beir_folder, tmp_path):
+    arguana = beir_folder.rename(beir_folder.with_name("arguana-mini"))
+    [auto] = run_evaluation([str(arguana)], ["bm25"], tmp_path / "a", k=5)
+    assert auto.skip_self and "q3" not in _run_of(auto)["q3"]
+    assert "dropped on arguana-mini" in (tmp_path / "a" / "report.md").read_text()
+    [off] = run_evaluation([str(arguana)], ["bm25"], tmp_path / "b", k=5, skip_self="off")
+    assert not off.skip_self and _run_of(off)["q3"][0] == "q3"
+    without_self = [d for d in _run_of(off)["q3"] if d != "q3"]
+    assert _run_of(auto)["q3"][: len(without_self)] == without_self
+    with pytest.raises(InputError, match="auto, on or off"):
+        run_evaluation([str(arguana)], ["bm25"], tmp_path / "c", skip_self="yes")
+
+
+def test_cranfield_keeps_its_relevant_self_hit(tmp_path):
+    """Cranfield's query and document ids are unrelated numbers: query 1's hit on document 1
+    is kept, and with --skip-self on it is gone."""
+    folder = shared_path("data", "cranfield")
+    [kept] = run_evaluation([str(folder)], ["bm25"], tmp_path / "a", k=100)
+    [dropped] = run_evaluation([str(folder)], ["bm25"], tmp_path / "b", k=100, skip_self="on")
+    kept_run, dropped_run = _run_of(kept), _run_of(dropped)
+    self_hits = [q for q, docs in kept_run.items() if q in docs]
+    assert self_hits and not kept.skip_self
+    assert not any(q in docs for q, docs in dropped_run.items())
 
 
 def test_prebuilt_index(beir_folder, tmp_path):

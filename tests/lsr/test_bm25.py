@@ -58,7 +58,11 @@ def test_word_tokenizer_analysis():
     assert tok.tokenize("The Cats' running, a dog's LIFE") == ["cat", "run", "dog", "life"]
     assert WordTokenizer(stemmer=None, stopwords=None).tokenize("The Cats") == ["the", "cats"]
     with pytest.raises(EncoderError, match="Unknown stemmer"):
-        WordTokenizer(stemmer="klingon")
+        WordTokenizer(stemmer="klingon", analyzer="regex")
+    with pytest.raises(EncoderError, match="Lucene's Porter stemmer"):
+        WordTokenizer(stemmer="english")
+    with pytest.raises(EncoderError, match="Unknown analyzer"):
+        WordTokenizer(analyzer="whitespace")
 
 
 def test_query_side_is_term_counts_and_drops_unknown_terms():

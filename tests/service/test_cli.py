@@ -50,9 +50,9 @@ def test_query_without_known_terms(sample_index, capsys):
     [
         (["search", "/nonexistent/idx", "q"], "No index at /nonexistent/idx"),
         (["index", "/nonexistent/corpus.jsonl", "--out", "{tmp}/x"], "does not exist"),
-        (["search", "{index}", "q", "-k", "0"], "-k: must be a positive integer"),
+        (["search", "{index}", "q", "-k", "0"], "-k/--hits: must be a positive integer"),
         (["index", "{sample}", "--out", "{index}"], "already exists; pass --overwrite"),
-        (["index", "{sample}", "--out", "{tmp}/y", "--b", "2"], "0 <= b <= 1"),
+        (["index", "{sample}", "--out", "{tmp}/y", "--b", "2"], "--b: must be a number from 0"),
         (["index", "{sample}", "--out", "{tmp}/z", "--encoder", "nope"], "Unknown encoder"),
         (["serve", "/nonexistent/idx"], "No index at /nonexistent/idx"),
         (["loadtest", "http://example.com:80", "--queries", "{sample}"], "only targets loopback"),
