@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lsr import load_encoder
 from lsr.checks import positive_int
-from lsr.encoders import ENCODERS, FRESH, encoder_kind
+from lsr.encoders import ENCODERS, FRESH, check_options, encoder_kind, options_for
 from lsr.errors import InputError
 from lsr.eval.cache import EncodingCache, encoder_fingerprint
 from lsr.eval.datasets import Dataset, load_dataset, skips_self
@@ -68,7 +68,7 @@ def encode_cached(
     encoder_options: dict | None = None,
 ):
     """(encoder, vector file, stats, was cached) for a dataset, encoding it on a cache miss."""
-    encoder = load_encoder(spec, **(encoder_options or {}))
+    encoder = load_encoder(spec, **options_for(spec, encoder_options or {}))
     key = encoder_fingerprint(spec, encoder)
     entry = cache.get(key, dataset.fingerprint)
     if entry is not None:
@@ -191,6 +191,11 @@ def run_evaluation(
         raise InputError(
             "--index evaluates one prebuilt index: give exactly one dataset and encoder."
         )
+    if index_dir is not None and encoder_options:
+        raise InputError(
+            "--index evaluates a prebuilt index with its own encoder: encoder options "
+            f"({', '.join(encoder_options)}) cannot apply."
+        )
     positive_int(k, "k")
     parse_measures(measures)
     skips_self("", skip_self)  # a bad setting fails before any work
@@ -202,6 +207,7 @@ def run_evaluation(
         raise InputError(f"Two encoders would share a report name ({labels}); give each once.")
     for spec in specs:  # and on an unknown encoder, before hours of encoding
         encoder_kind(spec)
+    check_options(specs, encoder_options or {})  # and on an option no encoder takes
     out.mkdir(parents=True, exist_ok=True)
     cache = EncodingCache(cache_dir)
     results = []

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.sparse import decode, term_counts
-from lsr.tokenization import Tokenizer, WordTokenizer, tokenizer_from_config
+from lsr.tokenization import Tokenizer, WordTokenizer, tokenizer_by_name, tokenizer_from_config
 
 logger = logging.getLogger(__name__)
 DOC_LENGTHS = ("exact", "lucene")
@@ -40,7 +40,7 @@ class BM25Encoder:
 
     def __init__(
         self,
-        tokenizer: Tokenizer | None = None,
+        tokenizer: Tokenizer | str | None = None,
         k1: float = 0.9,
         b: float = 0.4,
         doc_length: str = "exact",
@@ -51,6 +51,8 @@ class BM25Encoder:
             raise EncoderError(
                 f"Unknown doc_length {doc_length!r}; use one of {', '.join(DOC_LENGTHS)}."
             )
+        if isinstance(tokenizer, str):  # a name: lucene, regex or a Hugging Face tokenizer
+            tokenizer = tokenizer_by_name(tokenizer)
         self.tokenizer = tokenizer if tokenizer is not None else WordTokenizer()
         self.k1 = float(k1)
         self.b = float(b)

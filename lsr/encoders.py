@@ -76,6 +76,35 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
     return "splade", text
 
 
+# Options a fresh BM25 encoder takes, and those only a model encoder has a use for: a
+# front end routes each option to the encoders it applies to and refuses one that applies to
+# none of them (an option must take effect or be refused, never be ignored).
+BM25_OPTIONS = ("k1", "b", "tokenizer", "doc_length")
+MODEL_OPTIONS = ("max_length", "max_chunks", "max_active_dims", "device")
+
+
+def options_for(spec: str | Path, options: dict) -> dict:
+    """The ``options`` that apply to the encoder ``spec`` names: BM25's to a fresh ``bm25``,
+    model options to every other encoder."""
+    kind, location = encoder_kind(spec)
+    takes = BM25_OPTIONS if kind in FRESH and not location else MODEL_OPTIONS
+    return {name: value for name, value in options.items() if name in takes}
+
+
+def check_options(specs: list[str | Path] | tuple, options: dict) -> None:
+    """An :class:`EncoderError` naming each option that none of ``specs`` takes."""
+    unused = [name for name in options if not any(name in options_for(s, options) for s in specs)]
+    unknown = [name for name in unused if name not in (*BM25_OPTIONS, *MODEL_OPTIONS)]
+    if unknown:
+        raise EncoderError(f"Unknown encoder options: {', '.join(unknown)}.")
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        what = "BM25 options" if unused[0] in BM25_OPTIONS else "options of model encoders"
+        raise EncoderError(
+            f"{flags}: {what}, which no encoder given ({', '.join(map(str, specs))}) takes."
+        )
+
+
 def load_encoder(spec: str | Path, **options):
     """Build the encoder a spec names; ``options`` go to its constructor / ``from_pretrained``."""
     kind, location = encoder_kind(spec)

@@ -33,11 +33,25 @@ def activate(x, activation: str = "log1p_relu"):
 
 
 def pick_device(device: str | None = None) -> str:
+    """``device`` after checking that torch knows it and this machine has it; without one,
+    CUDA when available, else the CPU."""
     import torch
 
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as e:
+        raise EncoderError(f"Unknown device {device!r}: use cpu, cuda, cuda:N or mps ({e}).") from e
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+    }
+    if not available.get(kind, True):
+        raise EncoderError(f"Device {device!r} is not available on this machine; use cpu.")
+    return device
 
 
 class MLMSparseModel:
@@ -90,6 +104,7 @@ class MLMSparseModel:
             raise EncoderError(
                 f"Unknown activation {kwargs['activation']!r}; use one of {', '.join(ACTIVATIONS)}."
             )
+        kwargs["device"] = pick_device(kwargs.get("device"))  # before the weights load
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
             model = transformers.AutoModelForMaskedLM.from_pretrained(str(name_or_path))

@@ -65,7 +65,12 @@ def _add_index(sub) -> None:
         "as its writer: refused while lsr serve writes to it",
     )
     _add_bm25_options(p)
-    p.add_argument("--quantization", choices=["uint8", "float32"], default="uint8")
+    p.add_argument(
+        "--quantization",
+        choices=["uint8", "float32"],
+        default="uint8",
+        help="how postings store weights: one byte per weight, or exact floats",
+    )
     p.add_argument(
         "--store",
         default="all",
@@ -74,6 +79,7 @@ def _add_index(sub) -> None:
         "_id, title, text and every other field of the record, metadata included)",
     )
     _add_model_options(p)
+    _add_threads(p, "encoding threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=commands.cmd_index)
@@ -99,12 +105,22 @@ def _add_bm25_options(p) -> None:
     )
 
 
-def _add_model_options(p) -> None:
+def _add_threads(p, what: str = "search and encoding threads") -> None:
     p.add_argument(
-        "--batch-size", type=POSITIVE_INT, default=32, help="documents per encoder batch"
+        "--threads", type=POSITIVE_INT, default=None, help=f"{what} (default: all cores)"
     )
+
+
+def _add_model_options(p, batch_size: bool = True) -> None:
+    if batch_size:
+        p.add_argument(
+            "--batch-size", type=POSITIVE_INT, default=32, help="documents per encoder batch"
+        )
     p.add_argument(
-        "--max-length", type=POSITIVE_INT, default=None, help="max tokens per document window"
+        "--max-length",
+        type=POSITIVE_INT,
+        default=None,
+        help="max tokens per document window (default: the model's setting, else 256)",
     )
     p.add_argument(
         "--max-chunks",
@@ -116,7 +132,7 @@ def _add_model_options(p) -> None:
         "--max-active-dims",
         type=POSITIVE_INT,
         default=None,
-        help="keep only the N largest weights per vector",
+        help="keep only the N largest weights per vector (default: the model's setting, else all)",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
 
@@ -128,8 +144,9 @@ def _add_encode(sub) -> None:
     p.add_argument("--out", required=True, help="the .parquet file to write")
     _add_bm25_options(p)
     _add_model_options(p)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--json", action="store_true")
+    _add_threads(p, "encoding threads")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=commands.cmd_encode)
 
 
@@ -137,7 +154,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a SPLADE or inference-free encoder from a YAML config")
     p.add_argument("config", help="training config (YAML); see examples/")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=commands.cmd_train)
 
 
@@ -186,12 +203,7 @@ def _add_search(sub) -> None:
         default=256,
         help="queries encoded and searched together with --queries (default 256)",
     )
-    p.add_argument(
-        "--threads",
-        type=POSITIVE_INT,
-        default=None,
-        help="search threads for a batch (default: all cores)",
-    )
+    _add_threads(p, "search threads for a batch of queries")
     p.add_argument(
         "--filter",
         default=None,
@@ -249,7 +261,9 @@ def _add_eval(sub) -> None:
         help="drop each query's hit on its own id, BEIR's rule for sets whose queries are "
         "documents (default auto: only on ArguAna, Quora and CQADupStack)",
     )
+    _add_bm25_options(p)
     _add_model_options(p)
+    _add_threads(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=commands.cmd_eval)
 
@@ -267,9 +281,11 @@ def _add_bench(sub) -> None:
         default=None,
         help="queries for an index target: a queries.jsonl / tsv file or a dataset",
     )
-    p.add_argument("-k", type=POSITIVE_INT, default=10)
+    p.add_argument("-k", type=POSITIVE_INT, default=10, help="hits per query")
     p.add_argument("--repeat", type=POSITIVE_INT, default=1, help="timed passes over the queries")
-    p.add_argument("--max-queries", type=POSITIVE_INT, default=None)
+    p.add_argument(
+        "--max-queries", type=POSITIVE_INT, default=None, help="use only the first N queries"
+    )
     p.add_argument(
         "--docs",
         type=POSITIVE_INT,
@@ -310,7 +326,9 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "--query-terms", type=POSITIVE_INT, default=40, help="synthetic: non-zeros per query"
     )
-    p.add_argument("--synthetic-queries", type=POSITIVE_INT, default=1000)
+    p.add_argument(
+        "--synthetic-queries", type=POSITIVE_INT, default=1000, help="synthetic: number of queries"
+    )
     p.add_argument(
         "--inference-free",
         action="store_true",
@@ -341,8 +359,15 @@ def _add_bench(sub) -> None:
         action="store_true",
         help="index target: time GET /documents and explain (the service's reads) instead",
     )
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--json", action="store_true")
+    _add_bm25_options(p)
+    _add_model_options(p, batch_size=False)
+    _add_threads(p, "threads of the batched runs and of encoding")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where encoded corpora are cached (default $LSR_CACHE or ~/.cache/lsr)",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=commands.cmd_bench)
 
 
@@ -362,8 +387,8 @@ def _add_serve(sub) -> argparse.ArgumentParser:
         help="YAML or JSON file of option values ({port: 8080, access_log: json, ...})",
     )
     p.add_argument("--encoder", default=None, help="query/document encoder (default: the index's)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=POSITIVE_INT, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=POSITIVE_INT, default=8000, help="port to listen on")
     p.add_argument(
         "--api-key",
         default=None,
@@ -387,9 +412,18 @@ def _add_serve(sub) -> argparse.ArgumentParser:
         help="requests per second allowed to requests without a key, together (default: "
         "no limit); over it they get 429 with Retry-After",
     )
-    p.add_argument("--max-k", type=POSITIVE_INT, default=1000)
-    p.add_argument("--max-batch", type=POSITIVE_INT, default=256)
-    p.add_argument("--max-body-bytes", type=POSITIVE_INT, default=8 * 2**20)
+    p.add_argument(
+        "--max-k", type=POSITIVE_INT, default=1000, help="largest k a search may ask for"
+    )
+    p.add_argument(
+        "--max-batch", type=POSITIVE_INT, default=256, help="most queries in one /search/batch"
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=POSITIVE_INT,
+        default=8 * 2**20,
+        help="largest request body accepted (then 413)",
+    )
     p.add_argument(
         "--max-explain",
         type=POSITIVE_INT,
@@ -507,7 +541,13 @@ def _add_loadtest(sub) -> None:
         "url", nargs="+", help="e.g. http://127.0.0.1:8000 (loopback only); several to compare"
     )
     p.add_argument("--queries", required=True, help="queries.jsonl / tsv file or a dataset")
-    p.add_argument("--concurrency", type=POSITIVE_INT, nargs="+", default=[8, 32])
+    p.add_argument(
+        "--concurrency",
+        type=POSITIVE_INT,
+        nargs="+",
+        default=[8, 32],
+        help="open connections, one run each",
+    )
     p.add_argument(
         "--duration",
         type=POSITIVE_FLOAT,
@@ -540,7 +580,7 @@ def _add_loadtest(sub) -> None:
     p.add_argument(
         "--max-requests", type=POSITIVE_INT, default=20_000, help="Python client: per run"
     )
-    p.add_argument("-k", type=POSITIVE_INT, default=10)
+    p.add_argument("-k", type=POSITIVE_INT, default=10, help="hits per search request")
     p.add_argument(
         "--soak",
         action="store_true",
@@ -558,7 +598,7 @@ def _add_loadtest(sub) -> None:
         "--interval", type=POSITIVE_FLOAT, default=30.0, help="soak: seconds per report line"
     )
     p.add_argument("--api-key", default=None, help="soak: the key for writes ($LSR_API_KEY)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=commands.cmd_loadtest)
 
 
@@ -573,7 +613,7 @@ def _add_check(sub) -> None:
         help="keep the log records before the damage, drop the rest (the damaged log is kept "
         "beside it); needs the writer lock",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=commands.cmd_check)
 
 
@@ -582,7 +622,7 @@ def _add_demo(sub) -> None:
     p.add_argument(
         "--out", default=None, help="where to keep the sample index (default: a temp dir)"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=commands.cmd_demo)
 
 
@@ -610,11 +650,27 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default: "(default: X)" is added where the text does
+    not say it already and the default is a value (not unset, not a flag's False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            "default" in text.lower()
+            or not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _SubcommandParsers(argparse._SubParsersAction):
-    """Subparsers that all take the common options."""
+    """Subparsers that all take the common options and show their defaults."""
 
     def add_parser(self, name, **kwargs):
         kwargs.setdefault("parents", [_common_options(suppress=True)])
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         return super().add_parser(name, **kwargs)
 
 
@@ -638,6 +694,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run the enclosed command's kernels and model on at most ``n`` threads (None: as
+    configured): Numba's pool, torch's when it is loaded, and the OpenMP and MKL pools of a
+    torch loaded inside. Restored afterwards, for callers of :func:`main` in one process."""
+    if n is None:
+        yield
+        return
+    import numba
+
+    saved_env = {var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    saved_numba = numba.get_num_threads()
+    torch = sys.modules.get("torch")
+    saved_torch = torch.get_num_threads() if torch is not None else None
+    os.environ.update(dict.fromkeys(saved_env, str(n)))
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if torch is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(saved_numba)
+        if saved_torch is not None:
+            torch.set_num_threads(saved_torch)
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -655,7 +742,10 @@ def main(argv: list[str] | None = None) -> int:
             serve_config.apply(
                 parser.serve_parser, args, sys.argv[1:] if argv is None else argv, os.environ
             )
-        with tempfile.TemporaryDirectory(prefix="lsr-") as scratch:
+        with (
+            _threads(getattr(args, "threads", None)),
+            tempfile.TemporaryDirectory(prefix="lsr-") as scratch,
+        ):
             args.scratch = Path(scratch)
             return args.func(args) or 0
     except BrokenPipeError:  # the reader of stdout went away (lsr search ... | head): not an error

@@ -8,29 +8,27 @@ import time
 from pathlib import Path
 
 from lsr import BM25Encoder, load_encoder, sample_dataset
+from lsr.encoders import BM25_OPTIONS, MODEL_OPTIONS, check_options, options_for
 from lsr.errors import InputError
 from lsr.eval import evaluate, load_dataset
 from lsr.pipeline import Searcher, encode_to_file, index_corpus, retrieve
-from lsr.tokenization import tokenizer_by_name
 
 
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
-BM25_OPTIONS = ("k1", "b", "tokenizer", "doc_length")
+def _encoder_options(args) -> dict:
+    """The encoder options given on the command line (BM25's and the model options)."""
+    names = (*BM25_OPTIONS, *MODEL_OPTIONS)
+    return {o: getattr(args, o) for o in names if getattr(args, o, None) is not None}
 
 
 def _encoder_from_args(args):
     spec = args.encoder or "bm25"  # lsr index's default
-    given = {o: getattr(args, o) for o in BM25_OPTIONS if getattr(args, o, None) is not None}
-    if spec.lower() != "bm25":
-        if given:
-            flags = ", ".join("--" + o.replace("_", "-") for o in given)
-            raise InputError(f"{flags}: BM25 options, which the encoder {spec} does not take.")
-        return load_encoder(spec)
-    tokenizer = tokenizer_by_name(given.pop("tokenizer", "lucene"))
-    return BM25Encoder(tokenizer, **given)
+    options = _encoder_options(args)
+    check_options([spec], options)
+    return load_encoder(spec, **options_for(spec, options))
 
 
 def cmd_index(args) -> int:
@@ -127,11 +125,7 @@ def cmd_eval(args) -> int:
     from lsr.eval.report import effectiveness_table, markdown_table
     from lsr.eval.runner import run_evaluation
 
-    options = {
-        name: getattr(args, name)
-        for name in ("max_length", "max_chunks", "max_active_dims", "device")
-        if getattr(args, name, None) is not None
-    }
+    options = _encoder_options(args)
     measures = args.measures or list(DEFAULT_MEASURES)
     results = run_evaluation(
         args.datasets,
@@ -193,6 +187,11 @@ def cmd_bench(args) -> int:
     from lsr.index.storage import is_index_dir
 
     is_index = is_index_dir(Path(args.target))
+    if _encoder_options(args) and (is_index or args.target in ("ingest", "synthetic")):
+        raise InputError(
+            "Encoder options (BM25's, the model's) apply to a dataset target, which is "
+            "encoded here; an index keeps its own encoder."
+        )
     if args.reads and not is_index:
         raise InputError("--reads benchmarks an index directory; build one with lsr index.")
     if args.target == "ingest":
@@ -254,7 +253,11 @@ def _bench_dataset(args, common):
     from lsr.index import IndexBuilder
 
     dataset = load_dataset(args.target)
-    encoder, vectors, _, _ = encode_cached(args.encoder, dataset, EncodingCache(args.cache_dir))
+    options = _encoder_options(args)
+    check_options([args.encoder], options)
+    encoder, vectors, _, _ = encode_cached(
+        args.encoder, dataset, EncodingCache(args.cache_dir), encoder_options=options
+    )
     index = IndexBuilder(encoder.vocab).extend(vectors.batches()).finish()
     texts = list(dataset.queries.values())[: args.max_queries or None]
     return bench_index(index, encoder.encode_queries(texts), dataset.name, **common)
