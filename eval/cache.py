@@ -39,6 +39,28 @@ def encoder_fingerprint(spec: str, encoder: Encoder) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def document_fingerprint(spec: str, encoder: Encoder) -> str | None:
+    """What identifies the document side of an encoding, for encoders that say what
+    determines their document vectors (``document_config``): the document model's files
+    and those settings. Two specs with the same one (a SPLADE model and its inference-free
+    variant) encode a corpus identically. None for other encoders."""
+    settings = getattr(encoder, "document_config", None)
+    if settings is None:
+        return None
+    location = str(spec).split(":", 1)[-1]
+    parts: dict = {"documents": settings, "model": location}
+    folder = Path(location)
+    if folder.is_dir():
+        parts["model"] = str(folder.resolve())
+        parts["files"] = sorted(
+            (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")
+            if p.is_file()
+        )
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    return "docs-" + digest.hexdigest()[:16]
+
+
 @dataclass
 class CacheEntry:
     path: Path

@@ -121,10 +121,7 @@ def load_ir_dataset(dataset_id: str) -> Dataset:
         raise _not_downloaded(dataset_id, e) from e
 
     def documents() -> Iterator[Document]:
-        for d in ds.docs_iter():
-            yield Document(
-                id=d.doc_id, text=getattr(d, "text", ""), title=getattr(d, "title", "") or ""
-            )
+        return _documents_of(ds, dataset_id)
 
     return Dataset(
         name=dataset_id,
@@ -166,6 +163,51 @@ def load_topics(spec: str | Path) -> dict[str, str]:
         return {q.query_id: q.text for q in ds.queries_iter()}
     except Exception as e:  # ir_datasets raises plain RuntimeError/IOError on failed downloads
         raise _not_downloaded(str(spec), e) from e
+
+
+def _documents_of(ds, dataset_id: str) -> Iterator[Document]:
+    try:
+        for d in ds.docs_iter():
+            yield Document(
+                id=d.doc_id, text=getattr(d, "text", ""), title=getattr(d, "title", "") or ""
+            )
+    except Exception as e:  # ir_datasets raises plain RuntimeError/IOError on failed downloads
+        raise _not_downloaded(dataset_id, e) from e
+
+
+class IRDatasetsCorpus:
+    """The documents of an ir_datasets id, read as they are iterated; ``str()`` is the id
+    (what an index records as its corpus)."""
+
+    def __init__(self, dataset_id: str) -> None:
+        import ir_datasets
+
+        try:
+            self.dataset = ir_datasets.load(dataset_id)
+        except KeyError as e:
+            raise CorpusError(
+                f"Corpus {dataset_id!r} is neither a file, a folder nor an ir_datasets id "
+                "(e.g. beir/scifact, cranfield)."
+            ) from e
+        if not self.dataset.has_docs():
+            raise CorpusError(f"ir_datasets {dataset_id!r} has no documents.")
+        self.dataset_id = dataset_id
+
+    def __iter__(self) -> Iterator[Document]:
+        return _documents_of(self.dataset, self.dataset_id)
+
+    def __str__(self) -> str:
+        return self.dataset_id
+
+
+def corpus_source(spec: str | Path) -> str | Path | IRDatasetsCorpus:
+    """What ``lsr index`` and ``lsr encode`` read: a path as it is (a BEIR folder, a JSONL,
+    TSV or Parquet file), anything else that is not path-like as an ir_datasets id, the
+    same corpus specs ``lsr eval`` and ``lsr bench`` take."""
+    text = str(spec)
+    if Path(text).exists() or Path(text).suffix or text.startswith((".", "/", "~")):
+        return spec
+    return IRDatasetsCorpus(text)
 
 
 def load_dataset(spec: str | Path, split: str = "test") -> Dataset:

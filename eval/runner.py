@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lsr import load_encoder
 from lsr.checks import positive_int
 from lsr.encoders import ENCODERS, FRESH, check_options, encoder_kind, options_for
+from lsr.encoding import prepare
 from lsr.errors import InputError
-from lsr.eval.cache import EncodingCache, encoder_fingerprint
+from lsr.eval.cache import EncodingCache, document_fingerprint, encoder_fingerprint
 from lsr.eval.datasets import Dataset, load_dataset, skips_self
 from lsr.eval.efficiency import latency, sparsity, warm_up
-from lsr.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures
+from lsr.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures, per_query
+from lsr.eval.provenance import encoder_provenance
 from lsr.eval.runs import write_trec_run
 from lsr.index import LiveIndex
 from lsr.pipeline import Searcher, build_index, encode_to_file, rank
 
 logger = logging.getLogger(__name__)
+RECALL_DEPTHS = (1, 5, 10, 20, 50, 100, 200, 500, 1000)  # the report's recall@k curve
 
 
 @dataclass
@@ -40,6 +44,10 @@ class EvalResult:
     cached_encoding: bool = False
     skip_self: bool = False  # whether hits on the query's own id were dropped (BEIR's rule)
     notes: list[str] = field(default_factory=list)
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)  # measure -> qid -> v
+    recall_curve: dict[str, float] = field(default_factory=dict)  # "k" -> mean recall@k
+    dataset_info: dict = field(default_factory=dict)  # id / path, split, judged queries
+    encoder_info: dict = field(default_factory=dict)  # lsr.eval.provenance.encoder_provenance
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,13 +75,26 @@ def encode_cached(
     progress: bool = False,
     encoder_options: dict | None = None,
 ):
-    """(encoder, vector file, stats, was cached) for a dataset, encoding it on a cache miss."""
+    """(encoder, vector file, stats, was cached) for a dataset, encoding it on a cache miss.
+
+    Encoders whose documents go through the same model with the same settings (a SPLADE
+    model and its inference-free variant) share one encoding of the corpus: it is cached
+    under the document side's fingerprint, and an encoder that needs corpus statistics for
+    its queries (an IDF table) is fitted on the documents' text."""
     encoder = load_encoder(spec, **options_for(spec, encoder_options or {}))
     key = encoder_fingerprint(spec, encoder)
     entry = cache.get(key, dataset.fingerprint)
     if entry is not None:
         logger.info("using cached encoding %s", entry.path)
         return entry.encoder(), entry.vectors, entry.stats, True
+    shared_key = document_fingerprint(spec, encoder)
+    if shared_key is not None:
+        key = shared_key
+        entry = cache.get(key, dataset.fingerprint)
+        if entry is not None:
+            logger.info("using the cached document encoding %s", entry.path)
+            prepare(encoder, list(dataset.documents()), progress)
+            return encoder, entry.vectors, entry.stats, True
 
     def write(tmp: Path) -> None:
         _, stats = encode_to_file(
@@ -141,7 +162,10 @@ def evaluate_one(
     run_file = out / "runs" / f"{_slug(label)}__{_slug(dataset.name)}.trec"
     run_file.parent.mkdir(parents=True, exist_ok=True)
     write_trec_run(run_file, run, _slug(label))
-    metrics = evaluate(run, dataset.qrels, measures)
+    scores = per_query(run, dataset.qrels, measures)
+    metrics = {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in scores.items()}
+    depths = [d for d in RECALL_DEPTHS if d <= k]
+    recall = evaluate(run, dataset.qrels, [f"R@{d}" for d in depths])
     efficiency = {
         "index_bytes": sum(p.stat().st_size for p in Path(index_dir).rglob("*.arrow")),
         "build_seconds": build_seconds,
@@ -163,6 +187,16 @@ def evaluate_one(
         index_dir=str(index_dir),
         cached_encoding=cached,
         skip_self=drop_self,
+        per_query=scores,
+        recall_curve={str(d): recall[f"R@{d}"] for d in depths},
+        dataset_info={
+            "dataset": dataset.name,
+            "source": str(dataset.corpus_path.parent) if dataset.corpus_path else dataset.name,
+            "split": dataset.split,
+            "judged_queries": len(dataset.qrels),
+            "k": k,
+        },
+        encoder_info=encoder_provenance(spec, encoder),
     )
     logger.info("%s on %s: %s", label, dataset.name, metrics)
     return result
@@ -181,8 +215,13 @@ def run_evaluation(
     progress: bool = False,
     encoder_options: dict | None = None,
     skip_self: str = "auto",
+    baseline: str | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> list[EvalResult]:
-    """Every encoder on every dataset; writes the runs and ``report.{json,md,html}`` to ``out``."""
+    """Every encoder on every dataset; writes the runs and the report (``report.json``,
+    ``.md``, ``.html``, ``.tex``, per-query scores, figures) to ``out``. ``baseline`` (an
+    encoder's label; default ``bm25`` when evaluated, else the first) is what every other
+    encoder is tested against; ``stage`` receives a line as each step starts."""
     from lsr.eval.report import write_report
 
     if not datasets or not encoders:
@@ -205,28 +244,39 @@ def run_evaluation(
     labels = [encoder_label(s) for s in specs]
     if len(set(labels)) != len(labels):
         raise InputError(f"Two encoders would share a report name ({labels}); give each once.")
+    if baseline is None:
+        baseline = "bm25" if "bm25" in labels else labels[0]
+    elif baseline not in labels:
+        raise InputError(
+            f"--baseline {baseline!r} is not among the encoders evaluated ({', '.join(labels)})."
+        )
+    say = stage or logger.info
     for spec in specs:  # and on an unknown encoder, before hours of encoding
         encoder_kind(spec)
     check_options(specs, encoder_options or {})  # and on an option no encoder takes
     out.mkdir(parents=True, exist_ok=True)
     cache = EncodingCache(cache_dir)
     results = []
-    for spec in specs:
-        for dataset in loaded:
-            results.append(
-                evaluate_one(
-                    spec,
-                    dataset,
-                    out,
-                    cache,
-                    k=k,
-                    measures=measures,
-                    batch_size=batch_size,
-                    index_dir=Path(index_dir) if index_dir else None,
-                    progress=progress,
-                    encoder_options=encoder_options,
-                    skip_self=skip_self,
-                )
-            )
-    write_report(results, out, measures)
+    steps = len(specs) * len(loaded)
+    for i, (spec, dataset) in enumerate(itertools.product(specs, loaded), 1):
+        say(
+            f"[{i}/{steps}] {encoder_label(spec)} on {dataset.name}: encode (or reuse), "
+            f"index, search {len(dataset.queries):,} queries"
+        )
+        result = evaluate_one(
+            spec,
+            dataset,
+            out,
+            cache,
+            k=k,
+            measures=measures,
+            batch_size=batch_size,
+            index_dir=Path(index_dir) if index_dir else None,
+            progress=progress,
+            encoder_options=encoder_options,
+            skip_self=skip_self,
+        )
+        results.append(result)
+    say(f"report: {len(results)} runs, significance against {baseline} -> {out}")
+    write_report(results, out, measures, baseline)
     return results

@@ -22,6 +22,7 @@ ENCODERS: dict[str, str] = {
     "bm25": "lsr.bm25:BM25Encoder",
     "splade": "lsr.splade:SpladeEncoder",
     "inference-free": "lsr.inference_free:InferenceFreeEncoder",
+    "pretokenized": "lsr.pretokenized:PretokenizedEncoder",
 }
 FRESH = ("bm25",)  # types a bare name builds, unfitted, with the options given
 

@@ -22,10 +22,15 @@ _SHADOWED = "kernels"  # folder names of the checkout that are also installed pa
 
 
 def import_transformers() -> ModuleType:
-    """The ``transformers`` module, imported with the checkout's folders out of the way."""
-    if "transformers" not in sys.modules:
+    """The ``transformers`` module, imported with the checkout's folders out of the way;
+    its own progress bars (loading weights) only on a terminal, never in logs."""
+    first = "transformers" not in sys.modules
+    if first:
         _import_without_checkout(_SHADOWED)
-    return importlib.import_module("transformers")
+    module = importlib.import_module("transformers")
+    if first and not sys.stderr.isatty():
+        module.utils.logging.disable_progress_bar()
+    return module
 
 
 def _import_without_checkout(name: str) -> None:

@@ -269,6 +269,13 @@ class DocumentModelEncoder:
 
         return decode(vector, self.vocab, top_k)
 
+    @property
+    def document_config(self) -> dict:
+        """The settings that determine the document vectors, whatever the query side does:
+        encoders with equal ones over the same document model encode documents alike (a
+        SPLADE model and its inference-free variant), so an evaluation encodes them once."""
+        return {k: v for k, v in self._config().items() if k != "type"}
+
     def _config(self, **extra) -> dict:
         """The ``encoder.json`` content: type, document model settings, pruning, ``extra``."""
         return {

@@ -10,11 +10,11 @@ combined with the weights of the training config's ``teachers:``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lsr.corpus import json_records
 from lsr.errors import CorpusError
 
 logger = logging.getLogger(__name__)
@@ -34,32 +34,20 @@ def read_triples(path: str | Path) -> list[TrainingExample]:
     if not path.is_file():
         raise CorpusError(f"Training file {path} does not exist.")
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{where}: not valid JSON ({e.msg}).") from e
-            if (
-                not isinstance(rec, dict)
-                or not isinstance(rec.get("query"), str)
-                or not isinstance(rec.get("positive"), str)
-            ):
-                raise CorpusError(f"{where}: needs string fields 'query' and 'positive'.")
-            negs = rec.get("negatives", [])
-            if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
-                raise CorpusError(f"{where}: 'negatives' must be a list of strings.")
-            scores = rec.get("scores")
-            lists = list(scores.values()) if isinstance(scores, dict) and scores else [scores]
-            if scores is not None and not all(_score_list(s, 1 + len(negs)) for s in lists):
-                raise CorpusError(
-                    f"{where}: 'scores' must hold one number per positive and negative "
-                    "(a list, or one list per teacher name)."
-                )
-            examples.append(TrainingExample(rec["query"], rec["positive"], negs, scores))
+    for where, rec in json_records(path, "query, positive and negatives"):
+        if not isinstance(rec.get("query"), str) or not isinstance(rec.get("positive"), str):
+            raise CorpusError(f"{where}: needs string fields 'query' and 'positive'.")
+        negs = rec.get("negatives", [])
+        if not isinstance(negs, list) or not all(isinstance(n, str) for n in negs):
+            raise CorpusError(f"{where}: 'negatives' must be a list of strings.")
+        scores = rec.get("scores")
+        lists = list(scores.values()) if isinstance(scores, dict) and scores else [scores]
+        if scores is not None and not all(_score_list(s, 1 + len(negs)) for s in lists):
+            raise CorpusError(
+                f"{where}: 'scores' must hold one number per positive and negative "
+                "(a list, or one list per teacher name)."
+            )
+        examples.append(TrainingExample(rec["query"], rec["positive"], negs, scores))
     if not examples:
         raise CorpusError(f"{path} holds no training examples.")
     return examples

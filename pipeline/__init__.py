@@ -14,6 +14,7 @@ from lsr.pipeline.indexing import (
     encode_corpus_into,
     encode_to_file,
     index_corpus,
+    index_pretokenized,
     read_documents,
 )
 from lsr.pipeline.searching import Searcher, rank, retrieve, search_topics
@@ -26,6 +27,7 @@ __all__ = [
     "encode_corpus_into",
     "encode_to_file",
     "index_corpus",
+    "index_pretokenized",
     "rank",
     "read_documents",
     "retrieve",

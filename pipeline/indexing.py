@@ -73,6 +73,11 @@ def read_documents(
         docs = list(tqdm(source, desc="read corpus", unit="doc", disable=not progress))
     if not docs:
         raise InputError(f"The corpus {corpus} has no documents.")
+    if not any(d.contents.strip() for d in docs):
+        raise InputError(
+            f"The corpus {corpus} has {len(docs):,} documents, all with empty title and text: "
+            "nothing to index."
+        )
     return docs
 
 
@@ -189,6 +194,10 @@ def index_corpus(
     else:
         docs = read_documents(corpus, progress)
         index, stats = encode_corpus_into(docs, encoder, write, batch_size, progress)
+    return _summary(out, index, stats, t0)
+
+
+def _summary(out: Path, index: Index, stats: EncodingStats, t0: float) -> IndexingSummary:
     total = time.perf_counter() - t0
     summary = IndexingSummary(
         path=str(out),
@@ -203,3 +212,58 @@ def index_corpus(
     )
     logger.info(summary.line())
     return summary
+
+
+def index_pretokenized(
+    corpus: str | Path,
+    out: str | Path,
+    encoder=None,
+    quantization: str = "uint8",
+    batch_size: int = 10_000,
+    overwrite: bool = False,
+    progress: bool = False,
+    store: StoreSpec | str | None = "all",
+) -> IndexingSummary:
+    """Index documents that carry their own term weights (Pyserini's JsonVectorCollection,
+    see :mod:`lsr.pretokenized`) without encoding them.
+
+    With ``encoder`` every term must be in its vocabulary (queries go through it); without,
+    the vocabulary is the corpus's terms in order of appearance and the collection's encoder
+    a :class:`~lsr.pretokenized.PretokenizedEncoder`. Written atomically, as
+    :func:`index_corpus` writes."""
+    from lsr.pretokenized import PretokenizedEncoder, read_vector_corpus, vectors_to_rows
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
+    t0 = time.perf_counter()
+    records = list(
+        tqdm(read_vector_corpus(corpus), desc="read vectors", unit="doc", disable=not progress)
+    )
+    if not records:
+        raise InputError(f"The pretokenized corpus {corpus} has no documents.")
+    if encoder is None:
+        terms = dict.fromkeys(t for _, vector in records for t in vector)
+        if not terms:
+            raise InputError(f"The pretokenized corpus {corpus} has no terms in any vector.")
+        encoder = PretokenizedEncoder(list(terms))
+    ids = {t: i for i, t in enumerate(encoder.vocab)}
+    for doc, vector in records:
+        unknown = next((t for t in vector if t not in ids), None)
+        if unknown is not None:
+            raise InputError(
+                f"{corpus}: document {doc.id} has the term {unknown!r}, which the encoder's "
+                f"vocabulary ({len(ids):,} terms) lacks; index without --encoder to use the "
+                "corpus's own terms."
+            )
+    docs = [doc for doc, _ in records]
+
+    def batches():
+        for lo in range(0, len(records), batch_size):
+            chunk = records[lo : lo + batch_size]
+            rows = vectors_to_rows([v for _, v in chunk], ids, len(ids))
+            yield rows, [d.id for d, _ in chunk]
+
+    meta = {"corpus": str(corpus), "pretokenized": True}
+    index = build_index(batches(), encoder, out, quantization, overwrite, meta, docs, store)
+    return _summary(out, index, EncodingStats(), t0)

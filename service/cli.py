@@ -49,7 +49,9 @@ UNIT_FLOAT = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 def _add_index(sub) -> None:
     p = sub.add_parser("index", help="encode a corpus and build an index")
     p.add_argument(
-        "corpus", help="BEIR folder, .jsonl ({_id,title,text}), .tsv, or .parquet from lsr encode"
+        "corpus",
+        help="BEIR folder, .jsonl ({_id,title,text}), .tsv, .parquet from lsr encode, or an "
+        "ir_datasets id (beir/scifact, cranfield)",
     )
     p.add_argument(
         "--encoder",
@@ -63,6 +65,14 @@ def _add_index(sub) -> None:
         action="store_true",
         help="add the corpus to the existing collection --out (ids it holds are replaced), "
         "as its writer: refused while lsr serve writes to it",
+    )
+    p.add_argument(
+        "--pretokenized",
+        action="store_true",
+        help="the corpus carries its own term weights (Pyserini's JsonVectorCollection: "
+        '{"id", "contents", "vector": {term: weight}} per line, a file or a folder of '
+        ".jsonl); indexed as they are; queries are white-space separated terms unless "
+        "--encoder gives the query encoder (whose vocabulary must hold every term)",
     )
     _add_bm25_options(p)
     p.add_argument(
@@ -139,7 +149,9 @@ def _add_model_options(p, batch_size: bool = True) -> None:
 
 def _add_encode(sub) -> None:
     p = sub.add_parser("encode", help="encode a corpus to a Parquet file of sparse vectors")
-    p.add_argument("corpus", help="BEIR folder, .jsonl or .tsv file")
+    p.add_argument(
+        "corpus", help="BEIR folder, .jsonl or .tsv file, or an ir_datasets id (cranfield)"
+    )
     p.add_argument("--encoder", required=True, help="model folder, Hub id, saved encoder or bm25")
     p.add_argument("--out", required=True, help="the .parquet file to write")
     _add_bm25_options(p)
@@ -253,6 +265,12 @@ def _add_eval(sub) -> None:
         "--cache-dir",
         default=None,
         help="where encoded corpora are cached (default $LSR_CACHE or ~/.cache/lsr)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="the encoder every other is tested against (its report name, e.g. bm25; "
+        "default: bm25 when evaluated, else the first --encoder)",
     )
     p.add_argument(
         "--skip-self",

@@ -11,6 +11,7 @@ from lsr import BM25Encoder, load_encoder, sample_dataset
 from lsr.encoders import BM25_OPTIONS, MODEL_OPTIONS, check_options, options_for
 from lsr.errors import InputError
 from lsr.eval import evaluate, load_dataset
+from lsr.eval.datasets import corpus_source
 from lsr.pipeline import Searcher, encode_to_file, index_corpus, retrieve
 
 
@@ -33,6 +34,10 @@ def _encoder_from_args(args):
 
 def cmd_index(args) -> int:
     if args.append:
+        if args.pretokenized:
+            raise InputError(
+                "--append encodes with the collection's encoder; --pretokenized cannot add to it."
+            )
         if args.encoder is not None or args.overwrite:
             raise InputError(
                 "--append adds to a collection with the encoder it was built with; "
@@ -41,7 +46,7 @@ def cmd_index(args) -> int:
         from lsr.pipeline.appending import append_corpus
 
         summary = append_corpus(
-            args.corpus, args.out, args.batch_size, progress=sys.stderr.isatty()
+            corpus_source(args.corpus), args.out, args.batch_size, progress=sys.stderr.isatty()
         )
     else:
         summary = _index_new(args)
@@ -53,9 +58,25 @@ def cmd_index(args) -> int:
 
 
 def _index_new(args):
+    if args.pretokenized:
+        from lsr.pipeline import index_pretokenized
+
+        options = _encoder_options(args)
+        if args.encoder is None and options:
+            flags = ", ".join("--" + o.replace("_", "-") for o in options)
+            raise InputError(f"{flags}: encoder options, and --pretokenized encodes nothing.")
+        return index_pretokenized(
+            args.corpus,
+            args.out,
+            encoder=None if args.encoder is None else _encoder_from_args(args),
+            quantization=args.quantization,
+            overwrite=args.overwrite,
+            progress=sys.stderr.isatty(),
+            store=args.store,
+        )
     encoder = _encoder_from_args(args)
     return index_corpus(
-        args.corpus,
+        corpus_source(args.corpus),
         encoder,
         args.out,
         quantization=args.quantization,
@@ -80,7 +101,12 @@ def cmd_encode(args) -> int:
     encoder = _encoder_from_args(args)
     t = time.perf_counter()
     rows, stats = encode_to_file(
-        args.corpus, encoder, out, args.batch_size, _progress(), label=str(args.encoder)
+        corpus_source(args.corpus),
+        encoder,
+        out,
+        args.batch_size,
+        _progress(),
+        label=str(args.encoder),
     )
     summary = {
         "path": str(out),
@@ -140,12 +166,17 @@ def cmd_eval(args) -> int:
         progress=_progress(),
         encoder_options=options,
         skip_self=args.skip_self,
+        baseline=args.baseline,
+        stage=lambda line: print(f"lsr eval: {line}", file=sys.stderr, flush=True),
     )
     if args.json:
         _print_json([r.to_dict() for r in results])
         return 0
     print(markdown_table(*effectiveness_table(results, measures)))
-    print(f"report: {Path(args.out) / 'report.md'} (also report.json, report.html, runs/)")
+    print(
+        f"report: {Path(args.out) / 'report.md'} (also report.html, report.tex, report.json, "
+        "per_query.tsv, figures/, runs/)"
+    )
     return 0
 
 
@@ -423,7 +454,7 @@ def _hits_table(query: str, hits: list[tuple[str, float]], documents=None) -> st
 
 
 def _snippet(document: dict) -> str:
-    title = str(document.get("title") or "").strip()
+    title = " ".join(str(document.get("title") or "").split())
     text = " ".join(str(document.get("text") or "").split())
     if len(text) > SNIPPET_CHARS:
         text = text[: SNIPPET_CHARS - 3].rsplit(" ", 1)[0] + "..."
