@@ -33,17 +33,21 @@ _STEP4 = (
     "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent",
     "ion", "ou", "ism", "ate", "iti", "ous", "ive", "ize",
 )  # fmt: skip
-# The reference implementation dispatches each step on one letter of the word and tries
-# only the rules for that letter; grouped the same way, the first matching rule wins.
-_STEP2_BY = {}
-for _suffix, _to in _STEP2:
-    _STEP2_BY.setdefault(_suffix[-2], []).append((_suffix, _to))
-_STEP3_BY = {}
-for _suffix, _to in _STEP3:
-    _STEP3_BY.setdefault(_suffix[-1], []).append((_suffix, _to))
-_STEP4_BY = {}
-for _suffix in _STEP4:
-    _STEP4_BY.setdefault(_suffix[-2], []).append(_suffix)
+
+
+def _by_letter(rules, letter_of) -> dict:
+    """The reference implementation dispatches each step on one letter of the word and tries
+    only the rules for that letter; grouped the same way (in order), the first rule whose
+    suffix matches wins."""
+    groups: dict = {}
+    for rule in rules:
+        groups.setdefault(letter_of(rule), []).append(rule)
+    return groups
+
+
+_STEP2_BY = _by_letter(_STEP2, lambda rule: rule[0][-2])  # on the last letter but one
+_STEP3_BY = _by_letter(_STEP3, lambda rule: rule[0][-1])  # on the last letter
+_STEP4_BY = _by_letter(_STEP4, lambda suffix: suffix[-2])
 
 
 def _consonant(word: str, i: int) -> bool:

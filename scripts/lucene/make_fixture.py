@@ -15,6 +15,7 @@ numbers, hyphens, URLs, e-mail addresses, possessives, scripts other than Latin,
 tokens; random joins of such pieces with every kind of separator (fixed seed); and words built
 from stems and suffixes so that every rule of the Porter stemmer is exercised. The fixture
 also holds the document length Lucene's BM25 scores with (its one-byte norm) for 0..LENGTHS.
+``--check FOLDER...`` compares instead every document and query of BEIR folders.
 """
 
 from __future__ import annotations
@@ -130,12 +131,43 @@ def lucene(jar: Path, java: str, mode: str, arg) -> list:
         return json.loads(dst.read_text(encoding="utf-8"))
 
 
+def check(folders: list[Path], jar: Path, java: str) -> None:
+    """Compare lsr's terms with Lucene's over every document and query of BEIR folders."""
+    from lsr.lucene_analyzer import analyze
+
+    for folder in folders:
+        texts = []
+        for name in ("corpus.jsonl", "queries.jsonl"):
+            with open(folder / name, encoding="utf-8") as f:
+                for line in f:
+                    record = json.loads(line)
+                    texts.append(f"{record.get('title', '')} {record['text']}".strip())
+        expected = lucene(jar, java, "tokens", texts)
+        differ = sum(analyze(t) != e for t, e in zip(texts, expected, strict=True))
+        tokens = sum(map(len, expected))
+        print(
+            f"{folder.name}: {len(texts):,} texts, {tokens:,} Lucene terms, {differ} texts differ"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jar", required=True, type=Path, help="the Anserini fatjar")
     parser.add_argument("--java", default="java", help="a Java 21+ executable")
     parser.add_argument("--out", type=Path, default=FIXTURE)
+    parser.add_argument(
+        "--check",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="BEIR_FOLDER",
+        help="instead of writing the fixture, compare every document and query of these "
+        "folders with Lucene",
+    )
     args = parser.parse_args()
+    if args.check:
+        check(args.check, args.jar, args.java)
+        return
     texts = strings()
     fixture = {
         "source": f"Anserini DefaultEnglishAnalyzer.newDefaultInstance() ({args.jar.name})",
