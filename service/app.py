@@ -57,6 +57,7 @@ def create_app(
     access_log: str | None = None,
     cors_origins: Sequence[str] = (),
     worker: WorkerPlace | None = None,
+    search_threads: int | None = None,
 ) -> Gateway:
     """The ASGI app serving the collection at ``index_dir`` (with its saved encoder unless
     ``encoder``): a :class:`~lsr.service.gateway.Gateway` in front of the FastAPI app
@@ -66,6 +67,8 @@ def create_app(
     releases (every scope); ``protect_reads`` asks a key for reads too. ``access_log``:
     None, ``"text"`` or ``"json"`` lines on the ``lsr.access`` logger. ``cors_origins``:
     the browser origins allowed to call the API (none by default; ``["*"]`` for any).
+    ``search_threads``: the pool that runs searches too large for the event loop (default:
+    one per core).
 
     The app is the collection's writer (it holds the writer lock until shutdown; new
     segments are flushed every ``flush_threshold`` documents and merged in the background)
@@ -113,7 +116,8 @@ def create_app(
         raise
     metrics = Metrics(live.stats, worker.workers_file if worker else None)
     state = ServiceState(live, enc, limits, keys, read_only, unknown_words=unknown_words,
-                         encode_pool=pool, metrics=metrics, worker=worker)  # fmt: skip
+                         encode_pool=pool, metrics=metrics, worker=worker,
+                         search_threads=search_threads)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

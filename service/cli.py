@@ -430,6 +430,7 @@ def _add_serve(sub) -> argparse.ArgumentParser:
         help="requests per second allowed to requests without a key, together (default: "
         "no limit); over it they get 429 with Retry-After",
     )
+    _add_threads(p, "search threads of each server process")
     p.add_argument(
         "--max-k", type=POSITIVE_INT, default=1000, help="largest k a search may ask for"
     )

@@ -327,6 +327,7 @@ def cmd_serve(args) -> int:
             "unknown_words": args.unknown_words,
             "access_log": None if args.access_log == "off" else args.access_log,
             "cors_origins": args.cors_origin or [],
+            "search_threads": args.threads,
         }
         run_options = {
             "parser": default_parser() if args.http == "auto" else args.http,

@@ -88,6 +88,7 @@ class ServiceState:
     encode_pool: EncodePool | None = None  # document encoding in worker processes, if any
     metrics: Metrics | None = None
     worker: WorkerPlace | None = None  # with several worker processes: this one's place
+    search_threads: int | None = None  # the search thread pool's size (None: the cores)
     _stop: threading.Event = field(default_factory=threading.Event)
     _refresher: threading.Thread | None = None
 
@@ -105,7 +106,7 @@ class ServiceState:
         self.batcher = None
         if getattr(self.encoder, "queries_need_model", True):
             self.batcher = QueryBatcher(self.encoder, self.metrics, self.limits.max_batch)
-        self.search_threads = os.cpu_count() or 2
+        self.search_threads = self.search_threads or os.cpu_count() or 2
         self.executor = ThreadPoolExecutor(self.search_threads, thread_name_prefix="lsr-search")
 
     # ---- searches ------------------------------------------------------------------------

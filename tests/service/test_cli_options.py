@@ -144,3 +144,12 @@ def test_every_option_has_help_and_shows_its_default():
             if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
                 shown = formatter._get_help_string(action) % {"default": action.default}
                 assert "default" in shown.lower(), (name, action.option_strings)
+
+
+def test_bench_encodes_a_dataset_with_bm25_options(tmp_path, capsys):
+    argv = ["bench", str(sample_dataset()), "--k1", "2.0", "--tokenizer", "regex", "--no-peers"]
+    argv += ["--no-clustered", "--no-approximate", "--json", "--cache-dir", str(tmp_path)]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["n_queries"] == 40
+    [saved] = [json.loads(p.read_text()) for p in tmp_path.glob("*/encoder/encoder.json")]
+    assert saved["k1"] == 2.0 and saved["tokenizer"]["analyzer"] == "regex"

@@ -59,8 +59,9 @@ class LoggedServer(Server):
 @pytest.fixture
 def secured(index_dir, keys_file):
     srv = LoggedServer(
-        index_dir, "--api-keys-file", str(keys_file), "--access-log", "json", "--read-only"
-    ).start()
+        index_dir, "--api-keys-file", str(keys_file), "--access-log", "json", "--read-only",
+        "--threads", "1",
+    ).start()  # fmt: skip
     yield srv
     srv.stop()
 
@@ -70,6 +71,7 @@ def test_startup_line_access_log_and_request_ids(secured):
     assert first.startswith(f"lsr serve: http://127.0.0.1:{secured.port} | collection ")
     assert "300 documents" in first and "encoder bm25" in first
     assert "auth on (3 keys, for writes)" in first and "read-only" in first
+    assert "| 1 search threads |" in first  # --threads
 
     c = httpx.Client(base_url=secured.url, timeout=30)
     r = c.post("/search", json={"query": "honey bees", "k": 4}, headers={"X-Request-Id": "abc-1"})
