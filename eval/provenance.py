@@ -7,6 +7,7 @@ settings and which exact model files produced each figure, on what machine and w
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import platform
@@ -53,9 +54,11 @@ def hardware() -> dict:
     }
 
 
+@functools.lru_cache(maxsize=32)
 def folder_hash(folder: str | Path) -> str:
     """sha256 over the names and contents of every file under ``folder`` (name order): two
-    model folders with the same hash hold the same model."""
+    model folders with the same hash hold the same model. Computed once per folder and
+    process (an evaluation names the same model for every dataset)."""
     digest = hashlib.sha256()
     root = Path(folder)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -75,7 +78,7 @@ def encoder_provenance(spec: str, encoder) -> dict:
     location = str(spec).split(":", 1)[-1] if ":" in str(spec) else str(spec)
     if Path(location).is_dir():
         info["model_path"] = str(Path(location).resolve())
-        info["model_sha256"] = folder_hash(location)
+        info["model_sha256"] = folder_hash(str(Path(location).resolve()))
     elif info["type"] not in ("bm25", "pretokenized"):
         info["model_path"] = f"hub:{location}"
     return info

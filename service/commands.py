@@ -38,10 +38,10 @@ def cmd_index(args) -> int:
             raise InputError(
                 "--append encodes with the collection's encoder; --pretokenized cannot add to it."
             )
-        if args.encoder is not None or args.overwrite:
+        if args.encoder is not None or args.overwrite or _encoder_options(args):
             raise InputError(
                 "--append adds to a collection with the encoder it was built with; "
-                "drop --encoder and --overwrite."
+                "drop --encoder, --overwrite and encoder options."
             )
         from lsr.pipeline.appending import append_corpus
 

@@ -98,6 +98,7 @@ def test_index_keeps_the_options_in_its_encoder(tmp_path, corpus, model, capsys)
             "--k1: BM25 options",
         ),  # fmt: skip
         (["bench", "{tmp}", "--k1", "2"], "apply to a dataset target"),
+        (["index", "{corpus}", "--out", "{tmp}", "--append", "--k1", "2"], "--append adds"),
     ],
 )
 def test_options_that_cannot_apply_are_refused(tmp_path, corpus, model, capsys, argv, message):
