@@ -151,3 +151,29 @@ def test_splade_tiny_expands_queries_as_trained():
     assert {"capital", "france"} <= set(terms[:3])
     assert "paris" in terms and "french" in terms[:5]
     assert "[CLS]" not in terms and "[SEP]" not in terms
+
+
+def test_the_vocabulary_head_runs_on_real_tokens_only(tiny_mlm, monkeypatch):
+    """A batch of texts of different lengths gives the same pooled logits whether the head
+    runs on the real tokens (the split path) or the whole model runs over the padding."""
+    import lsr.mlm
+
+    m = load_encoder(tiny_mlm).doc_model
+    assert m._split is not None  # BertForMaskedLM: encoder and head
+    windows, _ = m._windows(TEXTS, m.max_length)
+    ids, mask = m._tensors(windows)
+    assert (mask == 0).any()  # there is padding to leave out
+    with torch.inference_mode():
+        whole = m._max_logits(ids, mask, None)
+        split = m._max_logits(ids, mask, m._split)
+    assert torch.allclose(whole, split, atol=1e-5)
+    # a head that is not the model's own fails the check at load, and the model runs whole
+    monkeypatch.setattr(lsr.mlm, "_body_and_head", lambda model: (model.bert, lambda h: h @ h.T))
+    assert load_encoder(tiny_mlm).doc_model._split is None
+
+
+def test_gradients_flow_through_the_split_head(tiny_mlm):
+    m = load_encoder(tiny_mlm).doc_model
+    m.model.train()
+    m.forward(TEXTS).sum().backward()
+    assert m.model.cls.predictions.transform.dense.weight.grad.abs().sum() > 0
