@@ -74,8 +74,10 @@ def encode_cached(
     batch_size: int = 32,
     progress: bool = False,
     encoder_options: dict | None = None,
+    stage: Callable[[str], None] = logger.info,
 ):
-    """(encoder, vector file, stats, was cached) for a dataset, encoding it on a cache miss.
+    """(encoder, vector file, stats, was cached) for a dataset, encoding it on a cache miss;
+    ``stage`` hears which of the three happens.
 
     Encoders whose documents go through the same model with the same settings (a SPLADE
     model and its inference-free variant) share one encoding of the corpus: it is cached
@@ -85,16 +87,18 @@ def encode_cached(
     key = encoder_fingerprint(spec, encoder)
     entry = cache.get(key, dataset.fingerprint)
     if entry is not None:
-        logger.info("using cached encoding %s", entry.path)
+        stage(f"  using the cached encoding {entry.path}")
         return entry.encoder(), entry.vectors, entry.stats, True
     shared_key = document_fingerprint(spec, encoder)
     if shared_key is not None:
         key = shared_key
         entry = cache.get(key, dataset.fingerprint)
         if entry is not None:
-            logger.info("using the cached document encoding %s", entry.path)
+            stage(f"  using the cached document encoding {entry.path}")
             prepare(encoder, list(dataset.documents()), progress)
             return encoder, entry.vectors, entry.stats, True
+
+    stage(f"  encoding the documents of {dataset.name} with {encoder_label(spec)}")
 
     def write(tmp: Path) -> None:
         _, stats = encode_to_file(
@@ -128,6 +132,7 @@ def evaluate_one(
     progress: bool = False,
     encoder_options: dict | None = None,
     skip_self: str = "auto",
+    stage: Callable[[str], None] = logger.info,
 ) -> EvalResult:
     """Encode (or reuse), index, retrieve top-``k`` and score ``spec`` on ``dataset``;
     ``skip_self`` (auto, on, off) says whether a query's hit on its own id is dropped (see
@@ -143,7 +148,7 @@ def evaluate_one(
         build_seconds = None
     else:
         encoder, vectors, enc_stats, cached = encode_cached(
-            spec, dataset, cache, batch_size, progress, encoder_options or {}
+            spec, dataset, cache, batch_size, progress, encoder_options or {}, stage
         )
         index_dir = out / "indexes" / _slug(label) / _slug(dataset.name)
         t = time.perf_counter()
@@ -198,7 +203,10 @@ def evaluate_one(
         },
         encoder_info=encoder_provenance(spec, encoder),
     )
-    logger.info("%s on %s: %s", label, dataset.name, metrics)
+    stage(
+        f"  searched {len(qids):,} queries: "
+        + ", ".join(f"{m} {v:.4f}" for m, v in list(metrics.items())[:2])
+    )
     return result
 
 
@@ -259,10 +267,7 @@ def run_evaluation(
     results = []
     steps = len(specs) * len(loaded)
     for i, (spec, dataset) in enumerate(itertools.product(specs, loaded), 1):
-        say(
-            f"[{i}/{steps}] {encoder_label(spec)} on {dataset.name}: encode (or reuse), "
-            f"index, search {len(dataset.queries):,} queries"
-        )
+        say(f"[{i}/{steps}] {encoder_label(spec)} on {dataset.name}")
         result = evaluate_one(
             spec,
             dataset,
@@ -275,6 +280,7 @@ def run_evaluation(
             progress=progress,
             encoder_options=encoder_options,
             skip_self=skip_self,
+            stage=say,
         )
         results.append(result)
     say(f"report: {len(results)} runs, significance against {baseline} -> {out}")

@@ -169,5 +169,7 @@ def test_stage_messages_and_baseline_option(beir_folder, tmp_path, capsys):  # n
     assert main([*argv, "--baseline", "bm25", "-k", "5"]) == 0
     err = capsys.readouterr().err
     assert re.search(r"lsr eval: \[1/1\] bm25 on tinybeir", err) and "lsr eval: report:" in err
+    assert "encoding the documents of tinybeir with bm25" in err
+    assert re.search(r"searched 4 queries: nDCG@10 0\.\d{4}", err)
     assert main([*argv, "--baseline", "splade"]) == 2
     assert "--baseline 'splade' is not among the encoders" in capsys.readouterr().err
