@@ -115,6 +115,14 @@ def _add_bm25_options(p) -> None:
     )
 
 
+def _add_cache_dir(p) -> None:
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where encoded corpora are cached (default $LSR_CACHE or ~/.cache/lsr)",
+    )
+
+
 def _add_threads(p, what: str = "search and encoding threads") -> None:
     p.add_argument(
         "--threads", type=POSITIVE_INT, default=None, help=f"{what} (default: all cores)"
@@ -261,11 +269,7 @@ def _add_eval(sub) -> None:
         default=None,
         help="ir-measures names (default nDCG@10 R@100 R@1000 RR@10 AP@100)",
     )
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="where encoded corpora are cached (default $LSR_CACHE or ~/.cache/lsr)",
-    )
+    _add_cache_dir(p)
     p.add_argument(
         "--baseline",
         default=None,
@@ -380,11 +384,7 @@ def _add_bench(sub) -> None:
     _add_bm25_options(p)
     _add_model_options(p, batch_size=False)
     _add_threads(p, "threads of the batched runs and of encoding")
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="where encoded corpora are cached (default $LSR_CACHE or ~/.cache/lsr)",
-    )
+    _add_cache_dir(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=commands.cmd_bench)
 
