@@ -87,6 +87,22 @@ def skips_self(dataset_name: str, setting: str = "auto") -> bool:
     return any(known in name for known in SELF_HIT_DATASETS)
 
 
+def _path_like(spec: str | Path) -> bool:
+    """Whether ``spec`` names a file or folder (a suffix, or a leading ., / or ~) rather
+    than an ir_datasets id."""
+    return bool(Path(spec).suffix) or str(spec).startswith((".", "/", "~"))
+
+
+def _load_ir(dataset_id: str, unknown: str):
+    """The ir_datasets dataset ``dataset_id``; ``unknown`` is the error when there is none."""
+    import ir_datasets
+
+    try:
+        return ir_datasets.load(dataset_id)
+    except KeyError as e:
+        raise CorpusError(unknown) from e
+
+
 def _not_downloaded(dataset_id: str, error: Exception) -> CorpusError:
     home = os.environ.get("IR_DATASETS_HOME", "~/.ir_datasets")
     return CorpusError(
@@ -97,15 +113,11 @@ def _not_downloaded(dataset_id: str, error: Exception) -> CorpusError:
 
 def load_ir_dataset(dataset_id: str) -> Dataset:
     """A dataset by ir_datasets id; queries without judgements are left out."""
-    import ir_datasets
-
-    try:
-        ds = ir_datasets.load(dataset_id)
-    except KeyError as e:
-        raise CorpusError(
-            f"Unknown dataset {dataset_id!r}: not a local BEIR folder nor an ir_datasets id "
-            "(e.g. beir/scifact/test, cranfield)."
-        ) from e
+    ds = _load_ir(
+        dataset_id,
+        f"Unknown dataset {dataset_id!r}: not a local BEIR folder nor an ir_datasets id "
+        "(e.g. beir/scifact/test, cranfield).",
+    )
     missing = [p for p in ("docs", "queries", "qrels") if not getattr(ds, f"has_{p}")()]
     if missing:
         raise CorpusError(
@@ -144,19 +156,15 @@ def load_topics(spec: str | Path) -> dict[str, str]:
         path = path / "queries.jsonl"
     if path.is_file():
         return read_queries(path)
-    if path.suffix or str(spec).startswith((".", "/", "~")):
+    if _path_like(spec):
         raise CorpusError(
             f"Queries {spec} not found: give a query file, a BEIR folder or an ir_datasets id."
         )
-    import ir_datasets
-
-    try:
-        ds = ir_datasets.load(str(spec))
-    except KeyError as e:
-        raise CorpusError(
-            f"Unknown queries {spec!r}: not a file, a BEIR folder nor an ir_datasets id "
-            "(e.g. beir/scifact/test, cranfield)."
-        ) from e
+    ds = _load_ir(
+        str(spec),
+        f"Unknown queries {spec!r}: not a file, a BEIR folder nor an ir_datasets id "
+        "(e.g. beir/scifact/test, cranfield).",
+    )
     if not ds.has_queries():
         raise CorpusError(f"ir_datasets {spec!r} has no queries; pick one that has, e.g. a split.")
     try:
@@ -180,15 +188,11 @@ class IRDatasetsCorpus:
     (what an index records as its corpus)."""
 
     def __init__(self, dataset_id: str) -> None:
-        import ir_datasets
-
-        try:
-            self.dataset = ir_datasets.load(dataset_id)
-        except KeyError as e:
-            raise CorpusError(
-                f"Corpus {dataset_id!r} is neither a file, a folder nor an ir_datasets id "
-                "(e.g. beir/scifact, cranfield)."
-            ) from e
+        self.dataset = _load_ir(
+            dataset_id,
+            f"Corpus {dataset_id!r} is neither a file, a folder nor an ir_datasets id "
+            "(e.g. beir/scifact, cranfield).",
+        )
         if not self.dataset.has_docs():
             raise CorpusError(f"ir_datasets {dataset_id!r} has no documents.")
         self.dataset_id = dataset_id
@@ -204,10 +208,9 @@ def corpus_source(spec: str | Path) -> str | Path | IRDatasetsCorpus:
     """What ``lsr index`` and ``lsr encode`` read: a path as it is (a BEIR folder, a JSONL,
     TSV or Parquet file), anything else that is not path-like as an ir_datasets id, the
     same corpus specs ``lsr eval`` and ``lsr bench`` take."""
-    text = str(spec)
-    if Path(text).exists() or Path(text).suffix or text.startswith((".", "/", "~")):
+    if Path(spec).exists() or _path_like(spec):
         return spec
-    return IRDatasetsCorpus(text)
+    return IRDatasetsCorpus(str(spec))
 
 
 def load_dataset(spec: str | Path, split: str = "test") -> Dataset:
@@ -215,6 +218,6 @@ def load_dataset(spec: str | Path, split: str = "test") -> Dataset:
     path = Path(spec)
     if path.is_dir():
         return load_beir_folder(path, split)
-    if path.suffix or str(spec).startswith((".", "/", "~")):
+    if _path_like(spec):
         raise CorpusError(f"Dataset {spec} not found: give a BEIR folder or an ir_datasets id.")
     return load_ir_dataset(str(spec))

@@ -19,7 +19,7 @@ from lsr.errors import InputError
 from lsr.eval.cache import EncodingCache, document_fingerprint, encoder_fingerprint
 from lsr.eval.datasets import Dataset, load_dataset, skips_self
 from lsr.eval.efficiency import latency, sparsity, warm_up
-from lsr.eval.metrics import DEFAULT_MEASURES, evaluate, parse_measures, per_query
+from lsr.eval.metrics import DEFAULT_MEASURES, parse_measures, per_query
 from lsr.eval.provenance import encoder_provenance
 from lsr.eval.runs import write_trec_run
 from lsr.index import LiveIndex
@@ -167,10 +167,12 @@ def evaluate_one(
     run_file = out / "runs" / f"{_slug(label)}__{_slug(dataset.name)}.trec"
     run_file.parent.mkdir(parents=True, exist_ok=True)
     write_trec_run(run_file, run, _slug(label))
-    scores = per_query(run, dataset.qrels, measures)
-    metrics = {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in scores.items()}
     depths = [d for d in RECALL_DEPTHS if d <= k]
-    recall = evaluate(run, dataset.qrels, [f"R@{d}" for d in depths])
+    scored = per_query(run, dataset.qrels, [*measures, *(f"R@{d}" for d in depths)])
+    means = {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in scored.items()}
+    names = [str(m) for m in parse_measures(measures)]  # as ir-measures names them
+    scores = {m: scored[m] for m in names}  # one ir-measures pass for both
+    metrics = {m: means[m] for m in names}
     efficiency = {
         "index_bytes": sum(p.stat().st_size for p in Path(index_dir).rglob("*.arrow")),
         "build_seconds": build_seconds,
@@ -193,7 +195,7 @@ def evaluate_one(
         cached_encoding=cached,
         skip_self=drop_self,
         per_query=scores,
-        recall_curve={str(d): recall[f"R@{d}"] for d in depths},
+        recall_curve={str(d): means[f"R@{d}"] for d in depths},
         dataset_info={
             "dataset": dataset.name,
             "source": str(dataset.corpus_path.parent) if dataset.corpus_path else dataset.name,

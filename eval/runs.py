@@ -58,10 +58,15 @@ class RunWriter:
         self.queries += 1
         self.hits += len(ranked)
 
+    def write_all(self, hits: Iterable[tuple[str, Iterable[tuple[str, float]]]]) -> RunWriter:
+        """Every ``(query_id, hits best first)`` of ``hits``, in order; returns this writer."""
+        for query_id, ranked in hits:
+            self.write(query_id, ranked)
+        return self
+
 
 def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> None:
     """The run ``{qid: {docid: score}}`` as a TREC run file, each query's hits by score."""
     with open(path, "w", encoding="utf-8") as f:
-        writer = RunWriter(f, "trec", tag)
-        for qid, hits in run.items():
-            writer.write(qid, sorted(hits.items(), key=lambda h: -h[1]))
+        ranked = ((qid, sorted(hits.items(), key=lambda h: -h[1])) for qid, hits in run.items())
+        RunWriter(f, "trec", tag).write_all(ranked)

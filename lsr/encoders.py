@@ -92,6 +92,11 @@ def options_for(spec: str | Path, options: dict) -> dict:
     return {name: value for name, value in options.items() if name in takes}
 
 
+def option_flags(names) -> str:
+    """Option names as the command line spells them: ``--max-length, --k1``."""
+    return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
 def check_options(specs: list[str | Path] | tuple, options: dict) -> None:
     """An :class:`EncoderError` naming each option that none of ``specs`` takes."""
     unused = [name for name in options if not any(name in options_for(s, options) for s in specs)]
@@ -99,7 +104,7 @@ def check_options(specs: list[str | Path] | tuple, options: dict) -> None:
     if unknown:
         raise EncoderError(f"Unknown encoder options: {', '.join(unknown)}.")
     if unused:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        flags = option_flags(unused)
         what = "BM25 options" if unused[0] in BM25_OPTIONS else "options of model encoders"
         raise EncoderError(
             f"{flags}: {what}, which no encoder given ({', '.join(map(str, specs))}) takes."

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lsr import BM25Encoder, load_encoder, sample_dataset
-from lsr.encoders import BM25_OPTIONS, MODEL_OPTIONS, check_options, options_for
+from lsr.encoders import BM25_OPTIONS, MODEL_OPTIONS, check_options, option_flags, options_for
 from lsr.errors import InputError
 from lsr.eval import evaluate, load_dataset
 from lsr.eval.datasets import corpus_source
@@ -63,8 +63,9 @@ def _index_new(args):
 
         options = _encoder_options(args)
         if args.encoder is None and options:
-            flags = ", ".join("--" + o.replace("_", "-") for o in options)
-            raise InputError(f"{flags}: encoder options, and --pretokenized encodes nothing.")
+            raise InputError(
+                f"{option_flags(options)}: encoder options, and --pretokenized encodes nothing."
+            )
         return index_pretokenized(
             args.corpus,
             args.out,
@@ -550,9 +551,7 @@ def _search_run(args, index: str) -> int:
             threads=args.threads,
         )
         if args.output == "-":
-            writer = RunWriter(sys.stdout, fmt, args.run_tag)
-            for qid, ranked in hits:
-                writer.write(qid, ranked)
+            writer = RunWriter(sys.stdout, fmt, args.run_tag).write_all(hits)
         else:
             writer = _write_run_file(Path(args.output), fmt, args.run_tag, hits)
     seconds = time.perf_counter() - t
@@ -583,9 +582,7 @@ def _write_run_file(path: Path, fmt: str, tag: str, hits):
     partial = path.with_name(path.name + ".partial")
     try:
         with open(partial, "w", encoding="utf-8") as f:
-            writer = RunWriter(f, fmt, tag)
-            for qid, ranked in hits:
-                writer.write(qid, ranked)
+            writer = RunWriter(f, fmt, tag).write_all(hits)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
