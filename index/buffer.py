@@ -178,16 +178,34 @@ class BufferView:
         condition: Filter | None = None,
         documents: bool = False,
         fields: list[str] | None = None,
+        main: BufferView | None = None,
     ) -> SearchResults:
         """Exact top-k of the visible rows (that pass ``condition``); with ``documents`` the
-        hits' stored records (``fields`` of them, None: all) are attached."""
+        hits' stored records (``fields`` of them, None: all) are attached. ``main``: the main
+        representation's view, whose records filters read, when this is an extra one."""
+        allowed = np.ascontiguousarray((main or self).allowed(condition))
+        rows, scores, counts = forward_topk(
+            self.indptr, self.terms, self.weights, self.n_rows, allowed,
+            q.indptr, q.indices, q.data, k, q.shape[1],
+        )  # fmt: skip
+        return (main or self).results(rows, scores, counts, documents, fields)
+
+    def allowed(self, condition: Filter | None) -> np.ndarray:
+        """uint8 per row: visible in this view and accepted by ``condition``."""
         allowed = self.visible()
         if condition is not None:
             allowed = allowed & self.buffer.filter_mask(condition, self.n_rows).view(np.uint8)
-        rows, scores, counts = forward_topk(
-            self.indptr, self.terms, self.weights, self.n_rows, np.ascontiguousarray(allowed),
-            q.indptr, q.indices, q.data, k, q.shape[1],
-        )  # fmt: skip
+        return allowed
+
+    def results(
+        self,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        counts: np.ndarray,
+        documents: bool = False,
+        fields: list[str] | None = None,
+    ) -> SearchResults:
+        """Hits given as buffer rows (-1 pads) as :class:`SearchResults` over their ids."""
         found = rows >= 0
         hit_rows = rows[found].tolist()
         ids = [self.buffer.ids[r] for r in hit_rows]

@@ -23,10 +23,22 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from lsr.errors import InputError
 from lsr.index import wal
 from lsr.index.commit import SEGMENTS_DIR, VOCAB_FILE, new_commit, read_commit, write_commit
+from lsr.index.dense import check_vectors
 from lsr.index.errors import IndexFormatError
 from lsr.index.inverted import Index
+from lsr.index.representations import (
+    DENSE,
+    SPARSE,
+    NewExtra,
+    Representation,
+    check_name,
+    extras_of,
+    vocab_file,
+    write_extras,
+)
 from lsr.index.segment import segment_name
 from lsr.index.storage import (
     FILES,
@@ -46,16 +58,17 @@ LEGACY_WAL_NAME = "wal.jsonl"  # JSON lines, written by lsr 0.1
 _LEGACY_FILES = (*FILES, STORE_FILE, MANIFEST, LEGACY_WAL_NAME)
 
 
-def write_vocab(root: Path, vocab: Sequence[str]) -> dict:
-    """Write the vocabulary file of the collection at ``root`` (fsynced); its commit entry."""
-    path = Path(root) / VOCAB_FILE
+def write_vocab(root: Path, vocab: Sequence[str], file: str = VOCAB_FILE) -> dict:
+    """Write a vocabulary file of the collection at ``root`` (fsynced; ``file``: the main
+    one, or an extra sparse representation's); its commit entry."""
+    path = Path(root) / file
     data = json.dumps(list(vocab), ensure_ascii=False).encode("utf-8")
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     return {
-        "file": VOCAB_FILE,
+        "file": file,
         "size": len(vocab),
         "hash": vocab_hash(list(vocab)),
         "bytes": len(data),
@@ -85,11 +98,15 @@ def create_collection(
     metadata: dict,
     overwrite: bool = False,
     extra: Callable[[Path], None] | None = None,
+    representations: list[NewExtra] | None = None,
+    main: str | None = None,
 ) -> Path:
     """Write a new collection holding ``index`` (and its stored ``documents``) as one segment,
     atomically (a hidden directory renamed into place); ``extra(tmp)`` adds files beside it
-    (the encoder)."""
+    (the encoders). ``representations``: extra ones (:mod:`lsr.index.representations`), with
+    rows in the index's document order; ``main`` names the main one."""
     path = Path(path)
+    representations = list(representations or [])
 
     def fill(tmp: Path) -> None:
         commit = new_commit(
@@ -100,9 +117,20 @@ def create_collection(
             store=store.to_dict(),
             metadata=metadata,
         )
+        if representations or main is not None:
+            commit["representations"] = declare(tmp, representations, main)
+        reps = extras_of(commit)
+        ids = index.doc_ids.to_pylist() if reps else []
+        rows = {e.name: e.rows for e in representations}
+        vocabs = {e.name: e.vocab for e in representations if e.vocab is not None}
+
+        def write_reps(folder: Path) -> None:
+            write_extras(folder, reps, rows, ids, vocabs)
+
         if index.n_docs:
             name = segment_name(0)
-            index.save(tmp / SEGMENTS_DIR / name, documents=documents)
+            index.save(tmp / SEGMENTS_DIR / name, documents=documents,
+                       extra=write_reps if reps else None)  # fmt: skip
             commit["segments"] = [{"name": name, "n_docs": index.n_docs, "deletes": None}]
             commit["next_segment"] = 1
         else:
@@ -113,6 +141,27 @@ def create_collection(
 
     write_directory(path, fill, overwrite)
     return path
+
+
+def declare(root: Path, extras: list[NewExtra], main: str | None) -> dict:
+    """Write the vocabulary files of ``extras`` into the collection folder ``root`` being
+    created; the commit point's ``representations`` entry."""
+    names = [check_name(e.name) for e in extras]
+    if main is not None:
+        names.append(check_name(main))
+    if len(set(names)) != len(names):
+        raise InputError(f"representation names must differ, got {', '.join(sorted(names))}.")
+    entries = []
+    for extra in extras:
+        if extra.kind == SPARSE:
+            vocab = write_vocab(root, extra.vocab, vocab_file(extra.name))
+            quantization = {"dtype": extra.quantization, "scale": None}
+            entries.append(Representation(extra.name, SPARSE, vocab, quantization).to_dict())
+        else:
+            rows = check_vectors(extra.rows, None, f"The {extra.name!r} vectors")
+            entries.append(Representation(extra.name, DENSE, dim=rows.shape[1],
+                                          index=extra.index).to_dict())  # fmt: skip
+    return {"main": main, "extras": entries}
 
 
 # ---- formats 1 to 3 ---------------------------------------------------------------------

@@ -77,6 +77,7 @@ from lsr.index.commit import (
     open_latest,
 )
 from lsr.index.deletes import read_deletes
+from lsr.index.dense import as_results, brute_force, check_vectors
 from lsr.index.errors import (
     EmptyDocumentError,
     IndexFormatError,
@@ -88,6 +89,7 @@ from lsr.index.inverted import Index, check_vocab
 from lsr.index.lock import WriterLock
 from lsr.index.maintenance import SegmentMaintenance, describe_error, return_freed_memory
 from lsr.index.merge_policy import TieredMergePolicy
+from lsr.index.representations import SPARSE, check_extra_vectors, extras_of, main_name
 from lsr.index.results import SearchResults, merge_topk
 from lsr.index.segment import Segment
 from lsr.index.snapshot import CollectionState, Snapshot, TrackedSegment
@@ -148,6 +150,7 @@ class LiveIndex(SegmentMaintenance):
         self._wake = threading.Event()
         self._closing = False
         self._loaded_from: tuple | None = None  # what refresh compares (see _fingerprint)
+        self._extra_vocabs: dict[str, tuple[list[str], str]] = {}
         self._marked_at = time.monotonic()
         if not self.path.is_dir() and not any(self.path.parent.glob(f".{self.path.name}.old-*")):
             read_manifest(self.path)  # no collection here (nor one to recover): say so
@@ -190,19 +193,23 @@ class LiveIndex(SegmentMaintenance):
         commit, lease = open_latest(self.path, lease=self.read_only)
         try:
             vocab = self._vocab_of(commit)
+            extras = extras_of(commit)
+            self._extra_vocabs = self._extra_vocabs_of(extras)
             current = getattr(self, "_state", None)  # a refresh keeps the segments it has
             loaded = {t.name: t.segment for t in current.segments} if current else {}
             tracked = []
             for entry in commit["segments"]:
                 segment = loaded.get(entry["name"])
                 if segment is None:
-                    segment = Segment.load(self.path, entry["name"], vocab)
+                    segment = Segment.load(
+                        self.path, entry["name"], vocab, True, extras, self._extra_vocabs
+                    )
                 deleted = None
                 if entry.get("deletes"):
                     deleted = read_deletes(segment.path, entry["deletes"], segment.n_docs)
                 tracked.append(TrackedSegment(segment, entry.get("deletes"), deleted))
             store = StoreSpec.from_dict(commit.get("store") or {})
-            state = CollectionState(commit, vocab, tracked, store)
+            state = CollectionState(commit, vocab, tracked, store, extras)
             self._replay(state, commit["collection_id"], commit.get("wal") or {})
         except BaseException:
             if lease is not None:
@@ -215,6 +222,19 @@ class LiveIndex(SegmentMaintenance):
         if current is not None and current.vocab_hash == commit["vocab"].get("hash"):
             return current.vocab, current.vocab_hash
         return read_vocab(self.path, commit["vocab"])
+
+    def _extra_vocabs_of(self, extras) -> dict[str, tuple[list[str], str]]:
+        """The vocabularies of the extra sparse representations (kept when unchanged)."""
+        known = getattr(self, "_extra_vocabs", {})
+        out = {}
+        for rep in extras:
+            if rep.kind != SPARSE:
+                continue
+            have = known.get(rep.name)
+            out[rep.name] = (
+                have if have and have[1] == rep.vocab["hash"] else read_vocab(self.path, rep.vocab)
+            )
+        return out
 
     def _load_legacy(self) -> tuple[CollectionState, None]:
         """An index directory of formats 1 to 3, read as a collection of one segment."""
@@ -357,9 +377,44 @@ class LiveIndex(SegmentMaintenance):
         """The indexes of the segments searches see now (the write buffer is beside them)."""
         return [view.segment.index for view in self._snapshot.segments]
 
-    def check_vocab(self, vocab: Sequence[str]) -> None:
-        """Refuse a query vocabulary that differs from the collection's."""
-        check_vocab(vocab, self._state.vocab_hash, len(self.vocab))
+    def check_vocab(self, vocab: Sequence[str], representation: str | None = None) -> None:
+        """Refuse a query vocabulary that differs from the collection's (or from that of its
+        extra sparse ``representation``)."""
+        if representation is None or representation == self.main_name:
+            check_vocab(vocab, self._state.vocab_hash, len(self.vocab))
+            return
+        rep = self.representation(representation)
+        if rep.kind != SPARSE:
+            raise InputError(f"representation {representation!r} is dense: it has no vocabulary.")
+        check_vocab(vocab, rep.vocab["hash"], rep.vocab["size"])
+
+    @property
+    def main_name(self) -> str:
+        """The name of the main sparse representation (``sparse`` when none was given)."""
+        return main_name(self._state.commit) or "sparse"
+
+    @property
+    def extras(self) -> tuple:
+        """The extra representations (:class:`~lsr.index.representations.Representation`)."""
+        return self._state.extras
+
+    @property
+    def representations(self) -> dict[str, str]:
+        """Every representation's name and kind (``sparse``/``dense``), the main one first."""
+        return {self.main_name: SPARSE, **{r.name: r.kind for r in self.extras}}
+
+    def representation(self, name: str):
+        """The extra representation called ``name``; an error naming the known ones."""
+        for rep in self.extras:
+            if rep.name == name:
+                return rep
+        known = ", ".join(self.representations)
+        raise InputError(f"{self.path.name} has no representation {name!r} (it has: {known}).")
+
+    def extra_vocab(self, name: str) -> list[str]:
+        """The vocabulary of the extra sparse representation ``name``."""
+        self.representation(name)
+        return self._extra_vocabs[name][0]
 
     def as_index(self) -> Index:
         """The live documents as one in-memory :class:`Index` (postings only; for benchmarks
@@ -423,10 +478,11 @@ class LiveIndex(SegmentMaintenance):
 
     def search(
         self,
-        queries: sp.csr_array,
+        queries: sp.csr_array | np.ndarray,
         k: int = 10,
         filter: Filter | dict | str | None = None,
         fields: Sequence[str] | None = None,
+        representation: str | None = None,
         **options,
     ) -> SearchResults:
         """Top-k over the segments and the write buffer, merged exactly
@@ -434,12 +490,23 @@ class LiveIndex(SegmentMaintenance):
         the buffer last). Deleted documents and documents ``filter`` rejects are excluded
         inside the kernels (one pass, k hits; fewer when fewer documents pass). ``fields``
         attaches each hit's stored document (those fields and ``_id``; ``["*"]``: all of
-        them). ``options`` as for :meth:`Index.search` (``algorithm``, ``theta``,
-        ``query_terms``, ``threads``)."""
+        them). ``representation``: which of the collection's representations to search
+        (default the main one; an extra sparse one takes CSR queries over its vocabulary, a
+        dense one a float32 matrix). ``options`` as for :meth:`Index.search` (``algorithm``,
+        ``theta``, ``query_terms``, ``threads``); a dense one takes ``ef_search`` (HNSW) and
+        ``nprobe`` (IVF)."""
         k = check_k(k)
-        _check_options(options)
+        rep = None
+        if representation is not None and representation != self.main_name:
+            rep = self.representation(representation)
         snap = self._snapshot
-        q = as_sparse_batch(queries, len(self.vocab), "Query vectors")
+        if rep is None or rep.kind == SPARSE:
+            _check_options(options)
+            size = len(self.vocab) if rep is None else rep.vocab["size"]
+            q = as_sparse_batch(queries, size, "Query vectors")
+        else:
+            _check_dense_options(options)
+            q = check_vectors(queries, rep.dim, "Query vectors")
         condition = self._check_filter(snap, filter)
         selected = _check_fields(fields)
         parts = []
@@ -450,7 +517,14 @@ class LiveIndex(SegmentMaintenance):
             if condition is not None:
                 mask = view.segment.filter_mask(condition)
                 allowed = mask if allowed is None else allowed & mask
-            results = view.segment.index.search(q, k, allowed=allowed, **options)
+            if rep is None:
+                results = view.segment.index.search(q, k, allowed=allowed, **options)
+            elif rep.kind == SPARSE:
+                part = view.segment.extras[rep.name]
+                results = part.search(q, k, allowed=allowed, **options)
+            else:
+                numbers, scores = view.segment.extras[rep.name].search(q, k, allowed, **options)
+                results = as_results(numbers, scores, view.segment.index.doc_ids)
             if fields is not None:
                 results.documents = [
                     view.segment.documents(results.docs[i, : results.counts[i]], selected)
@@ -458,10 +532,24 @@ class LiveIndex(SegmentMaintenance):
                 ]
             parts.append(results)
         if snap.buffer.n_rows:
-            parts.append(snap.buffer.search(q, k, condition, fields is not None, selected))
+            parts.append(self._search_buffer(snap, rep, q, k, condition, fields, selected))
         if not parts:
             return _no_hits(q.shape[0], fields is not None)
         return parts[0] if len(parts) == 1 else merge_topk(parts, k)
+
+    @staticmethod
+    def _search_buffer(snap: Snapshot, rep, q, k: int, condition, fields, selected):
+        """The write buffer's top-k in one representation (exact)."""
+        documents = fields is not None
+        if rep is None:
+            return snap.buffer.search(q, k, condition, documents, selected)
+        part = snap.extras[rep.name]
+        if rep.kind == SPARSE:
+            return part.search(q, k, condition, documents, selected, main=snap.buffer)
+        allowed = snap.buffer.allowed(condition).astype(bool)
+        rows, scores = brute_force(part[: snap.buffer.n_rows], q, k, allowed)
+        counts = (rows >= 0).sum(axis=1).astype(np.int64)
+        return snap.buffer.results(rows, scores, counts, documents, selected)
 
     def _check_filter(self, snap: Snapshot, spec) -> Filter | None:
         """The filter of ``spec`` after checking that the collection stores what it reads."""
@@ -587,11 +675,14 @@ class LiveIndex(SegmentMaintenance):
         vectors: sp.csr_array,
         doc_ids: Sequence[str],
         documents: Sequence[dict] | None = None,
+        extras: dict | None = None,
     ) -> int:
         """Add or replace documents; durable when this returns. Returns the sequence number.
 
         ``documents`` (one JSON-able record per id: ``title``, ``text`` and other fields) are
-        stored as the collection's store setting says, for results and filters."""
+        stored as the collection's store setting says, for results and filters. ``extras``:
+        the documents' vectors in each extra representation (name -> CSR rows or a float32
+        matrix, one row per id), required when the collection has any."""
         self._check_not_read_only()
         csr = as_sparse_batch(vectors, len(self.vocab), "Document vectors")
         ids = check_doc_ids(list(doc_ids))
@@ -608,8 +699,12 @@ class LiveIndex(SegmentMaintenance):
                 "never be found, so it is not stored"
                 + (f" ({len(empty) - 1} more documents are empty)." if len(empty) > 1 else ".")
             )
+        sizes = {name: len(vocab) for name, (vocab, _) in self._extra_vocabs.items()}
+        others = check_extra_vectors(self.extras, sizes, extras, len(ids))
         op = {"op": "upsert", "ids": ids, "indptr": csr.indptr, "indices": csr.indices,
               "data": csr.data}  # fmt: skip
+        if others:
+            op["extras"] = others
         if documents is not None and self.store_spec.stores:
             op["docs"] = self._records(ids, documents)
         with self._write_lock:
@@ -749,6 +844,18 @@ def _check_options(options: dict) -> None:
     if options.get("query_terms") is not None:
         check_query_terms(options["query_terms"])
     check_threads(options.get("threads"))
+
+
+def _check_dense_options(options: dict) -> None:
+    """Refuse unknown or bad options of a dense search."""
+    unknown = sorted(set(options) - {"ef_search", "nprobe"})
+    if unknown:
+        raise InputError(f"unknown dense search option {unknown[0]!r} (known: ef_search, nprobe).")
+    for name, value in options.items():
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise InputError(f"{name} must be an integer >= 1, got {value!r}.")
 
 
 def _no_hits(n_queries: int, documents: bool) -> SearchResults:

@@ -33,6 +33,7 @@ from lsr.index.commit import SEGMENTS_DIR, remove_unheld, write_commit
 from lsr.index.deletes import write_deletes
 from lsr.index.errors import WriteUnavailableError
 from lsr.index.inverted import Index, IndexBuilder
+from lsr.index.representations import extra_rows, stack
 from lsr.index.segment import Segment, segment_name
 from lsr.index.snapshot import TrackedSegment
 from lsr.index.store import ID_FIELD, concat_records, records_table
@@ -188,6 +189,7 @@ class SegmentMaintenance:
                 if state.seq == state.applied:
                     return None
                 view = state.buffer.view(state.seq)
+                extra_views = state.publish().extras
                 as_of, log_from, buffer = state.seq, self._wal.end, state.buffer
             with self._segment_work("flush", self.flush_backoff) as job:
                 rows = view.live_rows()
@@ -196,21 +198,33 @@ class SegmentMaintenance:
                 segment = None
                 started = time.perf_counter()
                 if rows:
-                    segment = self._build_flushed(job.name(), view, rows, buffer)
+                    segment = self._build_flushed(job.name(), view, rows, buffer, extra_views)
                 generation = self._commit_flush(segment, view, rows, as_of, log_from)
             self.flushes += 1
             self.flush_seconds += time.perf_counter() - started
             return generation
 
-    def _build_flushed(self, name: str, view, rows: list[int], buffer) -> Segment:
+    def _build_flushed(self, name: str, view, rows: list[int], buffer, extra_views) -> Segment:
         builder = self._builder()
         builder.add(view.csr(rows), [buffer.ids[r] for r in rows])
         documents = None
         if self.store_spec.stores:
             documents = [select_fields(buffer.records[r], buffer.ids[r], None) for r in rows]
-        segment = Segment.write(self.path, name, builder.finish(), documents, self._vocab_pair())
+        data = {
+            rep: part[np.asarray(rows, np.int64)] if isinstance(part, np.ndarray)
+            else part.csr(rows)
+            for rep, part in extra_views.items()
+        }  # fmt: skip
+        segment = self._write_segment(name, builder.finish(), documents, data, {})
         self.bytes_written += segment.bytes
         return segment
+
+    def _write_segment(self, name: str, index, documents, extra_data: dict, scales: dict):
+        """Write and open segment ``name``: its main index, stored documents and extras."""
+        return Segment.write(
+            self.path, name, index, documents, self._vocab_pair(), self._state.extras,
+            extra_data, self._extra_vocabs, scales,
+        )  # fmt: skip
 
     def _builder(self, *scales: float) -> IndexBuilder:
         """A builder of a segment of this collection: its vocabulary and quantization, with
@@ -243,7 +257,7 @@ class SegmentMaintenance:
                 for tracked in segments:
                     tracked.committed = deletes.get(tracked.name, tracked.committed)
                 state.segments, state.commit, state.applied = segments, commit, as_of
-                state.buffer = state.buffer.tail(view.n_rows)
+                state.cut_buffer(view.n_rows)
                 self._snapshot = state.publish()
                 self._trim_log(as_of, log_from)
             self._collect_garbage()
@@ -359,7 +373,14 @@ class SegmentMaintenance:
                 builder.add(*index.rows(keep))
         self._stop_if_closing()
         documents = self._merged_documents(indexes, keeps)
-        segment = Segment.write(self.path, name, builder.finish(), documents, self._vocab_pair())
+        data, scales = {}, {}
+        for rep in self._state.extras:
+            parts = [t.segment.extras[rep.name] for t in inputs]
+            data[rep.name] = stack(
+                [extra_rows(p, k) for p, k in zip(parts, keeps, strict=True) if len(k)]
+            )
+            scales[rep.name] = [p.scale for p in parts if isinstance(p, Index)]
+        segment = self._write_segment(name, builder.finish(), documents, data, scales)
         self.bytes_written += segment.bytes
         return segment
 

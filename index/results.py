@@ -94,6 +94,7 @@ class SearchResults:
     counts: np.ndarray
     doc_ids: pa.Array
     documents: list[list[dict]] | None = None  # per row, the hits' stored documents if asked
+    contributions: list[list[list]] | None = None  # fused: per row, per hit, each retriever's part
 
     def __len__(self) -> int:
         return int(self.counts.shape[0])
@@ -121,6 +122,9 @@ class SearchResults:
             counts=np.minimum(self.counts, k),
             doc_ids=self.doc_ids,
             documents=None if self.documents is None else [d[:k] for d in self.documents],
+            contributions=None
+            if self.contributions is None
+            else [c[:k] for c in self.contributions],
         )
 
 

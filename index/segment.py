@@ -21,6 +21,7 @@ import pyarrow as pa
 from lsr.index.commit import SEGMENTS_DIR
 from lsr.index.filters import Filter
 from lsr.index.inverted import Index
+from lsr.index.representations import Representation, load_extras, write_extras
 from lsr.index.store import ID_FIELD
 
 FILTER_CACHE_SIZE = 32  # filter masks kept per segment (one bool per document each)
@@ -31,23 +32,35 @@ def segment_name(number: int) -> str:
 
 
 class Segment:
-    """One immutable segment: its name, its index (with its stored documents) and the filter
-    masks computed on it (a small LRU cache, shared by the threads that search it)."""
+    """One immutable segment: its name, its index (with its stored documents), its extra
+    representations (:mod:`lsr.index.representations`: name -> sparse ``Index`` or
+    ``DenseVectors``, same document numbers) and the filter masks computed on it (a small LRU
+    cache, shared by the threads that search it)."""
 
-    def __init__(self, name: str, path: Path, index: Index) -> None:
+    def __init__(self, name: str, path: Path, index: Index, extras: dict | None = None) -> None:
         self.name = name
         self.path = Path(path)
         self.index = index
+        self.extras = extras or {}
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
     def load(
-        cls, root: Path, name: str, vocab: tuple[list[str], str], verify: bool = True
+        cls,
+        root: Path,
+        name: str,
+        vocab: tuple[list[str], str],
+        verify: bool = True,
+        extras: tuple[Representation, ...] = (),
+        extra_vocabs: dict | None = None,
     ) -> Segment:
-        """Open segment ``name`` of the collection at ``root`` (sharing its vocabulary)."""
+        """Open segment ``name`` of the collection at ``root`` (sharing its vocabulary), with
+        the ``extras`` its commit point lists (``extra_vocabs``: name -> (vocab, hash))."""
         path = Path(root) / SEGMENTS_DIR / name
-        return cls(name, path, Index.load(path, verify=verify, vocab=vocab))
+        index = Index.load(path, verify=verify, vocab=vocab)
+        parts = load_extras(path, extras, index.n_docs, extra_vocabs or {}, verify=verify)
+        return cls(name, path, index, parts)
 
     @classmethod
     def write(
@@ -57,12 +70,24 @@ class Segment:
         index: Index,
         documents: Sequence[dict] | pa.Table | None,
         vocab: tuple[list[str], str],
+        extras: tuple[Representation, ...] = (),
+        extra_data: dict | None = None,
+        extra_vocabs: dict | None = None,
+        extra_scales: dict | None = None,
     ) -> Segment:
-        """Save ``index`` (and its stored ``documents``) as segment ``name`` atomically and
+        """Save ``index`` (and its stored ``documents``, and ``extra_data``: name -> the
+        extra representations' rows in the same order) as segment ``name`` atomically and
         open it, with the arrays the kernels need built now rather than by the first search."""
         path = Path(root) / SEGMENTS_DIR / name
-        index.save(path, documents=documents)
-        segment = cls.load(root, name, vocab, verify=False)  # just written and fsynced
+        extra_vocabs = extra_vocabs or {}
+        ids = index.doc_ids.to_pylist() if extras else []
+
+        def fill(tmp: Path) -> None:
+            words = {n: v[0] for n, v in extra_vocabs.items()}
+            write_extras(tmp, extras, extra_data or {}, ids, words, extra_scales or {})
+
+        index.save(path, documents=documents, extra=fill if extras else None)
+        segment = cls.load(root, name, vocab, False, extras, extra_vocabs)  # just fsynced
         segment.warm()
         return segment
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lsr.index.buffer import NEVER, BufferView, WriteBuffer
+from lsr.index.dense import DenseBuffer
 from lsr.index.merge_policy import SegmentInfo
+from lsr.index.representations import SPARSE, Representation
 from lsr.index.segment import Segment
 from lsr.index.store import StoreSpec
 
@@ -39,6 +41,7 @@ class Snapshot:
     segments: tuple[SegmentView, ...]
     buffer: BufferView  # the documents written since the last flush, as of this write
     n_docs: int
+    extras: dict  # extra representation -> its buffer rows: a BufferView, or dense rows
 
 
 class TrackedSegment:
@@ -105,12 +108,18 @@ class CollectionState:
         vocab: tuple[list[str], str],
         segments: list[TrackedSegment],
         store: StoreSpec,
+        extras: tuple[Representation, ...] = (),
     ) -> None:
         self.commit = commit
         self.vocab, self.vocab_hash = vocab
         self.segments = segments
         self.store = store
+        self.extras = extras
         self.buffer = WriteBuffer(len(self.vocab))
+        self.extra_buffers: dict[str, WriteBuffer | DenseBuffer] = {
+            r.name: WriteBuffer(r.vocab["size"]) if r.kind == SPARSE else DenseBuffer(r.dim)
+            for r in extras
+        }
         self.applied = int(commit["applied_seq"])  # the segments hold the writes up to this
         self.seq = self.applied  # the last write applied
         self.snapshot = self.publish()
@@ -144,10 +153,31 @@ class CollectionState:
                 weights = np.asarray(data[lo:hi], dtype=np.float32)
                 record = docs[i] if docs is not None else None
                 self.buffer.append(doc_id, terms, weights, record, seq)
+                self._append_extras(op.get("extras") or {}, i, doc_id, seq)
         else:
             gone = [d for d in op["ids"] if not self.buffer.kill(d, seq)]
+            for buffer in self.extra_buffers.values():
+                if isinstance(buffer, WriteBuffer):
+                    for doc_id in op["ids"]:
+                        buffer.kill(doc_id, seq)
         self.seq = seq
         return self._delete_in_segments(gone, seq)
+
+    def _append_extras(self, extras: dict, i: int, doc_id: str, seq: int) -> None:
+        """Row ``i`` of an upsert's extra representations, appended beside the main row."""
+        for name, buffer in self.extra_buffers.items():
+            rows = extras[name]
+            if isinstance(buffer, DenseBuffer):
+                buffer.append(rows[i])
+            else:
+                lo, hi = int(rows.indptr[i]), int(rows.indptr[i + 1])
+                terms = np.asarray(rows.indices[lo:hi], dtype=np.int32)
+                buffer.append(doc_id, terms, np.asarray(rows.data[lo:hi], np.float32), None, seq)
+
+    def cut_buffer(self, start: int) -> None:
+        """Keep the buffer rows from ``start`` on (a flush took the others into a segment)."""
+        self.buffer = self.buffer.tail(start)
+        self.extra_buffers = {n: b.tail(start) for n, b in self.extra_buffers.items()}
 
     def _delete_in_segments(self, ids: list[str], seq: int) -> int:
         found: dict[int, list[int]] = {}
@@ -164,5 +194,10 @@ class CollectionState:
         """A snapshot of the state after the last applied write (nothing is rebuilt)."""
         views = tuple(t.view for t in self.segments)
         n_docs = sum(v.n_live for v in views) + len(self.buffer)
-        self.snapshot = Snapshot(views, self.buffer.view(self.seq), n_docs)
+        extras = {
+            name: buffer.view(self.seq) if isinstance(buffer, WriteBuffer)
+            else buffer.view(self.buffer.n_rows)
+            for name, buffer in self.extra_buffers.items()
+        }  # fmt: skip
+        self.snapshot = Snapshot(views, self.buffer.view(self.seq), n_docs, extras)
         return self.snapshot

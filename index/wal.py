@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -348,9 +349,10 @@ class LogWriter:
 
 def encode(op: dict) -> bytes:
     """The payload of an operation (the inverse of :func:`decode`): a JSON head (op, ids and,
-    for an upsert, nnz and the stored records ``docs`` when there are any), then for an
-    upsert its CSR rows as raw little-endian arrays: indptr (int64), term ids (int32),
-    weights (float32)."""
+    for an upsert, nnz, the stored records ``docs`` when there are any and the layout of its
+    extra representations), then for an upsert its CSR rows as raw little-endian arrays:
+    indptr (int64), term ids (int32), weights (float32); then each extra representation's
+    rows the same way (sparse) or as one float32 matrix (dense)."""
     ids = list(op["ids"])
     if op["op"] == "delete":
         head = json.dumps({"op": "delete", "ids": ids}).encode()
@@ -359,32 +361,51 @@ def encode(op: dict) -> bytes:
     head = {"op": "upsert", "ids": ids, "nnz": int(indices.shape[0])}
     if op.get("docs") is not None:  # the stored records, one per id
         head["docs"] = op["docs"]
+    arrays = [op["indptr"], indices, np.ascontiguousarray(op["data"], dtype="<f4")]
+    extras = []
+    for name, rows in (op.get("extras") or {}).items():
+        if isinstance(rows, np.ndarray):
+            extras.append({"name": name, "dim": int(rows.shape[1])})
+            arrays.append(np.ascontiguousarray(rows, dtype="<f4"))
+        else:
+            extras.append({"name": name, "nnz": int(rows.indices.shape[0])})
+            arrays += [np.ascontiguousarray(rows.indptr, dtype="<i8"),
+                       np.ascontiguousarray(rows.indices, dtype="<i4"),
+                       np.ascontiguousarray(rows.data, dtype="<f4")]  # fmt: skip
+    if extras:
+        head["extras"] = extras
     head = json.dumps(head, ensure_ascii=False, allow_nan=False).encode()
-    return b"".join(
-        (
-            _LENGTH.pack(len(head)),
-            head,
-            np.ascontiguousarray(op["indptr"], dtype="<i8").tobytes(),
-            indices.tobytes(),
-            np.ascontiguousarray(op["data"], dtype="<f4").tobytes(),
-        )
-    )
+    arrays[0] = np.ascontiguousarray(arrays[0], dtype="<i8")
+    return b"".join((_LENGTH.pack(len(head)), head, *(a.tobytes() for a in arrays)))
 
 
 def decode(payload: bytes, where: str) -> dict:
     """The operation of a payload: ``op``, ``ids`` and, for upserts, ``indptr``, ``indices``
-    and ``data`` arrays. ``where`` names the record in errors."""
+    and ``data`` arrays (and ``extras``: name -> CSR rows or a float32 matrix). ``where``
+    names the record in errors."""
     try:
         (n,) = _LENGTH.unpack_from(payload, 0)
         rec = json.loads(payload[_LENGTH.size : _LENGTH.size + n])
         rest = memoryview(payload)[_LENGTH.size + n :]
         if rec.get("op") == "upsert":
             rows, nnz = len(rec["ids"]), int(rec["nnz"])
-            if len(rest) != 8 * (rows + 1) + 8 * nnz:
+            rec["indptr"], rec["indices"], rec["data"], pos = _csr_arrays(rest, 0, rows, nnz)
+            extras = {}
+            for entry in rec.pop("extras", None) or []:
+                if "dim" in entry:
+                    dim = int(entry["dim"])
+                    _need(rest, pos + 4 * rows * dim)
+                    extras[entry["name"]] = np.frombuffer(rest, "<f4", rows * dim, pos).reshape(
+                        rows, dim
+                    )
+                    pos += 4 * rows * dim
+                else:
+                    indptr, indices, data, pos = _csr_arrays(rest, pos, rows, int(entry["nnz"]))
+                    extras[entry["name"]] = _Rows(indptr, indices, data)
+            if pos != len(rest):
                 raise ValueError("array lengths disagree with the record head")
-            rec["indptr"] = np.frombuffer(rest, "<i8", rows + 1)
-            rec["indices"] = np.frombuffer(rest, "<i4", nnz, 8 * (rows + 1))
-            rec["data"] = np.frombuffer(rest, "<f4", nnz, 8 * (rows + 1) + 4 * nnz)
+            if extras:
+                rec["extras"] = extras
             docs = rec.get("docs")
             if docs is not None and (not isinstance(docs, list) or len(docs) != rows):
                 raise ValueError("the stored records disagree with the ids")
@@ -393,6 +414,28 @@ def decode(payload: bytes, where: str) -> dict:
     except (ValueError, KeyError, TypeError, struct.error) as e:
         raise IndexFormatError(f"{where} cannot be decoded ({e}); restore the log.") from e
     return rec
+
+
+class _Rows(NamedTuple):
+    """CSR rows of an extra sparse representation, as a logged upsert holds them."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+
+def _need(rest: memoryview, end: int) -> None:
+    if end > len(rest):
+        raise ValueError("array lengths disagree with the record head")
+
+
+def _csr_arrays(rest: memoryview, pos: int, rows: int, nnz: int) -> tuple:
+    """indptr, indices and data of ``rows`` CSR rows with ``nnz`` entries from ``pos``."""
+    _need(rest, pos + 8 * (rows + 1) + 8 * nnz)
+    indptr = np.frombuffer(rest, "<i8", rows + 1, pos)
+    indices = np.frombuffer(rest, "<i4", nnz, pos + 8 * (rows + 1))
+    data = np.frombuffer(rest, "<f4", nnz, pos + 8 * (rows + 1) + 4 * nnz)
+    return indptr, indices, data, pos + 8 * (rows + 1) + 8 * nnz
 
 
 def read_legacy_jsonl(path: Path) -> list[dict]:

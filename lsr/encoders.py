@@ -23,6 +23,7 @@ ENCODERS: dict[str, str] = {
     "splade": "lsr.splade:SpladeEncoder",
     "inference-free": "lsr.inference_free:InferenceFreeEncoder",
     "pretokenized": "lsr.pretokenized:PretokenizedEncoder",
+    "dense": "lsr.dense:DenseEncoder",
 }
 FRESH = ("bm25",)  # types a bare name builds, unfitted, with the options given
 

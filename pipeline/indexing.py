@@ -15,20 +15,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from lsr.corpus import Document, read_corpus
+from lsr.dense import is_dense
 from lsr.encoding import EncodingStats, encode_corpus
 from lsr.errors import InputError
 from lsr.index import Index, IndexBuilder
 from lsr.index.collection import create_collection
+from lsr.index.dense import DenseSpec
 from lsr.index.lock import WriterLock
+from lsr.index.representations import NewExtra
 from lsr.index.store import StoreSpec
 from lsr.vector_files import VectorFile, write_vectors
 
 logger = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"  # where a collection keeps the encoder its documents were encoded with
+EXTRA_ENCODERS_DIR = "encoders"  # ... and those of its extra representations, by name
 T = TypeVar("T")
 
 
@@ -124,10 +129,14 @@ def build_index(
     metadata: dict | None = None,
     documents: Sequence[Document] | None = None,
     store: StoreSpec | str | None = "none",
+    representations: Sequence[tuple[NewExtra, object]] = (),
+    main: str | None = None,
 ) -> Index:
     """Index ``(vectors, doc_ids)`` batches and save them with ``encoder`` to ``out`` as a
     collection of one segment, atomically; ``documents`` (in batch order) are stored as
-    ``store`` says (all fields, ``fields:a,b`` or none). Returns the segment's index."""
+    ``store`` says (all fields, ``fields:a,b`` or none). ``representations``: extra ones
+    (rows in batch order) with the encoder of each, saved under ``encoders/NAME``; ``main``
+    names the main one. Returns the segment's index."""
     spec = StoreSpec.parse(store)
     if spec.stores and documents is None:
         raise InputError("Storing documents needs the documents (a corpus, not vectors).")
@@ -146,9 +155,17 @@ def build_index(
             spec,
             meta,
             overwrite=overwrite,
-            extra=lambda tmp: encoder.save_pretrained(tmp / ENCODER_DIR),
+            extra=lambda tmp: _save_encoders(tmp, encoder, representations),
+            representations=[extra for extra, _ in representations],
+            main=main,
         )
     return index
+
+
+def _save_encoders(folder: Path, encoder, representations) -> None:
+    encoder.save_pretrained(folder / ENCODER_DIR)
+    for extra, extra_encoder in representations:
+        extra_encoder.save_pretrained(folder / EXTRA_ENCODERS_DIR / extra.name)
 
 
 def index_corpus(
@@ -160,8 +177,17 @@ def index_corpus(
     overwrite: bool = False,
     progress: bool = True,
     store: StoreSpec | str | None = "all",
+    extra_encoders: dict[str, object] | None = None,
+    dense_index: DenseSpec | str | None = None,
+    main: str | None = None,
 ) -> IndexingSummary:
     """Encode every document of ``corpus`` and write the index (with its encoder) to ``out``.
+
+    ``extra_encoders`` (name -> a sparse or dense encoder) add representations for hybrid
+    search (:mod:`lsr.index.representations`): each encodes every document too, and the
+    collection holds them all, in one segment, with the main encoder's representation
+    called ``main``. ``dense_index``: how dense vectors are indexed (``flat``, ``hnsw:...``,
+    ``ivf:...``, :class:`~lsr.index.dense.DenseSpec`).
 
     ``corpus`` may also be a ``.parquet`` file written by ``lsr encode`` (vectors only: no
     documents to store); its vocabulary must be the encoder's. An encoder that needs corpus
@@ -178,10 +204,26 @@ def index_corpus(
     meta = {"corpus": str(corpus)}
 
     docs: list[Document] | None = None
+    extras: list[tuple[NewExtra, object]] = []
+    dense_spec = DenseSpec.parse(dense_index)
+    extra_stats = EncodingStats()
 
     def write(batches) -> Index:
-        return build_index(batches, encoder, out, quantization, overwrite, meta, docs, spec)
+        for name, extra_encoder in (extra_encoders or {}).items():
+            rows = _encode_all(docs, extra_encoder, batch_size, progress, extra_stats, name)
+            if is_dense(extra_encoder):
+                extras.append((NewExtra(name, rows, index=dense_spec), extra_encoder))
+            else:
+                new = NewExtra(
+                    name, rows, vocab=list(extra_encoder.vocab), quantization=quantization
+                )
+                extras.append((new, extra_encoder))
+        return build_index(
+            batches, encoder, out, quantization, overwrite, meta, docs, spec, extras, main
+        )
 
+    if extra_encoders and isinstance(corpus, (str, Path)) and str(corpus).endswith(".parquet"):
+        raise InputError("Extra encoders encode the documents' text; a .parquet file has none.")
     if isinstance(corpus, (str, Path)) and str(corpus).endswith(".parquet"):
         spec = StoreSpec("none")
         vectors = VectorFile(corpus)
@@ -194,7 +236,18 @@ def index_corpus(
     else:
         docs = read_documents(corpus, progress)
         index, stats = encode_corpus_into(docs, encoder, write, batch_size, progress)
+        stats.seconds += extra_stats.seconds
+        stats.fit_seconds += extra_stats.fit_seconds
     return _summary(out, index, stats, t0)
+
+
+def _encode_all(docs, encoder, batch_size: int, progress: bool, stats: EncodingStats, name: str):
+    """Every document's vector of one extra representation, in corpus order."""
+    parts = [v for v, _ in encode_corpus(encoder, docs, batch_size, progress, stats)]
+    logger.info("encoded %d documents for representation %r", len(docs), name)
+    if is_dense(encoder):
+        return np.concatenate(parts, axis=0)
+    return sp.vstack(parts, format="csr")
 
 
 def _summary(out: Path, index: Index, stats: EncodingStats, t0: float) -> IndexingSummary:

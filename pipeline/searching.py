@@ -8,9 +8,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lsr.checks import positive_int
+from lsr.dense import is_dense
 from lsr.encoders import load_encoder
 from lsr.errors import InputError
 from lsr.index import Filter, Index, LiveIndex, SearchResults
+from lsr.index.fusion import FusionSpec, read_fusion
+from lsr.pipeline.hybrid import load_encoders, search_mode
 from lsr.pipeline.indexing import ENCODER_DIR
 
 
@@ -24,11 +27,30 @@ class Searcher:
     benchmarks and evaluation).
     """
 
-    def __init__(self, index: Index | LiveIndex, encoder) -> None:
+    def __init__(
+        self,
+        index: Index | LiveIndex,
+        encoder,
+        extra_encoders: dict | None = None,
+        fusion: FusionSpec | None = None,
+    ) -> None:
         index.check_vocab(encoder.vocab)
         self.encoder = encoder
         self.live = index if isinstance(index, LiveIndex) else None
         self._index = None if self.live is not None else index
+        self.extra_encoders = dict(extra_encoders or {})
+        self.fusion = fusion  # the collection's tuned fusion (lsr tune-fusion), if any
+        for name, extra in self.extra_encoders.items():
+            if self.live is None:
+                raise InputError("Extra representations need a collection: use Searcher.open.")
+            if not is_dense(extra):
+                self.live.check_vocab(extra.vocab, representation=name)
+
+    @property
+    def encoders(self) -> dict:
+        """Every representation's encoder, by name (the main one first)."""
+        main = self.live.main_name if self.live is not None else "sparse"
+        return {main: self.encoder, **self.extra_encoders}
 
     @classmethod
     def open(cls, path: str | Path, encoder=None) -> Searcher:
@@ -43,7 +65,12 @@ class Searcher:
             encoder = load_encoder(saved)
         elif isinstance(encoder, (str, Path)):
             encoder = load_encoder(encoder)
-        return cls(LiveIndex(path, read_only=True), encoder)
+        live = LiveIndex(path, read_only=True)
+        try:
+            return cls(live, encoder, load_encoders(path, live), read_fusion(path))
+        except BaseException:
+            live.close()
+            raise
 
     @property
     def index(self) -> Index:
@@ -75,19 +102,33 @@ class Searcher:
         k: int = 10,
         filter: Filter | dict | str | None = None,
         fields: Sequence[str] | None = None,
+        mode: str = "sparse",
+        retrievers: Sequence[str] | None = None,
+        fusion: FusionSpec | None = None,
+        **options,
     ) -> SearchResults:
         """Top-``k`` documents for one query text or a list of them; ``filter`` restricts
         them to documents whose stored fields match (see ``lsr.index.filters``), ``fields``
-        attaches their stored documents (``["*"]``: every field)."""
+        attaches their stored documents (``["*"]``: every field). ``mode``: ``sparse``
+        (default), ``dense`` or ``hybrid`` (:mod:`lsr.pipeline.hybrid`; ``retrievers`` names
+        the representations, ``fusion`` how to fuse them: default the collection's tuned
+        fusion)."""
         texts = [queries] if isinstance(queries, str) else list(queries)
         if not texts:
             raise InputError("No queries given.")
+        if mode != "sparse" or retrievers or self.extra_encoders:
+            if self.live is None:
+                raise InputError("Dense and hybrid search need a collection: use Searcher.open.")
+            return search_mode(
+                self.live, self.encoders, texts, k, mode, retrievers, fusion or self.fusion,
+                filter=filter, fields=fields, **options,
+            )  # fmt: skip
         vectors = self.encoder.encode_queries(texts)
         if self.live is None:
             if filter is not None or fields is not None:
                 raise InputError("Filters and documents need a collection: use Searcher.open.")
-            return self._index.search(vectors, k)
-        return self.live.search(vectors, k, filter=filter, fields=fields)
+            return self._index.search(vectors, k, **options)
+        return self.live.search(vectors, k, filter=filter, fields=fields, **options)
 
 
 def search_topics(
@@ -100,8 +141,9 @@ def search_topics(
     **options,
 ) -> Iterator[tuple[str, list[tuple[str, float]]]]:
     """``(query_id, hits best first)`` for every topic, in the topics' order: the searcher's
-    encoder (loaded once) encodes ``batch_size`` queries at a time and each batch is searched
-    at once (``options`` such as ``threads`` as for :meth:`LiveIndex.search`)."""
+    encoders (loaded once) encode ``batch_size`` queries at a time and each batch is searched
+    at once (``options`` such as ``threads``, ``mode``, ``retrievers`` and ``fusion`` as for
+    :meth:`Searcher.search`)."""
     batch_size = positive_int(batch_size, "batch_size")
     if filter is not None:
         if searcher.live is None:
@@ -111,8 +153,7 @@ def search_topics(
     with tqdm(total=len(qids), desc="search", unit="query", disable=not progress) as bar:
         for lo in range(0, len(qids), batch_size):
             batch = qids[lo : lo + batch_size]
-            vectors = searcher.encoder.encode_queries([topics[q] for q in batch])
-            results = searcher.collection.search(vectors, k, **options)
+            results = searcher.search([topics[q] for q in batch], k, **options)
             for qid, hits in zip(batch, results, strict=True):
                 yield qid, list(hits.items())
             bar.update(len(batch))

@@ -55,9 +55,28 @@ def _add_index(sub) -> None:
     )
     p.add_argument(
         "--encoder",
+        action="append",
         default=None,
         help="'bm25' (default), a SPLADE / inference-free model folder or Hub id, a saved "
-        "encoder; with --append the collection's own encoder is used",
+        "encoder; repeat it for several sparse representations in one collection (the first "
+        "is the main one; NAME=SPEC names one, else it is named after the spec); with "
+        "--append the collection's own encoders are used",
+    )
+    p.add_argument(
+        "--dense",
+        action="append",
+        default=None,
+        metavar="dense:SPEC",
+        help="also index dense vectors for hybrid search: dense:wordllama (the static model "
+        "shipped in the wordllama package, offline), dense:PATH or dense:OWNER/NAME (a "
+        "transformer or sentence-transformers model); NAME=dense:... names it",
+    )
+    p.add_argument(
+        "--dense-index",
+        default="flat",
+        metavar="flat|hnsw:...|ivf:...",
+        help="the faiss index of each segment's dense vectors: flat (exact, default), "
+        "hnsw:m=32,ef_construction=200,ef_search=128 or ivf:nlist=1024,nprobe=16",
     )
     p.add_argument("--out", required=True, help="index directory to write")
     p.add_argument(
@@ -238,8 +257,60 @@ def _add_search(sub) -> None:
         help="stored fields to return with each hit in --json ('*': all; default: none there, "
         "title and a text snippet in the table)",
     )
+    _add_hybrid_options(p)
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=commands.cmd_search)
+
+
+def _add_hybrid_options(p) -> None:
+    """How a search uses a collection's representations (lsr search, lsr tune-fusion)."""
+    p.add_argument(
+        "--mode",
+        choices=["sparse", "dense", "hybrid"],
+        default="sparse",
+        help="sparse: the main representation (or --retriever); dense: the dense one; hybrid: "
+        "several fused (default all of the collection's, or those tuned by lsr tune-fusion)",
+    )
+    p.add_argument(
+        "--retriever",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a representation to search (its name: bm25, splade-tiny, wordllama...); repeat "
+        "for hybrid, in the order weights are given",
+    )
+    p.add_argument(
+        "--fusion",
+        choices=["convex", "rrf"],
+        default=None,
+        help="hybrid: convex combination of normalized scores (default) or reciprocal rank "
+        "fusion; default: the collection's tuned fusion (lsr tune-fusion), else convex",
+    )
+    p.add_argument(
+        "--alpha",
+        type=UNIT_FLOAT,
+        default=None,
+        help="hybrid of two retrievers: weight of the first (the second gets 1 - alpha)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="W1,W2,...",
+        help="hybrid: one weight per retriever, in order (default equal)",
+    )
+    p.add_argument(
+        "--normalization",
+        choices=["minmax", "zscore", "none"],
+        default=None,
+        help="convex fusion: per-query score normalization (default minmax)",
+    )
+    p.add_argument("--rrf-k", type=POSITIVE_INT, default=None, help="RRF's k (default 60)")
+    p.add_argument(
+        "--depth",
+        type=POSITIVE_INT,
+        default=None,
+        help="hybrid: hits each retriever contributes before fusing (default 100, at least k)",
+    )
 
 
 def _add_eval(sub) -> None:

@@ -27,9 +27,48 @@ def _encoder_options(args) -> dict:
 
 def _encoder_from_args(args):
     spec = args.encoder or "bm25"  # lsr index's default
+    if isinstance(spec, list):
+        if len(spec) > 1:
+            raise InputError("give one --encoder here (several are for lsr index).")
+        spec = spec[0]
     options = _encoder_options(args)
     check_options([spec], options)
     return load_encoder(spec, **options_for(spec, options))
+
+
+def _encoders_from_args(args) -> tuple[str, object, dict]:
+    """lsr index's encoders: the main one's name and encoder, and the extra ones by name
+    (the further --encoder options and every --dense)."""
+    from lsr.dense import is_dense
+    from lsr.pipeline.hybrid import named_specs
+
+    sparse = named_specs(args.encoder or ["bm25"])
+    dense = named_specs(args.dense or [])
+    for _, spec in dense:
+        if not str(spec).startswith("dense:") and not is_dense_folder(spec):
+            raise InputError(
+                f"--dense {spec}: give a dense encoder, dense:wordllama or dense:PATH."
+            )
+    every = [*sparse, *dense]
+    names = [n for n, _ in every]
+    if len(set(names)) != len(names):
+        raise InputError("two representations have the same name; name them: NAME=SPEC.")
+    options = _encoder_options(args)
+    check_options([spec for _, spec in every], options)
+    encoders = {name: load_encoder(spec, **options_for(spec, options)) for name, spec in every}
+    for name, spec in sparse:
+        if is_dense(encoders[name]):
+            raise InputError(f"--encoder {spec} is a dense encoder; pass it with --dense.")
+    main = sparse[0][0]
+    return main, encoders.pop(main), encoders
+
+
+def is_dense_folder(spec: str) -> bool:
+    """Whether ``spec`` is a folder holding a saved dense encoder."""
+    from lsr.encoder import read_config
+
+    folder = Path(spec)
+    return folder.is_dir() and read_config(folder).get("type") == "dense"
 
 
 def cmd_index(args) -> int:
@@ -38,10 +77,10 @@ def cmd_index(args) -> int:
             raise InputError(
                 "--append encodes with the collection's encoder; --pretokenized cannot add to it."
             )
-        if args.encoder is not None or args.overwrite or _encoder_options(args):
+        if args.encoder is not None or args.dense or args.overwrite or _encoder_options(args):
             raise InputError(
-                "--append adds to a collection with the encoder it was built with; "
-                "drop --encoder, --overwrite and encoder options."
+                "--append adds to a collection with the encoders it was built with; "
+                "drop --encoder, --dense, --overwrite and encoder options."
             )
         from lsr.pipeline.appending import append_corpus
 
@@ -58,6 +97,10 @@ def cmd_index(args) -> int:
 
 
 def _index_new(args):
+    if args.pretokenized and args.dense:
+        raise InputError(
+            "--pretokenized indexes given term weights; --dense has no text to encode."
+        )
     if args.pretokenized:
         from lsr.pipeline import index_pretokenized
 
@@ -75,7 +118,9 @@ def _index_new(args):
             progress=sys.stderr.isatty(),
             store=args.store,
         )
-    encoder = _encoder_from_args(args)
+    if args.dense_index != "flat" and not args.dense:
+        raise InputError("--dense-index sets how --dense vectors are indexed; add --dense.")
+    main, encoder, extras = _encoders_from_args(args)
     return index_corpus(
         corpus_source(args.corpus),
         encoder,
@@ -85,6 +130,9 @@ def _index_new(args):
         overwrite=args.overwrite,
         progress=sys.stderr.isatty() or None,
         store=args.store,
+        extra_encoders=extras,
+        dense_index=args.dense_index,
+        main=main if extras else None,
     )
 
 
@@ -501,14 +549,19 @@ def cmd_search(args) -> int:
         raise InputError("--fields takes field names separated by commas, e.g. title,text.")
     shown = fields if args.json else ["title", "text"]
     results = searcher.search(
-        args.query, k=args.k or 10, filter=_filter_arg(args.filter), fields=shown
-    )
+        args.query, k=args.k or 10, filter=_filter_arg(args.filter), fields=shown,
+        **_hybrid_args(args, searcher),
+    )  # fmt: skip
     if args.json:
         out = []
-        for q, hits in zip(args.query, results, strict=True):
+        names = _fused_names(args, searcher)
+        for i, (q, hits) in enumerate(zip(args.query, results, strict=True)):
             rows = []
             for r, hit in enumerate(hits.hits, 1):
                 row = {"rank": r, "id": hit.id, "score": hit.score}
+                if results.contributions is not None:
+                    row["retrievers"] = dict(zip(names, results.contributions[i][r - 1],
+                                                 strict=True))  # fmt: skip
                 if hit.document is not None:
                     row["document"] = hit.document
                 rows.append(row)
@@ -521,6 +574,51 @@ def cmd_search(args) -> int:
         ]
         print("\n\n".join(tables))
     return 0
+
+
+def _hybrid_args(args, searcher) -> dict:
+    """``mode``, ``retrievers`` and ``fusion`` of a search, from the hybrid options."""
+    from lsr.index.fusion import FusionSpec
+
+    given = {
+        "method": args.fusion, "normalization": args.normalization, "k": args.rrf_k,
+        "depth": args.depth,
+    }  # fmt: skip
+    given = {key: value for key, value in given.items() if value is not None}
+    if args.alpha is not None and args.weights is not None:
+        raise InputError("give --alpha (two retrievers) or --weights, not both.")
+    if args.weights is not None:
+        try:
+            given["weights"] = tuple(float(w) for w in args.weights.split(","))
+        except ValueError:
+            raise InputError(
+                f"--weights takes numbers separated by commas, got {args.weights!r}."
+            ) from None
+    elif args.alpha is not None:
+        given["weights"] = (args.alpha, 1.0 - args.alpha)
+    if given and args.mode != "hybrid":
+        raise InputError("--fusion, --alpha, --weights, --normalization, --rrf-k and --depth are "
+                         "for --mode hybrid.")  # fmt: skip
+    fusion = None
+    if given:
+        base = searcher.fusion.to_dict() if searcher.fusion is not None else {}
+        if args.retriever:
+            base["retrievers"] = []
+            base.pop("weights", None)
+        if "weights" in given:
+            base["retrievers"] = []
+        base.pop("tuned", None)
+        fusion = FusionSpec.from_dict({**base, **given})
+    return {"mode": args.mode, "retrievers": args.retriever, "fusion": fusion}
+
+
+def _fused_names(args, searcher) -> list[str]:
+    """The representations a hybrid search fused, in order (what --json labels)."""
+    from lsr.pipeline.hybrid import retrievers_for
+
+    if args.mode != "hybrid":
+        return []
+    return retrievers_for(searcher.live, args.mode, args.retriever, searcher.fusion)
 
 
 def _search_run(args, index: str) -> int:
@@ -549,6 +647,7 @@ def _search_run(args, index: str) -> int:
             filter=_filter_arg(args.filter),
             progress=_progress(),
             threads=args.threads,
+            **_hybrid_args(args, searcher),
         )
         if args.output == "-":
             writer = RunWriter(sys.stdout, fmt, args.run_tag).write_all(hits)

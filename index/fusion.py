@@ -1,0 +1,221 @@
+"""Fusing the rankings of several retrievers (sparse, dense) into one: hybrid search.
+
+Each retriever contributes its top ``depth`` hits for a query. Two families (Bruch et al.,
+TOIS 2023, "An Analysis of Fusion Functions for Hybrid Retrieval"):
+
+- **Score combination** (``method="convex"``, the default): each list's scores are normalized
+  per query, then summed with the retrievers' weights: ``sum_r w_r * norm_r(d)``. For two
+  retrievers ``alpha`` is the weight of the first and ``1 - alpha`` that of the second (a
+  convex combination). ``normalization``: ``minmax`` ((s - min) / (max - min) over the list;
+  a list whose scores all tie gives its hits 1), ``zscore`` ((s - mean) / std; all ties give
+  0) or ``none`` (raw scores). A document missing from a list gets that list's *floor*: the
+  lowest normalized score in it (0 for min-max), so being absent never beats being present.
+  An empty list contributes nothing.
+- **Reciprocal rank fusion** (``method="rrf"``): ``sum_r w_r / (k + rank_r(d))``, ranks from 1;
+  a document missing from a list gets nothing from it.
+
+Ties in the fused score keep the order in which documents first appear: the first
+retriever's list in rank order, then the next one's new documents, and so on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from lsr.errors import InputError
+from lsr.index.results import SearchResults
+
+METHODS = ("convex", "rrf")
+NORMALIZATIONS = ("minmax", "zscore", "none")
+FUSION_FILE = "fusion.json"  # a collection's tuned fusion (written by ``lsr tune-fusion``)
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """How to fuse: ``method``, its ``normalization``, one weight per retriever (``None``:
+    equal weights), RRF's ``k`` and the ``depth`` each retriever contributes."""
+
+    method: str = "convex"
+    normalization: str = "minmax"
+    weights: tuple[float, ...] | None = None
+    k: int = 60
+    depth: int = 100
+    retrievers: tuple[str, ...] = ()  # the representations fused, in order (empty: all)
+    tuned: dict = field(default_factory=dict, compare=False)  # how the weights were chosen
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown fusion {self.method!r}; use one of {', '.join(METHODS)}.")
+        if self.normalization not in NORMALIZATIONS:
+            raise InputError(
+                f"unknown normalization {self.normalization!r}; use one of "
+                f"{', '.join(NORMALIZATIONS)}."
+            )
+        if self.weights is not None:
+            weights = tuple(self.weights)
+            if not weights or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+                and w >= 0 for w in weights
+            ):  # fmt: skip
+                raise InputError(f"fusion weights must be finite numbers >= 0, got {weights!r}.")
+            if sum(weights) == 0:
+                raise InputError("fusion weights must not all be 0.")
+            object.__setattr__(self, "weights", tuple(float(w) for w in weights))
+        for name in ("k", "depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"fusion {name} must be an integer >= 1, got {value!r}.")
+        object.__setattr__(self, "retrievers", tuple(self.retrievers))
+
+    @classmethod
+    def with_alpha(cls, alpha: float, **options) -> FusionSpec:
+        """A convex combination of two retrievers: ``alpha`` weighs the first."""
+        if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise InputError(f"alpha must be a number between 0 and 1, got {alpha!r}.")
+        return cls(weights=(float(alpha), 1.0 - float(alpha)), **options)
+
+    def weights_for(self, n: int) -> tuple[float, ...]:
+        if self.weights is None:
+            return (1.0,) * n
+        if len(self.weights) != n:
+            raise InputError(f"{len(self.weights)} fusion weights given for {n} retrievers.")
+        return self.weights
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["weights"] = list(self.weights) if self.weights is not None else None
+        out["retrievers"] = list(self.retrievers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FusionSpec:
+        if not isinstance(data, dict):
+            raise InputError("a fusion setting must be a JSON object.")
+        unknown = sorted(set(data) - set(asdict(cls())))
+        if unknown:
+            raise InputError(f"unknown fusion setting {unknown[0]!r}.")
+        data = dict(data)
+        if data.get("weights") is not None:
+            data["weights"] = tuple(data["weights"])
+        return cls(**data)
+
+
+def _normalized(scores: np.ndarray, normalization: str) -> tuple[np.ndarray, float]:
+    """A list's normalized scores and its floor (what a missing document gets)."""
+    if scores.size == 0:
+        return scores, 0.0
+    s = scores.astype(np.float64)
+    if normalization == "minmax":
+        lo, hi = s.min(), s.max()
+        return (np.ones_like(s) if hi == lo else (s - lo) / (hi - lo)), 0.0
+    if normalization == "zscore":
+        std = s.std()
+        z = np.zeros_like(s) if std == 0 else (s - s.mean()) / std
+        return z, float(z.min())
+    return s, float(s.min())
+
+
+def fuse_lists(
+    lists: Sequence[tuple[Sequence[str], Sequence[float]]], spec: FusionSpec
+) -> tuple[list[str], list[float], list[list[float | None]]]:
+    """One query: fuse ``(ids, scores)`` lists (each best first) into ``(ids, scores,
+    contributions)``, every list cut to ``spec.depth``; ``contributions[j][r]`` is list
+    ``r``'s weighted part of hit ``j``'s score (None where ``r`` did not retrieve it)."""
+    weights = spec.weights_for(len(lists))
+    order: dict[str, int] = {}
+    for ids, _ in lists:
+        for doc in list(ids)[: spec.depth]:
+            order.setdefault(doc, len(order))
+    n = len(order)
+    total = np.zeros(n, dtype=np.float64)
+    parts: list[np.ndarray] = []
+    for (ids, scores), weight in zip(lists, weights, strict=True):
+        ids = list(ids)[: spec.depth]
+        part = np.full(n, np.nan)
+        if ids:
+            where = np.fromiter((order[d] for d in ids), dtype=np.int64, count=len(ids))
+            if spec.method == "rrf":
+                part[where] = weight / (spec.k + np.arange(1, len(ids) + 1))
+                floor = 0.0
+            else:
+                values, floor = _normalized(np.asarray(scores[: len(ids)]), spec.normalization)
+                part[where] = weight * values
+                floor *= weight
+            total += np.where(np.isnan(part), floor, part)
+        parts.append(part)
+    ranked = np.argsort(-total, kind="stable")
+    docs = list(order)
+    contributions = [[None if np.isnan(p[i]) else float(p[i]) for p in parts] for i in ranked]
+    return [docs[i] for i in ranked], total[ranked].tolist(), contributions
+
+
+def fuse(results: Sequence[SearchResults], spec: FusionSpec, k: int) -> SearchResults:
+    """Fuse several retrievers' results for the same queries into the top ``k``; the result
+    carries ``contributions`` (per query, per hit, each retriever's part) and, when every
+    input carries stored documents, the hits' documents."""
+    if not results:
+        raise InputError("fusion needs at least one retriever's results.")
+    n = len(results[0])
+    if any(len(r) != n for r in results):
+        raise InputError("every retriever must answer the same queries.")
+    ids_out, scores_out, contributions, documents = [], [], [], []
+    with_docs = all(r.documents is not None for r in results)
+    for i in range(n):
+        hits = [r[i] for r in results]
+        ids, scores, parts = fuse_lists([(h.ids, h.scores) for h in hits], spec)
+        ids, scores, parts = ids[:k], scores[:k], parts[:k]
+        ids_out.append(ids)
+        scores_out.append(scores)
+        contributions.append(parts)
+        if with_docs:
+            found = {}
+            for h in hits:
+                for doc_id, doc in zip(h.ids, h.documents, strict=True):
+                    found.setdefault(doc_id, doc)
+            documents.append([found[d] for d in ids])
+    width = max((len(x) for x in ids_out), default=0)
+    docs = np.full((n, width), -1, dtype=np.int64)
+    score_array = np.zeros((n, width), dtype=np.float32)
+    flat: list[str] = []
+    for i, (ids, scores) in enumerate(zip(ids_out, scores_out, strict=True)):
+        docs[i, : len(ids)] = np.arange(len(flat), len(flat) + len(ids))
+        score_array[i, : len(ids)] = scores
+        flat += ids
+    return SearchResults(
+        docs=docs,
+        scores=score_array,
+        counts=np.asarray([len(x) for x in ids_out], dtype=np.int64),
+        doc_ids=pa.array(flat, pa.large_string()),
+        documents=documents if with_docs else None,
+        contributions=contributions,
+    )
+
+
+def read_fusion(collection: str | Path) -> FusionSpec | None:
+    """The fusion tuned for a collection (its ``fusion.json``), or None."""
+    path = Path(collection) / FUSION_FILE
+    if not path.is_file():
+        return None
+    try:
+        return FusionSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        raise InputError(
+            f"{path} is not a valid fusion setting ({e}); run lsr tune-fusion again."
+        ) from None
+
+
+def write_fusion(collection: str | Path, spec: FusionSpec) -> Path:
+    """Record ``spec`` as the collection's fusion (atomically: the old file or the new)."""
+    from lsr.index.storage import write_file_atomically
+
+    path = Path(collection) / FUSION_FILE
+    data = json.dumps(spec.to_dict(), indent=1, ensure_ascii=False).encode("utf-8")
+    write_file_atomically(path, data)
+    return path
