@@ -86,7 +86,7 @@ def _check_sparse_extra(live, model, rng, k=6):
     got = live.search(q, k, representation="sp2")
     s, ids = model.expected("sp2", q, k)
     for i in range(3):
-        best = sorted(((-s[i, j], j) for j in range(len(ids)) if s[i, j] > 0))[:k]
+        best = sorted((-s[i, j], j) for j in range(len(ids)) if s[i, j] > 0)[:k]
         assert got[i].scores == pytest.approx([-x for x, _ in best], rel=1e-5)
         assert set(got[i].ids) <= {ids[j] for j in range(len(ids)) if s[i, j] > 0}
 
