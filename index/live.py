@@ -639,6 +639,7 @@ class LiveIndex(SegmentMaintenance):
             "deleted_docs": sum(v.segment.n_docs - v.n_live for v in views),
             "buffer_docs": len(state.buffer),
             "vocab_size": len(self.vocab),
+            "representations": self.representations,
             "postings": sum(v.segment.index.n_postings for v in views)
             + int(snap.buffer.indptr[snap.buffer.n_rows]),
             "last_seq": state.seq,

@@ -1,6 +1,7 @@
 """``lsr index CORPUS --append --out DIR``: add a corpus to an existing collection.
 
-The collection's own encoder (saved beside it) encodes the new documents, so their vectors
+The collection's own encoders (saved beside it: the main one and those of its extra
+representations) encode the new documents, so their vectors
 share its vocabulary and, for BM25, its fitted statistics. The documents go through the
 collection's writer (:class:`lsr.index.LiveIndex`: the writer lock, the write-ahead log, one
 logged and fsynced write per batch, stored fields as the collection's ``--store`` setting
@@ -27,6 +28,7 @@ from lsr.encoding import encode_with_unknown
 from lsr.errors import CorpusError
 from lsr.index import LiveIndex
 from lsr.index.validation import empty_rows
+from lsr.pipeline.hybrid import load_encoders
 from lsr.pipeline.indexing import ENCODER_DIR, read_documents
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def append_corpus(
     out = Path(out)
     with LiveIndex(out) as live:
         encoder = load_encoder(out / ENCODER_DIR)
+        extra_encoders = load_encoders(out, live)
         docs = read_documents(corpus, progress)
         seen: set[str] = set()
         for d in docs:
@@ -88,7 +91,11 @@ def append_corpus(
             if len(keep):
                 kept = [batch[i] for i in keep]
                 existing = sum(1 for d in kept if live.document(d.id, []) is not None)
-                live.upsert(vectors[keep], [d.id for d in kept], [d.record() for d in kept])
+                texts = [d.contents for d in kept]
+                extras = {n: e.encode_documents(texts) for n, e in extra_encoders.items()}
+                live.upsert(
+                    vectors[keep], [d.id for d in kept], [d.record() for d in kept], extras or None
+                )
                 replaced += existing
                 added += len(kept) - existing
             bar.update(len(batch))

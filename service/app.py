@@ -22,7 +22,9 @@ from fastapi import FastAPI
 from lsr import __version__, load_encoder
 from lsr.errors import ConfigError
 from lsr.index import LiveIndex
+from lsr.index.fusion import read_fusion
 from lsr.pipeline import ENCODER_DIR
+from lsr.pipeline.hybrid import load_encoders
 from lsr.service import docs, middleware
 from lsr.service.auth import KeyRing, load_key_ring
 from lsr.service.encode_pool import EncodePool
@@ -108,6 +110,8 @@ def create_app(
         enc = load_encoder(spec)
         if list(enc.vocab) != live.vocab:
             raise ConfigError(f"The encoder's vocabulary differs from the index at {index_dir}.")
+        extra_encoders = load_encoders(index_dir, live)
+        fusion = read_fusion(index_dir)
         live.warm_up()
         if encode_workers and not read_only:
             pool = EncodePool(str(spec), encode_workers)
@@ -117,7 +121,8 @@ def create_app(
     metrics = Metrics(live.stats, worker.workers_file if worker else None)
     state = ServiceState(live, enc, limits, keys, read_only, unknown_words=unknown_words,
                          encode_pool=pool, metrics=metrics, worker=worker,
-                         search_threads=search_threads)  # fmt: skip
+                         search_threads=search_threads, extra_encoders=extra_encoders,
+                         fusion=fusion)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

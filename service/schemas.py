@@ -15,6 +15,32 @@ MAX_QUERY_WEIGHT = 1e6  # beyond it a float32 score could overflow to infinity
 QueryWeight = Annotated[float, Field(ge=0, le=MAX_QUERY_WEIGHT, allow_inf_nan=False)]
 
 
+class FusionRequest(BaseModel):
+    """How a hybrid search fuses its retrievers' rankings (lsr.index.fusion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    method: Literal["convex", "rrf"] = Field(
+        "convex", description="convex: weighted sum of normalized scores; rrf: reciprocal rank"
+    )
+    normalization: Literal["minmax", "zscore", "none"] = Field(
+        "minmax", description="convex: per-query score normalization"
+    )
+    weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+        None, description="one weight per retriever, in order (default equal)"
+    )
+    alpha: float | None = Field(
+        None, ge=0, le=1, description="two retrievers: the first's weight (the second: 1-alpha)"
+    )
+    k: int = Field(60, ge=1, description="RRF's k")
+    depth: int = Field(100, ge=1, le=10_000, description="hits each retriever contributes")
+
+    @model_validator(mode="after")
+    def _one_weighting(self) -> FusionRequest:
+        if self.alpha is not None and self.weights is not None:
+            raise ValueError("give alpha or weights, not both")
+        return self
+
+
 class SearchRequest(BaseModel):
     """A query as text (encoded by the server) or as a sparse vector {term: weight}: exactly
     one of ``query`` and ``vector``."""
@@ -67,11 +93,29 @@ class SearchRequest(BaseModel):
         description="deadline for encoding and searching, in milliseconds (at most the "
         "server's --timeout-ms, its default); past it the answer is 504",
     )
+    mode: Literal["sparse", "dense", "hybrid"] = Field(
+        "sparse",
+        description="sparse: the main representation (or the one in retrievers); dense: the "
+        "dense one; hybrid: several fused (default all of the collection's, or those tuned "
+        "by lsr tune-fusion). dense and hybrid take text queries.",
+    )
+    retrievers: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description="the representations to search, by name (GET /stats lists them); for "
+        "hybrid, in the order of the fusion's weights",
+    )
+    fusion: FusionRequest | None = Field(
+        None, description="hybrid: how to fuse (default: the collection's tuned fusion)"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchRequest:
         if (self.query is None) == (self.vector is None):
             raise ValueError("give exactly one of 'query' (text) or 'vector' ({term: weight})")
+        if self.fusion is not None and self.mode != "hybrid":
+            raise ValueError("'fusion' is for mode 'hybrid'")
+        if self.vector is not None and self.mode != "sparse":
+            raise ValueError(f"mode {self.mode!r} takes query text, not a vector")
         return self
 
 
@@ -152,6 +196,11 @@ class Hit(BaseModel):
     score: float
     terms: list[TermContribution] | None = Field(None, description="with explain=true")
     document: dict[str, Any] | None = Field(None, description="the stored fields asked for")
+    retrievers: dict[str, float | None] | None = Field(
+        None,
+        description="hybrid with explain=true: each retriever's weighted part of the score "
+        "(null: it did not retrieve the document)",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -222,6 +271,9 @@ class StatsResponse(BaseModel):
     deleted_docs: int = Field(..., description="deleted documents a merge has not removed yet")
     buffer_docs: int = Field(..., description="live documents in the write buffer")
     vocab_size: int
+    representations: dict[str, str] = Field(
+        ..., description="each representation's name and kind (sparse, dense), the main first"
+    )
     postings: int
     last_seq: int
     flushed_seq: int = Field(..., description="the last write the segments hold")

@@ -95,6 +95,7 @@ def server_facts(app) -> dict:
         "documents": stats["n_docs"],
         "segments": stats["segments"],
         "encoder": getattr(state.encoder, "name", type(state.encoder).__name__),
+        "representations": list(state.extra_encoders),
         "auth": state.keys.describe(),
         "role": "read-only" if state.read_only else "writer",
         "search_threads": state.search_threads,
@@ -109,7 +110,8 @@ def startup_line(facts: dict, url: str, access_log: str, workers: str | None = N
         f"lsr serve: {url}",
         f"collection {facts['collection']} ({facts['documents']:,} documents, {segments} "
         f"segment{'s' * (segments != 1)})",
-        f"encoder {facts['encoder']}",
+        f"encoder {facts['encoder']}"
+        + "".join(f" + {name}" for name in facts.get("representations", [])),
         facts["auth"],
         workers or facts["role"],
         f"{facts['search_threads']} search threads{' each' * bool(workers)}",

@@ -30,6 +30,7 @@ from fastapi import HTTPException, Request
 from lsr.encoding import encode_with_unknown
 from lsr.errors import InputError
 from lsr.index import LiveIndex, SearchResults, parse_filter
+from lsr.index.fusion import FusionSpec
 from lsr.index.validation import empty_rows
 from lsr.service.auth import KeyRing
 from lsr.service.encode_pool import EncodePool
@@ -65,6 +66,22 @@ def _fields_key(req: SearchRequest) -> tuple[str, ...] | None:
     return None if req.fields is None else tuple(req.fields)
 
 
+def _fusion_of(req: SearchRequest, default: FusionSpec | None) -> FusionSpec | None:
+    """A request's fusion as a spec (its retrievers' order), else the collection's tuned one."""
+    if req.fusion is None:
+        return default
+    given = req.fusion.model_dump()
+    alpha = given.pop("alpha")
+    if alpha is not None:
+        given["weights"] = (alpha, 1.0 - alpha)
+    if given["weights"] is not None:
+        given["weights"] = tuple(given["weights"])
+    try:
+        return FusionSpec(**given)
+    except InputError as e:
+        raise HTTPException(422, str(e)) from e
+
+
 def _words(words: list[str], shown: int = 10) -> str:
     more = f" and {len(words) - shown} more" if len(words) > shown else ""
     return ", ".join(repr(w) for w in words[:shown]) + more
@@ -89,6 +106,8 @@ class ServiceState:
     metrics: Metrics | None = None
     worker: WorkerPlace | None = None  # with several worker processes: this one's place
     search_threads: int | None = None  # the search thread pool's size (None: the cores)
+    extra_encoders: dict = field(default_factory=dict)  # extra representations' encoders
+    fusion: FusionSpec | None = None  # the collection's tuned fusion (lsr tune-fusion)
     _stop: threading.Event = field(default_factory=threading.Event)
     _refresher: threading.Thread | None = None
 
@@ -152,6 +171,8 @@ class ServiceState:
         """:meth:`search` for the event loop: queries for a model batched with other
         requests', light searches inline, heavy ones in the thread pool, all within the
         requests' deadline (the shortest ``timeout_ms`` of a batch; 504 past it)."""
+        if any(r.mode != "sparse" or r.retrievers for r in requests):
+            return await self._asearch_modes(requests)
         texts = self.query_texts(requests)
         budget, deadline = self._deadline([r.timeout_ms for r in requests])
         encoded = None
@@ -169,6 +190,58 @@ class ServiceState:
             results = await self._within(work, deadline, budget)
         self.metrics.search_seconds.observe(time.perf_counter() - started)
         return results
+
+    async def _asearch_modes(self, requests: Sequence[SearchRequest]) -> list[dict]:
+        """Requests that ask for dense or hybrid search (or a named representation): each
+        encoded by the encoders of its representations and searched, in the thread pool."""
+        texts = self.query_texts(requests)
+        if len(texts) != len(requests) and any(r.mode != "sparse" for r in requests):
+            raise HTTPException(422, "dense and hybrid searches take query text, not a vector")
+        budget, deadline = self._deadline([r.timeout_ms for r in requests])
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        work = loop.run_in_executor(self.executor, self._search_modes, requests)
+        results = await self._within(work, deadline, budget)
+        self.metrics.search_seconds.observe(time.perf_counter() - started)
+        return results
+
+    def _search_modes(self, requests: Sequence[SearchRequest]) -> list[dict]:
+        from lsr.pipeline.hybrid import retrievers_for, search_mode
+
+        encoders = {self.live.main_name: self.encoder, **self.extra_encoders}
+        out = []
+        for req in requests:
+            if req.query is None:  # a vector for a named sparse representation
+                raise HTTPException(422, "a search by representation name takes query text")
+            fusion = _fusion_of(req, self.fusion)
+            try:
+                names = retrievers_for(self.live, req.mode, req.retrievers, fusion)
+                results = search_mode(
+                    self.live, encoders, [req.query], req.k, req.mode, names, fusion,
+                    filter=req.filter, fields=_fields_key(req),
+                    **({} if req.mode == "dense" else {"algorithm": req.algorithm}),
+                )  # fmt: skip
+            except InputError as e:
+                raise HTTPException(422, str(e)) from e
+            row = results[0]
+            hits = [
+                {"id": d, "score": s, "terms": None, "document": None}
+                for d, s in zip(row.ids, row.scores, strict=True)
+            ]
+            if row.documents is not None:
+                for hit, doc in zip(hits, row.documents, strict=True):
+                    hit["document"] = doc
+            if req.explain and results.contributions is not None:
+                for hit, parts in zip(hits, results.contributions[0], strict=True):
+                    hit["retrievers"] = dict(zip(names, parts, strict=True))
+            out.append({"hits": hits})
+        return out
+
+    def encode_extras(self, texts: Sequence[str]) -> dict:
+        """The documents' vectors in each extra representation (what a write needs)."""
+        return {
+            name: enc.encode_documents(list(texts)) for name, enc in self.extra_encoders.items()
+        }
 
     async def aencode(
         self, texts: Sequence[str], kind: str, timeout_ms: int | None = None

@@ -61,7 +61,7 @@ def upsert(req: UpsertRequest, request: Request) -> UpsertResponse:
     texts = [f"{d.title} {d.text}".strip() for d in req.documents]
     records = [{**(d.fields or {}), "title": d.title, "text": d.text} for d in req.documents]
     vectors, unknown = state.encode_new_documents(ids, texts)
-    seq = state.live.upsert(vectors, ids, records)
+    seq = state.live.upsert(vectors, ids, records, extras=state.encode_extras(texts) or None)
     return {"upserted": len(ids), "seq": seq, "unknown_terms": unknown or None}
 
 
