@@ -1,6 +1,7 @@
 """A cache of encoded corpora keyed by encoder + corpus, so re-running an evaluation skips encoding.
 
-An entry is a directory holding ``vectors.parquet`` (the document vectors), ``encoder/`` (the
+An entry is a directory holding ``vectors.parquet`` (the document vectors; for a dense
+encoder ``vectors.npy`` and ``ids.json``), ``encoder/`` (the
 encoder as it was after fitting, e.g. BM25 statistics) and ``stats.json`` (encoding time).
 Entries are written to a temporary name and renamed, so an interrupted run leaves no entry.
 """
@@ -15,9 +16,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lsr import load_encoder
 from lsr.encoder import Encoder
 from lsr.vector_files import VectorFile
+
+DENSE_VECTORS, DENSE_IDS = "vectors.npy", "ids.json"  # a dense encoder's entry
 
 
 def default_cache_dir() -> Path:
@@ -66,8 +71,16 @@ class CacheEntry:
     path: Path
 
     @property
-    def vectors(self) -> VectorFile:
-        return VectorFile(self.path / "vectors.parquet")
+    def vectors(self) -> VectorFile | None:
+        """A sparse encoder's document vectors (None in a dense encoder's entry)."""
+        path = self.path / "vectors.parquet"
+        return VectorFile(path) if path.is_file() else None
+
+    @property
+    def dense(self) -> tuple[np.ndarray, list[str]]:
+        """A dense encoder's entry: the document vectors (memory mapped) and their ids."""
+        ids = json.loads((self.path / DENSE_IDS).read_text(encoding="utf-8"))
+        return np.load(self.path / DENSE_VECTORS, mmap_mode="r"), ids
 
     def encoder(self):
         return load_encoder(self.path / "encoder")
@@ -86,7 +99,12 @@ class EncodingCache:
 
     def get(self, encoder_key: str, corpus_key: str) -> CacheEntry | None:
         path = self._dir(encoder_key, corpus_key)
-        complete = all((path / n).exists() for n in ("vectors.parquet", "encoder", "stats.json"))
+        vectors = (
+            ("vectors.parquet",)
+            if (path / "vectors.parquet").exists()
+            else (DENSE_VECTORS, DENSE_IDS)
+        )
+        complete = all((path / n).exists() for n in (*vectors, "encoder", "stats.json"))
         return CacheEntry(path) if complete else None
 
     def put(self, encoder_key: str, corpus_key: str, write) -> CacheEntry:

@@ -275,3 +275,35 @@ class DenseBuffer:
     def view(self, n_rows: int) -> np.ndarray:
         """The first ``n_rows`` rows (a view of the current array)."""
         return self.rows[:n_rows]
+
+
+class DenseIndex:
+    """Dense vectors of a whole corpus in one faiss index, in memory (what an evaluation or a
+    benchmark searches; a collection keeps one :class:`DenseVectors` per segment)."""
+
+    def __init__(self, vectors: np.ndarray, doc_ids: list[str], spec: DenseSpec | None = None):
+        vectors = check_vectors(vectors, None, "Document vectors")
+        if vectors.shape[0] != len(doc_ids):
+            raise InputError(f"Got {vectors.shape[0]} vectors for {len(doc_ids)} ids.")
+        self.spec = spec or DenseSpec()
+        self.dim = vectors.shape[1]
+        self.index = build_faiss(vectors, self.spec)
+        self.doc_ids = pa.array(doc_ids, pa.large_string())
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int = 10) -> SearchResults:
+        """Top ``k`` by inner product (ties by document order)."""
+        faiss = _faiss()
+        queries = check_vectors(queries, self.dim, "Query vectors")
+        k = min(k, self.n_docs)
+        params = None
+        if self.spec.type == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self.spec.ef_search, k))
+        elif self.spec.type == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=self.spec.nprobe)
+        scores, numbers = self.index.search(queries, k, params=params)
+        numbers, scores = tie_order(numbers.astype(np.int64), scores)
+        return as_results(numbers, scores, self.doc_ids)

@@ -123,36 +123,40 @@ def _normalized(scores: np.ndarray, normalization: str) -> tuple[np.ndarray, flo
 
 
 def fuse_lists(
-    lists: Sequence[tuple[Sequence[str], Sequence[float]]], spec: FusionSpec
-) -> tuple[list[str], list[float], list[list[float | None]]]:
-    """One query: fuse ``(ids, scores)`` lists (each best first) into ``(ids, scores,
-    contributions)``, every list cut to ``spec.depth``; ``contributions[j][r]`` is list
-    ``r``'s weighted part of hit ``j``'s score (None where ``r`` did not retrieve it)."""
+    lists: Sequence[tuple[Sequence[str], Sequence[float]]],
+    spec: FusionSpec,
+    k: int | None = None,
+    explain: bool = True,
+) -> tuple[list[str], list[float], list[list[float | None]] | None]:
+    """One query: fuse ``(ids, scores)`` lists (each best first) into the top ``k`` (None:
+    all) ``(ids, scores, contributions)``, every list cut to ``spec.depth``;
+    ``contributions[j][r]`` is list ``r``'s weighted part of hit ``j``'s score (None where
+    ``r`` did not retrieve it; the whole is None without ``explain``)."""
     weights = spec.weights_for(len(lists))
-    order: dict[str, int] = {}
-    for ids, _ in lists:
-        for doc in list(ids)[: spec.depth]:
-            order.setdefault(doc, len(order))
-    n = len(order)
+    cut = [list(ids)[: spec.depth] for ids, _ in lists]
+    position = {doc: i for i, doc in enumerate(dict.fromkeys(d for ids in cut for d in ids))}
+    n = len(position)
     total = np.zeros(n, dtype=np.float64)
-    parts: list[np.ndarray] = []
-    for (ids, scores), weight in zip(lists, weights, strict=True):
-        ids = list(ids)[: spec.depth]
-        part = np.full(n, np.nan)
-        if ids:
-            where = np.fromiter((order[d] for d in ids), dtype=np.int64, count=len(ids))
-            if spec.method == "rrf":
-                part[where] = weight / (spec.k + np.arange(1, len(ids) + 1))
-                floor = 0.0
-            else:
-                values, floor = _normalized(np.asarray(scores[: len(ids)]), spec.normalization)
-                part[where] = weight * values
-                floor *= weight
-            total += np.where(np.isnan(part), floor, part)
-        parts.append(part)
-    ranked = np.argsort(-total, kind="stable")
-    docs = list(order)
-    contributions = [[None if np.isnan(p[i]) else float(p[i]) for p in parts] for i in ranked]
+    parts = np.full((len(lists), n), np.nan) if explain else None
+    for r, ((_, scores), ids, weight) in enumerate(zip(lists, cut, weights, strict=True)):
+        if not ids:
+            continue
+        where = np.fromiter(map(position.__getitem__, ids), dtype=np.int64, count=len(ids))
+        if spec.method == "rrf":
+            values, floor = weight / (spec.k + np.arange(1, len(ids) + 1)), 0.0
+        else:
+            values, floor = _normalized(np.asarray(scores[: len(ids)]), spec.normalization)
+            values, floor = weight * values, weight * floor
+        total += floor
+        total[where] += values - floor
+        if parts is not None:
+            parts[r, where] = values
+    ranked = np.argsort(-total, kind="stable")[:k]
+    docs = list(position)
+    contributions = None
+    if parts is not None:
+        chosen = parts[:, ranked].T.tolist()
+        contributions = [[None if v != v else v for v in row] for row in chosen]  # NaN: None
     return [docs[i] for i in ranked], total[ranked].tolist(), contributions
 
 
@@ -169,8 +173,7 @@ def fuse(results: Sequence[SearchResults], spec: FusionSpec, k: int) -> SearchRe
     with_docs = all(r.documents is not None for r in results)
     for i in range(n):
         hits = [r[i] for r in results]
-        ids, scores, parts = fuse_lists([(h.ids, h.scores) for h in hits], spec)
-        ids, scores, parts = ids[:k], scores[:k], parts[:k]
+        ids, scores, parts = fuse_lists([(h.ids, h.scores) for h in hits], spec, k)
         ids_out.append(ids)
         scores_out.append(scores)
         contributions.append(parts)

@@ -279,12 +279,17 @@ def _add_hybrid_options(p) -> None:
         help="a representation to search (its name: bm25, splade-tiny, wordllama...); repeat "
         "for hybrid, in the order weights are given",
     )
+    _add_fusion_options(p)
+
+
+def _add_fusion_options(p, default: str = "the collection's tuned fusion (lsr tune-fusion)"):
+    """How rankings are fused (lsr search --mode hybrid, lsr eval --hybrid, lsr tune-fusion)."""
     p.add_argument(
         "--fusion",
         choices=["convex", "rrf"],
         default=None,
-        help="hybrid: convex combination of normalized scores (default) or reciprocal rank "
-        "fusion; default: the collection's tuned fusion (lsr tune-fusion), else convex",
+        help="hybrid: convex combination of normalized scores or reciprocal rank fusion "
+        f"(default: {default}, else convex)",
     )
     p.add_argument(
         "--alpha",
@@ -309,7 +314,8 @@ def _add_hybrid_options(p) -> None:
         "--depth",
         type=POSITIVE_INT,
         default=None,
-        help="hybrid: hits each retriever contributes before fusing (default 100, at least k)",
+        help="hybrid: hits each retriever contributes before fusing (default 100; lsr eval: "
+        "its -k)",
     )
 
 
@@ -321,9 +327,29 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--encoder",
         action="append",
-        required=True,
-        help="encoder to evaluate; repeat the option to compare several",
+        default=[],
+        help="encoder to evaluate; repeat the option to compare several (dense:wordllama "
+        "and dense:PATH evaluate a dense retriever)",
     )
+    p.add_argument(
+        "--hybrid",
+        action="append",
+        default=[],
+        metavar="A+B[+C]",
+        help="also evaluate a fusion of encoders' rankings, e.g. bm25+splade-tiny or "
+        "bm25+dense:wordllama (each retriever gets its own row too); repeat for several",
+    )
+    p.add_argument(
+        "--tune-on",
+        default=None,
+        metavar="SPLIT",
+        help="choose each --hybrid's weights (or RRF's k) on this split's queries (e.g. train); "
+        "never the split reported",
+    )
+    p.add_argument(
+        "--tune-measure", default="nDCG@10", help="what --tune-on maximizes (default nDCG@10)"
+    )
+    _add_fusion_options(p, "equal weights")
     p.add_argument("--out", required=True, help="report directory (runs, report.json/md/html)")
     p.add_argument(
         "--index", default=None, help="evaluate this prebuilt index instead of building one"

@@ -217,6 +217,10 @@ def cmd_eval(args) -> int:
         skip_self=args.skip_self,
         baseline=args.baseline,
         stage=lambda line: print(f"lsr eval: {line}", file=sys.stderr, flush=True),
+        hybrids=args.hybrid,
+        fusion=_eval_fusion(args),
+        tune_on=args.tune_on,
+        tune_measure=args.tune_measure,
     )
     if args.json:
         _print_json([r.to_dict() for r in results])
@@ -227,6 +231,18 @@ def cmd_eval(args) -> int:
         "per_query.tsv, figures/, runs/)"
     )
     return 0
+
+
+def _eval_fusion(args):
+    """lsr eval's fusion settings (None: the default, equal weights at depth -k)."""
+    from lsr.index.fusion import FusionSpec
+
+    given = _fusion_given(args)
+    if given and not args.hybrid:
+        raise InputError("fusion options set how --hybrid rows fuse; give --hybrid too.")
+    if not given:
+        return None
+    return FusionSpec(**{"depth": args.k, **given})
 
 
 def _bench_queries(spec: str, encoder, limit: int | None):
@@ -576,10 +592,8 @@ def cmd_search(args) -> int:
     return 0
 
 
-def _hybrid_args(args, searcher) -> dict:
-    """``mode``, ``retrievers`` and ``fusion`` of a search, from the hybrid options."""
-    from lsr.index.fusion import FusionSpec
-
+def _fusion_given(args) -> dict:
+    """The fusion settings given on the command line (only those given)."""
     given = {
         "method": args.fusion, "normalization": args.normalization, "k": args.rrf_k,
         "depth": args.depth,
@@ -596,6 +610,14 @@ def _hybrid_args(args, searcher) -> dict:
             ) from None
     elif args.alpha is not None:
         given["weights"] = (args.alpha, 1.0 - args.alpha)
+    return given
+
+
+def _hybrid_args(args, searcher) -> dict:
+    """``mode``, ``retrievers`` and ``fusion`` of a search, from the hybrid options."""
+    from lsr.index.fusion import FusionSpec
+
+    given = _fusion_given(args)
     if given and args.mode != "hybrid":
         raise InputError("--fusion, --alpha, --weights, --normalization, --rrf-k and --depth are "
                          "for --mode hybrid.")  # fmt: skip
