@@ -13,8 +13,10 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from lsr.errors import InputError
+from lsr.eval.datasets import Dataset
 from lsr.eval.metrics import parse_measures, per_query
 from lsr.index.fusion import FusionSpec, fuse_lists
 
@@ -94,3 +96,41 @@ def tune_fusion(
 def _restrict(runs: Sequence[Run], qrels: dict) -> list[Run]:
     """The runs' judged queries only (the measure ignores the others)."""
     return [{q: hits for q, hits in run.items() if q in qrels} for run in runs]
+
+
+def tune_collection(
+    index: str | Path,
+    dataset: Dataset,
+    retrievers: Sequence[str] | None = None,
+    measure: str = "nDCG@10",
+    method: str = "convex",
+    normalization: str = "minmax",
+    depth: int = 100,
+    step: float = 0.1,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[FusionSpec, list[dict]]:
+    """Choose the fusion of a collection's representations on ``dataset`` (a development
+    split: its queries and judgements only), searching each representation for ``depth``
+    hits per query with its own encoder; the best setting carries where it was tuned."""
+    from lsr.pipeline import Searcher, search_topics
+    from lsr.pipeline.hybrid import retrievers_for
+
+    if dataset.split == "test":
+        raise InputError(
+            "refusing to tune on the test split: a fusion tuned on test queries overstates "
+            "every result reported on them. Use a train or dev split."
+        )
+    with Searcher.open(index) as searcher:
+        names = retrievers_for(searcher.live, "hybrid", retrievers, None)
+        kinds = searcher.live.representations
+        runs = []
+        for name in names:
+            mode = "dense" if kinds[name] == "dense" else "sparse"
+            hits = search_topics(searcher, dataset.queries, k=depth, batch_size=batch_size,
+                                 progress=progress, mode=mode, retrievers=[name])  # fmt: skip
+            runs.append({qid: dict(found) for qid, found in hits})
+    spec, tried = tune_fusion(runs, dataset.qrels, measure, method, normalization, depth,
+                              names, step)  # fmt: skip
+    where = {"dataset": dataset.name, "split": dataset.split}
+    return FusionSpec.from_dict({**spec.to_dict(), "tuned": {**spec.tuned, **where}}), tried

@@ -11,6 +11,7 @@ retrievers, each asked for ``fusion.depth`` hits, fused into the top ``k``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,17 +128,18 @@ def search_mode(
     names = retrievers_for(live, mode, retrievers, fusion)
     common = {key: options.pop(key) for key in ("filter", "fields") if key in options}
     dense_options = {key: options.pop(key) for key in ("ef_search", "nprobe") if key in options}
+    spec = fusion or FusionSpec()
+    if spec.depth < k:  # every retriever contributes at least k hits
+        spec = dataclasses.replace(spec, depth=k)
+    depth = spec.depth if mode == "hybrid" else k
     results = []
-    depth = fusion.depth if (mode == "hybrid" and fusion) else k
     for name in names:
         encoder = encoders[name]
         vectors = encoder.encode_queries(list(texts))
         extra = dense_options if is_dense(encoder) else options
-        depth_here = max(depth, k) if mode == "hybrid" else k
-        results.append(live.search(vectors, depth_here, representation=name, **common, **extra))
+        results.append(live.search(vectors, depth, representation=name, **common, **extra))
     if mode != "hybrid":
         return results[0]
-    spec = fusion or FusionSpec()
     if spec.retrievers and list(spec.retrievers) != names and spec.weights is not None:
         raise InputError(
             f"the fusion's weights are for {', '.join(spec.retrievers)}; asked to fuse "

@@ -790,6 +790,51 @@ class _SubcommandParsers(argparse._SubParsersAction):
         return super().add_parser(name, **kwargs)
 
 
+def _add_tune_fusion(sub) -> None:
+    p = sub.add_parser(
+        "tune-fusion",
+        help="choose a collection's hybrid fusion on a development split",
+        description="Search a development split's queries with each of the collection's "
+        "representations, try every weighting (or RRF k) and record the best for --measure in "
+        "the collection's fusion.json, which lsr search --mode hybrid and lsr serve use. The "
+        "test split is refused: tune on train or dev.",
+    )
+    p.add_argument("index", help="a collection built with several representations")
+    p.add_argument(
+        "dataset", help="a BEIR folder or ir_datasets id whose --split judges the corpus"
+    )
+    p.add_argument("--split", default="train", help="the development split (default train)")
+    p.add_argument(
+        "--retriever",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a representation to fuse (repeat; default: all of the collection's)",
+    )
+    p.add_argument("--measure", default="nDCG@10", help="what to maximize (default nDCG@10)")
+    p.add_argument(
+        "--fusion",
+        choices=["convex", "rrf"],
+        default="convex",
+        help="what to tune (default convex)",
+    )
+    p.add_argument(
+        "--normalization",
+        choices=["minmax", "zscore", "none"],
+        default="minmax",
+        help="convex: per-query score normalization (default minmax)",
+    )
+    p.add_argument(
+        "--depth", type=POSITIVE_INT, default=100, help="hits per retriever (default 100)"
+    )
+    p.add_argument(
+        "--step", type=POSITIVE_FLOAT, default=0.1, help="weight grid step (default 0.1)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the best setting, write nothing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=commands.cmd_tune_fusion)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lsr", description="Learned sparse retrieval engine.", parents=[_common_options(False)]
@@ -802,6 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_tune_fusion(sub)
     _add_bench(sub)
     parser.serve_parser = _add_serve(sub)
     _add_loadtest(sub)

@@ -245,6 +245,44 @@ def _eval_fusion(args):
     return FusionSpec(**{"depth": args.k, **given})
 
 
+def cmd_tune_fusion(args) -> int:
+    from lsr.eval.datasets import load_dataset
+    from lsr.eval.fusion_tuning import tune_collection
+    from lsr.eval.runner import describe_fusion
+    from lsr.index.fusion import write_fusion
+
+    if args.split == "test":
+        raise InputError(
+            "--split test: refusing to tune on the test queries (every result reported on them "
+            "would be overstated); tune on train or dev."
+        )
+    if not Path(args.index).is_dir():
+        raise InputError(f"No collection at {args.index}.")
+    dataset = load_dataset(args.dataset, args.split)
+    spec, tried = tune_collection(
+        args.index, dataset, args.retriever, args.measure, args.fusion, args.normalization,
+        args.depth, args.step, progress=_progress(),
+    )  # fmt: skip
+    written = None if args.dry_run else str(write_fusion(args.index, spec))
+    if args.json:
+        _print_json({"fusion": spec.to_dict(), "tried": tried, "written": written})
+        return 0
+    names = ", ".join(spec.retrievers)
+    for row in tried:
+        setting = (
+            f"k={row['k']}"
+            if spec.method == "rrf"
+            else "weights " + "/".join(f"{w:g}" for w in row["weights"])
+        )
+        print(f"  {setting:<24} {spec.tuned['measure']} {row['value']:.4f}")
+    print(
+        f"best: {describe_fusion(spec)} over {names}: {spec.tuned['measure']} "
+        f"{spec.tuned['value']:.4f} on {dataset.name} ({args.split}, {len(dataset.qrels)} queries)"
+        + (f" -> {written}" if written else " (dry run: nothing written)")
+    )
+    return 0
+
+
 def _bench_queries(spec: str, encoder, limit: int | None):
     """Query vectors from a queries file or a dataset's queries, encoded by ``encoder``."""
     from lsr.corpus import read_queries
