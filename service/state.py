@@ -225,7 +225,7 @@ class ServiceState:
                 raise HTTPException(422, str(e)) from e
             row = results[0]
             hits = [
-                {"id": d, "score": s, "terms": None, "document": None}
+                {"id": d, "score": s, "terms": None, "document": None, "retrievers": None}
                 for d, s in zip(row.ids, row.scores, strict=True)
             ]
             if row.documents is not None:
@@ -330,7 +330,7 @@ class ServiceState:
         if not all(math.isfinite(s) for s in scores):
             raise HTTPException(422, "the query's weights are too large: scores overflow")
         hits = [
-            {"id": d, "score": s, "terms": None, "document": None}
+            {"id": d, "score": s, "terms": None, "document": None, "retrievers": None}
             for d, s in zip(ids, scores, strict=True)
         ]
         if row.documents is not None:
