@@ -27,6 +27,7 @@ from lsr.index.deletes import read_deletes
 from lsr.index.errors import IndexFormatError
 from lsr.index.inverted import Index
 from lsr.index.lock import WriterLock
+from lsr.index.representations import SPARSE, extras_of, load_extras
 from lsr.index.storage import update_manifest
 
 
@@ -134,10 +135,17 @@ def _check_segments(path: Path, report: CheckReport) -> tuple[_Log | None, dict 
             report.problems.append(str(e))
             return None, None
         live, damaged = 0, False
+        try:
+            extras = extras_of(commit)
+            extra_vocabs = {r.name: read_vocab(path, r.vocab) for r in extras if r.kind == SPARSE}
+        except (IndexFormatError, ValueError) as e:
+            report.problems.append(str(e))
+            return None, None
         for entry in commit["segments"]:
             segment_dir = path / SEGMENTS_DIR / entry["name"]
             try:
                 index = Index.load(segment_dir, verify=True, vocab=vocab)
+                load_extras(segment_dir, extras, index.n_docs, extra_vocabs, verify=True)
                 deleted = 0
                 if entry.get("deletes"):
                     deleted = int(read_deletes(segment_dir, entry["deletes"], index.n_docs).sum())

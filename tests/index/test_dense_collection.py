@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from lsr.errors import InputError
 from lsr.index import IndexBuilder, LiveIndex
+from lsr.index.check import check_collection
 from lsr.index.collection import create_collection
 from lsr.index.dense import DenseSpec, brute_force
 from lsr.index.errors import IndexFormatError
@@ -189,6 +190,8 @@ def test_a_damaged_dense_file_is_refused(tmp_path):
     target.write_bytes(bytes(data))
     with pytest.raises(IndexFormatError, match="checksum"):
         LiveIndex(path, read_only=True)
+    report = check_collection(path)  # lsr check names it too
+    assert any("dense-dn.faiss fails its checksum" in p for p in report.problems)
     target.write_bytes(bytes(data[:-10]))
     with pytest.raises(IndexFormatError, match="truncated"):
         LiveIndex(path, read_only=True)
