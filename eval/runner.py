@@ -354,7 +354,7 @@ def evaluate_hybrid(
                                   spec.normalization, spec.depth, labels)  # fmt: skip
         stage(
             f"  tuned on {dev.split} ({len(dev.qrels)} queries, {len(tried)} settings): "
-            f"{describe_fusion(spec)}, {tune_measure} {spec.tuned['value']:.4f}"
+            f"{spec.describe()}, {tune_measure} {spec.tuned['value']:.4f}"
         )
     fused, seconds = fuse_runs([run for _, _, run in comps], spec, k)
     singles = [result.efficiency for result, _, _ in comps]
@@ -383,10 +383,10 @@ def evaluate_hybrid(
     n_docs = comps[0][0].n_docs
     result = score_run(label, dataset, fused, out, k, measures, efficiency, n_docs, drop_self)
     result.notes.append(
-        f"fusion: {describe_fusion(spec)}"
+        f"fusion: {spec.describe()}"
         + (f", tuned on {dev.split} for {tune_measure}" if dev is not None else "")
     )
-    settings = {"retrievers": "+".join(labels), "fusion": describe_fusion(spec)}
+    settings = {"retrievers": "+".join(labels), "fusion": spec.describe()}
     if dev is not None:
         settings["tuned"] = f"on {dev.split}, {tune_measure} {spec.tuned['value']:.4f}"
     result.encoder_info = {
@@ -400,14 +400,6 @@ def evaluate_hybrid(
         + ", ".join(f"{m} {v:.4f}" for m, v in list(result.metrics.items())[:2])
     )
     return result
-
-
-def describe_fusion(spec: FusionSpec) -> str:
-    """``convex minmax weights 0.3/0.7 depth 1000`` or ``rrf k=60 depth 1000``."""
-    if spec.method == "rrf":
-        return f"rrf k={spec.k} depth {spec.depth}"
-    weights = "equal" if spec.weights is None else "/".join(f"{w:g}" for w in spec.weights)
-    return f"convex {spec.normalization} weights {weights} depth {spec.depth}"
 
 
 def run_evaluation(

@@ -20,6 +20,7 @@ retriever's list in rank order, then the next one's new documents, and so on.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -88,6 +89,13 @@ class FusionSpec:
             raise InputError(f"{len(self.weights)} fusion weights given for {n} retrievers.")
         return self.weights
 
+    def describe(self) -> str:
+        """``convex minmax weights 0.7/0.3 depth 100`` or ``rrf k=60 depth 100``."""
+        if self.method == "rrf":
+            return f"rrf k={self.k} depth {self.depth}"
+        weights = "equal" if self.weights is None else "/".join(f"{w:g}" for w in self.weights)
+        return f"convex {self.normalization} weights {weights} depth {self.depth}"
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["weights"] = list(self.weights) if self.weights is not None else None
@@ -134,7 +142,8 @@ def fuse_lists(
     ``r`` did not retrieve it; the whole is None without ``explain``)."""
     weights = spec.weights_for(len(lists))
     cut = [list(ids)[: spec.depth] for ids, _ in lists]
-    position = {doc: i for i, doc in enumerate(dict.fromkeys(d for ids in cut for d in ids))}
+    keys = dict.fromkeys(itertools.chain.from_iterable(cut))  # first appearance order
+    position = dict(zip(keys, range(len(keys)), strict=True))
     n = len(position)
     total = np.zeros(n, dtype=np.float64)
     parts = np.full((len(lists), n), np.nan) if explain else None

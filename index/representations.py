@@ -39,7 +39,7 @@ from lsr.errors import InputError
 from lsr.index.dense import DenseSpec, DenseVectors, check_vectors, write_dense
 from lsr.index.errors import IndexFormatError
 from lsr.index.inverted import Index, IndexBuilder
-from lsr.index.storage import file_sha256, json_checksum
+from lsr.index.storage import file_sha256, fsync_file, json_checksum
 
 SPARSE, DENSE = "sparse", "dense"
 EXTRAS_FILE = "representations.json"
@@ -189,7 +189,7 @@ def write_extras(
         else:
             name = f"dense-{rep.name}.faiss"
             write_dense(folder / name, check_vectors(rows, rep.dim), rep.index)
-            _fsync(folder / name)
+            fsync_file(folder / name)
             entries[rep.name] = {
                 "kind": DENSE,
                 "path": name,
@@ -257,11 +257,3 @@ def stack(parts: list) -> sp.csr_array | np.ndarray:
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(parts, axis=0)
     return sp.vstack(parts, format="csr")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

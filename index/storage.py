@@ -69,6 +69,11 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Make a written file's bytes durable."""
+    _fsync(Path(path))
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename, creation or removal inside directory ``path`` durable."""
     _fsync(Path(path))

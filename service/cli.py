@@ -478,6 +478,12 @@ def _add_bench(sub) -> None:
         action="store_true",
         help="index target: time GET /documents and explain (the service's reads) instead",
     )
+    p.add_argument(
+        "--modes",
+        action="store_true",
+        help="index target with several representations: time sparse, dense and hybrid "
+        "search, text to hits, one query at a time (rounds: --repeat, default 3)",
+    )
     _add_bm25_options(p)
     _add_model_options(p, batch_size=False)
     _add_threads(p, "threads of the batched runs and of encoding")

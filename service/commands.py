@@ -248,7 +248,6 @@ def _eval_fusion(args):
 def cmd_tune_fusion(args) -> int:
     from lsr.eval.datasets import load_dataset
     from lsr.eval.fusion_tuning import tune_collection
-    from lsr.eval.runner import describe_fusion
     from lsr.index.fusion import write_fusion
 
     if args.split == "test":
@@ -276,7 +275,7 @@ def cmd_tune_fusion(args) -> int:
         )
         print(f"  {setting:<24} {spec.tuned['measure']} {row['value']:.4f}")
     print(
-        f"best: {describe_fusion(spec)} over {names}: {spec.tuned['measure']} "
+        f"best: {spec.describe()} over {names}: {spec.tuned['measure']} "
         f"{spec.tuned['value']:.4f} on {dataset.name} ({args.split}, {len(dataset.qrels)} queries)"
         + (f" -> {written}" if written else " (dry run: nothing written)")
     )
@@ -326,8 +325,11 @@ def cmd_bench(args) -> int:
             "Encoder options (BM25's, the model's) apply to a dataset target, which is "
             "encoded here; an index keeps its own encoder."
         )
-    if args.reads and not is_index:
-        raise InputError("--reads benchmarks an index directory; build one with lsr index.")
+    if (args.reads or args.modes) and not is_index:
+        flag = "--reads" if args.reads else "--modes"
+        raise InputError(f"{flag} benchmarks an index directory; build one with lsr index.")
+    if args.reads and args.modes:
+        raise InputError("give --reads or --modes, not both.")
     if args.target == "ingest":
         from lsr.eval.ingest_bench import bench_ingest
 
@@ -352,7 +354,13 @@ def cmd_bench(args) -> int:
     elif is_index:
         if not args.queries:
             raise InputError("Benchmarking an index needs --queries (a queries file or a dataset).")
-        if args.reads:  # bench_reads opens the collection itself: only the encoder here
+        if args.modes:
+            from lsr.eval.datasets import load_topics
+            from lsr.eval.modes_bench import bench_modes
+
+            texts = list(load_topics(args.queries).values())[: args.max_queries]
+            report = bench_modes(args.target, texts, args.k, max(args.repeat, 3))
+        elif args.reads:  # bench_reads opens the collection itself: only the encoder here
             from lsr.eval.reads_bench import bench_reads
             from lsr.pipeline import ENCODER_DIR
 

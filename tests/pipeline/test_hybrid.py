@@ -76,6 +76,16 @@ def test_search_modes_and_explained_fusion(hybrid, capsys):
     assert "are for --mode hybrid" in capsys.readouterr().err
 
 
+def test_bench_modes_times_every_mode(hybrid, capsys):
+    queries = str(sample_dataset() / "queries.jsonl")
+    args = ["bench", str(hybrid), "--queries", queries, "--modes", "--max-queries", "5", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["latency_ms"]) == ["sparse", "dense", "hybrid"] and report["queries"] == 5
+    assert all(ms["p50"] > 0 for ms in report["latency_ms"].values())
+    assert main(["bench", str(hybrid), "--queries", queries, "--modes", "--reads"]) != 0
+
+
 def test_tune_fusion_reads_only_the_development_split(hybrid, tmp_path, capsys):
     data = _split_sample(tmp_path / "sample")
     with pytest.raises(CorpusError):  # the poisoned test split really is unreadable
