@@ -87,8 +87,16 @@ class WordLlamaEncoder(DenseEncoder):
     OPTIONS = ("dim", "batch_size", "max_length")
 
     def __init__(
-        self, dim: int = 256, batch_size: int = 256, max_length: int | None = None
+        self,
+        dim: int = 256,
+        batch_size: int = 256,
+        max_length: int | None = None,
+        device: str | None = None,
     ) -> None:
+        if device not in (None, "cpu"):
+            raise EncoderError(
+                f"dense:wordllama runs on the CPU (numpy); --device {device} cannot apply."
+            )
         try:
             import wordllama
             from wordllama import WordLlama

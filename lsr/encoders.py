@@ -83,13 +83,16 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
 # none of them (an option must take effect or be refused, never be ignored).
 BM25_OPTIONS = ("k1", "b", "tokenizer", "doc_length")
 MODEL_OPTIONS = ("max_length", "max_chunks", "max_active_dims", "device")
+DENSE_OPTIONS = ("max_length", "device")  # the model options a dense encoder has a use for
 
 
 def options_for(spec: str | Path, options: dict) -> dict:
     """The ``options`` that apply to the encoder ``spec`` names: BM25's to a fresh ``bm25``,
-    model options to every other encoder."""
+    model options to every other encoder (a dense one takes ``max_length`` and ``device``)."""
     kind, location = encoder_kind(spec)
     takes = BM25_OPTIONS if kind in FRESH and not location else MODEL_OPTIONS
+    if kind == "dense":
+        takes = DENSE_OPTIONS
     return {name: value for name, value in options.items() if name in takes}
 
 

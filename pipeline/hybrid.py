@@ -87,6 +87,11 @@ def retrievers_for(
                 f"{live.path.name} has no representation {name!r} (it has: {', '.join(kinds)})."
             )
     if mode == "hybrid":
+        if len(names) == 1:
+            raise InputError(
+                f"hybrid search fuses two or more representations; only {names[0]!r} was "
+                "named (name more, or none to fuse all of them)."
+            )
         names = names or list((fusion.retrievers if fusion else ()) or kinds)
         if len(names) < 2:
             raise InputError(

@@ -20,6 +20,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from lsr import __version__, load_encoder
+from lsr.dense import is_dense
 from lsr.errors import ConfigError
 from lsr.index import LiveIndex
 from lsr.index.fusion import read_fusion
@@ -108,6 +109,11 @@ def create_app(
     try:
         spec = encoder or Path(index_dir) / ENCODER_DIR
         enc = load_encoder(spec)
+        if is_dense(enc):
+            raise ConfigError(
+                f"{spec} is a dense encoder; the main encoder of a collection is sparse "
+                "(its dense representations come with it: lsr index --dense)."
+            )
         if list(enc.vocab) != live.vocab:
             raise ConfigError(f"The encoder's vocabulary differs from the index at {index_dir}.")
         extra_encoders = load_encoders(index_dir, live)

@@ -33,7 +33,15 @@ def _encoder_from_args(args):
         spec = spec[0]
     options = _encoder_options(args)
     check_options([spec], options)
-    return load_encoder(spec, **options_for(spec, options))
+    encoder = load_encoder(spec, **options_for(spec, options))
+    from lsr.dense import is_dense
+
+    if is_dense(encoder):
+        raise InputError(
+            f"--encoder {spec} is a dense encoder; here a sparse one is needed (dense vectors "
+            "are indexed with lsr index --dense, evaluated with lsr eval --encoder dense:...)."
+        )
+    return encoder
 
 
 def _encoders_from_args(args) -> tuple[str, object, dict]:
@@ -147,6 +155,12 @@ def cmd_encode(args) -> int:
         raise InputError(f"--out must be a .parquet file, got {out}.")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
+    if str(args.encoder).startswith("dense:") or is_dense_folder(str(args.encoder)):
+        raise InputError(
+            "lsr encode writes sparse vectors (term ids and weights); a dense encoder's vectors "
+            "go into a collection: lsr index CORPUS --encoder bm25 --dense "
+            f"{args.encoder} --out DIR."
+        )
     encoder = _encoder_from_args(args)
     t = time.perf_counter()
     rows, stats = encode_to_file(
@@ -397,6 +411,11 @@ def _bench_dataset(args, common):
     dataset = load_dataset(args.target)
     options = _encoder_options(args)
     check_options([args.encoder], options)
+    if str(args.encoder).startswith("dense:") or is_dense_folder(str(args.encoder)):
+        raise InputError(
+            "lsr bench compares sparse search algorithms and engines; time dense and hybrid "
+            "search with lsr bench COLLECTION --queries Q --modes."
+        )
     encoder, vectors, _, _ = encode_cached(
         args.encoder, dataset, EncodingCache(args.cache_dir), encoder_options=options
     )

@@ -174,3 +174,35 @@ def test_hybrid_search_and_writes_over_http(hybrid, tmp_path):
         vectors = np.asarray(live.search(np.ones((1, 256), np.float32) / 16, 400,
                                          representation="wordllama")[0].ids)  # fmt: skip
         assert "new-1" in vectors
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["index", "{c}", "--encoder", "dense:wordllama", "--out", "{o}"], "pass it with --dense"),
+        (["index", "{c}", "--dense", "bm25", "--out", "{o}"], "give a dense encoder"),
+        (["index", "{c}", "--encoder", "bm25", "--encoder", "bm25", "--out", "{o}"],
+         "would be called 'bm25'"),
+        (["index", "{c}", "--dense-index", "hnsw", "--out", "{o}"], "add --dense"),
+        (["index", "{c}", "--dense", "dense:wordllama", "--dense-index", "annoy", "--out", "{o}"],
+         "unknown dense index type"),
+        (["index", "{c}", "--dense", "dense:wordllama", "--device", "cuda", "--out", "{o}"],
+         "runs on the CPU"),
+        (["index", "{c}", "--dense", "dense:wordllama", "--max-active-dims", "5", "--out", "{o}"],
+         "which no encoder given"),
+        (["encode", "{c}", "--encoder", "dense:wordllama", "--out", "{o}.parquet"],
+         "writes sparse vectors"),
+        (["bench", "{c}", "--encoder", "dense:wordllama"], "--modes"),
+        (["eval", "{c}", "--encoder", "bm25", "--tune-on", "train", "--out", "{o}"],
+         "give --hybrid too"),
+        (["eval", "{c}", "--hybrid", "bm25", "--out", "{o}"], "two or more encoders"),
+        (["eval", "{c}", "--hybrid", "bm25+dense:wordllama", "--tune-on", "test", "--out", "{o}"],
+         "split being reported"),
+    ],
+)  # fmt: skip
+def test_bad_hybrid_commands_say_what_to_do(args, message, tmp_path, capsys):
+    corpus = sample_dataset()
+    argv = [a.format(c=corpus, o=tmp_path / "out") for a in args]
+    assert main(argv) != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
