@@ -17,6 +17,7 @@ from lsr.index.dense import DenseSpec, brute_force
 from lsr.index.errors import IndexFormatError
 from lsr.index.representations import NewExtra
 from lsr.index.store import StoreSpec
+from tests.index.crash import crash_loop
 
 V1, V2, DIM = 40, 60, 12
 EQ_ONE = {"field": "group", "eq": 1}
@@ -195,3 +196,41 @@ def test_a_damaged_dense_file_is_refused(tmp_path):
     target.write_bytes(bytes(data[:-10]))
     with pytest.raises(IndexFormatError, match="truncated"):
         LiveIndex(path, read_only=True)
+
+
+CRASH_DURING_HYBRID_FLUSH_AND_MERGE = """
+import numpy as np
+from lsr.index import LiveIndex
+from tests.index.test_dense_collection import _dense, _sparse, V1, V2
+
+index = LiveIndex(sys.argv[1], background=False)
+rng = np.random.default_rng(7)
+ids = [f"m{i}" for i in range(10)]
+index.upsert(_sparse(rng, 10, V1), ids, [{"group": 2}] * 10,
+             extras={"sp2": _sparse(rng, 10, V2), "dn": _dense(rng, 10)})
+index.delete(["d1", "d2"])
+crash_from_here()
+index.force_merge()
+print("merged", calls)
+"""
+
+
+@pytest.mark.slow
+def test_a_crash_at_every_step_of_a_hybrid_flush_and_merge_loses_nothing(tmp_path):
+    """kill -9 equivalents at each file-system call of a flush and merge of a collection with
+    extra representations: every acknowledged write is in every representation after."""
+    rng = np.random.default_rng(8)
+    (tmp_path / "base").mkdir()
+    base, _ = _make(tmp_path / "base", rng, n=40)
+
+    def check(trial, done):
+        with LiveIndex(trial, background=False) as again:
+            assert again.stats()["n_docs"] == 48
+            for rep, query in (("dn", np.ones((1, DIM), np.float32)),
+                               ("sp2", sp.csr_array(np.ones((1, V2), np.float32)))):  # fmt: skip
+                found = set(again.search(query, 100, representation=rep)[0].ids)
+                assert {f"m{i}" for i in range(10)} <= found and not {"d1", "d2"} & found
+        assert not check_collection(trial).problems
+
+    outcomes = crash_loop(base, tmp_path, CRASH_DURING_HYBRID_FLUSH_AND_MERGE, check)
+    assert outcomes.count(9) >= 10 and outcomes[-1] == 0
