@@ -186,28 +186,40 @@ class DenseVectors:
         nprobe: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(numbers, scores)`` of the top ``k`` allowed documents per query (-1 pads)."""
-        faiss = _faiss()
-        k = min(k, self.n_docs)
+        return faiss_topk(self.index, self.spec, queries, k, allowed, ef_search, nprobe)
+
+
+def faiss_topk(
+    index,
+    spec: DenseSpec,
+    queries: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None = None,
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(numbers, scores)`` of a faiss index's top ``k`` per query, among the ``allowed``
+    documents (bool per document; None: all), ties by document number (-1 pads)."""
+    faiss = _faiss()
+    n = int(index.ntotal)
+    k = min(k, n)
+    if k == 0:
         nq = queries.shape[0]
-        if k == 0:
-            return np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32)
-        bitmap = None
-        params = None
-        selector = None
-        if allowed is not None:
-            bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
-            selector = faiss.IDSelectorBitmap(self.n_docs, faiss.swig_ptr(bitmap))
-        if self.spec.type == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(ef_search or self.spec.ef_search, k))
-        elif self.spec.type == "ivf":
-            params = faiss.SearchParametersIVF(nprobe=nprobe or self.spec.nprobe)
-        elif selector is not None:
-            params = faiss.SearchParameters()
-        if selector is not None:
-            params.sel = selector
-        scores, numbers = self.index.search(queries, k, params=params)
-        del bitmap  # (kept alive through the search: faiss reads it by pointer)
-        return tie_order(numbers.astype(np.int64), scores)
+        return np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32)
+    bitmap = selector = None
+    if spec.type == "hnsw":
+        params = faiss.SearchParametersHNSW(efSearch=max(ef_search or spec.ef_search, k))
+    elif spec.type == "ivf":
+        params = faiss.SearchParametersIVF(nprobe=nprobe or spec.nprobe)
+    else:
+        params = faiss.SearchParameters()
+    if allowed is not None:
+        bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+        selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap))
+        params.sel = selector
+    scores, numbers = index.search(queries, k, params=params)
+    del bitmap, selector  # (kept alive through the search: faiss reads them by pointer)
+    return tie_order(numbers.astype(np.int64), scores)
 
 
 def tie_order(numbers: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -296,14 +308,5 @@ class DenseIndex:
 
     def search(self, queries: np.ndarray, k: int = 10) -> SearchResults:
         """Top ``k`` by inner product (ties by document order)."""
-        faiss = _faiss()
         queries = check_vectors(queries, self.dim, "Query vectors")
-        k = min(k, self.n_docs)
-        params = None
-        if self.spec.type == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(self.spec.ef_search, k))
-        elif self.spec.type == "ivf":
-            params = faiss.SearchParametersIVF(nprobe=self.spec.nprobe)
-        scores, numbers = self.index.search(queries, k, params=params)
-        numbers, scores = tie_order(numbers.astype(np.int64), scores)
-        return as_results(numbers, scores, self.doc_ids)
+        return as_results(*faiss_topk(self.index, self.spec, queries, k), self.doc_ids)

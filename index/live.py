@@ -411,11 +411,6 @@ class LiveIndex(SegmentMaintenance):
         known = ", ".join(self.representations)
         raise InputError(f"{self.path.name} has no representation {name!r} (it has: {known}).")
 
-    def extra_vocab(self, name: str) -> list[str]:
-        """The vocabulary of the extra sparse representation ``name``."""
-        self.representation(name)
-        return self._extra_vocabs[name][0]
-
     def as_index(self) -> Index:
         """The live documents as one in-memory :class:`Index` (postings only; for benchmarks
         and evaluation): the only segment's index when there is one segment without

@@ -189,7 +189,7 @@ class SegmentMaintenance:
                 if state.seq == state.applied:
                     return None
                 view = state.buffer.view(state.seq)
-                extra_views = state.publish().extras
+                extra_views = self._snapshot.extras  # the buffer's other rows, as of ``seq``
                 as_of, log_from, buffer = state.seq, self._wal.end, state.buffer
             with self._segment_work("flush", self.flush_backoff) as job:
                 rows = view.live_rows()

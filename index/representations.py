@@ -40,6 +40,7 @@ from lsr.index.dense import DenseSpec, DenseVectors, check_vectors, write_dense
 from lsr.index.errors import IndexFormatError
 from lsr.index.inverted import Index, IndexBuilder
 from lsr.index.storage import file_sha256, fsync_file, json_checksum
+from lsr.index.validation import as_sparse_batch
 
 SPARSE, DENSE = "sparse", "dense"
 EXTRAS_FILE = "representations.json"
@@ -127,8 +128,6 @@ def check_extra_vectors(
 ) -> dict[str, sp.csr_array | np.ndarray]:
     """The vectors of an upsert for each extra representation, checked: every one present
     (a document without one could not be found by it), of the right shape, finite."""
-    from lsr.index.validation import as_sparse_batch
-
     given = dict(given or {})
     unknown = sorted(set(given) - {r.name for r in extras})
     if unknown:

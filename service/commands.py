@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 from lsr import BM25Encoder, load_encoder, sample_dataset
-from lsr.encoders import BM25_OPTIONS, MODEL_OPTIONS, check_options, option_flags, options_for
+from lsr.encoders import (
+    BM25_OPTIONS,
+    MODEL_OPTIONS,
+    check_options,
+    encoder_kind,
+    option_flags,
+    options_for,
+)
 from lsr.errors import InputError
 from lsr.eval import evaluate, load_dataset
 from lsr.eval.datasets import corpus_source
@@ -44,6 +51,11 @@ def _encoder_from_args(args):
     return encoder
 
 
+def _names_dense(spec) -> bool:
+    """Whether an encoder spec names a dense encoder (``dense:...`` or a saved dense one)."""
+    return encoder_kind(str(spec))[0] == "dense"
+
+
 def _encoders_from_args(args) -> tuple[str, object, dict]:
     """lsr index's encoders: the main one's name and encoder, and the extra ones by name
     (the further --encoder options and every --dense)."""
@@ -53,7 +65,7 @@ def _encoders_from_args(args) -> tuple[str, object, dict]:
     sparse = named_specs(args.encoder or ["bm25"])
     dense = named_specs(args.dense or [])
     for _, spec in dense:
-        if not str(spec).startswith("dense:") and not is_dense_folder(spec):
+        if not _names_dense(spec):
             raise InputError(
                 f"--dense {spec}: give a dense encoder, dense:wordllama or dense:PATH."
             )
@@ -69,14 +81,6 @@ def _encoders_from_args(args) -> tuple[str, object, dict]:
             raise InputError(f"--encoder {spec} is a dense encoder; pass it with --dense.")
     main = sparse[0][0]
     return main, encoders.pop(main), encoders
-
-
-def is_dense_folder(spec: str) -> bool:
-    """Whether ``spec`` is a folder holding a saved dense encoder."""
-    from lsr.encoder import read_config
-
-    folder = Path(spec)
-    return folder.is_dir() and read_config(folder).get("type") == "dense"
 
 
 def cmd_index(args) -> int:
@@ -155,7 +159,7 @@ def cmd_encode(args) -> int:
         raise InputError(f"--out must be a .parquet file, got {out}.")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
-    if str(args.encoder).startswith("dense:") or is_dense_folder(str(args.encoder)):
+    if _names_dense(args.encoder):
         raise InputError(
             "lsr encode writes sparse vectors (term ids and weights); a dense encoder's vectors "
             "go into a collection: lsr index CORPUS --encoder bm25 --dense "
@@ -411,7 +415,7 @@ def _bench_dataset(args, common):
     dataset = load_dataset(args.target)
     options = _encoder_options(args)
     check_options([args.encoder], options)
-    if str(args.encoder).startswith("dense:") or is_dense_folder(str(args.encoder)):
+    if _names_dense(args.encoder):
         raise InputError(
             "lsr bench compares sparse search algorithms and engines; time dense and hybrid "
             "search with lsr bench COLLECTION --queries Q --modes."
