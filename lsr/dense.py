@@ -28,6 +28,7 @@ import numpy as np
 
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
+from lsr.hf import hub_file
 
 logger = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls")
@@ -195,7 +196,7 @@ class TransformerDenseEncoder(DenseEncoder):
         from lsr.hf import import_transformers
 
         transformers = import_transformers()
-        settings = {**_sentence_transformers_settings(Path(str(location))), **(config or {})}
+        settings = {**_sentence_transformers_settings(location), **(config or {})}
         settings = _settings(settings, ("pooling", "max_length", "query_prompt", "document_prompt"))
         settings.update({k: v for k, v in options.items() if v is not None})
         try:
@@ -242,17 +243,25 @@ class TransformerDenseEncoder(DenseEncoder):
         write_config(folder, {**self.config, "batch_size": self.batch_size})
 
 
-def _sentence_transformers_settings(folder: Path) -> dict:
-    """Pooling, prompts and maximum length from a sentence-transformers folder ({} if none)."""
-    if not (folder / "modules.json").is_file():
-        return {}
+def _sentence_transformers_settings(location: str | Path) -> dict:
+    """Pooling, prompts and maximum length from a sentence-transformers model ({} if none):
+    a local folder's files, or a Hub id's (downloaded, or from the local cache offline)."""
+    local = Path(str(location))
+
+    def read(name: str) -> dict | list | None:
+        path = local / name if local.is_dir() else hub_file(location, name)
+        if path is None or not Path(path).is_file():
+            return None
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
     out: dict = {}
     try:
-        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        modules = read("modules.json")
+        if modules is None:
+            return {}
         for module in modules:
-            kind = str(module.get("type", ""))
-            if kind.endswith("Pooling"):
-                pooling = json.loads((folder / module["path"] / "config.json").read_text())
+            if str(module.get("type", "")).endswith("Pooling"):
+                pooling = read(f"{module['path']}/config.json") or {}
                 if pooling.get("pooling_mode_cls_token"):
                     out["pooling"] = "cls"
                 elif pooling.get("pooling_mode_mean_tokens"):
@@ -260,25 +269,21 @@ def _sentence_transformers_settings(folder: Path) -> dict:
                 else:
                     modes = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
                     raise EncoderError(
-                        f"{folder}: pooling {', '.join(modes) or 'none'} is not supported "
+                        f"{location}: pooling {', '.join(modes) or 'none'} is not supported "
                         "(mean or cls)."
                     )
-        bert = folder / "sentence_bert_config.json"
-        if bert.is_file():
-            length = json.loads(bert.read_text()).get("max_seq_length")
-            if length:
-                out["max_length"] = int(length)
-        st = folder / "config_sentence_transformers.json"
-        if st.is_file():
-            prompts = json.loads(st.read_text()).get("prompts") or {}
-            if prompts.get("query"):
-                out["query_prompt"] = prompts["query"]
-            for key in ("document", "passage", "corpus"):
-                if prompts.get(key):
-                    out["document_prompt"] = prompts[key]
-                    break
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-        raise EncoderError(f"{folder} has an unreadable sentence-transformers config: {e}") from e
+        length = (read("sentence_bert_config.json") or {}).get("max_seq_length")
+        if length:
+            out["max_length"] = int(length)
+        prompts = (read("config_sentence_transformers.json") or {}).get("prompts") or {}
+        if prompts.get("query"):
+            out["query_prompt"] = prompts["query"]
+        for key in ("document", "passage", "corpus"):
+            if prompts.get(key):
+                out["document_prompt"] = prompts[key]
+                break
+    except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        raise EncoderError(f"{location} has an unreadable sentence-transformers config: {e}") from e
     return out
 
 

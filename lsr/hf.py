@@ -51,3 +51,13 @@ def _import_without_checkout(name: str) -> None:
         sys.modules.pop(name, None)
     finally:
         sys.path[:] = saved
+
+
+def hub_file(repo_id: str | Path, filename: str) -> str | None:
+    """Download ``filename`` of a Hub model if it has one (None offline or when absent)."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(str(repo_id), filename)
+    except Exception:  # offline, no such repository or file: the caller goes without it
+        return None

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
+from lsr.hf import hub_file
 from lsr.mlm import DocumentModelEncoder, MLMSparseModel
 from lsr.tokenization import save_json
 
@@ -157,7 +158,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         settings = {k: cfg[k] for k in ("max_active_dims", "threshold") if k in cfg}
         settings.update(options)
         enc = cls(doc, **settings)
-        idf = folder / IDF_FILE if folder.is_dir() else _hub_file(name_or_path, IDF_FILE)
+        idf = folder / IDF_FILE if folder.is_dir() else hub_file(name_or_path, IDF_FILE)
         if idf is not None and Path(idf).is_file():
             enc.load_idf(idf)
         return enc
@@ -173,13 +174,3 @@ class InferenceFreeEncoder(DocumentModelEncoder):
     @property
     def config(self) -> dict:
         return self._config()
-
-
-def _hub_file(repo_id: str | Path, filename: str) -> str | None:
-    """Download ``filename`` of a Hub model if it has one (None offline or when absent)."""
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(str(repo_id), filename)
-    except Exception:
-        return None

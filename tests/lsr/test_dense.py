@@ -126,3 +126,38 @@ def test_bad_settings_are_refused(tiny_mlm, tmp_path):
         TransformerDenseEncoder.load(tmp_path / "nothing-here")
     with pytest.raises(EncoderError, match="names no model"):
         load_encoder("dense:")
+
+
+def test_a_hub_id_reads_its_sentence_transformers_settings_from_the_cache(tiny_mlm, tmp_path):
+    """``dense:OWNER/NAME`` offline: the model and its sentence-transformers files come from
+    the Hugging Face cache (laid out as huggingface_hub lays it out), CLS pooling included."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    snapshot = tmp_path / "hub" / "models--tiny--st-model" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_mlm, snapshot)
+    (snapshot / "1_Pooling").mkdir()
+    (snapshot / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": True})
+    )
+    (snapshot / "modules.json").write_text(json.dumps([
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+    ]))  # fmt: skip
+    (snapshot / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: "}})
+    )
+    refs = tmp_path / "hub" / "models--tiny--st-model" / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("0123abcd")
+    code = (
+        "from lsr.encoders import load_encoder\n"
+        "e = load_encoder('dense:tiny/st-model')\n"
+        "print(e.pooling, repr(e.query_prompt), e.encode_queries(['cats']).shape)\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "cls 'query: ' (1, 32)"
