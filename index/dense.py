@@ -156,6 +156,11 @@ class DenseVectors:
     def n_docs(self) -> int:
         return int(self.index.ntotal)
 
+    @property
+    def file_bytes(self) -> int:
+        """The size of the faiss file on disk."""
+        return self.path.stat().st_size
+
     def vectors(self, numbers: np.ndarray | None = None) -> np.ndarray:
         """The stored vectors of documents ``numbers`` (all when None), as float32 rows."""
         faiss = _faiss()

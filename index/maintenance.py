@@ -194,7 +194,11 @@ class SegmentMaintenance:
             with self._segment_work("flush", self.flush_backoff) as job:
                 rows = view.live_rows()
                 postings = int(view.indptr[view.n_rows])
-                self._check_space(postings * 12 + (1 << 20), "flush")
+                extra = sum(  # the extra representations' rows: dense floats, sparse postings
+                    p.nbytes if isinstance(p, np.ndarray) else 12 * int(p.indptr[p.n_rows])
+                    for p in extra_views.values()
+                )
+                self._check_space(postings * 12 + extra + (1 << 20), "flush")
                 segment = None
                 started = time.perf_counter()
                 if rows:

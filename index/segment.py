@@ -97,9 +97,12 @@ class Segment:
 
     @property
     def bytes(self) -> int:
-        """Bytes of the segment's files on disk (from its manifest)."""
-        files = (self.index.manifest or {}).get("files", {})
-        return int(sum(f.get("bytes", 0) for f in files.values()))
+        """Bytes of the segment's files on disk (from its manifests), extra representations
+        included (what the merge policy weighs and a merge must find room for)."""
+        indexes = [self.index, *(p for p in self.extras.values() if isinstance(p, Index))]
+        files = [f for ix in indexes for f in (ix.manifest or {}).get("files", {}).values()]
+        dense = sum(p.file_bytes for p in self.extras.values() if not isinstance(p, Index))
+        return int(sum(f.get("bytes", 0) for f in files) + dense)
 
     def warm(self) -> None:
         """Build the kernels' arrays (range maxima, dense rows) and the id table of the index

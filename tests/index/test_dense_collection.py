@@ -5,6 +5,8 @@ merges; damaged files are refused."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -14,9 +16,10 @@ from lsr.index import IndexBuilder, LiveIndex
 from lsr.index.check import check_collection
 from lsr.index.collection import create_collection
 from lsr.index.dense import DenseSpec, brute_force
-from lsr.index.errors import IndexFormatError
+from lsr.index.errors import IndexFormatError, WriteUnavailableError
 from lsr.index.representations import NewExtra
 from lsr.index.store import StoreSpec
+from tests.conftest import fill_disk
 from tests.index.crash import crash_loop
 
 V1, V2, DIM = 40, 60, 12
@@ -234,3 +237,39 @@ def test_a_crash_at_every_step_of_a_hybrid_flush_and_merge_loses_nothing(tmp_pat
 
     outcomes = crash_loop(base, tmp_path, CRASH_DURING_HYBRID_FLUSH_AND_MERGE, check)
     assert outcomes.count(9) >= 10 and outcomes[-1] == 0
+
+
+def test_a_full_disk_during_a_hybrid_flush_and_merge_loses_nothing(small_fs, monkeypatch):
+    """A real ENOSPC while a flush or a merge writes the extra representations: the commit
+    point stays as it was, nothing half written is left, and once there is room again every
+    representation holds every write."""
+    rng = np.random.default_rng(9)
+    path, model = _make(small_fs, rng, n=60)
+    monkeypatch.setattr(LiveIndex, "_check_space", lambda self, needed, work: None)
+    live = LiveIndex(path, background=False)
+    for step in range(2):
+        a, b, c = _sparse(rng, 20, V1), _sparse(rng, 20, V2), _dense(rng, 20)
+        ids = [f"f{step}-{i}" for i in range(20)]
+        live.upsert(a, ids, [{"group": 1}] * 20, extras={"sp2": b, "dn": c})
+        model.put(ids, a, b, c, [1] * 20)
+        if step == 0:
+            live.flush()
+    committed = sorted(os.listdir(path / "segments"))
+    generation = live.stats()["generation"]
+    filler = fill_disk(small_fs, chunk=512)
+    with pytest.raises(WriteUnavailableError, match="disk is full"):
+        live.flush()
+    with pytest.raises(WriteUnavailableError, match="the merge was not written"):
+        live.merge_segments(committed)
+    assert live.stats()["generation"] == generation
+    assert sorted(os.listdir(path / "segments")) == committed
+    _check_dense(live, model, rng)  # the buffer still answers
+    filler.unlink()
+    live.flush()
+    live.force_merge()
+    live.close()
+    with LiveIndex(path, read_only=True) as again:
+        assert again.stats()["segments"] == 1
+        _check_dense(again, model, rng)
+        _check_sparse_extra(again, model, rng)
+    assert not check_collection(path).problems
