@@ -133,21 +133,22 @@ def search_mode(
     names = retrievers_for(live, mode, retrievers, fusion)
     common = {key: options.pop(key) for key in ("filter", "fields") if key in options}
     dense_options = {key: options.pop(key) for key in ("ef_search", "nprobe") if key in options}
-    spec = fusion or FusionSpec()
-    if spec.depth < k:  # every retriever contributes at least k hits
-        spec = dataclasses.replace(spec, depth=k)
-    depth = spec.depth if mode == "hybrid" else k
+    depth, spec = k, None
+    if mode == "hybrid":  # a fusion that cannot apply is refused before any query is encoded
+        spec = fusion or FusionSpec()
+        if spec.retrievers and list(spec.retrievers) != names and spec.weights is not None:
+            raise InputError(
+                f"the fusion's weights are for {', '.join(spec.retrievers)}; asked to fuse "
+                f"{', '.join(names)}. Give weights for these, or leave retrievers out."
+            )
+        spec.weights_for(len(names))
+        if spec.depth < k:  # every retriever contributes at least k hits
+            spec = dataclasses.replace(spec, depth=k)
+        depth = spec.depth
     results = []
     for name in names:
         encoder = encoders[name]
         vectors = encoder.encode_queries(list(texts))
         extra = dense_options if is_dense(encoder) else options
         results.append(live.search(vectors, depth, representation=name, **common, **extra))
-    if mode != "hybrid":
-        return results[0]
-    if spec.retrievers and list(spec.retrievers) != names and spec.weights is not None:
-        raise InputError(
-            f"the fusion's weights are for {', '.join(spec.retrievers)}; asked to fuse "
-            f"{', '.join(names)}. Give weights for these, or leave retrievers out."
-        )
-    return fuse(results, spec, k)
+    return fuse(results, spec, k) if spec is not None else results[0]

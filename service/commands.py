@@ -62,17 +62,14 @@ def _encoders_from_args(args) -> tuple[str, object, dict]:
     from lsr.dense import is_dense
     from lsr.pipeline.hybrid import named_specs
 
-    sparse = named_specs(args.encoder or ["bm25"])
-    dense = named_specs(args.dense or [])
-    for _, spec in dense:
+    for _, spec in named_specs(args.dense or []):
         if not _names_dense(spec):
             raise InputError(
                 f"--dense {spec}: give a dense encoder, dense:wordllama or dense:PATH."
             )
-    every = [*sparse, *dense]
-    names = [n for n, _ in every]
-    if len(set(names)) != len(names):
-        raise InputError("two representations have the same name; name them: NAME=SPEC.")
+    given = args.encoder or ["bm25"]
+    every = named_specs([*given, *(args.dense or [])])  # names unique across both
+    sparse = every[: len(given)]
     options = _encoder_options(args)
     check_options([spec for _, spec in every], options)
     encoders = {name: load_encoder(spec, **options_for(spec, options)) for name, spec in every}
@@ -633,13 +630,13 @@ def cmd_search(args) -> int:
     if fields is not None and not all(fields):
         raise InputError("--fields takes field names separated by commas, e.g. title,text.")
     shown = fields if args.json else ["title", "text"]
+    hybrid = _hybrid_args(args, searcher)
     results = searcher.search(
-        args.query, k=args.k or 10, filter=_filter_arg(args.filter), fields=shown,
-        **_hybrid_args(args, searcher),
-    )  # fmt: skip
+        args.query, k=args.k or 10, filter=_filter_arg(args.filter), fields=shown, **hybrid
+    )
     if args.json:
         out = []
-        names = _fused_names(args, searcher)
+        names = _fused_names(searcher, hybrid)
         for i, (q, hits) in enumerate(zip(args.query, results, strict=True)):
             rows = []
             for r, hit in enumerate(hits.hits, 1):
@@ -703,13 +700,15 @@ def _hybrid_args(args, searcher) -> dict:
     return {"mode": args.mode, "retrievers": args.retriever, "fusion": fusion}
 
 
-def _fused_names(args, searcher) -> list[str]:
-    """The representations a hybrid search fused, in order (what --json labels)."""
+def _fused_names(searcher, hybrid: dict) -> list[str]:
+    """The representations a hybrid search with ``hybrid`` (:func:`_hybrid_args`) fuses, in
+    order: what --json labels each contribution with."""
     from lsr.pipeline.hybrid import retrievers_for
 
-    if args.mode != "hybrid":
+    if hybrid["mode"] != "hybrid":
         return []
-    return retrievers_for(searcher.live, args.mode, args.retriever, searcher.fusion)
+    fusion = hybrid["fusion"] or searcher.fusion
+    return retrievers_for(searcher.live, "hybrid", hybrid["retrievers"], fusion)
 
 
 def _search_run(args, index: str) -> int:

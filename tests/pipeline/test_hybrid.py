@@ -101,6 +101,12 @@ def test_tune_fusion_reads_only_the_development_split(hybrid, tmp_path, capsys):
         assert s.fusion == spec
         fused = s.search("bees", 3, mode="hybrid")
         assert len(fused.contributions[0][0]) == 2
+    # weights for all three override the tuned pair, and --json labels the three parts
+    capsys.readouterr()
+    args = ["search", str(hybrid), "bees", "--mode", "hybrid", "--weights", "1,1,1", "--json"]
+    assert main(args) == 0
+    hit = json.loads(capsys.readouterr().out)[0]["hits"][0]
+    assert set(hit["retrievers"]) == {"bm25", "tiny", "wordllama"}
     assert main(["tune-fusion", str(hybrid), str(data), "--split", "test"]) != 0
     assert "refusing to tune on the test queries" in capsys.readouterr().err
     (hybrid / "fusion.json").unlink()
