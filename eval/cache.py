@@ -15,6 +15,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,21 +67,26 @@ def document_fingerprint(spec: str, encoder: Encoder) -> str | None:
     return "docs-" + digest.hexdigest()[:16]
 
 
+class DenseEntry(NamedTuple):
+    """A dense encoder's cached encoding: the vectors (memory mapped), their ids, where."""
+
+    matrix: np.ndarray
+    ids: list[str]
+    path: Path
+
+
 @dataclass
 class CacheEntry:
     path: Path
 
     @property
-    def vectors(self) -> VectorFile | None:
-        """A sparse encoder's document vectors (None in a dense encoder's entry)."""
+    def vectors(self) -> VectorFile | DenseEntry:
+        """The document vectors: a Parquet vector file, or a dense encoder's matrix."""
         path = self.path / "vectors.parquet"
-        return VectorFile(path) if path.is_file() else None
-
-    @property
-    def dense(self) -> tuple[np.ndarray, list[str]]:
-        """A dense encoder's entry: the document vectors (memory mapped) and their ids."""
+        if path.is_file():
+            return VectorFile(path)
         ids = json.loads((self.path / DENSE_IDS).read_text(encoding="utf-8"))
-        return np.load(self.path / DENSE_VECTORS, mmap_mode="r"), ids
+        return DenseEntry(np.load(self.path / DENSE_VECTORS, mmap_mode="r"), ids, self.path)
 
     def encoder(self):
         return load_encoder(self.path / "encoder")

@@ -191,11 +191,10 @@ def prepare_retriever(
     )
     t = time.perf_counter()
     if is_dense(encoder):
-        entry = cache.get(encoder_fingerprint(spec, encoder), dataset.fingerprint)
-        matrix, ids = entry.dense
-        index = DenseIndex(np.asarray(matrix), ids)
-        return Retriever(spec, label, encoder, index, str(entry.path), int(matrix.nbytes),
-                         enc_stats, cached, time.perf_counter() - t)  # fmt: skip
+        index = DenseIndex(np.asarray(vectors.matrix), vectors.ids)
+        return Retriever(spec, label, encoder, index, str(vectors.path),
+                         int(vectors.matrix.nbytes), enc_stats, cached,
+                         time.perf_counter() - t)  # fmt: skip
     target = out / "indexes" / _slug(label) / _slug(dataset.name)
     build_index(vectors.batches(), encoder, target, overwrite=True)
     build_seconds = time.perf_counter() - t
