@@ -66,6 +66,17 @@ def _fields_key(req: SearchRequest) -> tuple[str, ...] | None:
     return None if req.fields is None else tuple(req.fields)
 
 
+def _hit_dicts(ids: list[str], scores: list[float], documents: list[dict] | None) -> list[dict]:
+    """Hits as the responses carry them (``terms`` and ``retrievers`` filled on explain)."""
+    hits = [
+        {"id": d, "score": s, "terms": None, "document": None, "retrievers": None}
+        for d, s in zip(ids, scores, strict=True)
+    ]
+    for hit, doc in zip(hits, documents or (), strict=False):
+        hit["document"] = doc
+    return hits
+
+
 def _fusion_of(req: SearchRequest, default: FusionSpec | None) -> FusionSpec | None:
     """A request's fusion as a spec (its retrievers' order), else the collection's tuned one."""
     if req.fusion is None:
@@ -224,13 +235,7 @@ class ServiceState:
             except InputError as e:
                 raise HTTPException(422, str(e)) from e
             row = results[0]
-            hits = [
-                {"id": d, "score": s, "terms": None, "document": None, "retrievers": None}
-                for d, s in zip(row.ids, row.scores, strict=True)
-            ]
-            if row.documents is not None:
-                for hit, doc in zip(hits, row.documents, strict=True):
-                    hit["document"] = doc
+            hits = _hit_dicts(row.ids, row.scores, row.documents)
             if req.explain and results.contributions is not None:
                 for hit, parts in zip(hits, results.contributions[0], strict=True):
                     hit["retrievers"] = dict(zip(names, parts, strict=True))
@@ -329,13 +334,7 @@ class ServiceState:
         ids, scores = row.ids[: req.k], row.scores[: req.k]
         if not all(math.isfinite(s) for s in scores):
             raise HTTPException(422, "the query's weights are too large: scores overflow")
-        hits = [
-            {"id": d, "score": s, "terms": None, "document": None, "retrievers": None}
-            for d, s in zip(ids, scores, strict=True)
-        ]
-        if row.documents is not None:
-            for hit, doc in zip(hits, row.documents, strict=False):
-                hit["document"] = doc
+        hits = _hit_dicts(ids, scores, row.documents)
         if req.explain and hits:
             vector = vectors[[i]]
             explained = hits[: self.limits.max_explain]
