@@ -123,6 +123,7 @@ def build_faiss(vectors: np.ndarray, spec: DenseSpec):
     else:
         nlist = max(1, min(spec.nlist, n // IVF_POINTS_PER_LIST))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.min_points_per_centroid = 1  # (a segment of < 39 documents: one list, quietly)
         if n:
             index.train(vectors)
     if n:
@@ -150,37 +151,22 @@ class DenseVectors:
                 f"{n_docs} documents of {dim}. Rebuild the collection."
             )
         self.path, self.spec, self.index, self.dim = Path(path), spec, index, dim
+        self.file_bytes = self.path.stat().st_size  # (the file never changes)
         self._lock = threading.Lock()  # reconstructing an IVF index's direct map
 
     @property
     def n_docs(self) -> int:
         return int(self.index.ntotal)
 
-    @property
-    def file_bytes(self) -> int:
-        """The size of the faiss file on disk."""
-        return self.path.stat().st_size
-
-    def vectors(self, numbers: np.ndarray | None = None) -> np.ndarray:
-        """The stored vectors of documents ``numbers`` (all when None), as float32 rows."""
+    def vectors(self, numbers: np.ndarray) -> np.ndarray:
+        """The stored vectors of documents ``numbers``, as float32 rows (what a merge copies)."""
         faiss = _faiss()
-        n = self.n_docs
-        if self.spec.type == "ivf":
+        if self.spec.type == "ivf":  # an IVF index finds a vector by id through its direct map
             ivf = faiss.extract_index_ivf(self.index)
             with self._lock:
                 if ivf.direct_map.type == faiss.DirectMap.NoMap:
                     ivf.make_direct_map()
-            every = self.index.reconstruct_n(0, n) if n else np.zeros((0, self.dim), np.float32)
-        else:
-            flat = (
-                self.index if self.spec.type == "flat" else faiss.downcast_index(self.index.storage)
-            )
-            every = (
-                faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
-                if n
-                else (np.zeros((0, self.dim), np.float32))
-            )
-        return every if numbers is None else np.asarray(every[np.asarray(numbers, np.int64)])
+        return self.index.reconstruct_batch(np.asarray(numbers, dtype=np.int64))
 
     def search(
         self,
