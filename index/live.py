@@ -695,8 +695,7 @@ class LiveIndex(SegmentMaintenance):
                 "never be found, so it is not stored"
                 + (f" ({len(empty) - 1} more documents are empty)." if len(empty) > 1 else ".")
             )
-        sizes = {name: len(vocab) for name, (vocab, _) in self._extra_vocabs.items()}
-        others = check_extra_vectors(self.extras, sizes, extras, len(ids))
+        others = check_extra_vectors(self.extras, extras, len(ids))
         op = {"op": "upsert", "ids": ids, "indptr": csr.indptr, "indices": csr.indices,
               "data": csr.data}  # fmt: skip
         if others:

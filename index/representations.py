@@ -122,7 +122,6 @@ def extras_of(commit: dict) -> tuple[Representation, ...]:
 
 def check_extra_vectors(
     extras: tuple[Representation, ...],
-    vocab_sizes: Mapping[str, int],
     given: Mapping[str, object] | None,
     n_rows: int,
 ) -> dict[str, sp.csr_array | np.ndarray]:
@@ -146,7 +145,7 @@ def check_extra_vectors(
         if rep.kind == DENSE:
             value = check_vectors(given[rep.name], rep.dim, f"The {what}")
         else:
-            value = as_sparse_batch(given[rep.name], vocab_sizes[rep.name], f"The {what}")
+            value = as_sparse_batch(given[rep.name], rep.vocab["size"], f"The {what}")
         if value.shape[0] != n_rows:
             raise InputError(f"Got {value.shape[0]} {what} for {n_rows} documents.")
         out[rep.name] = value
