@@ -22,9 +22,10 @@ async def health(request: Request) -> HealthResponse:
     state = service_state(request)
     stats = state.live.stats()
     problems = []
+    writable = stats["writable"] or state.relays_writes  # a reader relays them to the writer
     if state.read_only and not state.relays_writes:
         problems.append("read-only: writes go to the writer")
-    elif not stats["writable"]:
+    elif not writable:
         problems.append(f"writes refused for now: {stats['writes']['last_error']}")
     for work in ("flushes", "merges"):
         if stats[work]["failures"]:
@@ -32,7 +33,7 @@ async def health(request: Request) -> HealthResponse:
     return {
         "status": "degraded" if problems and not state.read_only else "ok",
         "documents": stats["n_docs"],
-        "writable": stats["writable"],
+        "writable": writable,
         "problems": problems,
     }
 

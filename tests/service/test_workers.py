@@ -66,6 +66,10 @@ def test_workers_share_the_port_relay_writes_and_count_once(sample, tmp_path):
     try:
         assert "| 2 workers (1 writer, 1 reader) | 2 search threads each |" in srv.stderr()
         assert set(_workers(srv.url)) == {"writer", "reader"}  # both answer on the port
+        for _ in range(8):  # whichever worker answers: writes are accepted (a reader relays)
+            health = _fresh(srv.url, "GET", "/health").json()
+            assert health == {"status": "ok", "documents": health["documents"],
+                              "writable": True, "problems": []}  # fmt: skip
         seqs = []
         for i in range(12):  # each on a new connection: readers relay them to the writer
             answer = _upsert(srv.url, f"w{i}", f"honeybee colony number{i}")
