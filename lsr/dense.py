@@ -28,7 +28,7 @@ import numpy as np
 
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
-from lsr.hf import hub_file
+from lsr.st_folder import read_json
 
 logger = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls")
@@ -246,22 +246,14 @@ class TransformerDenseEncoder(DenseEncoder):
 def _sentence_transformers_settings(location: str | Path) -> dict:
     """Pooling, prompts and maximum length from a sentence-transformers model ({} if none):
     a local folder's files, or a Hub id's (downloaded, or from the local cache offline)."""
-    local = Path(str(location))
-
-    def read(name: str) -> dict | list | None:
-        path = local / name if local.is_dir() else hub_file(location, name)
-        if path is None or not Path(path).is_file():
-            return None
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-
     out: dict = {}
     try:
-        modules = read("modules.json")
+        modules = read_json(location, "modules.json")
         if modules is None:
             return {}
         for module in modules:
             if str(module.get("type", "")).endswith("Pooling"):
-                pooling = read(f"{module['path']}/config.json") or {}
+                pooling = read_json(location, f"{module['path']}/config.json") or {}
                 if pooling.get("pooling_mode_cls_token"):
                     out["pooling"] = "cls"
                 elif pooling.get("pooling_mode_mean_tokens"):
@@ -272,10 +264,12 @@ def _sentence_transformers_settings(location: str | Path) -> dict:
                         f"{location}: pooling {', '.join(modes) or 'none'} is not supported "
                         "(mean or cls)."
                     )
-        length = (read("sentence_bert_config.json") or {}).get("max_seq_length")
+        length = (read_json(location, "sentence_bert_config.json") or {}).get("max_seq_length")
         if length:
             out["max_length"] = int(length)
-        prompts = (read("config_sentence_transformers.json") or {}).get("prompts") or {}
+        prompts = (read_json(location, "config_sentence_transformers.json") or {}).get(
+            "prompts"
+        ) or {}
         if prompts.get("query"):
             out["query_prompt"] = prompts["query"]
         for key in ("document", "passage", "corpus"):

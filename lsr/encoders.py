@@ -65,8 +65,8 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
     if folder.is_dir():
         if (folder / "idf.json").is_file():
             return "inference-free", text
-        if (folder / "config.json").is_file():
-            return "splade", text
+        if (folder / "config.json").is_file() or (folder / "modules.json").is_file():
+            return "splade", text  # sentence-transformers folders: lsr.st_folder checks them
         raise EncoderError(
             f"{folder} is neither a saved lsr encoder nor a Hugging Face model folder."
         )

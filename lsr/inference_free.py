@@ -20,6 +20,7 @@ from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.hf import hub_file
 from lsr.mlm import DocumentModelEncoder, MLMSparseModel
+from lsr.st_folder import check_dimension, sparse_settings
 from lsr.tokenization import save_json
 
 IDF_FILE = "idf.json"
@@ -148,13 +149,17 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         """Load a document model folder (or Hub id) with its ``idf.json``, if it has one."""
         folder = Path(name_or_path)
         cfg = read_config(folder, cls.name) if folder.is_dir() else {}
+        if not cfg:  # a sentence-transformers SparseEncoder as the document model
+            cfg = sparse_settings(name_or_path)
         model_opts = {
             "max_length": options.pop("max_length", None) or cfg.get("max_length", 256),
             "activation": options.pop("activation", None) or cfg.get("activation", "log1p_relu"),
             "max_chunks": options.pop("max_chunks", None) or cfg.get("max_chunks", 1),
             "dtype": options.pop("dtype", "auto"),
+            **{k: cfg[k] for k in ("pooling", "zero_special") if k in cfg},
         }
         doc = MLMSparseModel.from_pretrained(name_or_path, device=device, **model_opts)
+        check_dimension(cfg, doc.vocab_size, name_or_path)
         settings = {k: cfg[k] for k in ("max_active_dims", "threshold") if k in cfg}
         settings.update(options)
         enc = cls(doc, **settings)

@@ -1,24 +1,29 @@
 """A masked-language-model head turned into sparse term vectors (SPLADE pooling).
 
-w_j = max_i mask_i * act(logit_ij) over the sequence positions i, with act = log(1 + ReLU(x))
-("log1p_relu", SPLADE) or log(1 + log(1 + ReLU(x))) ("l0", the L0-style activation used by
-inference-free document encoders). Output dimensions of special tokens are always zero.
+w_j = max_i mask_i * act(logit_ij) over the sequence positions i (or the sum over them, the
+first SPLADE's pooling), with act = log(1 + ReLU(x)) ("log1p_relu", SPLADE) or
+log(1 + log(1 + ReLU(x))) ("l0", the L0-style activation used by inference-free document
+encoders). Output dimensions of special tokens are zero, except for models whose source keeps
+them (sentence-transformers folders: ``zero_special=False``).
 torch and transformers are imported here, never at ``import lsr``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
 from lsr.errors import EncoderError
+from lsr.vocab_head import ScreenedDecoder, int8_products_available
 
 logger = logging.getLogger(__name__)
 ACTIVATIONS = ("log1p_relu", "l0")
+POOLINGS = ("max", "sum")  # over a text's tokens: SPLADE v2 and later / the first SPLADE
 
 
 def activate(x, activation: str = "log1p_relu"):
@@ -32,22 +37,43 @@ def activate(x, activation: str = "log1p_relu"):
     raise EncoderError(f"Unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}.")
 
 
-def _body_and_head(model):
-    """``(encoder, vocabulary head)`` of the masked-LM families SPLADE models come in (BERT,
-    DistilBERT, RoBERTa), so the head can run on real tokens only; None for others."""
+class HeadParts(NamedTuple):
+    """A masked LM as ``decoder(transform(body(...).last_hidden_state))``: the vocabulary layer
+    (``decoder``, a ``torch.nn.Linear``) apart, so it can run on real tokens only and be
+    screened (:mod:`lsr.vocab_head`)."""
+
+    body: object
+    transform: Callable
+    decoder: object
+
+    def head(self, hidden):
+        return self.decoder(self.transform(hidden))
+
+
+def _head_parts(model) -> HeadParts | None:
+    """The parts of the masked-LM families SPLADE models come in (BERT, DistilBERT, RoBERTa);
+    None for others, which then run whole."""
     if hasattr(model, "bert") and hasattr(model, "cls"):
-        return model.bert, model.cls
+        predictions = model.cls.predictions
+        return HeadParts(model.bert, predictions.transform, predictions.decoder)
     if hasattr(model, "roberta") and hasattr(model, "lm_head"):
-        return model.roberta, model.lm_head
+        lm = model.lm_head
+        from transformers.activations import gelu
+
+        return HeadParts(model.roberta, lambda h: lm.layer_norm(gelu(lm.dense(h))), lm.decoder)
     parts = ("distilbert", "vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")
     if all(hasattr(model, p) for p in parts):
 
-        def head(hidden):
-            x = model.vocab_layer_norm(model.activation(model.vocab_transform(hidden)))
-            return model.vocab_projector(x)
+        def transform(hidden):
+            return model.vocab_layer_norm(model.activation(model.vocab_transform(hidden)))
 
-        return model.distilbert, head
+        return HeadParts(model.distilbert, transform, model.vocab_projector)
     return None
+
+
+def lengths_of(mask) -> list[int]:
+    """The number of real tokens of each row of an attention mask."""
+    return mask.sum(dim=1).tolist()
 
 
 def pick_device(device: str | None = None) -> str:
@@ -84,9 +110,13 @@ class MLMSparseModel:
         max_chunks: int = 1,
         device: str | None = None,
         dtype: str = "auto",
+        pooling: str = "max",
+        zero_special: bool = True,
     ) -> None:
         import torch
 
+        if pooling not in POOLINGS:
+            raise EncoderError(f"Unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
         if activation not in ACTIVATIONS:
             raise EncoderError(
                 f"Unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}."
@@ -101,6 +131,8 @@ class MLMSparseModel:
             max_length, getattr(model.config, "max_position_embeddings", max_length)
         )
         self.activation = activation
+        self.pooling = pooling
+        self.zero_special = zero_special
         self.max_chunks = max_chunks
         self.device = pick_device(device)
         self.model.to(self.device)
@@ -110,9 +142,17 @@ class MLMSparseModel:
         self.vocab = [t if t is not None else f"[unused-{i}]" for i, t in enumerate(tokens)]
         special = [i for i in tokenizer.all_special_ids if 0 <= i < self.vocab_size]
         self.special_ids = torch.tensor(sorted(set(special)), dtype=torch.long)
-        self._split = _body_and_head(model)
+        self._special = torch.zeros(self.vocab_size, dtype=torch.bool)
+        self._special[self.special_ids] = True
+        self._split = _head_parts(model)
         if self._split is not None and not self._split_agrees():
             self._split = None  # an architecture that only looks familiar: run it whole
+        self._screen = None
+        on_cpu = self.device.startswith("cpu")
+        if self._split is not None and on_cpu and int8_products_available():
+            self._screen = ScreenedDecoder(self._split.decoder)
+            if not self._screen_agrees():
+                self._screen = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> MLMSparseModel:
@@ -192,18 +232,38 @@ class MLMSparseModel:
 
         windows, owners = self._windows(texts, max_length or self.max_length)
         input_ids, mask = self._tensors(windows)
-        with self._autocast():
-            pooled = self._max_logits(input_ids, mask, self._split)
-        pooled = activate(pooled.float(), self.activation)  # act is monotone: max then act
+        pooled = self._pooled(input_ids, mask, self._split)
         if len(windows) != len(texts):
             index = torch.tensor(owners, device=pooled.device).unsqueeze(1).expand_as(pooled)
             out = torch.zeros(
                 (len(texts), pooled.shape[1]), device=pooled.device, dtype=pooled.dtype
             )
-            pooled = out.scatter_reduce(0, index, pooled, reduce="amax", include_self=True)
-        if self.special_ids.numel():
+            reduce = "amax" if self.pooling == "max" else "sum"
+            pooled = out.scatter_reduce(0, index, pooled, reduce=reduce, include_self=True)
+        if self.zero_special and self.special_ids.numel():
             pooled = pooled.index_fill(1, self.special_ids.to(pooled.device), 0.0)
         return pooled
+
+    def _pooled(self, input_ids, mask, split):
+        """Each window's term weights: the activation of its largest logit per term (max
+        pooling: the activation is monotone, so max then activate), or the sum over its real
+        tokens of their activated logits (sum pooling)."""
+        import torch
+
+        with self._autocast():
+            if self.pooling == "max":
+                top = self._max_logits(input_ids, mask, split)
+            else:
+                valid = mask.bool()
+                if split is None:
+                    logits = self.model(input_ids=input_ids, attention_mask=mask).logits[valid]
+                else:
+                    hidden = split.body(input_ids=input_ids, attention_mask=mask)
+                    logits = split.head(hidden.last_hidden_state[valid])
+        if self.pooling == "max":
+            return activate(top.float(), self.activation)
+        weights = activate(logits.float(), self.activation)
+        return torch.stack([part.sum(dim=0) for part in torch.split(weights, lengths_of(mask))])
 
     def _max_logits(self, input_ids, mask, split):
         """Each window's largest MLM logit per vocabulary term, over its real tokens.
@@ -219,11 +279,9 @@ class MLMSparseModel:
         if split is None:
             logits = self.model(input_ids=input_ids, attention_mask=mask).logits
             return logits.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=1)
-        body, head = split
-        hidden = body(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        logits = head(hidden[valid])
-        parts = torch.split(logits, valid.sum(dim=1).tolist())
-        return torch.stack([part.amax(dim=0) for part in parts])
+        hidden = split.body(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        logits = split.head(hidden[valid])
+        return torch.stack([part.amax(dim=0) for part in torch.split(logits, lengths_of(mask))])
 
     def _split_agrees(self) -> bool:
         """Whether the split model gives the whole model's logits on a short sample."""
@@ -245,6 +303,81 @@ class MLMSparseModel:
             torch.allclose(whole, split, rtol=1e-4, atol=1e-4)
         )
 
+    @property
+    def _screening(self) -> bool:
+        """Whether ``encode`` screens the vocabulary layer: float32 on the CPU only (on a GPU
+        the whole head is cheap; under bfloat16 the float products are not what runs)."""
+        return (
+            self._screen is not None and self.device.startswith("cpu") and self.dtype != "bfloat16"
+        )
+
+    def _screen_agrees(self) -> bool:
+        """Whether the screened head gives the whole head's vectors on a short sample."""
+        import torch
+
+        sample = ["a check of the screened vocabulary head", "short", ""]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                dense = to_sparse(self.forward(sample, 16))
+                screened = self._screened_rows(sample, 16, None, 0.0)
+        except (RuntimeError, TypeError, ValueError) as e:
+            logger.info("screened vocabulary head not used: %s", e)
+            return False
+        finally:
+            self.model.train(was_training)
+        return (
+            np.array_equal(dense.indptr, screened.indptr)
+            and np.array_equal(dense.indices, screened.indices)
+            and np.allclose(dense.data, screened.data, rtol=1e-5, atol=1e-6)
+        )
+
+    def _screened_rows(
+        self,
+        texts: Sequence[str],
+        max_length: int | None,
+        max_active_dims: int | None,
+        threshold: float,
+    ) -> sp.csr_array:
+        """What ``to_sparse(forward(texts))`` gives, with the vocabulary layer screened
+        (:mod:`lsr.vocab_head`): only the terms that can have a positive logit are computed."""
+        import torch
+
+        windows, owners = self._windows(texts, max_length or self.max_length)
+        input_ids, mask = self._tensors(windows)
+        split = self._split
+        hidden = split.body(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        x = split.transform(hidden[mask.bool()])
+        lengths = [0] * len(texts)  # a text's windows are consecutive: its rows are too
+        for owner, window in zip(owners, windows, strict=True):
+            lengths[owner] += len(window)
+        drop = self._special if self.zero_special else torch.zeros_like(self._special)
+        indptr, indices, data = [0], [], []
+        for terms, logits in self._screen.candidates(x, lengths):
+            if self.pooling == "max":
+                top = logits.amax(dim=0)
+                positive = top > 0
+                terms, weights = terms[positive], activate(top[positive], self.activation)
+            else:
+                weights = activate(logits, self.activation).sum(dim=0)
+            keep = ~drop[terms] & (weights > threshold)
+            terms, weights = terms[keep], weights[keep]
+            if max_active_dims is not None and terms.numel() > max_active_dims:
+                top = torch.topk(weights, max_active_dims).indices.sort().values
+                terms, weights = terms[top], weights[top]
+            indices.append(terms.numpy().astype(np.int32))
+            data.append(weights.numpy().astype(np.float32))
+            indptr.append(indptr[-1] + terms.numel())
+        return sp.csr_array(
+            (
+                np.concatenate(data) if data else np.zeros(0, np.float32),
+                np.concatenate(indices) if indices else np.zeros(0, np.int32),
+                np.asarray(indptr, dtype=np.int64),
+            ),
+            shape=(len(texts), self.vocab_size),
+        )
+
     def encode(
         self,
         texts: Sequence[str],
@@ -262,7 +395,8 @@ class MLMSparseModel:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         rows: list[sp.csr_array] = []
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # eval() walks every module: not on each call of a served model
+            self.model.eval()
         try:
             with torch.inference_mode():
                 for lo in tqdm(
@@ -272,10 +406,16 @@ class MLMSparseModel:
                     disable=not progress,
                 ):
                     batch = [texts[i] for i in order[lo : lo + batch_size]]
-                    dense = self.forward(batch, max_length)
-                    rows.append(to_sparse(dense, max_active_dims, threshold))
+                    if self._screening:
+                        rows.append(
+                            self._screened_rows(batch, max_length, max_active_dims, threshold)
+                        )
+                    else:
+                        dense = self.forward(batch, max_length)
+                        rows.append(to_sparse(dense, max_active_dims, threshold))
         finally:
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
         if not rows:
             return sp.csr_array((0, self.vocab_size), dtype=np.float32)
         stacked = sp.vstack(rows, format="csr")
@@ -342,6 +482,8 @@ class DocumentModelEncoder:
             "max_length": self.doc_model.max_length,
             "max_chunks": self.doc_model.max_chunks,
             "activation": self.doc_model.activation,
+            "pooling": self.doc_model.pooling,
+            "zero_special": self.doc_model.zero_special,
             "max_active_dims": self.max_active_dims,
             "threshold": self.threshold,
             **extra,

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.mlm import DocumentModelEncoder, MLMSparseModel
+from lsr.st_folder import check_dimension, sparse_settings
 
 QUERY_MODEL_DIR = "query_model"
 
@@ -55,17 +56,25 @@ class SpladeEncoder(DocumentModelEncoder):
         """Load a saved encoder folder, a plain ``*ForMaskedLM`` folder, or a Hub id."""
         folder = Path(name_or_path)
         cfg = read_config(folder, cls.name) if folder.is_dir() else {}
+        st_folder = False
+        if not cfg:  # a sentence-transformers SparseEncoder says how it pools and prunes
+            cfg = sparse_settings(name_or_path)
+            st_folder = bool(cfg)
         if cfg and query_model is None and (folder / QUERY_MODEL_DIR).is_dir():
             query_model = folder / QUERY_MODEL_DIR
         max_length = max_length or cfg.get("max_length", 256)
-        activation = cfg.get("activation", "log1p_relu")
-        common = {"device": device, "activation": activation, "dtype": options.pop("dtype", "auto")}
+        common = {
+            "device": device,
+            "dtype": options.pop("dtype", "auto"),
+            **{k: cfg[k] for k in ("activation", "pooling", "zero_special") if k in cfg},
+        }
         doc = MLMSparseModel.from_pretrained(
             name_or_path,
             max_length=max_length,
             max_chunks=options.pop("max_chunks", cfg.get("max_chunks", 1)),
             **common,
         )
+        check_dimension(cfg, doc.vocab_size, name_or_path)
         query = (
             MLMSparseModel.from_pretrained(query_model, max_length=max_length, **common)
             if query_model is not None
@@ -74,7 +83,9 @@ class SpladeEncoder(DocumentModelEncoder):
         settings = {
             k: cfg[k] for k in ("query_max_length", "max_active_dims", "threshold") if k in cfg
         }
-        settings.update(options)
+        if st_folder:  # sentence-transformers cuts queries where it cuts documents
+            settings["query_max_length"] = doc.max_length
+        settings.update({k: v for k, v in options.items() if v is not None or k not in settings})
         return cls(doc, query, **settings)
 
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:

@@ -167,9 +167,15 @@ def test_the_vocabulary_head_runs_on_real_tokens_only(tiny_mlm, monkeypatch):
         whole = m._max_logits(ids, mask, None)
         split = m._max_logits(ids, mask, m._split)
     assert torch.allclose(whole, split, atol=1e-5)
+
     # a head that is not the model's own fails the check at load, and the model runs whole
-    monkeypatch.setattr(lsr.mlm, "_body_and_head", lambda model: (model.bert, lambda h: h @ h.T))
-    assert load_encoder(tiny_mlm).doc_model._split is None
+    def wrong_parts(model):
+        decoder = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size)
+        return lsr.mlm.HeadParts(model.bert, lambda h: h, decoder)
+
+    monkeypatch.setattr(lsr.mlm, "_head_parts", wrong_parts)
+    wrong = load_encoder(tiny_mlm).doc_model
+    assert wrong._split is None and wrong._screen is None
 
 
 def test_gradients_flow_through_the_split_head(tiny_mlm):

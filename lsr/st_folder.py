@@ -1,0 +1,131 @@
+"""What a sentence-transformers model folder says about its model: its small JSON files, read
+from a local folder or a Hub id (downloaded, or from the local cache offline), and the
+settings of a SPLADE ``SparseEncoder`` (v5 ``MLMTransformer`` or v6 ``Transformer`` with
+``transformer_task: fill-mask``, then ``SpladePooling``).
+
+Every option such a folder carries either takes effect or is refused by name: pooling
+strategy, activation, output dimension, ``max_active_dims``, maximum sequence length. A module
+type this project does not run (a ``Router``, a static embedding, an unknown class) is an
+:class:`EncoderError` naming it, never a model run without it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lsr.errors import EncoderError
+from lsr.hf import hub_file
+
+# sentence-transformers' activation names -> this project's (``lsr.mlm.ACTIVATIONS``): its
+# "relu" is log(1 + ReLU(x)), its "log1p_relu" log(1 + log(1 + ReLU(x)))
+_ACTIVATIONS = {"relu": "log1p_relu", "log1p_relu": "l0"}
+_TRANSFORMERS = ("MLMTransformer", "Transformer")
+
+
+def read_json(location: str | Path, name: str) -> dict | list | None:
+    """The JSON file ``name`` of a model folder or Hub id (None when it has none)."""
+    local = Path(str(location))
+    path = local / name if local.is_dir() else hub_file(location, name)
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EncoderError(f"{location}: {name} is not readable JSON ({e}).") from e
+
+
+def is_sentence_transformers(location: str | Path) -> bool:
+    """Whether a local folder is a sentence-transformers model (it has ``modules.json``)."""
+    return (Path(str(location)) / "modules.json").is_file()
+
+
+def sparse_settings(location: str | Path) -> dict:
+    """The SPLADE settings of a sentence-transformers ``SparseEncoder`` folder ({} for a
+    folder without ``modules.json``): ``pooling``, ``activation``, ``zero_special`` (False:
+    sentence-transformers keeps the special tokens' dimensions), and where the folder sets
+    them ``max_length`` and ``max_active_dims``."""
+    modules = read_json(location, "modules.json")
+    if modules is None:
+        return {}
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise EncoderError(f"{location}: modules.json must be a list of modules.")
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    for module, kind in zip(modules, kinds, strict=True):
+        if kind not in (*_TRANSFORMERS, "SpladePooling"):
+            raise EncoderError(
+                f"{location}: module {module.get('type')!r} ({module.get('path') or 'root'}) "
+                "is not supported; lsr loads SPLADE SparseEncoders (MLMTransformer or a "
+                "fill-mask Transformer, then SpladePooling), and dense models as dense:PATH."
+            )
+    if len(modules) != 2 or kinds[0] not in _TRANSFORMERS or kinds[1] != "SpladePooling":
+        raise EncoderError(
+            f"{location}: modules {kinds} are not a SPLADE SparseEncoder "
+            "(a masked-LM Transformer, then SpladePooling)."
+        )
+    settings: dict = {"zero_special": False}
+    settings.update(_transformer_settings(location, modules[0]))
+    settings.update(_pooling_settings(location, modules[1]))
+    model_config = read_json(location, "config_sentence_transformers.json") or {}
+    dims = model_config.get("max_active_dims")
+    if dims is not None:
+        if isinstance(dims, bool) or not isinstance(dims, int) or dims <= 0:
+            raise EncoderError(f"{location}: max_active_dims must be a positive integer: {dims!r}.")
+        settings["max_active_dims"] = dims
+    prompts = {k: v for k, v in (model_config.get("prompts") or {}).items() if v}
+    if prompts or model_config.get("default_prompt_name"):
+        raise EncoderError(
+            f"{location}: prompts ({', '.join(prompts) or model_config['default_prompt_name']}) "
+            "are not supported for sparse encoders yet."
+        )
+    return settings
+
+
+def check_dimension(settings: dict, vocab_size: int, location: str | Path) -> None:
+    """An :class:`EncoderError` when the folder's ``SpladePooling`` dimension is not the
+    size of the model's vocabulary."""
+    if settings.get("dimension", vocab_size) != vocab_size:
+        raise EncoderError(
+            f"{location}: SpladePooling says {settings['dimension']} dimensions, "
+            f"the model's vocabulary has {vocab_size}."
+        )
+
+
+def _transformer_settings(location: str | Path, module: dict) -> dict:
+    path = str(module.get("path") or "")
+    config = read_json(
+        location, f"{path}/sentence_bert_config.json" if path else "sentence_bert_config.json"
+    )
+    config = config or {}
+    task = config.get("transformer_task")
+    if task not in (None, "fill-mask"):
+        raise EncoderError(
+            f"{location}: a Transformer with transformer_task {task!r} has no vocabulary head; "
+            "SPLADE needs fill-mask."
+        )
+    if path:
+        raise EncoderError(
+            f"{location}: the Transformer module is in {path!r}; lsr reads it at the folder's root."
+        )
+    if config.get("do_lower_case"):
+        raise EncoderError(f"{location}: do_lower_case is not supported for sparse encoders yet.")
+    length = config.get("max_seq_length")
+    return {"max_length": int(length)} if length else {}
+
+
+def _pooling_settings(location: str | Path, module: dict) -> dict:
+    path = str(module.get("path") or "")
+    config = read_json(location, f"{path}/config.json" if path else "config.json") or {}
+    strategy = config.get("pooling_strategy", "max")
+    if strategy not in ("max", "sum"):
+        raise EncoderError(f"{location}: SpladePooling pooling_strategy {strategy!r} (max or sum).")
+    activation = config.get("activation_function", "relu")
+    if activation not in _ACTIVATIONS:
+        raise EncoderError(
+            f"{location}: SpladePooling activation_function {activation!r} (relu or log1p_relu)."
+        )
+    out = {"pooling": strategy, "activation": _ACTIVATIONS[activation]}
+    dimension = config.get("embedding_dimension", config.get("word_embedding_dimension"))
+    if dimension is not None:
+        out["dimension"] = int(dimension)
+    return out

@@ -1,0 +1,172 @@
+"""sentence-transformers SPLADE folders, saved by sentence-transformers itself, load in lsr
+with every option they carry (pooling strategy, activation, max_active_dims, special tokens)
+and give sentence-transformers' own vectors; what lsr cannot run is refused by name."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from lsr import EncoderError, load_encoder
+from lsr.splade import SpladeEncoder
+
+TEXTS = [
+    "the cat sat on the mat",
+    "paris is the capital city of france",
+    "coffee",
+    "whales and fish swim in the ocean while the sun and moon orbit",
+    " ".join(["the sun and moon orbit while whales swim in the ocean"] * 14),  # past 128 tokens
+]
+V5_TYPES = (
+    "sentence_transformers.sparse_encoder.models.MLMTransformer",
+    "sentence_transformers.sparse_encoder.models.SpladePooling",
+)
+
+
+def save_sparse_encoder(mlm, folder, pooling="max", activation="relu", max_active_dims=None):
+    """A SPLADE SparseEncoder over the tiny masked LM ``mlm``, saved by sentence-transformers
+    (v6 layout: a fill-mask ``Transformer``, then ``SpladePooling``)."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    modules = [
+        Transformer(str(mlm), transformer_task="fill-mask"),
+        SpladePooling(pooling_strategy=pooling, activation_function=activation),
+    ]
+    SparseEncoder(modules=modules, max_active_dims=max_active_dims, device="cpu").save(str(folder))
+    return folder
+
+
+def as_v5(folder):
+    """The folder as sentence-transformers 5 wrote it: ``MLMTransformer`` and
+    ``SpladePooling`` under ``sparse_encoder.models``, ``max_seq_length`` and
+    ``do_lower_case`` in ``sentence_bert_config.json``, ``word_embedding_dimension``."""
+    modules = json.loads((folder / "modules.json").read_text())
+    for module, kind in zip(modules, V5_TYPES, strict=True):
+        module["type"] = kind
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 128, "do_lower_case": False})
+    )
+    pooling_file = folder / "1_SpladePooling" / "config.json"
+    pooling = json.loads(pooling_file.read_text())
+    pooling["word_embedding_dimension"] = pooling.pop("embedding_dimension", None)
+    pooling_file.write_text(json.dumps(pooling))
+    return folder
+
+
+def st_vectors(folder):
+    from sentence_transformers import SparseEncoder
+
+    model = SparseEncoder(str(folder), device="cpu")
+    queries = model.encode_query(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    documents = model.encode_document(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    return queries, documents
+
+
+def assert_same_vectors(ours, theirs):
+    ours = ours.toarray()
+    assert ours.shape == theirs.shape
+    assert np.array_equal(ours != 0, theirs != 0)  # the same non-zero terms
+    assert np.abs(ours - theirs).max() <= 1e-5
+
+
+@pytest.mark.parametrize("layout", ["v6", "v5"])
+@pytest.mark.parametrize(
+    "pooling, activation, max_active_dims",
+    [
+        ("max", "relu", None),
+        ("sum", "relu", None),
+        ("sum", "log1p_relu", 7),
+        ("max", "log1p_relu", 5),
+    ],
+)
+def test_a_sentence_transformers_folder_gives_its_own_vectors(
+    tiny_mlm, tmp_path, layout, pooling, activation, max_active_dims
+):
+    folder = save_sparse_encoder(tiny_mlm, tmp_path / "st", pooling, activation, max_active_dims)
+    if layout == "v5":
+        as_v5(folder)
+    queries, documents = st_vectors(folder)
+    enc = load_encoder(folder)
+    assert isinstance(enc, SpladeEncoder)
+    assert enc.doc_model.pooling == pooling and enc.max_active_dims == max_active_dims
+    assert_same_vectors(enc.encode_queries(TEXTS), queries)
+    assert_same_vectors(enc.encode_documents(TEXTS), documents)
+    if max_active_dims is None:  # sentence-transformers keeps [CLS] and [SEP]; so does lsr
+        assert (documents[:, enc.doc_model.special_ids.numpy()] != 0).any()
+    # saved by lsr, the encoder keeps those settings
+    enc.save_pretrained(tmp_path / "saved")
+    again = load_encoder(tmp_path / "saved")
+    assert_same_vectors(again.encode_documents(TEXTS), documents)
+    # the whole head (no int8 screening) gives them too
+    enc.doc_model._screen = None
+    assert_same_vectors(enc.encode_documents(TEXTS), documents)
+
+
+def test_a_user_option_overrides_the_folders(tiny_mlm, tmp_path):
+    folder = save_sparse_encoder(tiny_mlm, tmp_path / "st", max_active_dims=7)
+    vectors = load_encoder(folder, max_active_dims=3).encode_documents(TEXTS)
+    assert np.diff(vectors.indptr).max() == 3
+
+
+def _edit(folder, name, change):
+    path = folder / name
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+ROUTER = "sentence_transformers.base.modules.router.Router"
+POOLING = "1_SpladePooling/config.json"
+ST_CONFIG = "config_sentence_transformers.json"
+REFUSED = [
+    ("modules.json", lambda m: m.insert(0, {"path": "", "type": ROUTER}), f"module '{ROUTER}'"),
+    ("modules.json", lambda m: m.pop(), r"modules \['Transformer'\] are not a SPLADE"),
+    (POOLING, lambda c: c.update(pooling_strategy="mean"), "pooling_strategy 'mean'"),
+    (POOLING, lambda c: c.update(activation_function="gelu"), "activation_function 'gelu'"),
+    (POOLING, lambda c: c.update(embedding_dimension=12), "says 12 dimensions"),
+    (
+        "sentence_bert_config.json",
+        lambda c: c.update(transformer_task="feature-extraction"),
+        "transformer_task 'feature-extraction'",
+    ),
+    (ST_CONFIG, lambda c: c.update(max_active_dims=0), "max_active_dims must be a positive"),
+    (ST_CONFIG, lambda c: c["prompts"].update(query="query: "), r"prompts \(query\)"),
+]
+
+
+@pytest.mark.parametrize("name, change, message", REFUSED)
+def test_what_lsr_cannot_run_is_refused_by_name(tiny_mlm, tmp_path, name, change, message):
+    folder = save_sparse_encoder(tiny_mlm, tmp_path / "st")
+    _edit(folder, name, change)
+    with pytest.raises(EncoderError, match=message):
+        load_encoder(folder)
+
+
+def test_a_router_folder_without_a_root_model_is_refused_by_name(tiny_mlm, tmp_path):
+    """An inference-free model saved by sentence-transformers has no config.json at its root:
+    it is recognised as a sentence-transformers folder and its Router named."""
+    folder = save_sparse_encoder(tiny_mlm, tmp_path / "st")
+    shutil.move(folder / "config.json", folder / "1_SpladePooling" / "model_config.json")
+    router = [
+        {
+            "idx": 0,
+            "name": "0",
+            "path": "",
+            "type": "sentence_transformers.base.modules.router.Router",
+        }
+    ]
+    (folder / "modules.json").write_text(json.dumps(router))
+    with pytest.raises(EncoderError, match=r"Router.*is not supported"):
+        load_encoder(folder)
+
+
+def test_an_inference_free_encoder_keeps_the_folders_document_model_settings(tiny_mlm, tmp_path):
+    folder = save_sparse_encoder(tiny_mlm, tmp_path / "st", "sum", "log1p_relu")
+    _, documents = st_vectors(folder)
+    enc = load_encoder(f"inference-free:{folder}")
+    assert enc.doc_model.pooling == "sum" and enc.doc_model.activation == "l0"
+    assert_same_vectors(enc.encode_documents(TEXTS), documents)
