@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lsr.encoder import read_config
 from lsr.errors import EncoderError
+from lsr.st_folder import is_sentence_transformers
 
 # type name -> "module:Class"; the first is built without a location (a fresh BM25)
 ENCODERS: dict[str, str] = {
@@ -65,8 +66,8 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
     if folder.is_dir():
         if (folder / "idf.json").is_file():
             return "inference-free", text
-        if (folder / "config.json").is_file() or (folder / "modules.json").is_file():
-            return "splade", text  # sentence-transformers folders: lsr.st_folder checks them
+        if (folder / "config.json").is_file() or is_sentence_transformers(folder):
+            return "splade", text  # a sentence-transformers folder: lsr.st_folder checks it
         raise EncoderError(
             f"{folder} is neither a saved lsr encoder nor a Hugging Face model folder."
         )
