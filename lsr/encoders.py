@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lsr.encoder import read_config
 from lsr.errors import EncoderError
-from lsr.st_folder import is_sentence_transformers
+from lsr.st_folder import is_router, is_sentence_transformers
 
 # type name -> "module:Class"; the first is built without a location (a fresh BM25)
 ENCODERS: dict[str, str] = {
@@ -64,7 +64,7 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
             raise EncoderError(f"{folder} holds an encoder of unknown type {kind!r}.")
         return kind, text
     if folder.is_dir():
-        if (folder / "idf.json").is_file():
+        if (folder / "idf.json").is_file() or is_router(folder):
             return "inference-free", text
         if (folder / "config.json").is_file() or is_sentence_transformers(folder):
             return "splade", text  # a sentence-transformers folder: lsr.st_folder checks it

@@ -20,7 +20,12 @@ from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.hf import hub_file
 from lsr.mlm import DocumentModelEncoder, MLMSparseModel
-from lsr.st_folder import check_dimension, sparse_settings
+from lsr.st_folder import (
+    check_dimension,
+    load_query_weights,
+    router_settings,
+    sparse_settings,
+)
 from lsr.tokenization import save_json
 
 IDF_FILE = "idf.json"
@@ -109,7 +114,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         ids = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)[
             "input_ids"
         ]
-        special = set(self.doc_model.special_ids.tolist())
+        special = set(self.doc_model.special_ids.tolist()) if self.doc_model.zero_special else ()
         indptr, indices = [0], []
         for seq in ids:
             row = sorted({i for i in seq if i not in special and self.query_weights[i] > 0})
@@ -149,8 +154,8 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         """Load a document model folder (or Hub id) with its ``idf.json``, if it has one."""
         folder = Path(name_or_path)
         cfg = read_config(folder, cls.name) if folder.is_dir() else {}
-        if not cfg:  # a sentence-transformers SparseEncoder as the document model
-            cfg = sparse_settings(name_or_path)
+        if not cfg:  # sentence-transformers: a Router, or a SparseEncoder as document model
+            cfg = router_settings(folder) or sparse_settings(name_or_path)
         model_opts = {
             "max_length": options.pop("max_length", None) or cfg.get("max_length", 256),
             "activation": options.pop("activation", None) or cfg.get("activation", "log1p_relu"),
@@ -158,11 +163,16 @@ class InferenceFreeEncoder(DocumentModelEncoder):
             "dtype": options.pop("dtype", "auto"),
             **{k: cfg[k] for k in ("pooling", "zero_special") if k in cfg},
         }
-        doc = MLMSparseModel.from_pretrained(name_or_path, device=device, **model_opts)
+        doc = MLMSparseModel.from_pretrained(
+            cfg.get("document", name_or_path), device=device, **model_opts
+        )
         check_dimension(cfg, doc.vocab_size, name_or_path)
         settings = {k: cfg[k] for k in ("max_active_dims", "threshold") if k in cfg}
         settings.update(options)
         enc = cls(doc, **settings)
+        if "query_weights" in cfg:  # a Router's SparseStaticEmbedding
+            enc.query_weights = enc._checked(load_query_weights(cfg["query_weights"]))
+            return enc
         idf = folder / IDF_FILE if folder.is_dir() else hub_file(name_or_path, IDF_FILE)
         if idf is not None and Path(idf).is_file():
             enc.load_idf(idf)

@@ -40,6 +40,16 @@ def is_sentence_transformers(location: str | Path) -> bool:
     return (Path(str(location)) / "modules.json").is_file()
 
 
+def is_router(location: str | Path) -> bool:
+    """Whether a local folder is a sentence-transformers ``Router`` (inference-free) model."""
+    modules = read_json(location, "modules.json") if is_sentence_transformers(location) else None
+    return (
+        isinstance(modules, list)
+        and len(modules) == 1
+        and str(modules[0].get("type", "")).endswith(".Router")
+    )
+
+
 def sparse_settings(location: str | Path) -> dict:
     """The SPLADE settings of a sentence-transformers ``SparseEncoder`` folder ({} for a
     folder without ``modules.json``): ``pooling``, ``activation``, ``zero_special`` (False:
@@ -63,9 +73,21 @@ def sparse_settings(location: str | Path) -> dict:
             f"{location}: modules {kinds} are not a SPLADE SparseEncoder "
             "(a masked-LM Transformer, then SpladePooling)."
         )
+    if modules[0].get("path"):
+        raise EncoderError(
+            f"{location}: the Transformer module is in {modules[0]['path']!r}; lsr reads a "
+            "SparseEncoder's model at the folder's root."
+        )
     settings: dict = {"zero_special": False}
     settings.update(_transformer_settings(location, modules[0]))
     settings.update(_pooling_settings(location, modules[1]))
+    settings.update(_model_settings(location))
+    return settings
+
+
+def _model_settings(location: str | Path) -> dict:
+    """``max_active_dims`` from ``config_sentence_transformers.json``; prompts refused."""
+    settings = {}
     model_config = read_json(location, "config_sentence_transformers.json") or {}
     dims = model_config.get("max_active_dims")
     if dims is not None:
@@ -79,6 +101,62 @@ def sparse_settings(location: str | Path) -> dict:
             "are not supported for sparse encoders yet."
         )
     return settings
+
+
+def router_settings(location: str | Path) -> dict:
+    """The settings of an inference-free ``SparseEncoder`` saved by sentence-transformers
+    ({} for a folder that is not one): a ``Router`` whose query route is one
+    ``SparseStaticEmbedding`` (or the legacy ``IDF``) and whose document route is a SPLADE
+    model. ``document``: the document model's folder; ``query_weights``: the file of the
+    query side's weights; and the document model's settings, as :func:`sparse_settings`.
+    Local folders only (a Hub id's subfolders are not fetched)."""
+    if not is_router(location):
+        return {}
+    local = Path(str(location))
+    config = read_json(location, "router_config.json") or {}
+    types, routes = config.get("types") or {}, config.get("structure") or {}
+    query, document = routes.get("query") or [], routes.get("document") or []
+    kinds = {name: str(types.get(name, "")).rsplit(".", 1)[-1] for name in (*query, *document)}
+    if len(query) != 1 or kinds[query[0]] not in ("SparseStaticEmbedding", "IDF"):
+        raise EncoderError(
+            f"{location}: the Router's query route {[types.get(n) for n in query]} is not one "
+            "SparseStaticEmbedding (or IDF) module; lsr runs inference-free models."
+        )
+    if (
+        len(document) != 2
+        or kinds[document[0]] not in _TRANSFORMERS
+        or kinds[document[1]] != "SpladePooling"
+    ):
+        raise EncoderError(
+            f"{location}: the Router's document route {[types.get(n) for n in document]} is "
+            "not a SPLADE model (a masked-LM Transformer, then SpladePooling)."
+        )
+    weights = [local / query[0] / f for f in ("model.safetensors", "pytorch_model.bin")]
+    weights = [f for f in weights if f.is_file()]
+    if not weights:
+        raise EncoderError(f"{location}: {query[0]} holds no weights (model.safetensors).")
+    settings = {"zero_special": False, "document": str(local / document[0])}
+    settings["query_weights"] = str(weights[0])
+    settings.update(_transformer_settings(location, {"path": document[0]}))
+    settings.update(_pooling_settings(location, {"path": document[1]}))
+    settings.update(_model_settings(location))
+    return settings
+
+
+def load_query_weights(path: str | Path):
+    """The ``weight`` vector of a saved ``SparseStaticEmbedding`` / ``IDF`` module."""
+    import torch
+
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        return state["weight"].float().numpy()
+    except (OSError, KeyError, RuntimeError, ValueError) as e:
+        raise EncoderError(f"Cannot read the query weights in {path}: {e}") from e
 
 
 def check_dimension(settings: dict, vocab_size: int, location: str | Path) -> None:
@@ -102,10 +180,6 @@ def _transformer_settings(location: str | Path, module: dict) -> dict:
         raise EncoderError(
             f"{location}: a Transformer with transformer_task {task!r} has no vocabulary head; "
             "SPLADE needs fill-mask."
-        )
-    if path:
-        raise EncoderError(
-            f"{location}: the Transformer module is in {path!r}; lsr reads it at the folder's root."
         )
     if config.get("do_lower_case"):
         raise EncoderError(f"{location}: do_lower_case is not supported for sparse encoders yet.")

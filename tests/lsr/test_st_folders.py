@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lsr import EncoderError, load_encoder
+from lsr.inference_free import InferenceFreeEncoder
 from lsr.splade import SpladeEncoder
 
 TEXTS = [
@@ -124,6 +125,7 @@ POOLING = "1_SpladePooling/config.json"
 ST_CONFIG = "config_sentence_transformers.json"
 REFUSED = [
     ("modules.json", lambda m: m.insert(0, {"path": "", "type": ROUTER}), f"module '{ROUTER}'"),
+    ("modules.json", lambda m: m[0].update(path="0_Transformer"), "in '0_Transformer'"),
     ("modules.json", lambda m: m.pop(), r"modules \['Transformer'\] are not a SPLADE"),
     (POOLING, lambda c: c.update(pooling_strategy="mean"), "pooling_strategy 'mean'"),
     (POOLING, lambda c: c.update(activation_function="gelu"), "activation_function 'gelu'"),
@@ -146,27 +148,69 @@ def test_what_lsr_cannot_run_is_refused_by_name(tiny_mlm, tmp_path, name, change
         load_encoder(folder)
 
 
-def test_a_router_folder_without_a_root_model_is_refused_by_name(tiny_mlm, tmp_path):
-    """An inference-free model saved by sentence-transformers has no config.json at its root:
-    it is recognised as a sentence-transformers folder and its Router named."""
-    folder = save_sparse_encoder(tiny_mlm, tmp_path / "st")
-    shutil.move(folder / "config.json", folder / "1_SpladePooling" / "model_config.json")
-    router = [
-        {
-            "idx": 0,
-            "name": "0",
-            "path": "",
-            "type": "sentence_transformers.base.modules.router.Router",
-        }
-    ]
-    (folder / "modules.json").write_text(json.dumps(router))
-    with pytest.raises(EncoderError, match=r"Router.*is not supported"):
-        load_encoder(folder)
-
-
 def test_an_inference_free_encoder_keeps_the_folders_document_model_settings(tiny_mlm, tmp_path):
     folder = save_sparse_encoder(tiny_mlm, tmp_path / "st", "sum", "log1p_relu")
     _, documents = st_vectors(folder)
     enc = load_encoder(f"inference-free:{folder}")
     assert enc.doc_model.pooling == "sum" and enc.doc_model.activation == "l0"
     assert_same_vectors(enc.encode_documents(TEXTS), documents)
+
+
+def save_router(mlm, folder, pooling="max", activation="relu", seed=0):
+    """An inference-free SparseEncoder saved by sentence-transformers: a Router whose query
+    route is a SparseStaticEmbedding (random weights) and whose document route is SPLADE."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Router, Transformer
+    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(mlm))
+    weights = torch.rand(len(tokenizer.get_vocab()), generator=torch.Generator().manual_seed(seed))
+    query = SparseStaticEmbedding(tokenizer=tokenizer, weight=weights, frozen=True)
+    document = [
+        Transformer(str(mlm), transformer_task="fill-mask"),
+        SpladePooling(pooling_strategy=pooling, activation_function=activation),
+    ]
+    router = Router.for_query_document(query_modules=[query], document_modules=document)
+    SparseEncoder(modules=[router], device="cpu").save(str(folder))
+    return folder
+
+
+def as_legacy_idf(folder):
+    """The query module as the legacy ``IDF`` module in ``query_0_IDF``."""
+    config = json.loads((folder / "router_config.json").read_text())
+    (old,) = config["structure"]["query"]
+    shutil.move(folder / old, folder / "query_0_IDF")
+    del config["types"][old]
+    config["types"]["query_0_IDF"] = "sentence_transformers.sparse_encoder.models.IDF"
+    config["structure"]["query"] = ["query_0_IDF"]
+    (folder / "router_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("pooling, activation", [("max", "relu"), ("sum", "log1p_relu")])
+def test_a_router_inference_free_folder_gives_its_own_vectors(
+    tiny_mlm, tmp_path, pooling, activation
+):
+    folder = save_router(tiny_mlm, tmp_path / "st", pooling, activation)
+    queries, documents = st_vectors(folder)
+    enc = load_encoder(folder)
+    assert isinstance(enc, InferenceFreeEncoder) and enc.doc_model.pooling == pooling
+    assert_same_vectors(enc.encode_queries(TEXTS), queries)
+    assert_same_vectors(enc.encode_documents(TEXTS), documents)
+    enc.save_pretrained(tmp_path / "saved")  # as lsr saves it: idf.json + encoder.json
+    again = load_encoder(tmp_path / "saved")
+    assert_same_vectors(again.encode_queries(TEXTS), queries)
+    assert_same_vectors(again.encode_documents(TEXTS), documents)
+    legacy = load_encoder(as_legacy_idf(folder))  # the same weights in the legacy layout
+    assert_same_vectors(legacy.encode_queries(TEXTS), queries)
+
+
+def test_a_router_lsr_cannot_run_is_refused_by_name(tiny_mlm, tmp_path):
+    folder = save_router(tiny_mlm, tmp_path / "st")
+    config = json.loads((folder / "router_config.json").read_text())
+    config["structure"]["query"] = config["structure"]["document"]  # a model on both sides
+    (folder / "router_config.json").write_text(json.dumps(config))
+    with pytest.raises(EncoderError, match="query route .* is not one SparseStaticEmbedding"):
+        load_encoder(folder)
