@@ -183,3 +183,32 @@ def test_gradients_flow_through_the_split_head(tiny_mlm):
     m.model.train()
     m.forward(TEXTS).sum().backward()
     assert m.model.cls.predictions.transform.dense.weight.grad.abs().sum() > 0
+
+
+def test_a_naver_folder_loads_with_the_same_vectors(tiny_mlm, tmp_path):
+    """naver's SPLADE checkpoints ship config.json, pytorch_model.bin and vocab.txt only (no
+    tokenizer.json): the fast tokenizer is built from vocab.txt and the vectors are the same."""
+    from lsr.hf import import_transformers
+
+    tf = import_transformers()
+    model = tf.BertForMaskedLM.from_pretrained(str(tiny_mlm))
+    naver = tmp_path / "naver"
+    naver.mkdir()
+    torch.save(model.state_dict(), naver / "pytorch_model.bin")
+    model.config.to_json_file(str(naver / "config.json"))
+    vocab = sorted(
+        load_encoder(tiny_mlm).doc_model.tokenizer.get_vocab().items(), key=lambda kv: kv[1]
+    )
+    (naver / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab))
+    assert sorted(p.name for p in naver.iterdir()) == [
+        "config.json",
+        "pytorch_model.bin",
+        "vocab.txt",
+    ]
+    enc = load_encoder(naver)
+    assert isinstance(enc, SpladeEncoder) and enc.doc_model.zero_special
+    expected = load_encoder(tiny_mlm)
+    for side in ("encode_documents", "encode_queries"):
+        got, want = getattr(enc, side)(TEXTS), getattr(expected, side)(TEXTS)
+        assert np.array_equal(got.indices, want.indices)
+        assert np.abs(got.data - want.data).max() <= 1e-6
