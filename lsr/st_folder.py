@@ -46,6 +46,7 @@ def is_router(location: str | Path) -> bool:
     return (
         isinstance(modules, list)
         and len(modules) == 1
+        and isinstance(modules[0], dict)
         and str(modules[0].get("type", "")).endswith(".Router")
     )
 
@@ -91,9 +92,7 @@ def _model_settings(location: str | Path) -> dict:
     model_config = read_json(location, "config_sentence_transformers.json") or {}
     dims = model_config.get("max_active_dims")
     if dims is not None:
-        if isinstance(dims, bool) or not isinstance(dims, int) or dims <= 0:
-            raise EncoderError(f"{location}: max_active_dims must be a positive integer: {dims!r}.")
-        settings["max_active_dims"] = dims
+        settings["max_active_dims"] = _positive_int(location, "max_active_dims", dims)
     prompts = {k: v for k, v in (model_config.get("prompts") or {}).items() if v}
     if prompts or model_config.get("default_prompt_name"):
         raise EncoderError(
@@ -170,11 +169,7 @@ def check_dimension(settings: dict, vocab_size: int, location: str | Path) -> No
 
 
 def _transformer_settings(location: str | Path, module: dict) -> dict:
-    path = str(module.get("path") or "")
-    config = read_json(
-        location, f"{path}/sentence_bert_config.json" if path else "sentence_bert_config.json"
-    )
-    config = config or {}
+    config = read_json(location, _module_file(module, "sentence_bert_config.json")) or {}
     task = config.get("transformer_task")
     if task not in (None, "fill-mask"):
         raise EncoderError(
@@ -184,12 +179,11 @@ def _transformer_settings(location: str | Path, module: dict) -> dict:
     if config.get("do_lower_case"):
         raise EncoderError(f"{location}: do_lower_case is not supported for sparse encoders yet.")
     length = config.get("max_seq_length")
-    return {"max_length": int(length)} if length else {}
+    return {"max_length": _positive_int(location, "max_seq_length", length)} if length else {}
 
 
 def _pooling_settings(location: str | Path, module: dict) -> dict:
-    path = str(module.get("path") or "")
-    config = read_json(location, f"{path}/config.json" if path else "config.json") or {}
+    config = read_json(location, _module_file(module, "config.json")) or {}
     strategy = config.get("pooling_strategy", "max")
     if strategy not in ("max", "sum"):
         raise EncoderError(f"{location}: SpladePooling pooling_strategy {strategy!r} (max or sum).")
@@ -201,5 +195,17 @@ def _pooling_settings(location: str | Path, module: dict) -> dict:
     out = {"pooling": strategy, "activation": _ACTIVATIONS[activation]}
     dimension = config.get("embedding_dimension", config.get("word_embedding_dimension"))
     if dimension is not None:
-        out["dimension"] = int(dimension)
+        out["dimension"] = _positive_int(location, "SpladePooling embedding_dimension", dimension)
     return out
+
+
+def _module_file(module: dict, name: str) -> str:
+    """The path of a module's file ``name`` inside the model folder."""
+    path = str(module.get("path") or "")
+    return f"{path}/{name}" if path else name
+
+
+def _positive_int(location: str | Path, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise EncoderError(f"{location}: {name} must be a positive integer: {value!r}.")
+    return value

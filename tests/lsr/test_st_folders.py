@@ -136,6 +136,13 @@ REFUSED = [
         "transformer_task 'feature-extraction'",
     ),
     (ST_CONFIG, lambda c: c.update(max_active_dims=0), "max_active_dims must be a positive"),
+    (POOLING, lambda c: c.update(embedding_dimension="wide"), "embedding_dimension must be a"),
+    (
+        "sentence_bert_config.json",
+        lambda c: c.update(max_seq_length="long"),
+        "max_seq_length must be a positive",
+    ),
+    ("modules.json", lambda m: m.__setitem__(slice(None), [1]), "must be a list of modules"),
     (ST_CONFIG, lambda c: c["prompts"].update(query="query: "), r"prompts \(query\)"),
 ]
 
