@@ -50,7 +50,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -411,12 +411,12 @@ class LiveIndex(SegmentMaintenance):
         known = ", ".join(self.representations)
         raise InputError(f"{self.path.name} has no representation {name!r} (it has: {known}).")
 
-    def as_index(self) -> Index:
+    def as_index(self, snapshot: Snapshot | None = None) -> Index:
         """The live documents as one in-memory :class:`Index` (postings only; for benchmarks
         and evaluation): the only segment's index when there is one segment without
         deletions and the buffer is empty, else the segments' live documents and the
-        buffer's merged."""
-        snap = self._snapshot
+        buffer's merged. ``snapshot``: as of that snapshot (default: the current one)."""
+        snap = snapshot or self._snapshot
         views = [v for v in snap.segments if v.n_live]
         rows = snap.buffer.live_rows()
         if len(views) == 1 and views[0].live is None and not rows:
@@ -431,6 +431,31 @@ class LiveIndex(SegmentMaintenance):
         logger.info("%s: merged %d segments and the write buffer into one index in memory",
                     self.path, len(views))  # fmt: skip
         return builder.finish()
+
+    def live_documents(self, batch_size: int = 1024) -> tuple[Index, Iterator[list[dict]]]:
+        """The live documents as one :class:`Index` (:meth:`as_index`) and their stored
+        records in the same order, ``batch_size`` at a time (``_id`` alone where nothing is
+        stored), both of one snapshot: what an export writes."""
+        snap = self._snapshot
+        positive_int(batch_size, "batch_size")
+
+        def records() -> Iterator[list[dict]]:
+            for view in snap.segments:
+                if not view.n_live:
+                    continue
+                n = view.segment.n_docs
+                keep = np.arange(n) if view.live is None else np.flatnonzero(view.live)
+                for lo in range(0, keep.size, batch_size):
+                    yield view.segment.documents(keep[lo : lo + batch_size], None)
+            buffer = snap.buffer.buffer
+            rows = snap.buffer.live_rows()
+            for lo in range(0, len(rows), batch_size):
+                yield [
+                    select_fields(buffer.records[r], buffer.ids[r], None)
+                    for r in rows[lo : lo + batch_size]
+                ]
+
+        return self.as_index(snap), records()
 
     def warm_up(self) -> None:
         """Load (or compile) every Numba kernel a server needs before its first request: the

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lsr import __version__
 from lsr.errors import LSRError
+from lsr.pipeline.exporting import EXPORT_FORMATS
 from lsr.service import commands
 
 
@@ -739,6 +740,38 @@ def _add_check(sub) -> None:
     p.set_defaults(func=commands.cmd_check)
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a collection for another engine: CIFF (PISA, Anserini, BMP), OpenSearch, "
+        "Elasticsearch or Qdrant bulk files",
+        description="Export the live documents of a collection. ciff: one .ciff file whose "
+        "postings are the collection's 8-bit impacts. opensearch, elasticsearch, qdrant: a "
+        "folder with the index mapping or collection settings, bulk files of the documents' "
+        "vectors and stored fields, a query example and a README.txt with the commands that "
+        "load them.",
+    )
+    p.add_argument("index", help="collection directory")
+    p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
+    p.add_argument("--out", required=True, help="the .ciff file, or a new folder for the others")
+    p.add_argument("--name", default="lsr", help="the index or collection name in the files")
+    p.add_argument("--field", default="lsr", help="the name of the sparse vector field")
+    p.add_argument(
+        "--values",
+        choices=["impacts", "weights"],
+        default=None,
+        help="what the vectors hold: the 8-bit impacts (default for opensearch and "
+        "elasticsearch: exact under their 9-bit precision) or the weights (default for qdrant)",
+    )
+    p.add_argument(
+        "--example-query",
+        default=None,
+        help="the query of query-example.json (default: the first words of the first document)",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=commands.cmd_export)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="index and search the bundled sample corpus")
     p.add_argument(
@@ -858,6 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.serve_parser = _add_serve(sub)
     _add_loadtest(sub)
     _add_check(sub)
+    _add_export(sub)
     _add_demo(sub)
     return parser
 

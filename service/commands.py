@@ -790,6 +790,41 @@ def cmd_check(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_export(args) -> int:
+    """Write the collection for another engine; one summary line (or JSON)."""
+    from lsr.pipeline.exporting import export_collection
+
+    t0 = time.perf_counter()
+    result = export_collection(
+        args.index, args.out, args.format, name=args.name, field=args.field,
+        values=args.values, example_query=args.example_query,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    if args.json:
+        info = result.to_json() if hasattr(result, "to_json") else dict(vars(result))
+        _print_json({**info, "path": str(result.path), "seconds": round(seconds, 3)})
+        return 0
+    if args.format == "ciff":
+        print(
+            f"exported {result.n_docs:,} docs ({result.n_postings:,} postings, "
+            f"{result.n_lists:,} terms) as CIFF in {seconds:.1f}s -> {result.path} "
+            f"({result.bytes / 2**20:.1f} MiB; weight = impact * {result.scale:.6g})"
+        )
+        return 0
+    notes = []
+    if result.renamed_tokens:
+        notes.append(f"{len(result.renamed_tokens)} tokens with dots renamed")
+    if result.dropped_postings:
+        notes.append(f"{result.dropped_postings} postings below the smallest float left out")
+    extra = f"; {', '.join(notes)}" if notes else ""
+    print(
+        f"exported {result.n_docs:,} docs ({result.n_postings:,} postings, {result.values}) "
+        f"for {args.format} in {len(result.files)} files in {seconds:.1f}s -> {result.path}"
+        f"{extra}; see {result.path}/README.txt"
+    )
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Index the bundled sample with BM25, show a few queries, score all of them."""
     dataset = load_dataset(sample_dataset())
