@@ -64,7 +64,8 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
             raise EncoderError(f"{folder} holds an encoder of unknown type {kind!r}.")
         return kind, text
     if folder.is_dir():
-        if (folder / "idf.json").is_file() or is_router(folder):
+        tables = ("idf.json", "query_token_weights.txt")
+        if any((folder / name).is_file() for name in tables) or is_router(folder):
             return "inference-free", text
         if (folder / "config.json").is_file() or is_sentence_transformers(folder):
             return "splade", text  # a sentence-transformers folder: lsr.st_folder checks it

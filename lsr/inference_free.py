@@ -29,6 +29,7 @@ from lsr.st_folder import (
 from lsr.tokenization import save_json
 
 IDF_FILE = "idf.json"
+QUERY_WEIGHTS_FILE = "query_token_weights.txt"  # OpenSearch: token<TAB>weight per line
 
 
 def idf_from_corpus(
@@ -132,9 +133,11 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         return {self.vocab[i]: float(w) for i, w in enumerate(self.query_weights) if w > 0}
 
     def load_idf(self, path: str | Path) -> None:
-        """Read an ``idf.json`` table; tokens it does not list get weight 0."""
+        """Read an ``idf.json`` table, or OpenSearch's ``query_token_weights.txt`` (one
+        ``token<TAB>weight`` per line); tokens it does not list get weight 0."""
         try:
-            table = json.loads(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
+            table = _weights_text(text, path) if Path(path).suffix == ".txt" else json.loads(text)
         except (OSError, json.JSONDecodeError) as e:
             raise EncoderError(f"Cannot read {path}: {e}") from e
         if not isinstance(table, dict):
@@ -173,9 +176,11 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         if "query_weights" in cfg:  # a Router's SparseStaticEmbedding
             enc.query_weights = enc._checked(load_query_weights(cfg["query_weights"]))
             return enc
-        idf = folder / IDF_FILE if folder.is_dir() else hub_file(name_or_path, IDF_FILE)
-        if idf is not None and Path(idf).is_file():
-            enc.load_idf(idf)
+        for name in (IDF_FILE, QUERY_WEIGHTS_FILE):
+            table = folder / name if folder.is_dir() else hub_file(name_or_path, name)
+            if table is not None and Path(table).is_file():
+                enc.load_idf(table)
+                break
         return enc
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -189,3 +194,21 @@ class InferenceFreeEncoder(DocumentModelEncoder):
     @property
     def config(self) -> dict:
         return self._config()
+
+
+def _weights_text(text: str, path: str | Path) -> dict[str, float]:
+    """``token<TAB>weight`` lines as a table; a malformed line is an error naming it."""
+    table = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        token, sep, weight = line.rpartition("\t")
+        try:
+            if not sep:
+                raise ValueError
+            table[token] = float(weight)
+        except ValueError:
+            raise EncoderError(
+                f"{path}, line {number}: expected a token, a tab and a weight, got {line[:60]!r}."
+            ) from None
+    return table

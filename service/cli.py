@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lsr import __version__
 from lsr.errors import LSRError
+from lsr.model_export import FORMATS as MODEL_FORMATS
 from lsr.pipeline.exporting import EXPORT_FORMATS
 from lsr.service import commands
 
@@ -752,8 +753,7 @@ def _add_export(sub) -> None:
         "load them.",
     )
     p.add_argument("index", help="collection directory")
-    p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS))
-    p.add_argument("--out", required=True, help="the .ciff file, or a new folder for the others")
+    _export_target(p, EXPORT_FORMATS, "the .ciff file, or a new folder for the others")
     p.add_argument("--name", default="lsr", help="the index or collection name in the files")
     p.add_argument("--field", default="lsr", help="the name of the sparse vector field")
     p.add_argument(
@@ -768,8 +768,31 @@ def _add_export(sub) -> None:
         default=None,
         help="the query of query-example.json (default: the first words of the first document)",
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=commands.cmd_export)
+
+
+def _export_target(p, formats, out_help: str) -> None:
+    """The options every export takes: what to write, where, and JSON output."""
+    p.add_argument(
+        "--format", required=True, choices=list(formats), help=f"one of {', '.join(formats)}"
+    )
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _add_export_model(sub) -> None:
+    p = sub.add_parser(
+        "export-model",
+        help="write an encoder as a sentence-transformers SparseEncoder or in OpenSearch's "
+        "neural sparse layout",
+        description="Export a SPLADE or inference-free encoder (a model folder, a saved lsr "
+        "encoder, or a collection's encoder/ folder). sentence-transformers: a SparseEncoder "
+        "folder (a Router for inference-free models) that gives lsr's vectors. opensearch: the "
+        "masked-LM model with idf.json and query_token_weights.txt for inference-free models.",
+    )
+    p.add_argument("model", help="the encoder to export")
+    _export_target(p, MODEL_FORMATS, "a new folder")
+    p.set_defaults(func=commands.cmd_export_model)
 
 
 def _add_demo(sub) -> None:
@@ -892,6 +915,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loadtest(sub)
     _add_check(sub)
     _add_export(sub)
+    _add_export_model(sub)
     _add_demo(sub)
     return parser
 

@@ -825,6 +825,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_model(args) -> int:
+    """Write the encoder for another tool; one summary line (or JSON)."""
+    from lsr.model_export import export_model
+
+    t0 = time.perf_counter()
+    result = export_model(load_encoder(args.model), args.out, args.format)
+    seconds = time.perf_counter() - t0
+    if args.json:
+        _print_json({**result.to_json(), "seconds": round(seconds, 3)})
+        return 0
+    notes = "".join(f"\n  note: {n}" for n in result.notes)
+    print(f"exported {args.model} for {args.format} ({result.architecture}) in {seconds:.1f}s "
+          f"-> {result.path}{notes}")  # fmt: skip
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Index the bundled sample with BM25, show a few queries, score all of them."""
     dataset = load_dataset(sample_dataset())
