@@ -2,7 +2,9 @@
 
 Specs: ``bm25``; a folder saved by an lsr encoder (``encoder.json`` names its type); a
 ``*ForMaskedLM`` folder or Hugging Face id (SPLADE, or inference-free when it ships
-``idf.json``); or an explicit ``TYPE:PATH`` (``splade:PATH``, ``inference-free:PATH``).
+``idf.json``); a uniCOIL checkpoint or a ``*ForCausalLM`` folder (causal SPLADE); or an
+explicit ``TYPE:PATH`` (``splade:PATH``, ``inference-free:PATH``, ``unicoil:PATH``,
+``causal-splade:PATH``).
 
 Adding an encoder type is one module with a class that follows :class:`lsr.encoder.Encoder`
 plus one line in :data:`ENCODERS` (or a call to :func:`register_encoder`); classes are
@@ -11,6 +13,7 @@ imported only when used, so resolving a spec loads no model library.
 
 from __future__ import annotations
 
+import json
 from importlib import import_module
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from lsr.st_folder import is_router, is_sentence_transformers
 ENCODERS: dict[str, str] = {
     "bm25": "lsr.bm25:BM25Encoder",
     "splade": "lsr.splade:SpladeEncoder",
+    "unicoil": "lsr.term_weighting:UniCOILEncoder",
+    "causal-splade": "lsr.causal_splade:CausalSpladeEncoder",
     "inference-free": "lsr.inference_free:InferenceFreeEncoder",
     "pretokenized": "lsr.pretokenized:PretokenizedEncoder",
     "dense": "lsr.dense:DenseEncoder",
@@ -67,6 +72,11 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
         tables = ("idf.json", "query_token_weights.txt")
         if any((folder / name).is_file() for name in tables) or is_router(folder):
             return "inference-free", text
+        architectures = _architectures(folder)
+        if any("unicoil" in name.lower() for name in architectures):
+            return "unicoil", text  # castorini's uniCOIL checkpoints
+        if any(name.endswith("ForCausalLM") for name in architectures):
+            return "causal-splade", text
         if (folder / "config.json").is_file() or is_sentence_transformers(folder):
             return "splade", text  # a sentence-transformers folder: lsr.st_folder checks it
         raise EncoderError(
@@ -78,6 +88,16 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
             "or a Hugging Face model id (owner/name)."
         )
     return "splade", text
+
+
+def _architectures(folder: Path) -> list[str]:
+    """The model classes a Hugging Face folder's ``config.json`` names (none if unreadable)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    names = config.get("architectures") if isinstance(config, dict) else None
+    return [n for n in names or [] if isinstance(n, str)]
 
 
 # Options a fresh BM25 encoder takes, and those only a model encoder has a use for: a

@@ -22,7 +22,7 @@ from lsr.errors import EncoderError
 from lsr.vocab_head import ScreenedDecoder, int8_products_available
 
 logger = logging.getLogger(__name__)
-ACTIVATIONS = ("log1p_relu", "l0")
+ACTIVATIONS = ("log1p_relu", "l0", "relu")  # relu: uniCOIL's term weights
 POOLINGS = ("max", "sum")  # over a text's tokens: SPLADE v2 and later / the first SPLADE
 
 
@@ -34,6 +34,8 @@ def activate(x, activation: str = "log1p_relu"):
         return torch.log1p(torch.relu(x))
     if activation == "l0":
         return torch.log1p(torch.log1p(torch.relu(x)))
+    if activation == "relu":
+        return torch.relu(x)
     raise EncoderError(f"Unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}.")
 
 
@@ -100,6 +102,8 @@ def pick_device(device: str | None = None) -> str:
 
 class MLMSparseModel:
     """A ``*ForMaskedLM`` model + tokenizer producing one sparse vector per text."""
+
+    settings: tuple[str, ...] = ()  # a family's own settings, kept in encoder.json
 
     def __init__(
         self,
@@ -486,5 +490,6 @@ class DocumentModelEncoder:
             "zero_special": self.doc_model.zero_special,
             "max_active_dims": self.max_active_dims,
             "threshold": self.threshold,
+            **{k: getattr(self.doc_model, k) for k in self.doc_model.settings},
             **extra,
         }

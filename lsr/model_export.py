@@ -31,6 +31,7 @@ import numpy as np
 
 from lsr.errors import EncoderError, InputError
 from lsr.inference_free import IDF_FILE, QUERY_WEIGHTS_FILE
+from lsr.mlm import MLMSparseModel
 
 FORMATS = ("sentence-transformers", "opensearch")
 SPECIAL_BIAS = -1e4  # far below any logit a text produces, and finite in float16
@@ -87,6 +88,11 @@ def _check_exportable(encoder) -> None:
             f"{type(encoder).__name__} has no model to export: export-model takes SPLADE and "
             "inference-free encoders (lsr export writes a collection's vectors for other "
             "engines)."
+        )
+    if type(encoder.doc_model) is not MLMSparseModel:
+        raise InputError(
+            f"A {encoder.name} encoder has no masked-LM head: sentence-transformers' "
+            "SparseEncoder and OpenSearch's layout hold masked-LM (SPLADE) models only."
         )
     if encoder.threshold:
         raise InputError(

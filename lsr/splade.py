@@ -24,6 +24,7 @@ class SpladeEncoder(DocumentModelEncoder):
 
     name = "splade"
     queries_need_model = True  # queries run through the model (see lsr.encoder.Encoder)
+    model_class = MLMSparseModel  # the model family; subclasses name theirs
 
     def __init__(
         self,
@@ -68,7 +69,13 @@ class SpladeEncoder(DocumentModelEncoder):
             "dtype": options.pop("dtype", "auto"),
             **{k: cfg[k] for k in ("activation", "pooling", "zero_special") if k in cfg},
         }
-        doc = MLMSparseModel.from_pretrained(
+        for key in cls.model_class.settings:  # the family's own: given, else as saved
+            if options.get(key) is not None:
+                common[key] = options.pop(key)
+            elif key in cfg:
+                common[key] = cfg[key]
+            options.pop(key, None)
+        doc = cls.model_class.from_pretrained(
             name_or_path,
             max_length=max_length,
             max_chunks=options.pop("max_chunks", cfg.get("max_chunks", 1)),
@@ -76,7 +83,7 @@ class SpladeEncoder(DocumentModelEncoder):
         )
         check_dimension(cfg, doc.vocab_size, name_or_path)
         query = (
-            MLMSparseModel.from_pretrained(query_model, max_length=max_length, **common)
+            cls.model_class.from_pretrained(query_model, max_length=max_length, **common)
             if query_model is not None
             else None
         )

@@ -29,7 +29,8 @@ from lsr.regularizers import FLOPS, QuadraticWarmup, make_regularizer
 from lsr.training_data import TrainingExample, read_triples
 
 logger = logging.getLogger(__name__)
-KINDS = ("splade", "inference-free")  # the encoder types a model is trained as
+KINDS = ("splade", "unicoil", "causal-splade", "inference-free")  # what a model trains as
+SIAMESE = ("splade", "unicoil", "causal-splade")  # queries through the model too
 
 
 @dataclass
@@ -226,7 +227,7 @@ class Trainer:
             source = str(self._latest_checkpoint())
         opts = {"max_length": c.max_length, "device": c.device}
         cls = encoder_class(c.kind)
-        if c.kind == "splade":
+        if c.kind in SIAMESE:
             return cls.from_pretrained(source, query_max_length=c.query_max_length, **opts)
         enc = cls.from_pretrained(source, activation=c.activation, **opts)
         if not enc.fitted:
@@ -279,7 +280,7 @@ class Trainer:
 
     def _encode_queries(self, texts: list[str]) -> torch.Tensor:
         c = self.config
-        if c.kind == "splade":
+        if c.kind in SIAMESE:
             model = self.query_model or self.doc_model
             return model.forward(texts, c.query_max_length)
         vectors = self.encoder.encode_queries(texts)
@@ -319,7 +320,7 @@ class Trainer:
         rank_loss = self.loss(q, pos, neg, teacher)
         reg_d = self.reg_docs(d)
         loss = rank_loss + self.lambda_docs(self.step) * reg_d
-        if c.kind == "splade" or self.query_weights is not None:
+        if c.kind in SIAMESE or self.query_weights is not None:
             loss = loss + self.lambda_queries(self.step) * self.reg_queries(q)
         with torch.no_grad():
             stats = {
