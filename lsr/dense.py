@@ -28,7 +28,7 @@ import numpy as np
 
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
-from lsr.st_folder import read_json
+from lsr.st_folder import prompt_settings, read_json
 
 logger = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls")
@@ -267,15 +267,7 @@ def _sentence_transformers_settings(location: str | Path) -> dict:
         length = (read_json(location, "sentence_bert_config.json") or {}).get("max_seq_length")
         if length:
             out["max_length"] = int(length)
-        prompts = (read_json(location, "config_sentence_transformers.json") or {}).get(
-            "prompts"
-        ) or {}
-        if prompts.get("query"):
-            out["query_prompt"] = prompts["query"]
-        for key in ("document", "passage", "corpus"):
-            if prompts.get(key):
-                out["document_prompt"] = prompts[key]
-                break
+        out.update(prompt_settings(location))
     except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise EncoderError(f"{location} has an unreadable sentence-transformers config: {e}") from e
     return out

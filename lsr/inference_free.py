@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.hf import hub_file
-from lsr.mlm import DocumentModelEncoder, MLMSparseModel
+from lsr.mlm import PROMPTS, DocumentModelEncoder, MLMSparseModel
 from lsr.st_folder import (
     check_dimension,
     load_query_weights,
@@ -76,6 +76,8 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         batch_size: int = 32,
         max_active_dims: int | None = None,
         threshold: float = 0.0,
+        query_prompt: str = "",
+        document_prompt: str = "",
     ) -> None:
         self.doc_model = doc_model
         self.query_weights = None if query_weights is None else self._checked(query_weights)
@@ -83,6 +85,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         self.max_active_dims = max_active_dims
         self.threshold = threshold
         self.progress = False
+        self._set_prompts(query_prompt, document_prompt)
 
     def _checked(self, weights: np.ndarray) -> np.ndarray:
         weights = np.asarray(weights, dtype=np.float32)
@@ -112,6 +115,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
                 "call fit(corpus) first."
             )
         tok = self.doc_model.tokenizer
+        texts = self._prompted(texts, self.query_prompt)
         ids = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)[
             "input_ids"
         ]
@@ -170,7 +174,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
             cfg.get("document", name_or_path), device=device, **model_opts
         )
         check_dimension(cfg, doc.vocab_size, name_or_path)
-        settings = {k: cfg[k] for k in ("max_active_dims", "threshold") if k in cfg}
+        settings = {k: cfg[k] for k in ("max_active_dims", "threshold", *PROMPTS) if k in cfg}
         settings.update(options)
         enc = cls(doc, **settings)
         if "query_weights" in cfg:  # a Router's SparseStaticEmbedding

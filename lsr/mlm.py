@@ -23,6 +23,7 @@ from lsr.vocab_head import ScreenedDecoder, int8_products_available
 
 logger = logging.getLogger(__name__)
 ACTIVATIONS = ("log1p_relu", "l0", "relu")  # relu: uniCOIL's term weights
+PROMPTS = ("query_prompt", "document_prompt")  # encoder settings: texts put before inputs
 POOLINGS = ("max", "sum")  # over a text's tokens: SPLADE v2 and later / the first SPLADE
 
 
@@ -452,6 +453,17 @@ class DocumentModelEncoder:
     threshold: float
     progress: bool
     name: str
+    query_prompt: str = ""  # text put before each query (a sentence-transformers prompt)
+    document_prompt: str = ""  # ... and before each document
+
+    def _set_prompts(self, query_prompt: str, document_prompt: str) -> None:
+        if not isinstance(query_prompt, str) or not isinstance(document_prompt, str):
+            raise EncoderError("query_prompt and document_prompt must be text.")
+        self.query_prompt, self.document_prompt = query_prompt, document_prompt
+
+    @staticmethod
+    def _prompted(texts: Sequence[str], prompt: str) -> Sequence[str]:
+        return [prompt + t if isinstance(t, str) else t for t in texts] if prompt else texts
 
     @property
     def vocab(self) -> list[str]:
@@ -459,7 +471,7 @@ class DocumentModelEncoder:
 
     def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
         return self.doc_model.encode(
-            texts,
+            self._prompted(texts, self.document_prompt),
             self.batch_size,
             None,
             self.max_active_dims,
@@ -491,5 +503,6 @@ class DocumentModelEncoder:
             "max_active_dims": self.max_active_dims,
             "threshold": self.threshold,
             **{k: getattr(self.doc_model, k) for k in self.doc_model.settings},
+            **{k: getattr(self, k) for k in PROMPTS if getattr(self, k)},
             **extra,
         }

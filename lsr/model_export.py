@@ -135,6 +135,8 @@ def _notes(encoder, fmt: str) -> list[str]:
             )
         if encoder.max_active_dims:
             notes.append("OpenSearch keeps every weight (max_active_dims is not carried)")
+        if encoder.query_prompt or encoder.document_prompt:
+            notes.append("OpenSearch has no prompts: put them before the texts yourself")
     return notes
 
 
@@ -214,7 +216,13 @@ def _write_sentence_transformers(encoder, out: Path, scratch: Path) -> str:
     else:
         modules = documents
         architecture = "MLM + SpladePooling"
-    model = SparseEncoder(modules=modules, max_active_dims=encoder.max_active_dims, device="cpu")
+    prompts = {"query": encoder.query_prompt, "document": encoder.document_prompt}
+    model = SparseEncoder(
+        modules=modules,
+        max_active_dims=encoder.max_active_dims,
+        prompts={k: v for k, v in prompts.items() if v} or None,
+        device="cpu",
+    )
     model.save(str(out))
     return architecture
 

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
-from lsr.mlm import DocumentModelEncoder, MLMSparseModel
+from lsr.mlm import PROMPTS, DocumentModelEncoder, MLMSparseModel
 from lsr.st_folder import check_dimension, sparse_settings
 
 QUERY_MODEL_DIR = "query_model"
@@ -34,6 +34,8 @@ class SpladeEncoder(DocumentModelEncoder):
         batch_size: int = 32,
         max_active_dims: int | None = None,
         threshold: float = 0.0,
+        query_prompt: str = "",
+        document_prompt: str = "",
     ) -> None:
         if query_model is not None and query_model.vocab_size != doc_model.vocab_size:
             raise EncoderError("The query and document models must share one vocabulary.")
@@ -44,6 +46,7 @@ class SpladeEncoder(DocumentModelEncoder):
         self.max_active_dims = max_active_dims
         self.threshold = threshold
         self.progress = False
+        self._set_prompts(query_prompt, document_prompt)
 
     @classmethod
     def from_pretrained(
@@ -87,9 +90,8 @@ class SpladeEncoder(DocumentModelEncoder):
             if query_model is not None
             else None
         )
-        settings = {
-            k: cfg[k] for k in ("query_max_length", "max_active_dims", "threshold") if k in cfg
-        }
+        keys = ("query_max_length", "max_active_dims", "threshold", *PROMPTS)
+        settings = {k: cfg[k] for k in keys if k in cfg}
         if st_folder:  # sentence-transformers cuts queries where it cuts documents
             settings["query_max_length"] = doc.max_length
         settings.update({k: v for k, v in options.items() if v is not None or k not in settings})
@@ -98,7 +100,11 @@ class SpladeEncoder(DocumentModelEncoder):
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
         model = self.query_model or self.doc_model
         return model.encode(
-            texts, self.batch_size, self.query_max_length, self.max_active_dims, self.threshold
+            self._prompted(texts, self.query_prompt),
+            self.batch_size,
+            self.query_max_length,
+            self.max_active_dims,
+            self.threshold,
         )
 
     def save_pretrained(self, folder: str | Path) -> None:

@@ -87,19 +87,33 @@ def sparse_settings(location: str | Path) -> dict:
 
 
 def _model_settings(location: str | Path) -> dict:
-    """``max_active_dims`` from ``config_sentence_transformers.json``; prompts refused."""
-    settings = {}
+    """``max_active_dims`` and the prompts (:func:`prompt_settings`) of a SparseEncoder."""
+    settings = prompt_settings(location)
     model_config = read_json(location, "config_sentence_transformers.json") or {}
     dims = model_config.get("max_active_dims")
     if dims is not None:
         settings["max_active_dims"] = _positive_int(location, "max_active_dims", dims)
-    prompts = {k: v for k, v in (model_config.get("prompts") or {}).items() if v}
-    if prompts or model_config.get("default_prompt_name"):
-        raise EncoderError(
-            f"{location}: prompts ({', '.join(prompts) or model_config['default_prompt_name']}) "
-            "are not supported for sparse encoders yet."
-        )
     return settings
+
+
+def prompt_settings(location: str | Path) -> dict:
+    """``query_prompt`` and ``document_prompt`` from ``config_sentence_transformers.json``
+    (those that are not empty), as sentence-transformers 6 applies them: ``encode_query``
+    puts ``prompts["query"]`` before each text and ``encode_document`` ``prompts["document"]``
+    (it gives every model both, empty unless saved, so neither falls back to ``passage``,
+    ``corpus`` or the ``default_prompt_name``)."""
+    model_config = read_json(location, "config_sentence_transformers.json") or {}
+    prompts = model_config.get("prompts") or {}
+    default = model_config.get("default_prompt_name")
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise EncoderError(f"{location}: prompts must map names to texts.")
+    if default is not None and default not in prompts:
+        raise EncoderError(f"{location}: default_prompt_name {default!r} names no prompt.")
+    chosen = {
+        "query_prompt": prompts.get("query", ""),
+        "document_prompt": prompts.get("document", ""),
+    }
+    return {k: v for k, v in chosen.items() if v}
 
 
 def router_settings(location: str | Path) -> dict:

@@ -70,10 +70,14 @@ def test_sentence_transformers_loads_a_splade_export_with_our_vectors(
 def test_an_inference_free_export_is_a_router_with_our_vectors(tiny_mlm, tmp_path):
     doc = MLMSparseModel.from_pretrained(tiny_mlm, activation="l0", device="cpu")
     weights = np.random.default_rng(3).random(doc.vocab_size).astype(np.float32)
-    ours = InferenceFreeEncoder(doc, query_weights=weights)
+    ours = InferenceFreeEncoder(
+        doc, query_weights=weights, query_prompt="what is ", document_prompt="the "
+    )
     out = _export(ours, tmp_path)
     modules = json.loads((out / "modules.json").read_text())
     assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Router"]
+    prompts = json.loads((out / "config_sentence_transformers.json").read_text())["prompts"]
+    assert (prompts["query"], prompts["document"]) == ("what is ", "the ")
     router = json.loads((out / "router_config.json").read_text())
     (query,) = router["structure"]["query"]
     assert router["types"][query].endswith("SparseStaticEmbedding")

@@ -143,7 +143,8 @@ REFUSED = [
         "max_seq_length must be a positive",
     ),
     ("modules.json", lambda m: m.__setitem__(slice(None), [1]), "must be a list of modules"),
-    (ST_CONFIG, lambda c: c["prompts"].update(query="query: "), r"prompts \(query\)"),
+    (ST_CONFIG, lambda c: c.update(default_prompt_name="web"), "default_prompt_name 'web'"),
+    (ST_CONFIG, lambda c: c["prompts"].update(query=3), "prompts must map names to texts"),
 ]
 
 
@@ -221,3 +222,47 @@ def test_a_router_lsr_cannot_run_is_refused_by_name(tiny_mlm, tmp_path):
     (folder / "router_config.json").write_text(json.dumps(config))
     with pytest.raises(EncoderError, match="query route .* is not one SparseStaticEmbedding"):
         load_encoder(folder)
+
+
+@pytest.mark.parametrize(
+    "prompts, default, expected",
+    [
+        ({"query": "query: ", "document": "passage: "}, None, ("query: ", "passage: ")),
+        # sentence-transformers 6 gives every model "query" and "document" prompts (empty
+        # unless saved): other names and the default prompt do not reach either method
+        ({"query": "q: ", "corpus": "c: ", "passage": "p: "}, None, ("q: ", "")),
+        ({"retrieval": "find: ", "document": "d: "}, "retrieval", ("", "d: ")),
+    ],
+)
+def test_prompts_are_put_before_texts_as_sentence_transformers_does(
+    tiny_mlm, tmp_path, prompts, default, expected
+):
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    modules = [Transformer(str(tiny_mlm), transformer_task="fill-mask"), SpladePooling("max")]
+    folder = tmp_path / "st"
+    SparseEncoder(
+        modules=modules, prompts=prompts, default_prompt_name=default, device="cpu"
+    ).save(str(folder))
+    queries, documents = st_vectors(folder)
+    enc = load_encoder(folder)
+    assert (enc.query_prompt, enc.document_prompt) == expected
+    assert_same_vectors(enc.encode_queries(TEXTS), queries)
+    assert_same_vectors(enc.encode_documents(TEXTS), documents)
+    enc.save_pretrained(tmp_path / "saved")  # kept by lsr's own save
+    again = load_encoder(tmp_path / "saved")
+    assert (again.query_prompt, again.document_prompt) == expected
+    assert_same_vectors(again.encode_queries(TEXTS), queries)
+
+
+def test_a_router_with_a_query_prompt_gives_its_own_vectors(tiny_mlm, tmp_path):
+    folder = save_router(tiny_mlm, tmp_path / "st")
+    _edit(folder, "config_sentence_transformers.json",
+          lambda c: c.update(prompts={"query": "what is "}))  # fmt: skip
+    queries, documents = st_vectors(folder)
+    enc = load_encoder(folder)
+    assert enc.query_prompt == "what is "
+    assert_same_vectors(enc.encode_queries(TEXTS), queries)
+    assert_same_vectors(enc.encode_documents(TEXTS), documents)
