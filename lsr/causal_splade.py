@@ -53,17 +53,10 @@ class CausalSparseModel(MLMSparseModel):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> CausalSparseModel:
         """Load a ``*ForCausalLM`` checkpoint and its tokenizer (local folder or Hub id)."""
-        from lsr.hf import import_transformers
+        from lsr.hf import load_pretrained
 
-        transformers = import_transformers()
-        kwargs["device"] = pick_device(kwargs.get("device"))
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(name_or_path))
-        except (OSError, ValueError) as e:
-            raise EncoderError(
-                f"Cannot load a causal LM from {str(name_or_path)!r}: {str(e).splitlines()[0]}"
-            ) from e
+        kwargs["device"] = pick_device(kwargs.get("device"))  # before the weights load
+        tokenizer, model = load_pretrained(name_or_path, "AutoModelForCausalLM", "a causal LM")
         return cls(model, tokenizer, **kwargs)
 
     def _sequences(self, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list]:

@@ -193,19 +193,12 @@ class TransformerDenseEncoder(DenseEncoder):
     def load(cls, location: str | Path, config: dict | None = None, **options):
         """A transformer folder or Hub id, with the settings of ``config`` (a saved lsr
         encoder) or of its sentence-transformers files; ``options`` override both."""
-        from lsr.hf import import_transformers
+        from lsr.hf import load_pretrained
 
-        transformers = import_transformers()
         settings = {**_sentence_transformers_settings(location), **(config or {})}
         settings = _settings(settings, ("pooling", "max_length", "query_prompt", "document_prompt"))
         settings.update({k: v for k, v in options.items() if v is not None})
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(str(location))
-            model = transformers.AutoModel.from_pretrained(str(location))
-        except (OSError, ValueError) as e:
-            raise EncoderError(
-                f"Cannot load a transformer model from {str(location)!r}: {str(e).splitlines()[0]}"
-            ) from e
+        tokenizer, model = load_pretrained(location, "AutoModel", "a transformer model")
         settings.setdefault("max_length", min(512, getattr(tokenizer, "model_max_length", 512)))
         return cls(model, tokenizer, source=str(location), **settings)
 

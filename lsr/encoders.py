@@ -87,7 +87,7 @@ def encoder_kind(spec: str | Path) -> tuple[str, str]:
             f"Unknown encoder {text!r}: use 'bm25', a saved encoder or model folder, "
             "or a Hugging Face model id (owner/name)."
         )
-    return "splade", text
+    return ("inference-free" if is_router(text) else "splade"), text
 
 
 def _architectures(folder: Path) -> list[str]:

@@ -53,6 +53,23 @@ def _import_without_checkout(name: str) -> None:
         sys.path[:] = saved
 
 
+def load_pretrained(name_or_path: str | Path, auto_class: str, what: str):
+    """``(tokenizer, model)`` of a local folder or Hub id, the model loaded by transformers'
+    ``auto_class`` (e.g. ``AutoModelForMaskedLM``); what transformers cannot load is an
+    :class:`EncoderError` that says ``what`` was expected and why it failed."""
+    from lsr.errors import EncoderError
+
+    transformers = import_transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
+        model = getattr(transformers, auto_class).from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as e:
+        raise EncoderError(
+            f"Cannot load {what} from {str(name_or_path)!r}: {str(e).splitlines()[0]}"
+        ) from e
+    return tokenizer, model
+
+
 def hub_file(repo_id: str | Path, filename: str) -> str | None:
     """Download ``filename`` of a Hub model if it has one (None offline or when absent)."""
     try:

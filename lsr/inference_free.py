@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from lsr.checks import positive_int
 from lsr.encoder import read_config, write_config
 from lsr.errors import EncoderError
 from lsr.hf import hub_file
@@ -78,8 +79,12 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         threshold: float = 0.0,
         query_prompt: str = "",
         document_prompt: str = "",
+        query_max_active_dims: int | None = None,
     ) -> None:
         self.doc_model = doc_model
+        self.query_max_active_dims = positive_int(
+            query_max_active_dims, "query_max_active_dims", optional=True, error=EncoderError
+        )
         self.query_weights = None if query_weights is None else self._checked(query_weights)
         self.batch_size = batch_size
         self.max_active_dims = max_active_dims
@@ -121,8 +126,11 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         ]
         special = set(self.doc_model.special_ids.tolist()) if self.doc_model.zero_special else ()
         indptr, indices = [0], []
+        top = self.query_max_active_dims
         for seq in ids:
             row = sorted({i for i in seq if i not in special and self.query_weights[i] > 0})
+            if top is not None and len(row) > top:  # the heaviest, as a Router's queries
+                row = sorted(sorted(row, key=lambda i: -self.query_weights[i])[:top])
             indices.extend(row)
             indptr.append(len(indices))
         indices_arr = np.asarray(indices, dtype=np.int32)
@@ -174,7 +182,8 @@ class InferenceFreeEncoder(DocumentModelEncoder):
             cfg.get("document", name_or_path), device=device, **model_opts
         )
         check_dimension(cfg, doc.vocab_size, name_or_path)
-        settings = {k: cfg[k] for k in ("max_active_dims", "threshold", *PROMPTS) if k in cfg}
+        keys = ("max_active_dims", "threshold", "query_max_active_dims", *PROMPTS)
+        settings = {k: cfg[k] for k in keys if k in cfg}
         settings.update(options)
         enc = cls(doc, **settings)
         if "query_weights" in cfg:  # a Router's SparseStaticEmbedding
@@ -197,7 +206,8 @@ class InferenceFreeEncoder(DocumentModelEncoder):
 
     @property
     def config(self) -> dict:
-        return self._config()
+        top = self.query_max_active_dims
+        return self._config(**({"query_max_active_dims": top} if top is not None else {}))
 
 
 def _weights_text(text: str, path: str | Path) -> dict[str, float]:

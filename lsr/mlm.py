@@ -162,23 +162,16 @@ class MLMSparseModel:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> MLMSparseModel:
         """Load a ``*ForMaskedLM`` checkpoint and its tokenizer (local folder or Hub id)."""
-        from lsr.hf import import_transformers
-
-        transformers = import_transformers()
+        from lsr.hf import load_pretrained
 
         if kwargs.get("activation", "log1p_relu") not in ACTIVATIONS:
             raise EncoderError(
                 f"Unknown activation {kwargs['activation']!r}; use one of {', '.join(ACTIVATIONS)}."
             )
         kwargs["device"] = pick_device(kwargs.get("device"))  # before the weights load
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
-            model = transformers.AutoModelForMaskedLM.from_pretrained(str(name_or_path))
-        except (OSError, ValueError) as e:
-            raise EncoderError(
-                f"Cannot load a masked-LM model from {str(name_or_path)!r}: "
-                f"{str(e).splitlines()[0]}"
-            ) from e
+        tokenizer, model = load_pretrained(
+            name_or_path, "AutoModelForMaskedLM", "a masked-LM model"
+        )
         if not getattr(tokenizer, "is_fast", False):
             raise EncoderError(f"{name_or_path} needs a fast tokenizer (tokenizer.json).")
         return cls(model, tokenizer, **kwargs)

@@ -120,7 +120,8 @@ def _notes(encoder, fmt: str) -> list[str]:
             f"queries are cut at {doc.max_length} tokens as sentence-transformers cuts "
             f"documents (lsr cut them at {encoder.query_max_length})"
         )
-    if fmt == "sentence-transformers" and inference_free and encoder.max_active_dims:
+    pruned = inference_free and encoder.max_active_dims != encoder.query_max_active_dims
+    if fmt == "sentence-transformers" and pruned and encoder.max_active_dims:
         notes.append(
             f"max_active_dims={encoder.max_active_dims} applies to queries too in "
             "sentence-transformers"

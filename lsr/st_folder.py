@@ -41,8 +41,12 @@ def is_sentence_transformers(location: str | Path) -> bool:
 
 
 def is_router(location: str | Path) -> bool:
-    """Whether a local folder is a sentence-transformers ``Router`` (inference-free) model."""
-    modules = read_json(location, "modules.json") if is_sentence_transformers(location) else None
+    """Whether a local folder or Hub id is a sentence-transformers ``Router``
+    (inference-free) model (a Hub id's ``modules.json`` is fetched, or read from the cache)."""
+    local = Path(str(location)).is_dir()
+    if local and not is_sentence_transformers(location):
+        return False
+    modules = read_json(location, "modules.json")
     return (
         isinstance(modules, list)
         and len(modules) == 1
@@ -122,11 +126,11 @@ def router_settings(location: str | Path) -> dict:
     ``SparseStaticEmbedding`` (or the legacy ``IDF``) and whose document route is a SPLADE
     model. ``document``: the document model's folder; ``query_weights``: the file of the
     query side's weights; and the document model's settings, as :func:`sparse_settings`.
-    Local folders only (a Hub id's subfolders are not fetched)."""
+    A Hub id's files are fetched (or read from the local cache when offline)."""
     if not is_router(location):
         return {}
-    local = Path(str(location))
-    config = read_json(location, "router_config.json") or {}
+    local = _local_folder(location)
+    config = read_json(local, "router_config.json") or {}
     types, routes = config.get("types") or {}, config.get("structure") or {}
     query, document = routes.get("query") or [], routes.get("document") or []
     kinds = {name: str(types.get(name, "")).rsplit(".", 1)[-1] for name in (*query, *document)}
@@ -150,10 +154,29 @@ def router_settings(location: str | Path) -> dict:
         raise EncoderError(f"{location}: {query[0]} holds no weights (model.safetensors).")
     settings = {"zero_special": False, "document": str(local / document[0])}
     settings["query_weights"] = str(weights[0])
-    settings.update(_transformer_settings(location, {"path": document[0]}))
-    settings.update(_pooling_settings(location, {"path": document[1]}))
-    settings.update(_model_settings(location))
+    settings.update(_transformer_settings(local, {"path": document[0]}))
+    settings.update(_pooling_settings(local, {"path": document[1]}))
+    settings.update(_model_settings(local))
+    if "max_active_dims" in settings:  # sentence-transformers prunes both routes
+        settings["query_max_active_dims"] = settings["max_active_dims"]
     return settings
+
+
+def _local_folder(location: str | Path) -> Path:
+    """A local folder, or a Hub model's files as a local snapshot (downloaded, or from the
+    cache offline); a clear error when neither can be had."""
+    local = Path(str(location))
+    if local.is_dir():
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(location)))
+    except Exception as e:  # offline without a cached copy, no such repository, ...
+        raise EncoderError(
+            f"{location}: cannot fetch this Router model's files from the Hugging Face Hub "
+            f"({type(e).__name__}); download it to a folder and pass that."
+        ) from e
 
 
 def load_query_weights(path: str | Path):

@@ -243,9 +243,9 @@ def test_prompts_are_put_before_texts_as_sentence_transformers_does(
 
     modules = [Transformer(str(tiny_mlm), transformer_task="fill-mask"), SpladePooling("max")]
     folder = tmp_path / "st"
-    SparseEncoder(
-        modules=modules, prompts=prompts, default_prompt_name=default, device="cpu"
-    ).save(str(folder))
+    SparseEncoder(modules=modules, prompts=prompts, default_prompt_name=default, device="cpu").save(
+        str(folder)
+    )
     queries, documents = st_vectors(folder)
     enc = load_encoder(folder)
     assert (enc.query_prompt, enc.document_prompt) == expected
@@ -266,3 +266,47 @@ def test_a_router_with_a_query_prompt_gives_its_own_vectors(tiny_mlm, tmp_path):
     assert enc.query_prompt == "what is "
     assert_same_vectors(enc.encode_queries(TEXTS), queries)
     assert_same_vectors(enc.encode_documents(TEXTS), documents)
+
+
+def test_a_routers_max_active_dims_prunes_its_queries_too(tiny_mlm, tmp_path):
+    folder = save_router(tiny_mlm, tmp_path / "st")
+    _edit(folder, "config_sentence_transformers.json", lambda c: c.update(max_active_dims=3))
+    queries, documents = st_vectors(folder)
+    enc = load_encoder(folder)
+    assert enc.query_max_active_dims == 3
+    ours = enc.encode_queries(TEXTS)
+    assert np.diff(ours.indptr).max() == 3  # the long texts have more than 3 distinct tokens
+    assert_same_vectors(ours, queries)
+    assert_same_vectors(enc.encode_documents(TEXTS), documents)
+    enc.save_pretrained(tmp_path / "saved")
+    assert load_encoder(tmp_path / "saved").query_max_active_dims == 3
+
+
+def _hub_cache(cache, repo: str, folder) -> None:
+    """``folder`` as the Hugging Face cache keeps a downloaded model: a snapshot named by a
+    commit under ``models--OWNER--NAME``, and ``refs/main`` naming that commit."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, root / "snapshots" / commit)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+
+
+def test_a_router_by_hub_id_loads_from_the_cache_offline(tiny_mlm, tmp_path, monkeypatch):
+    """A Hub id's Router is fetched whole (here, offline, from the local Hugging Face cache,
+    as after a download): the same vectors as the folder."""
+    import huggingface_hub.constants as hub
+
+    folder = save_router(tiny_mlm, tmp_path / "st")
+    queries, documents = st_vectors(folder)
+    _hub_cache(tmp_path / "hub", "lsr-test/tiny-router", folder)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    enc = load_encoder("lsr-test/tiny-router")
+    assert isinstance(enc, InferenceFreeEncoder)
+    assert_same_vectors(enc.encode_queries(TEXTS), queries)
+    assert_same_vectors(enc.encode_documents(TEXTS), documents)
+    with pytest.raises(EncoderError, match="cannot fetch this Router model's files"):
+        from lsr.st_folder import _local_folder
+
+        _local_folder("lsr-test/not-cached")
