@@ -120,7 +120,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
                 "call fit(corpus) first."
             )
         tok = self.doc_model.tokenizer
-        texts = self._prompted(texts, self.query_prompt)
+        texts = self.query_texts(texts)
         ids = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)[
             "input_ids"
         ]

@@ -422,6 +422,10 @@ class MLMSparseModel:
         return sp.csr_array(stacked[inverse])
 
 
+def _prompted(texts: Sequence[str], prompt: str) -> Sequence[str]:
+    return [prompt + t if isinstance(t, str) else t for t in texts] if prompt else texts
+
+
 def to_sparse(dense, max_active_dims: int | None = None, threshold: float = 0.0) -> sp.csr_array:
     """A dense (n, V) weight tensor as CSR: weights > ``threshold``, the top N per row."""
     import torch
@@ -454,9 +458,13 @@ class DocumentModelEncoder:
             raise EncoderError("query_prompt and document_prompt must be text.")
         self.query_prompt, self.document_prompt = query_prompt, document_prompt
 
-    @staticmethod
-    def _prompted(texts: Sequence[str], prompt: str) -> Sequence[str]:
-        return [prompt + t if isinstance(t, str) else t for t in texts] if prompt else texts
+    def query_texts(self, texts: Sequence[str]) -> Sequence[str]:
+        """``texts`` as the model reads them as queries: after the query prompt, if any."""
+        return _prompted(texts, self.query_prompt)
+
+    def document_texts(self, texts: Sequence[str]) -> Sequence[str]:
+        """``texts`` as the model reads them as documents: after the document prompt."""
+        return _prompted(texts, self.document_prompt)
 
     @property
     def vocab(self) -> list[str]:
@@ -464,7 +472,7 @@ class DocumentModelEncoder:
 
     def encode_documents(self, texts: Sequence[str]) -> sp.csr_array:
         return self.doc_model.encode(
-            self._prompted(texts, self.document_prompt),
+            self.document_texts(texts),
             self.batch_size,
             None,
             self.max_active_dims,

@@ -100,7 +100,7 @@ class SpladeEncoder(DocumentModelEncoder):
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
         model = self.query_model or self.doc_model
         return model.encode(
-            self._prompted(texts, self.query_prompt),
+            self.query_texts(texts),
             self.batch_size,
             self.query_max_length,
             self.max_active_dims,

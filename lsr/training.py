@@ -282,7 +282,7 @@ class Trainer:
         c = self.config
         if c.kind in SIAMESE:
             model = self.query_model or self.doc_model
-            return model.forward(texts, c.query_max_length)
+            return model.forward(self.encoder.query_texts(texts), c.query_max_length)
         vectors = self.encoder.encode_queries(texts)
         device = self.doc_model.device
         if self.query_weights is None:
@@ -311,7 +311,7 @@ class Trainer:
         docs_text = [e.positive for e in batch] + [
             batch[b].negatives[i] for b in range(len(batch)) for i in (negs[b] if n_neg else [])
         ]
-        d = self.doc_model.forward(docs_text, c.max_length)
+        d = self.doc_model.forward(self.encoder.document_texts(docs_text), c.max_length)
         pos, neg = (
             d[: len(batch)],
             d[len(batch) :].reshape(len(batch), n_neg, -1) if n_neg else None,

@@ -197,3 +197,31 @@ def test_beir_negatives_are_the_brute_force_top_hits():
         top = set(np.argsort(-scores, kind="stable")[:20].tolist())
         for neg, s in zip(ex.negatives, ex.scores[1:], strict=True):
             assert by_text[neg] in top and s == pytest.approx(scores[by_text[neg]], rel=1e-5)
+
+
+def test_training_reads_texts_after_the_encoders_prompts(tiny_mlm, tmp_path):
+    """An encoder with prompts (e.g. from a sentence-transformers folder) is trained on the
+    texts it will encode: queries and documents after their prompts."""
+    from lsr.mlm import MLMSparseModel
+    from lsr.splade import SpladeEncoder
+
+    doc = MLMSparseModel.from_pretrained(tiny_mlm, device="cpu")
+    SpladeEncoder(doc, query_prompt="what is ", document_prompt="the ").save_pretrained(
+        tmp_path / "prompted"
+    )
+    cfg = base_config(tiny_mlm, tmp_path, model=str(tmp_path / "prompted"), steps=2)
+    trainer = Trainer(TrainConfig.from_dict(cfg))
+    seen = []
+    forward = trainer.doc_model.forward
+
+    def recording(texts, max_length=None):
+        seen.extend(texts)
+        return forward(texts, max_length)
+
+    trainer.doc_model.forward = recording
+    trainer.train(progress=False)
+    queries = {e.query for e in trainer.examples}
+    assert seen and all(t.startswith(("what is ", "the ")) for t in seen)
+    assert {t[len("what is "):] for t in seen if t.startswith("what is ")} <= queries
+    assert any(t.startswith("the ") and t[4:] not in queries for t in seen)
+    assert load_encoder(tmp_path / "out").document_prompt == "the "
