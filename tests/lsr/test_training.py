@@ -222,6 +222,6 @@ def test_training_reads_texts_after_the_encoders_prompts(tiny_mlm, tmp_path):
     trainer.train(progress=False)
     queries = {e.query for e in trainer.examples}
     assert seen and all(t.startswith(("what is ", "the ")) for t in seen)
-    assert {t[len("what is "):] for t in seen if t.startswith("what is ")} <= queries
+    assert {t[len("what is ") :] for t in seen if t.startswith("what is ")} <= queries
     assert any(t.startswith("the ") and t[4:] not in queries for t in seen)
     assert load_encoder(tmp_path / "out").document_prompt == "the "
