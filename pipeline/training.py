@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +81,51 @@ def beir_examples(
     return examples
 
 
+def with_teacher_scores(
+    examples: list[TrainingExample], teachers: Sequence[str], batch_size: int = 64
+) -> list[TrainingExample]:
+    """The examples with every teacher's scores of their positive and negatives
+    (``scores``: teacher name -> list). ``bm25`` is the BM25 score the mining computed; any
+    other name is an encoder spec (a model folder, a saved encoder), scoring by the dot
+    product of its query and document vectors."""
+    from lsr.encoders import load_encoder
+
+    scores: dict[str, list[list[float]]] = {}
+    queries = sorted({e.query for e in examples})
+    documents = sorted({d for e in examples for d in (e.positive, *e.negatives)})
+    for name in teachers:
+        if name == "bm25":
+            scores[name] = [list(e.scores) for e in examples]
+            continue
+        encoder = load_encoder(name)
+        encoder.batch_size = batch_size
+        q = encoder.encode_queries(queries)
+        d = encoder.encode_documents(documents)
+        q_row = {t: i for i, t in enumerate(queries)}
+        d_row = {t: i for i, t in enumerate(documents)}
+        scores[name] = [
+            (d[[d_row[t] for t in (e.positive, *e.negatives)]] @ q[[q_row[e.query]]].T)
+            .toarray()
+            .ravel()
+            .tolist()
+            for e in examples
+        ]
+        logger.info("teacher %s scored %d examples", name, len(examples))
+    return [
+        TrainingExample(e.query, e.positive, e.negatives, {n: scores[n][i] for n in teachers})
+        for i, e in enumerate(examples)
+    ]
+
+
 def training_examples(config: TrainConfig) -> list[TrainingExample]:
-    """The examples a config names: its JSONL triples, or its BEIR split with mined negatives."""
+    """The examples a config names: its JSONL triples, or its BEIR split with mined negatives
+    (and, with ``teachers``, each teacher's scores of them)."""
     if config.triples:
         return read_triples(config.triples)
-    return beir_examples(
+    examples = beir_examples(
         config.beir, config.split, config.negatives, config.negative_depth, config.seed
     )
+    return with_teacher_scores(examples, list(config.teachers)) if config.teachers else examples
 
 
 def trainer_for(config: TrainConfig) -> Trainer:

@@ -225,3 +225,25 @@ def test_training_reads_texts_after_the_encoders_prompts(tiny_mlm, tmp_path):
     assert {t[len("what is ") :] for t in seen if t.startswith("what is ")} <= queries
     assert any(t.startswith("the ") and t[4:] not in queries for t in seen)
     assert load_encoder(tmp_path / "out").document_prompt == "the "
+
+
+def test_beir_examples_carry_each_teachers_scores(tiny_mlm):
+    """With teachers, a BEIR split's examples carry each teacher's scores: BM25's from the
+    mining, a model's as the dot product of its own query and document vectors."""
+    from lsr.pipeline.training import with_teacher_scores
+
+    folder = shared_path("data", "scifact")
+    examples = beir_examples(folder, "train", n_negatives=2, depth=10)[:60]
+    taught = with_teacher_scores(examples, ["bm25", str(tiny_mlm)])
+    model = load_encoder(tiny_mlm)
+    for before, after in zip(examples[:20], taught[:20], strict=True):
+        assert after.scores["bm25"] == before.scores
+        q = model.encode_queries([after.query])
+        d = model.encode_documents([after.positive, *after.negatives])
+        expected = (d @ q.T).toarray().ravel()
+        assert after.scores[str(tiny_mlm)] == pytest.approx(expected.tolist(), rel=1e-5)
+    config = TrainConfig.from_dict(
+        {"model": str(tiny_mlm), "output": "unused", "beir": str(folder), "negatives": 2,
+         "loss": "kl", "teachers": {"bm25": 0.5, str(tiny_mlm): 0.5}}
+    )  # fmt: skip
+    Trainer(config, taught)  # the trainer finds every teacher's scores
