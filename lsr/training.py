@@ -58,6 +58,7 @@ class TrainConfig:
     temperature: float = 1.0
     in_batch_negatives: bool = True
     teachers: dict[str, float] | None = None  # distillation: teacher name -> weight
+    teacher_scale: float = 1.0  # the teachers' combined [0, 1] scores times this
     documents: RegularizerConfig = field(default_factory=RegularizerConfig)
     queries: RegularizerConfig = field(default_factory=RegularizerConfig)
     learn_query_weights: bool = False
@@ -122,8 +123,10 @@ class TrainConfig:
             raise EncoderError("Give exactly one training data source: triples or beir.")
         for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
             positive_int(getattr(self, name), name, error=EncoderError)
-        if self.learning_rate <= 0 or self.temperature <= 0:
-            raise EncoderError("learning_rate and temperature must be positive.")
+        for name in ("learning_rate", "temperature", "teacher_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise EncoderError(f"{name} must be a positive number, got {value!r}.")
         if self.loss != "infonce" and self.negatives < 1:
             raise EncoderError(f"loss {self.loss} needs at least one negative per example.")
         if (
@@ -348,7 +351,7 @@ class Trainer:
         if teachers is None:
             return table(lambda e: e.scores)
         per_teacher = [table(lambda e, name=name: e.scores[name]) for name in teachers]
-        return combine_teachers(per_teacher, list(teachers.values()))
+        return combine_teachers(per_teacher, list(teachers.values())) * self.config.teacher_scale
 
     # ---- the loop ------------------------------------------------------------------------
 

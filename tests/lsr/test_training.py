@@ -125,6 +125,8 @@ def test_cli_train_from_yaml(tiny_mlm, tmp_path, capsys):
         ({"steps": 0}, "steps must be a positive integer"),
         ({"documents": {"type": "flops", "lamda": 1}}, "Unknown documents regularizer settings"),
         ({"loss": "kl"}, "needs teacher 'scores'"),
+        ({"teacher_scale": "big"}, "teacher_scale must be a positive number, got 'big'"),
+        ({"learning_rate": 0}, "learning_rate must be a positive number"),
     ],
 )
 def test_config_errors(tiny_mlm, tmp_path, change, message):
