@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,10 @@ def test_beir_examples_carry_each_teachers_scores(tiny_mlm):
          "loss": "kl", "teachers": {"bm25": 0.5, str(tiny_mlm): 0.5}}
     )  # fmt: skip
     Trainer(config, taught)  # the trainer finds every teacher's scores
+
+
+def test_every_example_config_is_a_valid_training_config():
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("train-*.yaml"))
+    assert len(examples) >= 3
+    for path in examples:
+        TrainConfig.from_yaml(path)  # a setting misspelled or out of range is an error
