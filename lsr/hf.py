@@ -53,6 +53,36 @@ def _import_without_checkout(name: str) -> None:
         sys.path[:] = saved
 
 
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # a saved model's weights, in order
+
+
+def weights_file(folder: str | Path) -> Path | None:
+    """The weights file of a saved model or module folder (the first of ``WEIGHT_FILES``
+    it has), or None."""
+    return next((Path(folder) / n for n in WEIGHT_FILES if (Path(folder) / n).is_file()), None)
+
+
+def load_state(path: str | Path) -> dict:
+    """A saved state dict on the CPU: safetensors, or a torch file read weights-only (no
+    code runs); an :class:`EncoderError` naming the file when it cannot be read."""
+    import pickle
+
+    import torch
+    from safetensors import SafetensorError
+
+    from lsr.errors import EncoderError
+
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError,
+            SafetensorError) as e:  # fmt: skip
+        raise EncoderError(f"Cannot read the weights in {path}: {e}") from e
+
+
 def load_pretrained(name_or_path: str | Path, auto_class: str, what: str):
     """``(tokenizer, model)`` of a local folder or Hub id, the model loaded by transformers'
     ``auto_class`` (e.g. ``AutoModelForMaskedLM``); what transformers cannot load is an

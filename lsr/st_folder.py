@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from lsr.errors import EncoderError
-from lsr.hf import hub_file
+from lsr.hf import hub_file, load_state, weights_file
 
 # sentence-transformers' activation names -> this project's (``lsr.mlm.ACTIVATIONS``): its
 # "relu" is log(1 + ReLU(x)), its "log1p_relu" log(1 + log(1 + ReLU(x)))
@@ -148,12 +148,11 @@ def router_settings(location: str | Path) -> dict:
             f"{location}: the Router's document route {[types.get(n) for n in document]} is "
             "not a SPLADE model (a masked-LM Transformer, then SpladePooling)."
         )
-    weights = [local / query[0] / f for f in ("model.safetensors", "pytorch_model.bin")]
-    weights = [f for f in weights if f.is_file()]
-    if not weights:
+    weights = weights_file(local / query[0])
+    if weights is None:
         raise EncoderError(f"{location}: {query[0]} holds no weights (model.safetensors).")
     settings = {"zero_special": False, "document": str(local / document[0])}
-    settings["query_weights"] = str(weights[0])
+    settings["query_weights"] = str(weights)
     settings.update(_transformer_settings(local, {"path": document[0]}))
     settings.update(_pooling_settings(local, {"path": document[1]}))
     settings.update(_model_settings(local))
@@ -181,18 +180,10 @@ def _local_folder(location: str | Path) -> Path:
 
 def load_query_weights(path: str | Path):
     """The ``weight`` vector of a saved ``SparseStaticEmbedding`` / ``IDF`` module."""
-    import torch
-
-    try:
-        if str(path).endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        return state["weight"].float().numpy()
-    except (OSError, KeyError, RuntimeError, ValueError) as e:
-        raise EncoderError(f"Cannot read the query weights in {path}: {e}") from e
+    state = load_state(path)
+    if "weight" not in state:
+        raise EncoderError(f"Cannot read the query weights in {path}: it has no 'weight'.")
+    return state["weight"].float().numpy()
 
 
 def check_dimension(settings: dict, vocab_size: int, location: str | Path) -> None:

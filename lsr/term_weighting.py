@@ -15,12 +15,12 @@ import functools
 from pathlib import Path
 
 from lsr.errors import EncoderError
+from lsr.hf import WEIGHT_FILES, load_state, weights_file
 from lsr.mlm import MLMSparseModel, activate, pick_device
 from lsr.splade import SpladeEncoder
 
 PROJECTION = "tok_proj"  # castorini's name of the term-weight layer
 ARCHITECTURE = "UniCoilEncoder"  # what config.json names (castorini's class)
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @functools.cache
@@ -53,17 +53,10 @@ def _module_class():
 
 
 def _read_weights(folder: Path) -> dict:
-    import torch
-
-    for name in WEIGHT_FILES:
-        path = folder / name
-        if path.is_file():
-            if name.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                return load_file(str(path))
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    raise EncoderError(f"{folder} has no model weights ({' or '.join(WEIGHT_FILES)}).")
+    path = weights_file(folder)
+    if path is None:
+        raise EncoderError(f"{folder} has no model weights ({' or '.join(WEIGHT_FILES)}).")
+    return load_state(path)
 
 
 class TermWeightModel(MLMSparseModel):

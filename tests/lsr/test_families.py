@@ -130,6 +130,9 @@ def test_a_unicoil_folder_with_foreign_weights_is_refused(unicoil, tmp_path):
     torch.save(state, broken / "pytorch_model.bin")
     with pytest.raises(EncoderError, match="tok_proj.weight"):
         load_encoder(broken)
+    (broken / "pytorch_model.bin").write_bytes(b"not a torch file")  # a damaged download
+    with pytest.raises(EncoderError, match="Cannot read the weights in .*pytorch_model.bin"):
+        load_encoder(broken)
 
 
 def _causal_folder(tiny_mlm, folder, family: str, bos: bool):

@@ -310,3 +310,11 @@ def test_a_router_by_hub_id_loads_from_the_cache_offline(tiny_mlm, tmp_path, mon
         from lsr.st_folder import _local_folder
 
         _local_folder("lsr-test/not-cached")
+
+
+def test_a_router_with_damaged_query_weights_is_refused_by_file(tiny_mlm, tmp_path):
+    folder = save_router(tiny_mlm, tmp_path / "st")
+    (weights,) = folder.glob("query_0_*/model.safetensors")
+    weights.write_bytes(b"\x00" * 16)  # a truncated download
+    with pytest.raises(EncoderError, match="Cannot read the weights in .*model.safetensors"):
+        load_encoder(folder)
