@@ -42,6 +42,9 @@ class CiffSummary:
     scale: float
     bytes: int
 
+    def to_json(self) -> dict:
+        return {**self.__dict__, "path": str(self.path)}
+
 
 def _varint(value: int) -> bytes:
     out = bytearray()

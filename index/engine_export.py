@@ -23,11 +23,12 @@ out and counted. Qdrant stores float32: it gets the weights as they are.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from lsr import __version__
 from lsr.errors import InputError
 from lsr.index.ciff import impacts_of
 from lsr.index.inverted import Index
-from lsr.index.storage import fsync_dir
+from lsr.index.storage import fsync_dir, fsync_file
 from lsr.index.store import ID_FIELD
 
 FORMATS = ("opensearch", "elasticsearch", "qdrant")
@@ -114,17 +115,15 @@ def _rows(index: Index, values: str, lucene: bool) -> tuple[sp.csr_array, float,
     """The documents' vectors as CSR rows (as ``values``), the scale, and how many postings
     were left out because a Lucene feature field cannot hold them."""
     docs, impacts, scale = impacts_of(index)
-    if values == "impacts":
-        data = impacts.astype(np.float32)
-    else:
-        data = impacts.astype(np.float32) * np.float32(scale)
+    data = impacts.astype(np.float32)
+    dropped = 0
+    if values == "weights":
+        data *= np.float32(scale)
         if lucene:
             data = nine_bits(data)
-    dropped = 0
-    if lucene and values == "weights":
-        keep = data >= MIN_NORMAL
-        dropped = int((~keep).sum())
-        data = np.where(keep, data, 0).astype(np.float32)
+            keep = data >= MIN_NORMAL
+            dropped = int((~keep).sum())
+            data = np.where(keep, data, 0).astype(np.float32)
     csc = sp.csc_array((data, docs, index.offsets), shape=(index.n_docs, index.vocab_size))
     csr = csc.tocsr()
     csr.eliminate_zeros()
@@ -245,15 +244,16 @@ def export_documents(
     index_name: str = "lsr",
     field_name: str = "lsr",
     values: str | None = None,
-    query_example: dict[str, float] | None = None,
+    query_example: Callable[[dict | None], dict[str, float] | None] | None = None,
     docs_per_file: int = DOCS_PER_FILE,
     source: str = "",
 ) -> EngineExport:
     """Write the live documents of ``collection`` (a ``LiveIndex``) to the new folder ``out``
     in ``fmt`` (one of ``FORMATS``): vectors as ``values`` (``impacts`` or ``weights``;
     default impacts for the Lucene-based engines, weights for Qdrant) in the field
-    ``field_name``, stored fields beside them. ``query_example`` (token -> weight): the
-    query of the example file. The folder appears whole or not at all."""
+    ``field_name``, stored fields beside them. ``query_example``: given the first document's
+    stored record (None without documents), the query of the example file (token ->
+    weight), or None for no example. The folder appears whole or not at all."""
     if fmt not in FORMATS:
         raise InputError(f"Unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     lucene = fmt != "qdrant"
@@ -275,9 +275,11 @@ def export_documents(
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
+        first = next(batches, None)
+        tokens = query_example(first[0] if first else None) if query_example else None
         files = []
         start = 0
-        for number, records in enumerate(batches):
+        for number, records in enumerate(itertools.chain([first] if first else [], batches)):
             stop = start + len(records)
             rows = csr[start:stop]
             if lucene:
@@ -307,13 +309,10 @@ def export_documents(
                 tmp / "collection.json", {"sparse_vectors": {field_name: {"modifier": "none"}}}
             )
             _write_json(tmp / "vocab.json", vocab)
-        if query_example:
-            term_ids = {t: i for i, t in enumerate(vocab)}
-            tokens = (
-                {term_ids[t]: w for t, w in query_example.items() if t in term_ids}
-                if not lucene
-                else query_example
-            )
+        if tokens:
+            if not lucene:  # Qdrant's sparse vectors name terms by id
+                term_ids = {t: i for i, t in enumerate(vocab)}
+                tokens = {term_ids[t]: w for t, w in tokens.items() if t in term_ids}
             _write_json(tmp / "query-example.json", _query_example(fmt, field_name, tokens))
         result = EngineExport(
             format=fmt,
@@ -335,6 +334,8 @@ def export_documents(
             else "weights", **_LUCENE.get(fmt, {}),
         )  # fmt: skip
         (tmp / "README.txt").write_text(readme, encoding="utf-8")
+        for written in tmp.iterdir():  # every file durable before the folder gets its name
+            fsync_file(written)
         fsync_dir(tmp)
         if out.exists():
             out.rmdir()
@@ -351,8 +352,6 @@ def _write_lines(path: Path, lines: Iterator[str]) -> None:
         for line in lines:
             f.write(line)
             f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _write_json(path: Path, obj) -> None:

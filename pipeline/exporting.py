@@ -6,32 +6,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lsr.encoders import load_encoder
 from lsr.errors import InputError
 from lsr.index import LiveIndex
 from lsr.index.ciff import CiffSummary, write_ciff
 from lsr.index.engine_export import FORMATS, EngineExport, export_documents
-from lsr.pipeline.searching import Searcher
+from lsr.pipeline.indexing import ENCODER_DIR
 
 EXPORT_FORMATS = ("ciff", *FORMATS)
 EXAMPLE_WORDS = 12  # the default example query: the first words of the first document
 
 
-def _example_text(live: LiveIndex) -> str | None:
-    _, batches = live.live_documents(1)
-    first = next(batches, None)
-    if not first:
+def _example_text(record: dict | None) -> str | None:
+    """The first words of a document's title and text (the default example query)."""
+    if record is None:
         return None
-    record = first[0]
-    text = " ".join(str(record.get(f, "")) for f in ("title", "text")).split()
-    return " ".join(text[:EXAMPLE_WORDS]) or None
+    words = " ".join(str(record.get(f, "")) for f in ("title", "text")).split()
+    return " ".join(words[:EXAMPLE_WORDS]) or None
 
 
-def _query_tokens(searcher: Searcher, text: str) -> dict[str, float]:
-    vector = searcher.encoder.encode_queries([text])
-    vocab = searcher.encoder.vocab
+def _query_tokens(encoder, text: str) -> dict[str, float]:
+    vector = encoder.encode_queries([text])
     lo, hi = vector.indptr[0], vector.indptr[1]
     pairs = zip(vector.indices[lo:hi].tolist(), vector.data[lo:hi].tolist(), strict=True)
-    return {vocab[t]: float(w) for t, w in sorted(pairs, key=lambda p: -p[1])}
+    return {encoder.vocab[t]: float(w) for t, w in sorted(pairs, key=lambda p: -p[1])}
 
 
 def export_collection(
@@ -57,20 +55,20 @@ def export_collection(
             if values not in (None, "impacts"):
                 raise InputError("CIFF holds 8-bit impacts only: leave out --values.")
             return write_ciff(live.as_index(), out, description=f"Collection {path}.")
-        tokens = None
-        try:
-            searcher = Searcher.open(path)
-        except InputError:  # no saved encoder: no query example
-            searcher = None
-        if searcher is not None:
-            with searcher:
-                text = example_query or _example_text(live)
-                tokens = _query_tokens(searcher, text) if text else None
-        elif example_query:
+        saved = Path(path) / ENCODER_DIR
+        if example_query and not saved.is_dir():
             raise InputError(f"{path} has no saved encoder to encode --example-query with.")
+
+        def example(first: dict | None) -> dict[str, float] | None:
+            """Called once the export's options are checked: only then is a model loaded."""
+            text = example_query or _example_text(first)
+            if not text or not saved.is_dir():
+                return None
+            return _query_tokens(load_encoder(saved), text)
+
         return export_documents(
             live, out, fmt, index_name=name, field_name=field, values=values,
-            query_example=tokens, source=str(path),
+            query_example=example, source=str(path),
         )  # fmt: skip
 
 

@@ -801,8 +801,7 @@ def cmd_export(args) -> int:
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     if args.json:
-        info = result.to_json() if hasattr(result, "to_json") else dict(vars(result))
-        _print_json({**info, "path": str(result.path), "seconds": round(seconds, 3)})
+        _print_json({**result.to_json(), "seconds": round(seconds, 3)})
         return 0
     if args.format == "ciff":
         print(

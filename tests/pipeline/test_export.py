@@ -418,3 +418,38 @@ def test_a_full_disk_leaves_no_export_behind(small_fs, bm25_collection, fmt, cap
     assert main(["export", str(bm25_collection), "--format", fmt, "--out", str(out)]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert not out.exists() and list(small_fs.iterdir()) == []
+
+
+def test_bulk_files_hold_each_live_document_once_merged_once(tmp_path, monkeypatch):
+    """A collection with two segments, a deletion and unflushed writes: the bulk files hold
+    every live document once with its stored fields, and the segments are merged in memory
+    once (the query example comes from the same pass)."""
+    out = tmp_path / "c"
+    corpus = sample_dataset() / "corpus.jsonl"
+    index_corpus(corpus, BM25Encoder(), out, progress=False)
+    records = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    with Searcher.open(out) as s:
+        encoder = s.encoder
+    with LiveIndex(out) as live:
+        live.upsert(encoder.encode_documents([records[2]["text"]]), ["new-1"],
+                    [{"_id": "new-1", "title": "New", "text": records[2]["text"]}])  # fmt: skip
+        live.flush()
+        live.delete([records[0]["_id"]])
+        live.upsert(encoder.encode_documents([records[3]["text"]]), ["new-2"],
+                    [{"_id": "new-2", "title": "Newer", "text": records[3]["text"]}])  # fmt: skip
+    merges = []
+    as_index = LiveIndex.as_index
+    monkeypatch.setattr(LiveIndex, "as_index", lambda self, *a: merges.append(1) or as_index(
+        self, *a))  # fmt: skip
+    assert main(["export", str(out), "--format", "opensearch", "--out", str(tmp_path / "o")]) == 0
+    assert len(merges) == 1
+    ids, vectors, sources = _read_bulk(tmp_path / "o", "lsr", "lsr")
+    expected = [r["_id"] for r in records[1:]] + ["new-1", "new-2"]
+    assert sorted(ids) == sorted(expected) and len(ids) == len(set(ids))
+    with LiveIndex(out, read_only=True) as live:
+        for doc_id, source, vector in zip(ids, sources, vectors, strict=True):
+            stored = live.document(doc_id)
+            assert source == {k: v for k, v in stored.items() if k != "_id"}
+            assert set(vector) == {feature_name(t) for t in live.get(doc_id)}
+    example = json.loads((tmp_path / "o" / "query-example.json").read_text())
+    assert example["query"]["neural_sparse"]["lsr"]["query_tokens"]
