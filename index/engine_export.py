@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lsr import __version__
+from lsr.checks import new_folder
 from lsr.errors import InputError
 from lsr.index.ciff import impacts_of
 from lsr.index.inverted import Index
@@ -264,9 +265,7 @@ def export_documents(
         raise InputError(f"--field {field_name!r}: give a name without dots, other than _id.")
     if not index_name or index_name != index_name.lower() or "/" in index_name:
         raise InputError(f"--name {index_name!r}: give a lowercase name without slashes.")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} exists and is not an empty folder: give a new folder.")
+    out = new_folder(out)
     index, batches = collection.live_documents(docs_per_file)
     vocab = list(index.vocab)
     names, renamed = _feature_names(vocab) if lucene else (vocab, {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from pathlib import Path
 
 from lsr.errors import InputError
 
@@ -19,3 +20,12 @@ def positive_int(
         allowed = "a positive integer or None" if optional else "a positive integer"
         raise error(f"{name} must be {allowed}, got {value!r}.")
     return int(value)
+
+
+def new_folder(path: str | Path) -> Path:
+    """``path`` as a Path if nothing is there or an empty folder (where an export may write
+    a folder of its own); otherwise an :class:`InputError`."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InputError(f"{path} exists and is not an empty folder: give a new folder.")
+    return path

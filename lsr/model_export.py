@@ -20,7 +20,6 @@ them there too: the exported model gives the same vectors without any option.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import tempfile
 import uuid
@@ -29,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lsr.checks import new_folder
 from lsr.errors import EncoderError, InputError
 from lsr.inference_free import IDF_FILE, QUERY_WEIGHTS_FILE
 from lsr.mlm import MLMSparseModel
+from lsr.tokenization import save_json
 
 FORMATS = ("sentence-transformers", "opensearch")
 SPECIAL_BIAS = -1e4  # far below any logit a text produces, and finite in float16
@@ -245,7 +246,7 @@ def _write_opensearch(encoder, out: Path) -> str:
     bad = [t for t in table if "\t" in t or "\n" in t]
     if bad:
         raise InputError(f"The token {bad[0]!r} cannot be written to {QUERY_WEIGHTS_FILE}.")
-    (out / IDF_FILE).write_text(json.dumps(table, ensure_ascii=False), encoding="utf-8")
+    save_json(out / IDF_FILE, table)  # as InferenceFreeEncoder.save_pretrained writes it
     lines = "".join(f"{token}\t{weight!r}\n" for token, weight in table.items())
     (out / QUERY_WEIGHTS_FILE).write_text(lines, encoding="utf-8")
     return "masked LM for documents; query weights (doc-only mode)"
@@ -257,9 +258,7 @@ def export_model(encoder, out: str | Path, fmt: str) -> ModelExport:
     if fmt not in FORMATS:
         raise InputError(f"Unknown model format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     _check_exportable(encoder)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} exists and is not an empty folder: give a new folder.")
+    out = new_folder(out)
     notes = _notes(encoder, fmt)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
