@@ -7,11 +7,14 @@ in ``report.html``) and PDF (included by ``report.tex``) under ``figures/``.
 - per-query differences against the baseline, sorted, one panel per dataset: where a system
   wins and loses, which a mean hides;
 - recall@k curves, one panel per dataset.
+
+And a training run's curves (``lsr train`` draws them from ``train_log.jsonl``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,3 +171,39 @@ def all_figures(results, baseline: str, measure: str, out: Path) -> dict[str, st
         if svg is not None:
             figures[name] = svg
     return {name: re.sub(r"\s*<!--.*?-->", "", svg, flags=re.S) for name, svg in figures.items()}
+
+
+def training_curves(run: Path) -> Path:
+    """Draw ``train_curves.png`` beside a run's ``train_log.jsonl``: the ranking loss, the
+    non-zeros per document and query, and the document FLOPS with its regularizer weight
+    (which rises over the warm-up), by step. Returns the image's path."""
+    run = Path(run)
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    if not rows:
+        raise ValueError(f"{run / 'train_log.jsonl'} has no logged steps to draw.")
+    plt = _pyplot()
+    steps = [r["step"] for r in rows]
+    fig, (loss, nnz, flops) = plt.subplots(1, 3, figsize=(12, 3.4))
+    loss.plot(steps, [r["rank_loss"] for r in rows], color="C0", label="ranking loss")
+    loss.plot(steps, [r["loss"] for r in rows], color="C1", ls="--", lw=1, label="total loss")
+    loss.set_title("loss (mean over each logging window)")
+    nnz.plot(steps, [r["nnz_d"] for r in rows], color="C2", label="per document")
+    nnz.plot(steps, [r["nnz_q"] for r in rows], color="C3", label="per query")
+    nnz.set_title("non-zero terms")
+    flops.plot(steps, [r["flops_d"] for r in rows], color="C4", label="document FLOPS")
+    flops.set_title("document FLOPS and its weight")
+    weight = flops.twinx()
+    weight.plot(steps, [r.get("lambda_d", 0.0) for r in rows], color="0.5", ls=":",
+                label="regularizer weight")  # fmt: skip
+    weight.set_ylabel("regularizer weight")
+    for ax in (loss, nnz, flops):
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(frameon=False, fontsize=8)
+    weight.legend(frameon=False, fontsize=8, loc="lower right")
+    fig.suptitle(f"Training curves of {run.name}")
+    fig.tight_layout()
+    path = run / "train_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -106,6 +106,10 @@ def _architectures(folder: Path) -> list[str]:
 BM25_OPTIONS = ("k1", "b", "tokenizer", "doc_length")
 MODEL_OPTIONS = ("max_length", "max_chunks", "max_active_dims", "device")
 DENSE_OPTIONS = ("max_length", "device")  # the model options a dense encoder has a use for
+# an inference-free encoder's own: fit its query table (IDF) on the corpus being encoded,
+# in place of the table the model ships (a model trained on one corpus, used on another)
+INFERENCE_FREE_OPTIONS = ("fit_idf",)
+ENCODER_OPTIONS = (*BM25_OPTIONS, *MODEL_OPTIONS, *INFERENCE_FREE_OPTIONS)
 
 
 def options_for(spec: str | Path, options: dict) -> dict:
@@ -115,6 +119,8 @@ def options_for(spec: str | Path, options: dict) -> dict:
     takes = BM25_OPTIONS if kind in FRESH and not location else MODEL_OPTIONS
     if kind == "dense":
         takes = DENSE_OPTIONS
+    if kind == "inference-free":
+        takes = (*MODEL_OPTIONS, *INFERENCE_FREE_OPTIONS)
     return {name: value for name, value in options.items() if name in takes}
 
 
@@ -126,12 +132,16 @@ def option_flags(names) -> str:
 def check_options(specs: list[str | Path] | tuple, options: dict) -> None:
     """An :class:`EncoderError` naming each option that none of ``specs`` takes."""
     unused = [name for name in options if not any(name in options_for(s, options) for s in specs)]
-    unknown = [name for name in unused if name not in (*BM25_OPTIONS, *MODEL_OPTIONS)]
+    unknown = [name for name in unused if name not in ENCODER_OPTIONS]
     if unknown:
         raise EncoderError(f"Unknown encoder options: {', '.join(unknown)}.")
     if unused:
         flags = option_flags(unused)
-        what = "BM25 options" if unused[0] in BM25_OPTIONS else "options of model encoders"
+        what = "options of model encoders"
+        if unused[0] in BM25_OPTIONS:
+            what = "BM25 options"
+        elif unused[0] in INFERENCE_FREE_OPTIONS:
+            what = "an option of inference-free encoders"
         raise EncoderError(
             f"{flags}: {what}, which no encoder given ({', '.join(map(str, specs))}) takes."
         )

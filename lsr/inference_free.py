@@ -4,6 +4,11 @@ A query is tokenized with the document model's tokenizer; each distinct non-spec
 gets weight ``table[t]`` (IDF, or a learned weight), so no model runs at query time. The
 table is read from / written to ``idf.json`` ({token: weight}), the convention of public
 inference-free checkpoints (e.g. OpenSearch's doc-v2/v3 models), which therefore load as is.
+
+A model that ships no table is fitted on the corpus it encodes (IDF of that corpus). One that
+ships a table keeps it, as its publisher meant; ``fit_idf=True`` (``--fit-idf``) drops the
+shipped table so that the model is fitted on the corpus at hand like one without: the fair
+way to compare a model trained on one corpus with the zero-shot model on another.
 """
 
 from __future__ import annotations
@@ -166,7 +171,9 @@ class InferenceFreeEncoder(DocumentModelEncoder):
     def from_pretrained(
         cls, name_or_path: str | Path, device: str | None = None, **options
     ) -> InferenceFreeEncoder:
-        """Load a document model folder (or Hub id) with its ``idf.json``, if it has one."""
+        """Load a document model folder (or Hub id) with its ``idf.json``, if it has one
+        (and ``fit_idf`` is not set: then the encoder is left to be fitted on a corpus)."""
+        fit_idf = options.pop("fit_idf", False)
         folder = Path(name_or_path)
         cfg = read_config(folder, cls.name) if folder.is_dir() else {}
         if not cfg:  # sentence-transformers: a Router, or a SparseEncoder as document model
@@ -186,6 +193,8 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         settings = {k: cfg[k] for k in keys if k in cfg}
         settings.update(options)
         enc = cls(doc, **settings)
+        if fit_idf:
+            return enc
         if "query_weights" in cfg:  # a Router's SparseStaticEmbedding
             enc.query_weights = enc._checked(load_query_weights(cfg["query_weights"]))
             return enc

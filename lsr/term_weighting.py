@@ -44,6 +44,10 @@ def _module_class():
         def body(self):
             return getattr(self, self.prefix)
 
+        def get_input_embeddings(self):
+            """The body's token embeddings (what ``freeze_embeddings`` in training keeps)."""
+            return self.body.get_input_embeddings()
+
         def scores(self, input_ids, attention_mask):
             """One raw weight per position: (batch, length)."""
             hidden = self.body(input_ids=input_ids, attention_mask=attention_mask)

@@ -59,9 +59,15 @@ class TrainConfig:
     in_batch_negatives: bool = True
     teachers: dict[str, float] | None = None  # distillation: teacher name -> weight
     teacher_scale: float = 1.0  # the teachers' combined [0, 1] scores times this
+    # the judgements correct the teachers: a positive's teacher score is raised to its
+    # candidates' highest, so no negative is taught to outrank it (their order is kept)
+    positives_first: bool = False
     documents: RegularizerConfig = field(default_factory=RegularizerConfig)
     queries: RegularizerConfig = field(default_factory=RegularizerConfig)
     learn_query_weights: bool = False
+    # keep the token embeddings (and the vocabulary head tied to them) as they are, training
+    # the layers above them: most of a small model's weights, left out of a small training set
+    freeze_embeddings: bool = False
     steps: int = 1000
     batch_size: int = 8
     grad_accumulation: int = 1
@@ -123,6 +129,10 @@ class TrainConfig:
             raise EncoderError("Give exactly one training data source: triples or beir.")
         for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
             positive_int(getattr(self, name), name, error=EncoderError)
+        flags = ("in_batch_negatives", "learn_query_weights", "freeze_embeddings")
+        for name in (*flags, "positives_first", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise EncoderError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         for name in ("learning_rate", "temperature", "teacher_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -141,6 +151,11 @@ class TrainConfig:
 
     def _validate_teachers(self) -> None:
         t = self.teachers
+        if self.positives_first is True and not LOSSES[self.loss].needs_teacher:
+            raise EncoderError(
+                f"positives_first corrects teacher scores: it needs a distillation loss "
+                f"(margin_mse, kl), not {self.loss}."
+            )
         if t is None:
             return
         if not LOSSES[self.loss].needs_teacher:
@@ -173,6 +188,10 @@ class Trainer:
         self.encoder = self._load_encoder()
         self.doc_model = self.encoder.doc_model
         self.query_model = getattr(self.encoder, "query_model", None)
+        if config.freeze_embeddings:
+            for model in (self.doc_model, self.query_model):
+                if model is not None:
+                    model.model.get_input_embeddings().weight.requires_grad_(False)
         self.idf = self._idf()
         self.query_weights = None
         if config.kind == "inference-free" and config.learn_query_weights:
@@ -259,9 +278,8 @@ class Trainer:
         return idf_from_corpus(self.doc_model, self._idf_texts())
 
     def _parameters(self):
-        params = list(self.doc_model.model.parameters())
-        if self.query_model is not None:
-            params += list(self.query_model.model.parameters())
+        models = [m for m in (self.doc_model, self.query_model) if m is not None]
+        params = [p for m in models for p in m.model.parameters() if p.requires_grad]
         if self.query_weights is not None:
             params.append(self.query_weights)
         return params
@@ -349,9 +367,14 @@ class Trainer:
 
         teachers = self.config.teachers
         if teachers is None:
-            return table(lambda e: e.scores)
-        per_teacher = [table(lambda e, name=name: e.scores[name]) for name in teachers]
-        return combine_teachers(per_teacher, list(teachers.values())) * self.config.teacher_scale
+            scores = table(lambda e: e.scores)
+        else:
+            per_teacher = [table(lambda e, name=name: e.scores[name]) for name in teachers]
+            scores = combine_teachers(per_teacher, list(teachers.values()))
+            scores = scores * self.config.teacher_scale
+        if self.config.positives_first:
+            scores[:, 0] = scores.max(dim=1).values
+        return scores
 
     # ---- the loop ------------------------------------------------------------------------
 

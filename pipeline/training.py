@@ -55,9 +55,10 @@ def beir_examples(
         most_relevant = max(sum(r > 0 for r in qrels[q].values()) for q in batch)
         results = index.search(vectors, depth + most_relevant)
         for row, qid in enumerate(batch):
-            relevant = {d for d, r in qrels[qid].items() if r > 0}
+            relevant = [d for d, r in qrels[qid].items() if r > 0]  # in the qrels' order
+            judged = set(relevant)
             hits = results[row]
-            pool = [(d, s) for d, s in hits.items() if d not in relevant][:depth]
+            pool = [(d, s) for d, s in hits.items() if d not in judged][:depth]
             query = vectors[[row]]
             for pos in relevant:
                 if pos not in texts:
@@ -86,8 +87,8 @@ def with_teacher_scores(
 ) -> list[TrainingExample]:
     """The examples with every teacher's scores of their positive and negatives
     (``scores``: teacher name -> list). ``bm25`` is the BM25 score the mining computed; any
-    other name is an encoder spec (a model folder, a saved encoder), scoring by the dot
-    product of its query and document vectors."""
+    other name is an encoder spec (a model folder, a saved encoder, ``dense:wordllama``),
+    scoring by the dot product of its query and document vectors."""
     from lsr.encoders import load_encoder
 
     scores: dict[str, list[list[float]]] = {}
@@ -104,10 +105,7 @@ def with_teacher_scores(
         q_row = {t: i for i, t in enumerate(queries)}
         d_row = {t: i for i, t in enumerate(documents)}
         scores[name] = [
-            (d[[d_row[t] for t in (e.positive, *e.negatives)]] @ q[[q_row[e.query]]].T)
-            .toarray()
-            .ravel()
-            .tolist()
+            _dot(d[[d_row[t] for t in (e.positive, *e.negatives)]], q[[q_row[e.query]]])
             for e in examples
         ]
         logger.info("teacher %s scored %d examples", name, len(examples))
@@ -115,6 +113,12 @@ def with_teacher_scores(
         TrainingExample(e.query, e.positive, e.negatives, {n: scores[n][i] for n in teachers})
         for i, e in enumerate(examples)
     ]
+
+
+def _dot(documents, query) -> list[float]:
+    """Scores of document rows against one query row, sparse or dense alike."""
+    scores = documents @ query.T
+    return np.asarray(scores.toarray() if hasattr(scores, "toarray") else scores).ravel().tolist()
 
 
 def training_examples(config: TrainConfig) -> list[TrainingExample]:

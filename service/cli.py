@@ -174,6 +174,13 @@ def _add_model_options(p, batch_size: bool = True) -> None:
         help="keep only the N largest weights per vector (default: the model's setting, else all)",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument(
+        "--fit-idf",
+        action="store_true",
+        default=None,
+        help="inference-free encoders: compute the query weights (IDF) on this corpus instead "
+        "of using the table the model ships (a model trained on one corpus, used on another)",
+    )
 
 
 def _add_encode(sub) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from lsr import BM25Encoder, load_encoder, sample_dataset
 from lsr.encoders import (
-    BM25_OPTIONS,
-    MODEL_OPTIONS,
+    ENCODER_OPTIONS,
     check_options,
     encoder_kind,
     option_flags,
@@ -28,8 +27,7 @@ def _print_json(obj) -> None:
 
 def _encoder_options(args) -> dict:
     """The encoder options given on the command line (BM25's and the model options)."""
-    names = (*BM25_OPTIONS, *MODEL_OPTIONS)
-    return {o: getattr(args, o) for o in names if getattr(args, o, None) is not None}
+    return {o: getattr(args, o) for o in ENCODER_OPTIONS if getattr(args, o, None) is not None}
 
 
 def _encoder_from_args(args):
@@ -190,6 +188,7 @@ def cmd_encode(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from lsr.eval.plots import training_curves
     from lsr.pipeline.training import trainer_for
     from lsr.training import TrainConfig
 
@@ -199,13 +198,16 @@ def cmd_train(args) -> int:
     trainer = trainer_for(config)
     out = trainer.train(progress=_progress())
     last = trainer.history[-1] if trainer.history else {}
+    curves = training_curves(out) if (out / "train_log.jsonl").is_file() else None
     if args.json:
-        _print_json({"output": str(out), "steps": trainer.step, "last": last})
+        _print_json(
+            {"output": str(out), "steps": trainer.step, "last": last, "curves": str(curves)}
+        )
     else:
         print(
             f"trained {trainer.step} steps -> {out}; loss {last.get('loss', float('nan')):.4f}, "
             f"nnz q/d {last.get('nnz_q', 0):.0f}/{last.get('nnz_d', 0):.0f}, "
-            f"FLOPS {last.get('flops_d', 0):.3f}"
+            f"FLOPS {last.get('flops_d', 0):.3f}; curves {curves}"
         )
     return 0
 

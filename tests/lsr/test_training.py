@@ -1,6 +1,7 @@
 """The trainer on a synthetic task with a tiny random BERT: loss and FLOPS go down, resume works."""
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -108,12 +109,34 @@ def test_inference_free_training_paths(tiny_mlm, tmp_path, loss, reg):
     assert all(np.isfinite(v) for h in trainer.history for v in h.values())
 
 
+def test_freeze_embeddings_trains_all_but_the_token_embeddings(tiny_mlm, tmp_path):
+    trainer = Trainer(TrainConfig.from_dict(base_config(tiny_mlm, tmp_path, steps=5)))
+    model = trainer.doc_model.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    frozen = Trainer(
+        TrainConfig.from_dict(base_config(tiny_mlm, tmp_path, steps=5, freeze_embeddings=True))
+    )
+    frozen.train(progress=False)
+    after = dict(frozen.doc_model.model.named_parameters())
+    embeddings = frozen.doc_model.model.get_input_embeddings().weight
+    assert embeddings.data_ptr() == frozen.doc_model.model.get_output_embeddings().weight.data_ptr()
+    changed = {name for name, p in after.items() if not torch.equal(p, before[name])}
+    unchanged = set(after) - changed
+    assert unchanged == {n for n, p in after.items() if p is embeddings}  # the tied table alone
+    assert any("bias" in n for n in changed) and len(changed) > 10
+
+
 def test_cli_train_from_yaml(tiny_mlm, tmp_path, capsys):
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(base_config(tiny_mlm, tmp_path, steps=4, log_every=2)))
     assert main(["train", str(config), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["steps"] == 4 and "nnz_d" in report["last"]
+    import matplotlib.image
+
+    image = matplotlib.image.imread(report["curves"])  # the curves, drawn from train_log.jsonl
+    assert report["curves"] == str(tmp_path / "out" / "train_curves.png")
+    assert image.shape[0] > 200 and image.shape[1] > 800 and image.std() > 0.05
 
 
 @pytest.mark.parametrize(
@@ -122,6 +145,8 @@ def test_cli_train_from_yaml(tiny_mlm, tmp_path, capsys):
         ({"loss": "hinge"}, "loss must be one of"),
         ({"kind": "dense"}, "kind must be one of"),
         ({"bogus": 1}, "Unknown training settings: bogus"),
+        ({"freeze_embeddings": "yes"}, "freeze_embeddings must be true or false"),
+        ({"positives_first": True}, "positives_first corrects teacher scores"),
         ({"beir": "x"}, "exactly one training data source"),
         ({"steps": 0}, "steps must be a positive integer"),
         ({"documents": {"type": "flops", "lamda": 1}}, "Unknown documents regularizer settings"),
@@ -181,6 +206,16 @@ def test_teachers_from_the_config_are_combined_with_their_weights(tiny_mlm, tmp_
     assert torch.allclose(teacher, expected.expand(len(batch), 3))
     trainer.train(progress=False)
     assert all(np.isfinite(h["loss"]) for h in trainer.history)
+    # the judgements correct the teachers: bm25 alone ranks the negative first here
+    for rec in rows:
+        rec["scores"] = {"bm25": [20.0, 25.0, 10.0]}
+    triples.write_text("".join(json.dumps(rec) + "\n" for rec in rows))
+    over = {"teachers": {"bm25": 1.0}, "teacher_scale": 10.0}
+    for first, expect in ((False, [2 / 3, 1.0, 0.0]), (True, [1.0, 1.0, 0.0])):
+        trainer = Trainer(TrainConfig.from_dict({**cfg, **over, "positives_first": first}))
+        batch = trainer._batch(0, 0)
+        teacher = trainer._teacher_scores(batch, [[0, 1]] * len(batch), torch.zeros(1))
+        assert torch.allclose(teacher, 10 * torch.tensor(expect).expand(len(batch), 3))
 
 
 @pytest.mark.slow
@@ -230,6 +265,43 @@ def test_training_reads_texts_after_the_encoders_prompts(tiny_mlm, tmp_path):
     assert load_encoder(tmp_path / "out").document_prompt == "the "
 
 
+def test_beir_examples_are_the_same_in_every_process(tmp_path):
+    """A query with several positives yields them in the qrels' order, whatever the process's
+    string hashing (PYTHONHASHSEED): a training run is reproducible from its config."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    words = CONTENT[:24]
+    with open(folder / "corpus.jsonl", "w") as f:
+        for i in range(24):
+            text = " ".join(words[(i + j) % 24] for j in range(5))
+            f.write(json.dumps({"_id": f"doc{i}", "title": "", "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for q in range(3):
+            f.write(json.dumps({"_id": f"q{q}", "text": f"{words[q]} {words[q + 5]}"}) + "\n")
+    judged = [(f"q{q}", f"doc{(q * 7 + k * 3) % 24}") for q in range(3) for k in range(6)]
+    (folder / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in judged)
+    )
+    code = (
+        "import json, sys; from lsr.pipeline.training import beir_examples; "
+        "print(json.dumps([[e.query, e.positive, e.negatives, e.scores] "
+        "for e in beir_examples(sys.argv[1], 'train', 2, 10)]))"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code, str(folder)], capture_output=True, text=True,
+            check=True, env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    ]  # fmt: skip
+    assert runs[0] == runs[1] == runs[2]
+    texts = {d.id: d.contents for d in read_corpus(folder)}
+    assert [e[1] for e in json.loads(runs[0])] == [texts[d] for _, d in judged]
+
+
 def test_beir_examples_carry_each_teachers_scores(tiny_mlm):
     """With teachers, a BEIR split's examples carry each teacher's scores: BM25's from the
     mining, a model's as the dot product of its own query and document vectors."""
@@ -245,6 +317,14 @@ def test_beir_examples_carry_each_teachers_scores(tiny_mlm):
         d = model.encode_documents([after.positive, *after.negatives])
         expected = (d @ q.T).toarray().ravel()
         assert after.scores[str(tiny_mlm)] == pytest.approx(expected.tolist(), rel=1e-5)
+    dense = with_teacher_scores(examples[:5], ["dense:wordllama"])  # a dense teacher
+    wordllama = load_encoder("dense:wordllama")
+    for e in dense:
+        expected = (
+            wordllama.encode_documents([e.positive, *e.negatives])
+            @ (wordllama.encode_queries([e.query])[0])
+        )
+        assert e.scores["dense:wordllama"] == pytest.approx(expected.tolist(), rel=1e-5)
     config = TrainConfig.from_dict(
         {"model": str(tiny_mlm), "output": "unused", "beir": str(folder), "negatives": 2,
          "loss": "kl", "teachers": {"bm25": 0.5, str(tiny_mlm): 0.5}}

@@ -5,6 +5,7 @@ help that shows each option's default."""
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numba
@@ -12,7 +13,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsr import sample_dataset
+from lsr import load_encoder, sample_dataset
+from lsr.corpus import read_corpus
+from lsr.eval import load_dataset
+from lsr.eval.cache import EncodingCache
+from lsr.eval.runner import encode_cached
+from lsr.inference_free import idf_from_corpus
 from lsr.service.cli import _threads, build_parser, main
 from lsr.vector_files import VectorFile
 from tests.conftest import TINY_WORDS, make_tiny_mlm
@@ -68,6 +74,39 @@ def test_index_keeps_the_options_in_its_encoder(tmp_path, corpus, model, capsys)
     assert saved["max_active_dims"] == 5 and saved["max_length"] == 16
 
 
+def test_fit_idf_replaces_the_shipped_table_with_the_corpus_idf(tmp_path, corpus, model, capsys):
+    """A model shipping an idf.json keeps it unless --fit-idf: then lsr index and lsr eval fit
+    the query table on the corpus at hand, as for a model with no table, also when lsr eval
+    reuses a cached encoding of the documents."""
+    shipped = tmp_path / "shipped"
+    shutil.copytree(model, shipped)
+    (shipped / "idf.json").write_text(json.dumps({w: 7.0 for w in TINY_WORDS[8:]}))
+    spec = "inference-free:" + str(shipped)
+    doc_model = load_encoder(spec).doc_model
+    fitted = idf_from_corpus(doc_model, [d.contents for d in read_corpus(corpus)])
+    vocab = load_encoder(spec).vocab
+    for flags, name in (([], "kept"), (["--fit-idf"], "fitted")):
+        out = tmp_path / name
+        assert main(["index", str(corpus), "--encoder", spec, "--out", str(out), *flags]) == 0
+        table = json.loads((out / "encoder" / "idf.json").read_text())
+        if flags:
+            expect = {vocab[i]: float(w) for i, w in enumerate(fitted) if w > 0}
+            assert table == pytest.approx(expect, rel=1e-6) and set(table.values()) != {7.0}
+        else:
+            assert set(table.values()) == {7.0}
+    dataset = load_dataset(str(sample_dataset()))
+    cache = EncodingCache(tmp_path / "cache")
+    texts = [d.contents for d in dataset.documents()]
+    for options in ({}, {"fit_idf": True}, {}, {"fit_idf": True}):  # then from the cache
+        encoder, *_ = encode_cached(spec, dataset, cache, encoder_options=options)
+        weights = encoder.query_weights
+        expect = idf_from_corpus(doc_model, texts) if options else np.where(weights > 0, 7.0, 0)
+        assert np.allclose(weights, expect) and expect.max() > 0
+    argv = ["eval", str(sample_dataset()), "--encoder", spec, "--out", str(tmp_path / "r")]
+    assert main([*argv, "--cache-dir", str(tmp_path / "cache"), "--fit-idf"]) == 0
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -96,6 +135,10 @@ def test_index_keeps_the_options_in_its_encoder(tmp_path, corpus, model, capsys)
         (
             ["eval", "{sample}", "--encoder", "{model}", "--out", "{tmp}/r", "--k1", "2"],
             "--k1: BM25 options",
+        ),  # fmt: skip
+        (
+            ["index", "{corpus}", "--encoder", "{model}", "--out", "{tmp}/a", "--fit-idf"],
+            "--fit-idf: an option of inference-free encoders",
         ),  # fmt: skip
         (["bench", "{tmp}", "--k1", "2"], "apply to a dataset target"),
         (["index", "{corpus}", "--out", "{tmp}", "--append", "--k1", "2"], "--append adds"),
