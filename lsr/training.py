@@ -129,8 +129,10 @@ class TrainConfig:
             raise EncoderError("Give exactly one training data source: triples or beir.")
         for name in ("steps", "batch_size", "grad_accumulation", "log_every"):
             positive_int(getattr(self, name), name, error=EncoderError)
-        flags = ("in_batch_negatives", "learn_query_weights", "freeze_embeddings")
-        for name in (*flags, "positives_first", "resume"):
+        for name in (
+            "in_batch_negatives", "learn_query_weights", "freeze_embeddings", "positives_first",
+            "resume",
+        ):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise EncoderError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         for name in ("learning_rate", "temperature", "teacher_scale"):

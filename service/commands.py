@@ -198,11 +198,9 @@ def cmd_train(args) -> int:
     trainer = trainer_for(config)
     out = trainer.train(progress=_progress())
     last = trainer.history[-1] if trainer.history else {}
-    curves = training_curves(out) if (out / "train_log.jsonl").is_file() else None
+    curves = str(training_curves(out)) if trainer.history else None  # logged steps to draw
     if args.json:
-        _print_json(
-            {"output": str(out), "steps": trainer.step, "last": last, "curves": str(curves)}
-        )
+        _print_json({"output": str(out), "steps": trainer.step, "last": last, "curves": curves})
     else:
         print(
             f"trained {trainer.step} steps -> {out}; loss {last.get('loss', float('nan')):.4f}, "
