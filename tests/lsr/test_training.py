@@ -110,12 +110,11 @@ def test_inference_free_training_paths(tiny_mlm, tmp_path, loss, reg):
 
 
 def test_freeze_embeddings_trains_all_but_the_token_embeddings(tiny_mlm, tmp_path):
-    trainer = Trainer(TrainConfig.from_dict(base_config(tiny_mlm, tmp_path, steps=5)))
-    model = trainer.doc_model.model
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     frozen = Trainer(
         TrainConfig.from_dict(base_config(tiny_mlm, tmp_path, steps=5, freeze_embeddings=True))
     )
+    model = frozen.doc_model.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     frozen.train(progress=False)
     after = dict(frozen.doc_model.model.named_parameters())
     embeddings = frozen.doc_model.model.get_input_embeddings().weight

@@ -82,9 +82,9 @@ def test_fit_idf_replaces_the_shipped_table_with_the_corpus_idf(tmp_path, corpus
     shutil.copytree(model, shipped)
     (shipped / "idf.json").write_text(json.dumps({w: 7.0 for w in TINY_WORDS[8:]}))
     spec = "inference-free:" + str(shipped)
-    doc_model = load_encoder(spec).doc_model
+    loaded = load_encoder(spec)
+    doc_model, vocab = loaded.doc_model, loaded.vocab
     fitted = idf_from_corpus(doc_model, [d.contents for d in read_corpus(corpus)])
-    vocab = load_encoder(spec).vocab
     for flags, name in (([], "kept"), (["--fit-idf"], "fitted")):
         out = tmp_path / name
         assert main(["index", str(corpus), "--encoder", spec, "--out", str(out), *flags]) == 0
