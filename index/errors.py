@@ -55,3 +55,23 @@ class WriteUnavailableError(LSRError, OSError):
 
     def __str__(self) -> str:
         return self.strerror
+
+
+class ShardsUnavailableError(LSRError, OSError):
+    """Shards of a cluster did not answer (dead, restarting or too slow); ``missing`` names
+    them. A search may ask for the other shards' hits instead (``allow_partial``)."""
+
+    def __init__(self, missing: list[str], reasons: dict | None = None) -> None:
+        self.missing = list(missing)
+        self.reasons = dict(reasons or {})
+        self.retry_after = 1.0
+        detail = "; ".join(str(r) for r in self.reasons.values() if r)
+        several = len(missing) != 1
+        super().__init__(
+            f"shard{'s' * several} {', '.join(missing)} of the cluster "
+            f"{'are' if several else 'is'} unavailable{f' ({detail})' if detail else ''}; "
+            "retry shortly, or search with allow_partial=true for the other shards' hits"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.missing, self.reasons))

@@ -603,6 +603,11 @@ class LiveIndex(SegmentMaintenance):
         with self._write_lock:
             return _where(self._state, doc_id)
 
+    def contains(self, doc_ids: Sequence[str]) -> list[bool]:
+        """Whether each document exists (live: written and not deleted), in one state."""
+        with self._write_lock:
+            return [self._state.exists(d) for d in doc_ids]
+
     def document(self, doc_id: str, fields: Sequence[str] | None = None) -> dict | None:
         """The stored record of a document (``_id`` plus its stored fields, or only
         ``fields``), or None if it does not exist or was deleted."""

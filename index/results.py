@@ -9,7 +9,10 @@ vocabulary and returns :class:`SearchResults`, whose row ``i`` unpacks as
 :func:`merge_topk` combines the top-k of several searchables over the same queries (a base
 and its delta, segments, shards): exact when each part returned its own top-k (with ``k``
 plus the number of excluded documents it may hold), and tie-stable: equal scores rank by
-part order, then by rank within the part (each part ranks ties by its document order).
+part order, then by rank within the part (each part ranks ties by its document order). Parts
+that carry ``order`` (a global position per hit: the shards of a cluster,
+:mod:`lsr.index.cluster`) rank ties by it instead, so the merge of shards orders ties as one
+index over all their documents would.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class SearchResults:
     doc_ids: pa.Array
     documents: list[list[dict]] | None = None  # per row, the hits' stored documents if asked
     contributions: list[list[list]] | None = None  # fused: per row, per hit, each retriever's part
+    order: np.ndarray | None = None  # per hit, its global position (ties rank by it; see merge)
+    partial: list[str] | None = None  # a cluster's shards that did not answer (allow_partial)
 
     def __len__(self) -> int:
         return int(self.counts.shape[0])
@@ -125,6 +130,25 @@ class SearchResults:
             contributions=None
             if self.contributions is None
             else [c[:k] for c in self.contributions],
+            order=None if self.order is None else self.order[:, :k],
+        )
+
+    def compact(self) -> SearchResults:
+        """The same results whose ``doc_ids`` hold only the hits' ids (``docs`` renumbered):
+        what to send over a network instead of a segment's whole id column."""
+        valid = np.arange(self.k)[None, :] < self.counts[:, None]
+        rows, cols = np.nonzero(valid)
+        docs = np.full(self.docs.shape, -1, dtype=np.int64)
+        docs[rows, cols] = np.arange(len(rows))
+        numbers = self.docs[rows, cols]
+        return SearchResults(
+            docs=docs,
+            scores=self.scores,
+            counts=self.counts,
+            doc_ids=self.doc_ids.take(pa.array(numbers, type=pa.int64())),
+            documents=self.documents,
+            contributions=self.contributions,
+            order=self.order,
         )
 
 
@@ -150,7 +174,9 @@ def merge_topk(
     ``exclude[p]`` (optional) is a boolean mask over part ``p``'s ``docs`` values: hits it
     marks (deleted or replaced documents) are dropped before ranking. Ties keep part order,
     then each part's own rank order. The result's ``doc_ids`` holds only the hits' ids; when
-    every part carries ``documents``, so does the result.
+    every part carries ``documents``, so does the result. When every part carries
+    ``order`` (each hit's global position), ties rank by it instead of by part, and the
+    result carries the merged ``order``.
     """
     if not parts:
         raise InputError("merge_topk needs at least one part.")
@@ -160,8 +186,9 @@ def merge_topk(
     exclude = list(exclude) if exclude is not None else [None] * len(parts)
     if len(exclude) != len(parts):
         raise InputError("Give one exclusion mask (or None) per part.")
+    ordered = all(part.order is not None for part in parts)
     if n == 1 and all(mask is None for mask in exclude):
-        return _merge_one_query(parts, k)
+        return _merge_one_query(parts, k, ordered)
     masked, starts = [], [0]
     for part, mask in zip(parts, exclude, strict=True):
         valid = np.arange(part.k)[None, :] < part.counts[:, None]
@@ -171,7 +198,12 @@ def merge_topk(
         starts.append(starts[-1] + part.k)
     scores = np.concatenate(masked, axis=1) if masked else np.empty((n, 0))
     k_out = min(k, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k_out]
+    positions = None
+    if ordered:
+        positions = np.concatenate([part.order for part in parts], axis=1).astype(np.int64)
+        order = np.lexsort((positions, -scores), axis=1)[:, :k_out]
+    else:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k_out]
     top = np.take_along_axis(scores, order, axis=1)
     found = top > -np.inf
     source = np.searchsorted(np.asarray(starts), order, side="right") - 1
@@ -201,38 +233,47 @@ def merge_topk(
         counts=counts,
         doc_ids=pa.concat_arrays(ids) if ids else pa.array([], pa.large_string()),
         documents=documents,
+        order=None
+        if positions is None
+        else np.where(found, np.take_along_axis(positions, order, axis=1), -1),
     )
 
 
-def _merge_one_query(parts: Sequence[SearchResults], k: int) -> SearchResults:
+def _merge_one_query(parts: Sequence[SearchResults], k: int, ordered: bool) -> SearchResults:
     """:func:`merge_topk` of one query without exclusions (what a service's search merges:
     its segments and write buffer), the same result without the numpy passes over the
     batch, whose fixed costs are several times a small collection's search."""
-    candidates: list[tuple[float, int, int]] = []  # (-score, part, rank): the tie order
+    candidates: list[tuple[float, int, int, int]] = []  # (-score, position, part, rank)
     for p, part in enumerate(parts):
         count = int(part.counts[0])
         if count:
             negated = (-part.scores[0, :count].astype(np.float64)).tolist()
-            candidates += zip(negated, [p] * count, range(count), strict=True)
+            positions = part.order[0, :count].tolist() if ordered else [0] * count
+            candidates += zip(negated, positions, [p] * count, range(count), strict=True)
     candidates.sort()
     k_out = min(k, sum(part.k for part in parts))
     top = candidates[:k_out]
     ranks: dict[int, list[int]] = {}
-    for _, p, rank in top:
+    for _, _, p, rank in top:
         ranks.setdefault(p, []).append(rank)
     ids = {p: iter(ids_at(parts[p].doc_ids, parts[p].docs[0, r])) for p, r in ranks.items()}
     found = len(top)
     docs = np.full((1, k_out), -1, dtype=np.int64)
     docs[0, :found] = np.arange(found)
     scores = np.zeros((1, k_out), dtype=np.float32)
-    scores[0, :found] = [-score for score, _, _ in top]
+    scores[0, :found] = [-score for score, _, _, _ in top]
     documents = None
     if all(part.documents is not None for part in parts):
-        documents = [[parts[p].documents[0][rank] for _, p, rank in top]]
+        documents = [[parts[p].documents[0][rank] for _, _, p, rank in top]]
+    order = None
+    if ordered:
+        order = np.full((1, k_out), -1, dtype=np.int64)
+        order[0, :found] = [position for _, position, _, _ in top]
     return SearchResults(
         docs=docs,
         scores=scores,
         counts=np.array([found], dtype=np.int64),
-        doc_ids=pa.array([next(ids[p]) for _, p, _ in top], pa.large_string()),
+        doc_ids=pa.array([next(ids[p]) for _, _, p, _ in top], pa.large_string()),
         documents=documents,
+        order=order,
     )

@@ -194,9 +194,14 @@ def write_directory(path: Path, fill: Callable[[Path], None], overwrite: bool) -
 
 
 def is_index_dir(path: Path) -> bool:
-    """Whether ``path`` holds an index (a manifest) or a collection (commit points)."""
+    """Whether ``path`` holds an index (a manifest), a collection (commit points) or a
+    cluster of collections (``cluster.json``)."""
     path = Path(path)
-    return (path / MANIFEST).is_file() or any(path.glob("commit-*.json"))
+    return (
+        (path / MANIFEST).is_file()
+        or any(path.glob("commit-*.json"))
+        or (path / "cluster.json").is_file()
+    )
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

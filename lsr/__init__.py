@@ -31,6 +31,7 @@ _EXPORTS = {
     "HFTokenizer": "lsr.tokenization",
     "LSRError": "lsr.errors",
     "WordTokenizer": "lsr.tokenization",
+    "connect": "lsr.pipeline.cluster",
     "count_documents": "lsr.corpus",
     "decode": "lsr.sparse",
     "load_encoder": "lsr.encoders",

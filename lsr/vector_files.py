@@ -2,6 +2,8 @@
 
 The file's schema metadata carries the vocabulary and the encoder spec, so vectors encoded
 on one machine can be indexed on another and checked against the query encoder's vocabulary.
+``lsr encode --ray`` writes a folder of such files (``part-00000.parquet`` ...) with a
+``manifest.json``; :func:`open_vectors` reads either as one sequence of rows.
 """
 
 from __future__ import annotations
@@ -121,3 +123,55 @@ class VectorFile:
                 ),
                 ids,
             )
+
+
+MANIFEST = "manifest.json"  # of a folder of parts (lsr encode --ray)
+FORMAT_NAME = "lsr-vectors"
+
+
+def part_name(number: int) -> str:
+    return f"part-{number:05d}.parquet"
+
+
+class VectorParts:
+    """A folder of parts written by ``lsr encode --ray``, read as one vector file: its
+    parts in order (the interface of :class:`VectorFile`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        try:
+            plan = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorpusError(f"{self.path} is not an encoding of lsr encode --ray ({e}).") from e
+        if not isinstance(plan, dict) or plan.get("format") != FORMAT_NAME:
+            raise CorpusError(f"{self.path} is not an encoding of lsr encode --ray.")
+        if not plan.get("complete"):
+            raise CorpusError(
+                f"{self.path} is an unfinished encoding; run the same lsr encode --ray again."
+            )
+        self.files = [VectorFile(self.path / name) for name in plan["parts"]]
+        if not self.files or any(f.vocab != self.files[0].vocab for f in self.files):
+            raise CorpusError(f"{self.path}: its parts are missing or disagree on the vocabulary.")
+        self.vocab = self.files[0].vocab
+        self.encoder = self.files[0].encoder
+
+    def __len__(self) -> int:
+        return sum(len(f) for f in self.files)
+
+    def batches(self, batch_size: int = 10_000) -> Iterator[tuple[sp.csr_array, list[str]]]:
+        """``(csr_array, doc_ids)`` batches, part after part."""
+        for part in self.files:
+            yield from part.batches(batch_size)
+
+
+def is_vectors(path) -> bool:
+    """Whether ``path`` names encoded vectors: a ``.parquet`` file or a folder of parts."""
+    if not isinstance(path, (str, Path)):
+        return False
+    return str(path).endswith(".parquet") or (Path(path) / MANIFEST).is_file()
+
+
+def open_vectors(path: str | Path) -> VectorFile | VectorParts:
+    """The vectors of a ``.parquet`` file of ``lsr encode`` or a folder of ``--ray``."""
+    return VectorParts(path) if Path(path).is_dir() else VectorFile(path)

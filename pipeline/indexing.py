@@ -29,7 +29,7 @@ from lsr.index.dense import DenseSpec
 from lsr.index.lock import WriterLock
 from lsr.index.representations import NewExtra
 from lsr.index.store import StoreSpec
-from lsr.vector_files import VectorFile, write_vectors
+from lsr.vector_files import is_vectors, open_vectors, write_vectors
 
 logger = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"  # where a collection keeps the encoder its documents were encoded with
@@ -50,6 +50,7 @@ class IndexingSummary:
     build_seconds: float
     total_seconds: float
     index_bytes: int
+    shards: int | None = None  # a cluster's (lsr index --shards)
 
     @property
     def encode_docs_per_second(self) -> float:
@@ -60,7 +61,8 @@ class IndexingSummary:
         return (
             f"indexed {self.n_docs:,} docs ({self.n_postings:,} postings, "
             f"{self.vocab_size:,} terms) in {self.total_seconds:.1f}s ({rate:,.0f} docs/s) "
-            f"-> {self.path} ({self.index_bytes / 2**20:.1f} MiB)"
+            f"-> {self.path}{f' in {self.shards} shards' if self.shards else ''} "
+            f"({self.index_bytes / 2**20:.1f} MiB)"
         )
 
     def to_dict(self) -> dict:
@@ -115,7 +117,7 @@ def encode_to_file(
     in its metadata); the number of rows written and the encoding's figures."""
 
     def write(batches) -> int:
-        return write_vectors(path, batches, encoder.vocab, encoder=label)
+        return write_vectors(path, batches, encoder.vocab, encoder=label or "")
 
     return encode_corpus_into(corpus, encoder, write, batch_size, progress)
 
@@ -222,11 +224,11 @@ def index_corpus(
             batches, encoder, out, quantization, overwrite, meta, docs, spec, extras, main
         )
 
-    if extra_encoders and isinstance(corpus, (str, Path)) and str(corpus).endswith(".parquet"):
-        raise InputError("Extra encoders encode the documents' text; a .parquet file has none.")
-    if isinstance(corpus, (str, Path)) and str(corpus).endswith(".parquet"):
+    if extra_encoders and is_vectors(corpus):
+        raise InputError("Extra encoders encode the documents' text; a vector file has none.")
+    if is_vectors(corpus):
         spec = StoreSpec("none")
-        vectors = VectorFile(corpus)
+        vectors = open_vectors(corpus)
         if vectors.vocab != list(encoder.vocab):
             raise InputError(
                 f"{corpus} was encoded with another vocabulary than the encoder given; "

@@ -61,6 +61,8 @@ def create_app(
     cors_origins: Sequence[str] = (),
     worker: WorkerPlace | None = None,
     search_threads: int | None = None,
+    ray_address: str | None = None,
+    shard_timeout: float = 5.0,
 ) -> Gateway:
     """The ASGI app serving the collection at ``index_dir`` (with its saved encoder unless
     ``encoder``): a :class:`~lsr.service.gateway.Gateway` in front of the FastAPI app
@@ -84,7 +86,13 @@ def create_app(
 
     ``worker``: this app's place among the worker processes of ``lsr serve --workers N``
     (:mod:`lsr.service.workers`): a reader opens the collection read-only and relays writes
-    to the writer (:mod:`lsr.service.forward`)."""
+    to the writer (:mod:`lsr.service.forward`).
+
+    ``ray_address``: ``index_dir`` is a cluster of collections (``lsr index --shards``),
+    served from one Ray actor per shard on that Ray cluster (:mod:`lsr.pipeline.cluster`):
+    the same API, searches scattered to every shard and merged exactly, writes routed to
+    the owning shard; a shard silent for ``shard_timeout`` seconds makes searches answer 503
+    (or partial hits, with ``allow_partial``)."""
     if unknown_words not in ("accept", "refuse"):
         raise ConfigError(f"unknown_words must be 'accept' or 'refuse', got {unknown_words!r}.")
     if (
@@ -104,10 +112,21 @@ def create_app(
     read_only = read_only or (worker is not None and worker.role == "reader")
     if keys is None:
         keys = load_key_ring(api_key, protect_reads=protect_reads, environ={})
-    live = LiveIndex(index_dir, flush_threshold=flush_threshold, read_only=read_only)
+    if ray_address is not None:
+        from lsr.index.cluster import read_manifest
+        from lsr.pipeline.cluster import open_cluster
+
+        if read_only or worker is not None:
+            raise ConfigError("A cluster on Ray is served by its shards' actors: no read-only "
+                              "server, no worker processes.")  # fmt: skip
+        live = open_cluster(index_dir, ray_address, shard_timeout, flush_threshold=flush_threshold)
+        default_encoder = read_manifest(index_dir).shard_path(index_dir, 0) / ENCODER_DIR
+    else:
+        live = LiveIndex(index_dir, flush_threshold=flush_threshold, read_only=read_only)
+        default_encoder = Path(index_dir) / ENCODER_DIR
     pool = None
     try:
-        spec = encoder or Path(index_dir) / ENCODER_DIR
+        spec = encoder or default_encoder
         enc = load_encoder(spec)
         if is_dense(enc):
             raise ConfigError(

@@ -42,6 +42,15 @@ def _number(convert, accepts, what: str):
 
 
 POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
+
+
+def _shards(text: str) -> int | str:
+    """``--shards``: a positive number, or ``files``."""
+    if text == "files":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"give a number of shards or 'files', got {text}")
+    return int(text)
 NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "an integer >= 0")
 POSITIVE_FLOAT = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 NON_NEGATIVE_FLOAT = _number(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
@@ -52,8 +61,18 @@ def _add_index(sub) -> None:
     p = sub.add_parser("index", help="encode a corpus and build an index")
     p.add_argument(
         "corpus",
+        nargs="+",
         help="BEIR folder, .jsonl ({_id,title,text}), .tsv, .parquet from lsr encode, or an "
-        "ir_datasets id (beir/scifact, cranfield)",
+        "ir_datasets id (beir/scifact, cranfield); several with --shards files",
+    )
+    p.add_argument(
+        "--shards",
+        type=_shards,
+        default=None,
+        metavar="N|files",
+        help="write a cluster of N collections, documents placed by the hash of their id "
+        "(or 'files': one shard per corpus given), with global statistics, to serve with "
+        "lsr serve --ray",
     )
     p.add_argument(
         "--encoder",
@@ -189,7 +208,32 @@ def _add_encode(sub) -> None:
         "corpus", help="BEIR folder, .jsonl or .tsv file, or an ir_datasets id (cranfield)"
     )
     p.add_argument("--encoder", required=True, help="model folder, Hub id, saved encoder or bm25")
-    p.add_argument("--out", required=True, help="the .parquet file to write")
+    p.add_argument(
+        "--out", required=True, help="the .parquet file to write (with --ray: a folder of parts)"
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="encode on the Ray cluster at ADDRESS (host:port; default auto: the cluster this "
+        "machine belongs to) with a pool of actors, one model each (a GPU each when the "
+        "cluster has GPUs), into Parquet parts; run it again to resume after a crash",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=POSITIVE_INT,
+        default=2,
+        help="with --ray: encoding actors (default 2)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=POSITIVE_INT,
+        default=8192,
+        help="with --ray: documents per part, the unit of work and of resumption (rounded up "
+        "to whole batches; default 8192)",
+    )
     _add_bm25_options(p)
     _add_model_options(p)
     _add_threads(p, "encoding threads")
@@ -509,12 +553,34 @@ def _add_serve(sub) -> argparse.ArgumentParser:
         "environment (LSR_<OPTION>: LSR_PORT, LSR_API_KEY, ...) or a --config file; a flag "
         "wins over the environment, which wins over the file.",
     )
-    p.add_argument("index", help="index directory (built by lsr index)")
+    p.add_argument(
+        "index", nargs="?", default=None, help="index directory (built by lsr index)"
+    )
     p.add_argument(
         "--config",
         default=None,
         metavar="FILE",
         help="YAML or JSON file of option values ({port: 8080, access_log: json, ...})",
+    )
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="serve a cluster of collections (--cluster, from lsr index --shards) from Ray "
+        "actors, one per shard, on the Ray cluster at ADDRESS (host:port, or auto)",
+    )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="DIR",
+        help="with --ray: the cluster directory (on a filesystem every Ray node sees)",
+    )
+    p.add_argument(
+        "--shard-timeout",
+        type=POSITIVE_FLOAT,
+        default=5.0,
+        help="with --ray: seconds a shard may take to answer before it counts as down (a "
+        "search then answers 503 naming it, or partial hits with allow_partial)",
     )
     p.add_argument("--encoder", default=None, help="query/document encoder (default: the index's)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")

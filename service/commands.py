@@ -79,7 +79,14 @@ def _encoders_from_args(args) -> tuple[str, object, dict]:
 
 
 def cmd_index(args) -> int:
-    if args.append:
+    if args.shards is not None:
+        summary = _index_sharded(args)
+    elif len(args.corpus) > 1:
+        raise InputError(
+            f"{len(args.corpus)} corpora given; index one, or several as the shards of a "
+            "cluster with --shards files."
+        )
+    elif args.append:
         if args.pretokenized:
             raise InputError(
                 "--append encodes with the collection's encoder; --pretokenized cannot add to it."
@@ -92,7 +99,7 @@ def cmd_index(args) -> int:
         from lsr.pipeline.appending import append_corpus
 
         summary = append_corpus(
-            corpus_source(args.corpus), args.out, args.batch_size, progress=sys.stderr.isatty()
+            corpus_source(args.corpus[0]), args.out, args.batch_size, progress=sys.stderr.isatty()
         )
     else:
         summary = _index_new(args)
@@ -103,7 +110,33 @@ def cmd_index(args) -> int:
     return 0
 
 
+def _index_sharded(args):
+    """``lsr index CORPUS --shards N`` (or ``--shards files`` over several corpora)."""
+    from lsr.pipeline.sharding import index_sharded
+
+    other = [flag for flag, given in (("--append", args.append), ("--pretokenized",
+             args.pretokenized), ("--dense", args.dense)) if given]  # fmt: skip
+    if other or (args.encoder and len(args.encoder) > 1):
+        raise InputError(
+            f"--shards builds a cluster of one sparse representation; drop "
+            f"{', '.join(other) or 'the second --encoder'}."
+        )
+    _, encoder, _ = _encoders_from_args(args)
+    return index_sharded(
+        [corpus_source(c) for c in args.corpus],
+        encoder,
+        args.out,
+        args.shards,
+        quantization=args.quantization,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        progress=_progress(),
+        store=args.store,
+    )
+
+
 def _index_new(args):
+    corpus = args.corpus[0]
     if args.pretokenized and args.dense:
         raise InputError(
             "--pretokenized indexes given term weights; --dense has no text to encode."
@@ -117,7 +150,7 @@ def _index_new(args):
                 f"{option_flags(options)}: encoder options, and --pretokenized encodes nothing."
             )
         return index_pretokenized(
-            args.corpus,
+            corpus,
             args.out,
             encoder=None if args.encoder is None else _encoder_from_args(args),
             quantization=args.quantization,
@@ -129,7 +162,7 @@ def _index_new(args):
         raise InputError("--dense-index sets how --dense vectors are indexed; add --dense.")
     main, encoder, extras = _encoders_from_args(args)
     return index_corpus(
-        corpus_source(args.corpus),
+        corpus_source(corpus),
         encoder,
         args.out,
         quantization=args.quantization,
@@ -150,6 +183,10 @@ def _progress() -> bool:
 
 def cmd_encode(args) -> int:
     out = Path(args.out)
+    if args.ray is not None:
+        return _encode_on_ray(args, out)
+    if args.concurrency != 2 or args.chunk != 8192:
+        raise InputError("--concurrency and --chunk set how --ray encodes; add --ray.")
     if out.suffix != ".parquet":
         raise InputError(f"--out must be a .parquet file, got {out}.")
     if out.exists() and not args.overwrite:
@@ -183,6 +220,38 @@ def cmd_encode(args) -> int:
         print(
             f"encoded {rows:,} docs in {summary['seconds']:.1f}s "
             f"({stats.docs_per_second:,.1f} docs/s) -> {out} ({summary['bytes'] / 2**20:.1f} MiB)"
+        )
+    return 0
+
+
+def _encode_on_ray(args, out: Path) -> int:
+    """``lsr encode CORPUS --encoder E --out DIR --ray [ADDRESS]``."""
+    from lsr.pipeline.ray_encoding import check_out, encode_on_ray
+
+    check_out(out)
+    if _names_dense(args.encoder):
+        raise InputError("lsr encode writes sparse vectors; a dense encoder has none.")
+    summary = encode_on_ray(
+        corpus_source(args.corpus),
+        _encoder_from_args(args),
+        out,
+        address=args.ray,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        chunk=args.chunk,
+        label=str(args.encoder),
+        progress=_progress(),
+        overwrite=args.overwrite,
+    )
+    if args.json:
+        _print_json(summary)
+    else:
+        resumed = summary["parts_resumed"]
+        print(
+            f"encoded {summary['n_docs']:,} docs in {summary['seconds']:.1f}s on Ray "
+            f"({summary['concurrency']} actors, {summary['encode_docs_per_second']:,.1f} docs/s; "
+            f"{summary['parts']} parts{f', {resumed} found done' if resumed else ''}) -> {out} "
+            f"({summary['bytes'] / 2**20:.1f} MiB)"
         )
     return 0
 
@@ -433,6 +502,7 @@ def cmd_serve(args) -> int:
 
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise InputError("HTTPS needs both --ssl-certfile and --ssl-keyfile.")
+    _check_serve_target(args)
     # what can be refused cheaply is refused before the collection and the encoder load
     server.check_collection(args.index)
     keys = load_key_ring(args.api_key, args.api_keys_file, args.protect_reads, args.anonymous_rate)
@@ -449,6 +519,8 @@ def cmd_serve(args) -> int:
         )
         app_options = {
             "index_dir": args.index,
+            "ray_address": args.ray,
+            "shard_timeout": args.shard_timeout,
             "encoder": args.encoder,
             "limits": limits,
             "flush_threshold": args.flush_threshold,
@@ -485,6 +557,28 @@ def cmd_serve(args) -> int:
         return code
     print("lsr serve: stopped; the collection is closed", file=sys.stderr, flush=True)
     return 0
+
+
+def _check_serve_target(args) -> None:
+    """``lsr serve DIR``, or ``lsr serve --ray ADDRESS --cluster DIR`` (then ``args.index``
+    is the cluster directory)."""
+    if args.ray is None:
+        if args.cluster is not None:
+            raise InputError("--cluster serves a cluster from Ray actors; add --ray ADDRESS.")
+        if args.index is None:
+            raise InputError("Give the index directory to serve (or --ray ADDRESS --cluster DIR).")
+        return
+    if args.cluster is None or args.index is not None:
+        raise InputError("--ray serves a cluster: lsr serve --ray ADDRESS --cluster DIR.")
+    if args.workers > 1 or args.read_only:
+        raise InputError(
+            "--ray: the shards' actors are the writers, shared by every front end; drop "
+            "--workers and --read-only (start several front ends instead)."
+        )
+    from lsr.index.cluster import read_manifest
+
+    read_manifest(args.cluster)
+    args.index = args.cluster
 
 
 def _serve_workers(args, sock, app_options, run_options, keys, url) -> int:

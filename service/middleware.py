@@ -22,7 +22,11 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lsr.errors import LSRError
-from lsr.index.errors import InvalidDocumentIdError, WriteUnavailableError
+from lsr.index.errors import (
+    InvalidDocumentIdError,
+    ShardsUnavailableError,
+    WriteUnavailableError,
+)
 from lsr.service.auth import AuthError
 
 logger = logging.getLogger(__name__)
@@ -84,6 +88,9 @@ def error_response(exc: BaseException, method: str, path: str) -> tuple[int, dic
     if isinstance(exc, WriteUnavailableError):
         retry = str(max(1, math.ceil(exc.retry_after)))
         return 503, {"error": str(exc)}, {"Retry-After": retry}
+    if isinstance(exc, ShardsUnavailableError):
+        body = {"error": str(exc), "missing_shards": exc.missing}
+        return 503, body, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     if isinstance(exc, DeadlineExceeded):
         return 504, {"error": str(exc)}, {}
     if isinstance(exc, LSRError):
@@ -105,6 +112,7 @@ def install(app: FastAPI) -> None:
         AuthError,
         InvalidDocumentIdError,
         WriteUnavailableError,
+        ShardsUnavailableError,
         DeadlineExceeded,
         LSRError,
         Exception,

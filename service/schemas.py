@@ -93,6 +93,11 @@ class SearchRequest(BaseModel):
         description="deadline for encoding and searching, in milliseconds (at most the "
         "server's --timeout-ms, its default); past it the answer is 504",
     )
+    allow_partial: bool = Field(
+        False,
+        description="a cluster (lsr serve --ray): when shards are down, answer with the "
+        "other shards' hits, flagged partial, instead of 503",
+    )
     mode: Literal["sparse", "dense", "hybrid"] = Field(
         "sparse",
         description="sparse: the main representation (or the one in retrievers); dense: the "
@@ -209,10 +214,16 @@ class SearchResponse(BaseModel):
     )
     hits: list[Hit]
     took_ms: float
+    partial: bool | None = Field(
+        None, description="true when shards of a cluster were down (allow_partial)"
+    )
+    missing_shards: list[str] | None = Field(None, description="the shards left out")
 
 
 class QueryHits(BaseModel):
     hits: list[Hit]
+    partial: bool | None = None
+    missing_shards: list[str] | None = None
 
 
 class BatchSearchResponse(BaseModel):

@@ -127,6 +127,11 @@ class ServiceState:
         """Whether this is a reader whose gateway relays writes to a writer process."""
         return self.worker is not None and self.worker.relays_writes
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the collection is a cluster of shards (lsr serve --ray)."""
+        return getattr(self.live, "sharded", False)
+
     def __post_init__(self) -> None:
         self.position = {t: i for i, t in enumerate(self.live.vocab)}
         if self.metrics is None:
@@ -310,20 +315,25 @@ class ServiceState:
                 condition = None if req.filter is None else parse_filter(req.filter)
             except InputError as e:
                 raise HTTPException(422, str(e)) from e
-            key = (req.algorithm, condition.key() if condition else None, _fields_key(req))
+            partial = req.allow_partial and self.sharded
+            key = (req.algorithm, condition.key() if condition else None, _fields_key(req),
+                   partial)  # fmt: skip
             groups.setdefault(key, []).append(i)
-        for (algorithm, _, fields), rows in groups.items():
+        for (algorithm, _, fields, partial), rows in groups.items():
             k = max(requests[i].k for i in rows)
             batch = vectors if len(rows) == len(requests) else vectors[rows]
             condition = requests[rows[0]].filter
+            options = {"allow_partial": True} if partial else {}
             try:
                 results = self.live.search(
-                    batch, k, filter=condition, fields=fields, algorithm=algorithm
+                    batch, k, filter=condition, fields=fields, algorithm=algorithm, **options
                 )
             except InputError as e:  # a filter on a field the collection does not store
                 raise HTTPException(422, str(e)) from e
             for j, i in enumerate(rows):
                 out[i] = self._hits(requests[i], vectors, i, results, j)
+                if results.partial:
+                    out[i].update(partial=True, missing_shards=results.partial)
         return out
 
     def _hits(

@@ -41,7 +41,8 @@ class Server:
         self.proc = None
 
     def start(self):
-        argv = [sys.executable, "-m", "lsr.service.cli", "serve", str(self.index_dir),
+        target = [] if self.index_dir is None else [str(self.index_dir)]  # --ray: --cluster
+        argv = [sys.executable, "-m", "lsr.service.cli", "serve", *target,
                 "--port", str(self.port), *self.extra]  # fmt: skip
         err = self.log.open("wb") if self.log else subprocess.PIPE
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
