@@ -263,7 +263,8 @@ class Shard:
 
     def ping(self) -> dict:
         """Who answers: the shard, its documents and the process (tests kill it by pid)."""
-        return {"shard": self.name, "n_docs": self.live.n_docs, "pid": os.getpid()}
+        return {"shard": self.name, "n_docs": self.live.n_docs, "pid": os.getpid(),
+                "root": str(self.root)}  # fmt: skip
 
     def close(self) -> None:
         self.live.close()

@@ -245,6 +245,20 @@ def open_cluster(
     return collection
 
 
+def running_cluster(address: str | None) -> Path:
+    """The directory of the one cluster whose shards run on the Ray cluster at ``address``
+    (started by ``lsr serve --ray`` or another client)."""
+    ray = init_ray(address)
+    ids = sorted({n.split("-")[1] for n in ray.util.list_named_actors() if n.startswith("lsr-")})
+    if len(ids) != 1:
+        running = f"{len(ids)} clusters run there" if ids else "no cluster runs there"
+        raise InputError(
+            f"{running}; name the cluster directory: lsr.connect(address, cluster=DIR)."
+        )
+    actor = ray.get_actor(actor_name(ids[0], 0), namespace=NAMESPACE)
+    return Path(ray.get(actor.ping.remote(), timeout=DEFAULT_TIMEOUT)["root"])
+
+
 def connect(
     address: str | None = "auto",
     cluster: str | Path | None = None,
@@ -253,11 +267,10 @@ def connect(
 ) -> Cluster:
     """``lsr.connect(address, cluster=DIR)``: the cluster of collections at ``DIR`` (built by
     ``lsr index --shards``) on the Ray cluster at ``address``, its shards started as actors
-    unless running already (``lsr serve --ray`` shares them). ``encoder``: for queries and
-    new documents (default: the one the shards were built with)."""
-    if cluster is None:
-        raise InputError("connect needs the cluster directory: lsr.connect(address, cluster=DIR).")
-    root = Path(cluster)
+    unless running already (``lsr serve --ray`` shares them); without ``cluster``, the one
+    cluster whose shards run there. ``encoder``: for queries and new documents (default:
+    the one the shards were built with)."""
+    root = Path(cluster) if cluster is not None else running_cluster(address)
     manifest = read_manifest(root)
     if encoder is None or isinstance(encoder, (str, Path)):
         encoder = load_encoder(encoder or manifest.shard_path(root, 0) / ENCODER_DIR)

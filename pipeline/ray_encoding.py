@@ -142,7 +142,7 @@ def encode_on_ray(
                 "label": label,
             },  # fmt: skip
             batch_size=1,
-            concurrency=concurrency,
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
             num_cpus=1,
             num_gpus=gpus,
         )

@@ -51,6 +51,8 @@ def _shards(text: str) -> int | str:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"give a number of shards or 'files', got {text}")
     return int(text)
+
+
 NON_NEGATIVE_INT = _number(int, lambda v: v >= 0, "an integer >= 0")
 POSITIVE_FLOAT = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 NON_NEGATIVE_FLOAT = _number(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
@@ -444,8 +446,29 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmark search algorithms and peer engines")
     p.add_argument(
         "target",
-        help="an index directory, a dataset (BEIR folder / ir_datasets id), 'synthetic', or "
-        "'ingest' (documents written over REST to a real lsr serve while it is searched)",
+        help="an index directory, a dataset (BEIR folder / ir_datasets id), 'synthetic', "
+        "'ingest' (documents written over REST to a real lsr serve while it is searched), or "
+        "'cluster' (the synthetic corpus in 1, 2, 4 shards on Ray against one in-process "
+        "collection, and lsr encode --ray with 1 and 2 actors)",
+    )
+    p.add_argument(
+        "--shards",
+        type=POSITIVE_INT,
+        nargs="+",
+        default=[1, 2, 4],
+        help="cluster: the shard counts to time (default 1 2 4)",
+    )
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="cluster: the Ray cluster to run on (default: a local one started for the run)",
+    )
+    p.add_argument(
+        "--encode-docs",
+        type=NON_NEGATIVE_INT,
+        default=2000,
+        help="cluster: documents of --like encoded with --encoder by 1 and 2 actors (0: skip)",
     )
     p.add_argument("--encoder", default="bm25", help="encoder for a dataset target (default bm25)")
     p.add_argument(
@@ -553,9 +576,7 @@ def _add_serve(sub) -> argparse.ArgumentParser:
         "environment (LSR_<OPTION>: LSR_PORT, LSR_API_KEY, ...) or a --config file; a flag "
         "wins over the environment, which wins over the file.",
     )
-    p.add_argument(
-        "index", nargs="?", default=None, help="index directory (built by lsr index)"
-    )
+    p.add_argument("index", nargs="?", default=None, help="index directory (built by lsr index)")
     p.add_argument(
         "--config",
         default=None,

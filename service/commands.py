@@ -425,6 +425,22 @@ def cmd_bench(args) -> int:
             encode_workers=args.encode_workers,
             progress=_progress(),
         )
+    elif args.target == "cluster":
+        from lsr.eval.cluster_bench import bench_cluster
+
+        report = bench_cluster(
+            args.docs or 1_000_000,
+            args.synthetic_queries,
+            args.shards,
+            address=args.ray,
+            k=args.k,
+            repeat=max(args.repeat, 2),
+            doc_terms=args.doc_terms,
+            query_terms=args.query_terms,
+            encode_corpus=corpus_source(args.like) if args.like else sample_dataset(),
+            encoder=_encoder_from_args(args) if args.encode_docs else None,
+            encode_docs=args.encode_docs,
+        )
     elif args.target == "synthetic":
         query_terms = args.query_terms if args.query_terms != 40 or not args.inference_free else 6
         report = bench_synthetic(

@@ -3,8 +3,9 @@
 - The set-up and test commands are what CI runs (``.ci/run``); of the set-up command, the
   part after the installation (``lsr demo``) is run here.
 - The command-line block runs line by line in one shell; every ``lsr`` command in it is also
-  parsed by the real argument parser. Lines marked ``# minutes``, ``# runs until stopped`` or
-  ``# needs the server`` are only parsed (their figures come from ``lsr bench`` runs).
+  parsed by the real argument parser. Lines marked ``# minutes``, ``# runs until stopped``,
+  ``# needs the server`` or ``# needs a Ray cluster`` are only parsed (their figures come
+  from ``lsr bench`` runs; the Ray commands run in ``tests/distributed``).
 - The Python blocks run one after the other in one interpreter.
 """
 
@@ -23,7 +24,7 @@ from tests.conftest import shared_path
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
-NOT_RUN = ("# minutes", "# runs until stopped", "# needs the server")
+NOT_RUN = ("# minutes", "# runs until stopped", "# needs the server", "# needs a Ray cluster")
 SET_UP = ("python3 -m venv", ". .venv/bin/activate", "pip install")
 
 
@@ -71,7 +72,8 @@ def test_set_up_and_test_commands_are_what_ci_runs(workdir):
     [line] = _commands(set_up)
     steps = [s.strip() for s in line.split("&&")]
     assert "pip install torch==2.13.0" in steps and "pip install --quiet torch==2.13.0" in ci
-    assert 'pip install -e ".[dev]"' in steps and 'pip install --quiet -e ".[dev]"' in ci
+    assert 'pip install -e ".[dev,distributed]"' in steps
+    assert 'pip install --quiet -e ".[dev,distributed]"' in ci
     assert _commands(tests) == [". .venv/bin/activate && python -m pytest"]
     assert "\npython -m pytest\n" in ci
     rest = [s for s in steps if not s.startswith(SET_UP)]

@@ -49,13 +49,13 @@ async def run_batch(state: ServiceState, req: BatchSearchRequest, scope: dict) -
     return {"results": results, "took_ms": (time.perf_counter() - start) * 1e3}
 
 
-@router.post("/search")
+@router.post("/search", response_model_exclude_unset=True)  # as the fast path: no nulls added
 async def search(req: SearchRequest, request: Request) -> SearchResponse:
     """Top-k documents for one query (text or vector)."""
     return await run_search(service_state(request), req, request.scope)
 
 
-@router.post("/search/batch")
+@router.post("/search/batch", response_model_exclude_unset=True)
 async def search_batch(req: BatchSearchRequest, request: Request) -> BatchSearchResponse:
     """Several queries in one request (at most the server's batch limit), searched together:
     one batched, parallel kernel call per algorithm asked for."""

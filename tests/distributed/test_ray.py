@@ -249,12 +249,35 @@ def test_serve_on_ray_answers_503_while_a_shard_is_down_and_loses_no_write(
         cluster.shutdown()
 
 
-def test_connect_and_serve_refuse_what_they_cannot_do(tmp_path, ray_address):
-    with pytest.raises(InputError, match="cluster directory"):
+def test_connect_finds_the_running_cluster_and_refuses_what_it_cannot_do(tmp_path, ray_address):
+    with pytest.raises(InputError, match="no cluster runs there"):
         lsr.connect(ray_address)
+    root = tmp_path / "cluster"
+    index_sharded([sample_dataset()], BM25Encoder(), root, 2)
+    started = lsr.connect(ray_address, cluster=root)
+    try:
+        found = lsr.connect(ray_address)  # the shards another client started
+        assert found.collection.root == root.resolve()
+        assert found.search("neutron stars", 3)[0].ids == started.search("neutron stars", 3)[0].ids
+    finally:
+        started.shutdown()
     with pytest.raises(InputError, match="not a cluster"):
         lsr.connect(ray_address, cluster=tmp_path)
     from lsr.service.cli import main
 
     assert main(["serve", "--ray", ray_address]) == 2
     assert main(["serve", str(tmp_path), "--cluster", str(tmp_path)]) == 2
+
+
+def test_bench_cluster_times_shards_against_one_collection(ray_address, ray_env):
+    done = _lsr("bench", "cluster", "--docs", 3000, "--synthetic-queries", 20, "--shards", 1, 2,
+                "--ray", ray_address, "--encode-docs", 64, "--json", env=ray_env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = report["rows"]
+    names = ["in-process, 1 collection", "Ray, 1 shard", "Ray, 2 shards"]
+    assert [r["name"] for r in rows] == names
+    assert [r["notes"] for r in rows[1:]] == ["same top-k"] * 2
+    assert all(r["qps_single"] > 0 and r["ratio_batch"] > 0 for r in rows[1:])
+    encoding = report["extra"]["encoding"]
+    assert encoding["documents"] == 64 and encoding["1_actors_docs_per_second"] > 0
