@@ -49,7 +49,7 @@ from lsr.index.errors import IndexFormatError, ShardsUnavailableError
 from lsr.index.filters import Filter
 from lsr.index.live import LiveIndex
 from lsr.index.results import SearchResults, merge_topk
-from lsr.index.storage import json_checksum, write_file_atomically
+from lsr.index.storage import json_checksum, parse_sealed, write_file_atomically
 from lsr.index.validation import as_sparse_batch, check_doc_ids, check_k
 
 logger = logging.getLogger(__name__)
@@ -126,19 +126,10 @@ def read_manifest(root: str | Path) -> ClusterManifest:
     if not path.is_file():
         raise InputError(f"{root} is not a cluster (no {CLUSTER_FILE}); build one with "
                          "lsr index CORPUS --shards N --out DIR.")  # fmt: skip
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IndexFormatError(f"{path} is corrupt (not valid JSON: {e}).") from e
-    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
-        raise IndexFormatError(f"{path} is not an lsr cluster manifest.")
-    if body.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{path} has cluster format {body.get('format_version')}; this lsr reads "
-            f"{FORMAT_VERSION}."
-        )
-    if body.get(_CHECKSUM) != json_checksum(body, _CHECKSUM):
-        raise IndexFormatError(f"{path} fails its checksum: it was changed or is corrupt.")
+    advice = "rebuild the cluster with lsr index --shards."
+    body = parse_sealed(
+        path.read_bytes(), path, FORMAT_NAME, FORMAT_VERSION, _CHECKSUM, "cluster", advice
+    )
     fields = {k: body[k] for k in ClusterManifest.__dataclass_fields__}
     return ClusterManifest(**fields)
 

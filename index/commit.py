@@ -36,7 +36,7 @@ from pathlib import Path
 
 from lsr import __version__
 from lsr.index.errors import IndexFormatError
-from lsr.index.storage import fsync_dir, json_checksum, write_file_atomically
+from lsr.index.storage import fsync_dir, json_checksum, parse_sealed, write_file_atomically
 
 FORMAT_NAME = "lsr-collection"
 FORMAT_VERSION = 4  # formats 1-3 are single index directories (lsr.index.storage)
@@ -116,21 +116,9 @@ def write_commit(root: Path, commit: dict) -> int:
 
 def parse_commit(data: bytes, where: Path) -> dict:
     """The commit point in ``data`` (the bytes of file ``where``), after checking it."""
-    try:
-        commit = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IndexFormatError(f"{where} is corrupt (not valid JSON: {e}); {_ADVICE}") from e
-    if not isinstance(commit, dict) or commit.get("format") != FORMAT_NAME:
-        raise IndexFormatError(f"{where} is not an lsr commit point; {_ADVICE}")
-    if commit.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{where} has collection format {commit.get('format_version')}, this version of lsr "
-            f"reads {FORMAT_VERSION}; open it with the lsr version that wrote it."
-        )
-    if commit.get(CHECKSUM) != json_checksum(commit, CHECKSUM):
-        raise IndexFormatError(
-            f"{where} fails its checksum: a field was changed or the file is corrupt; {_ADVICE}"
-        )
+    commit = parse_sealed(
+        data, where, FORMAT_NAME, FORMAT_VERSION, CHECKSUM, "commit point", _ADVICE
+    )
     for key, kind in _REQUIRED.items():
         if not isinstance(commit.get(key), kind):
             raise IndexFormatError(f"{where} has no valid {key!r}; {_ADVICE}")

@@ -87,6 +87,30 @@ def json_checksum(fields: dict, key: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def parse_sealed(
+    data: bytes, where: Path, format_name: str, version: int, key: str, kind: str, advice: str
+) -> dict:
+    """The JSON object in ``data`` (the bytes of file ``where``) after checking that it is of
+    ``format_name``, of ``version`` and whole (its checksum under ``key``): a commit point,
+    a cluster manifest. ``kind`` names it in errors, ``advice`` says what to do."""
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexFormatError(f"{where} is corrupt (not valid JSON: {e}); {advice}") from e
+    if not isinstance(body, dict) or body.get("format") != format_name:
+        raise IndexFormatError(f"{where} is not an lsr {kind}; {advice}")
+    if body.get("format_version") != version:
+        raise IndexFormatError(
+            f"{where} has {kind} format {body.get('format_version')}, this version of lsr "
+            f"reads {version}; open it with the lsr version that wrote it."
+        )
+    if body.get(key) != json_checksum(body, key):
+        raise IndexFormatError(
+            f"{where} fails its checksum: a field was changed or the file is corrupt; {advice}"
+        )
+    return body
+
+
 def manifest_checksum(manifest: dict) -> str:
     """sha256 of a manifest's fields (all but the checksum itself), in a canonical JSON form."""
     return json_checksum(manifest, MANIFEST_CHECKSUM)

@@ -12,6 +12,7 @@ from lsr.dense import is_dense
 from lsr.encoders import load_encoder
 from lsr.errors import InputError
 from lsr.index import Filter, Index, LiveIndex, SearchResults
+from lsr.index.cluster import ShardedCollection, is_cluster
 from lsr.index.fusion import FusionSpec, read_fusion
 from lsr.pipeline.hybrid import load_encoders, search_mode
 from lsr.pipeline.indexing import ENCODER_DIR
@@ -36,7 +37,8 @@ class Searcher:
     ) -> None:
         index.check_vocab(encoder.vocab)
         self.encoder = encoder
-        self.live = index if isinstance(index, LiveIndex) else None
+        collection = isinstance(index, LiveIndex) or getattr(index, "sharded", False)
+        self.live = index if collection else None
         self._index = None if self.live is not None else index
         self.extra_encoders = dict(extra_encoders or {})
         self.fusion = fusion  # the collection's tuned fusion (lsr tune-fusion), if any
@@ -54,7 +56,10 @@ class Searcher:
 
     @classmethod
     def open(cls, path: str | Path, encoder=None) -> Searcher:
-        """Open the collection at ``path`` with its saved encoder (or the ``encoder`` given)."""
+        """Open the collection at ``path`` with its saved encoder (or the ``encoder`` given);
+        a cluster of ``lsr index --shards`` opens every shard in this process."""
+        if is_cluster(path):
+            return cls._open_cluster(Path(path), encoder)
         if encoder is None:
             saved = Path(path) / ENCODER_DIR
             if not saved.is_dir():
@@ -70,6 +75,19 @@ class Searcher:
             return cls(live, encoder, load_encoders(path, live), read_fusion(path))
         except BaseException:
             live.close()
+            raise
+
+    @classmethod
+    def _open_cluster(cls, path: Path, encoder) -> Searcher:
+        collection = ShardedCollection(path)
+        try:
+            if encoder is None:
+                encoder = collection.manifest.shard_path(path, 0) / ENCODER_DIR
+            if isinstance(encoder, (str, Path)):
+                encoder = load_encoder(encoder)
+            return cls(collection, encoder)
+        except BaseException:
+            collection.close()
             raise
 
     @property

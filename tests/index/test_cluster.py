@@ -207,3 +207,22 @@ def test_cli_builds_a_cluster_and_refuses_what_it_cannot_shard(tmp_path, capsys)
     assert code == 2 and "drop --dense" in capsys.readouterr().err
     assert main(["index", str(corpus), "--shards", "many", "--out", str(tmp_path / "z")]) == 2
     assert "give a number of shards or 'files', got many" in capsys.readouterr().err
+
+
+def test_lsr_search_reads_a_cluster_as_one_collection(tmp_path, capsys):
+    corpus = _corpus(tmp_path)
+    index_corpus(corpus, BM25Encoder("lucene"), tmp_path / "single", progress=False)
+    index_sharded([corpus], BM25Encoder("lucene"), tmp_path / "cluster", 3)
+    runs = {}
+    for name in ("single", "cluster"):
+        out = tmp_path / f"{name}.run"
+        argv = ["search", str(tmp_path / name), "--queries", str(sample_dataset()),
+                "--output", str(out), "-k", "20"]  # fmt: skip
+        assert main(argv) == 0
+        runs[name] = out.read_text().replace("cluster", "single")
+    assert runs["single"] == runs["cluster"] and len(runs["single"].splitlines()) > 500
+    capsys.readouterr()
+    query = ["search", str(tmp_path / "cluster"), "neutron stars", "--json", "--filter"]
+    assert main([*query, '{"field": "group", "eq": 1}']) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits and all(h["document"]["group"] == 1 for q in hits for h in q["hits"])
