@@ -50,7 +50,24 @@ def as_sparse_batch(vectors: object, vocab_size: int, what: str) -> sp.csr_array
     if status == WEIGHTS_ZERO:
         csr = csr.copy()
         csr.eliminate_zeros()
-    return csr
+    return _kernel_ready(csr)
+
+
+def _kernel_ready(csr: sp.csr_array) -> sp.csr_array:
+    """``csr`` with int32 indices and offsets (int64 past 2^31 entries) in writeable arrays:
+    the one layout the Numba kernels are compiled (and warmed up) for. A model's output has
+    int64 indices, arrays received from another process (a Ray shard's queries) are
+    read-only, and each such variant would compile every kernel again on first use."""
+    arrays = (csr.data, csr.indices, csr.indptr)
+    index_type = np.int32 if csr.nnz < 2**31 - 1 and csr.shape[1] < 2**31 else np.int64
+    if csr.indices.dtype == csr.indptr.dtype == index_type and all(
+        a.flags.writeable for a in arrays
+    ):
+        return csr
+    return sp.csr_array(
+        (np.array(csr.data), csr.indices.astype(index_type), csr.indptr.astype(index_type)),
+        shape=csr.shape,
+    )
 
 
 def check_k(k: object) -> int:

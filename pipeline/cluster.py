@@ -63,6 +63,16 @@ def actor_name(cluster_id: str, number: int) -> str:
     return f"lsr-{cluster_id}-{number}"
 
 
+class RayShard(Shard):
+    """A shard as a Ray actor: a :class:`~lsr.index.cluster.Shard` that can say which node
+    of the cluster it runs on."""
+
+    def node(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
 class RayShards:
     """The transport of :class:`~lsr.index.cluster.ShardedCollection` on Ray: each shard an
     actor, found by name or started (spread over the nodes), restarted when it dies."""
@@ -78,7 +88,11 @@ class RayShards:
         self.ray = init_ray(address)
         self.root = Path(root).resolve()
         manifest = read_manifest(self.root)
-        remote = self.ray.remote(Shard)
+        remote = self.ray.remote(RayShard)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # shard i pinned to node i mod n (node id order), where Ray restarts it if it dies
+        nodes = sorted(n["NodeID"] for n in self.ray.nodes() if n["Alive"])
         self.actors = [
             remote.options(
                 name=actor_name(manifest.cluster_id, number),
@@ -88,7 +102,9 @@ class RayShards:
                 max_restarts=max_restarts,
                 max_task_retries=0,
                 num_cpus=num_cpus,
-                scheduling_strategy="SPREAD",
+                scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    nodes[number % len(nodes)], soft=False
+                ),
             ).remote(str(self.root), number, read_only=False, flush_threshold=flush_threshold)
             for number in range(manifest.n_shards)
         ]
@@ -136,6 +152,10 @@ class RayShards:
     def pids(self) -> list[int]:
         """The process of each shard's actor (the tests kill one)."""
         return [p["pid"] for p in self.ray.get([a.ping.remote() for a in self.actors])]
+
+    def nodes(self) -> list[str]:
+        """The Ray node each shard's actor runs on (placement spreads them)."""
+        return self.ray.get([a.node.remote() for a in self.actors])
 
     def close(self) -> None:
         """Leave the actors running (other clients share them)."""

@@ -99,6 +99,7 @@ def server_facts(app) -> dict:
         "auth": state.keys.describe(),
         "role": "read-only" if state.read_only else "writer",
         "search_threads": state.search_threads,
+        "shards": len(stats["shards"]) if "shards" in stats else None,
     }
 
 
@@ -108,8 +109,9 @@ def startup_line(facts: dict, url: str, access_log: str, workers: str | None = N
     segments = facts["segments"]
     parts = [
         f"lsr serve: {url}",
-        f"collection {facts['collection']} ({facts['documents']:,} documents, {segments} "
-        f"segment{'s' * (segments != 1)})",
+        f"collection {facts['collection']} ({facts['documents']:,} documents, "
+        + (f"{facts['shards']} shards on Ray, " if facts.get("shards") else "")
+        + f"{segments} segment{'s' * (segments != 1)})",
         f"encoder {facts['encoder']}"
         + "".join(f" + {name}" for name in facts.get("representations", [])),
         facts["auth"],

@@ -21,6 +21,7 @@ from lsr.index import LiveIndex
 from lsr.index.cluster import read_manifest, shard_of
 from lsr.index.errors import ShardsUnavailableError
 from lsr.pipeline import Searcher, encode_to_file, index_corpus
+from lsr.pipeline.cluster import init_ray
 from lsr.pipeline.sharding import index_sharded
 from lsr.vector_files import open_vectors
 from tests.conftest import shared_path
@@ -147,18 +148,20 @@ def test_sharded_search_on_ray_equals_one_index(tmp_path, ray_address):
     texts = _texts()
     doomed = [f"d{i:03d}" for i in range(2, 301, 9)]
     condition = {"field": "group", "in": [0, 2]}
-    for shards, kind in ((2, "bm25"), (3, "bm25"), (3, "splade")):
+    nodes = sum(1 for node in init_ray(ray_address).nodes() if node["Alive"])
+    for shards, kind in ((2, "bm25"), (3, "bm25"), (3, "splade"), (2, "splade-text")):
         root, single = tmp_path / f"cluster-{kind}-{shards}", tmp_path / f"single-{kind}-{shards}"
-        source = corpus if kind == "bm25" else vectors
+        source = vectors if kind == "splade" else corpus  # vectors: nothing stored
         encoder = BM25Encoder("lucene") if kind == "bm25" else splade
         index_corpus(source, encoder, single, progress=False)
         index_sharded([source], encoder, root, shards)
         cluster = lsr.connect(ray_address, cluster=root, encoder=encoder)
         try:
             assert cluster.n_docs == 300
+            assert len(set(cluster.transport.nodes())) == min(shards, nodes)  # spread
             with Searcher.open(single, encoder=encoder) as one:
                 _same(one.search(texts, 30), cluster.search(texts, 30))
-                if kind == "bm25":
+                if kind != "splade":
                     _same(one.search(texts, 15, filter=condition),
                           cluster.search(texts, 15, filter=condition))  # fmt: skip
             with LiveIndex(single) as writer:
@@ -166,7 +169,7 @@ def test_sharded_search_on_ray_equals_one_index(tmp_path, ray_address):
             assert cluster.delete(doomed) == doomed
             with Searcher.open(single, encoder=encoder) as one:
                 _same(one.search(texts, 30), cluster.search(texts, 30))
-                fields = ["title"] if kind == "bm25" else None
+                fields = None if kind == "splade" else ["title", "group"]
                 a = one.search(texts[:3], 5, fields=fields)
                 b = cluster.search(texts[:3], 5, fields=fields)
                 assert [h.documents for h in a] == [h.documents for h in b]
@@ -185,6 +188,7 @@ def test_serve_on_ray_answers_503_while_a_shard_is_down_and_loses_no_write(
     server = Server(None, "--ray", ray_address, "--cluster", root, "--shard-timeout", "2",
                     log=log)  # fmt: skip
     server.start()
+    assert "(300 documents, 2 shards on Ray, 2 segments)" in server.stderr()
     headers = {"x-api-key": KEY}
     acknowledged, statuses, stop = [], [], threading.Event()
 
@@ -205,7 +209,10 @@ def test_serve_on_ray_answers_503_while_a_shard_is_down_and_loses_no_write(
         threads = [threading.Thread(target=load) for _ in range(2)]
         for t in threads:
             t.start()
-        time.sleep(2)
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(code == 200 for code, _ in statuses):
+            time.sleep(0.05)  # the shards answer
+        time.sleep(0.5)
         victim = cluster.transport.pids()[1]
         os.kill(victim, signal.SIGKILL)
         deadline = time.time() + 60
@@ -218,7 +225,7 @@ def test_serve_on_ray_answers_503_while_a_shard_is_down_and_loses_no_write(
             t.join()
         down = [body for code, body in statuses if code == 503]
         assert down, "no search saw the shard down"
-        assert all(body["missing_shards"] == [names[1]] for body in down)
+        assert all(names[1] in body["missing_shards"] for body in down)
         assert {code for code, _ in statuses} <= {200, 503}
         assert statuses[-1][0] == 200 and len(statuses) > seen  # recovered
         assert cluster.transport.pids()[1] != victim
@@ -232,6 +239,9 @@ def test_serve_on_ray_answers_503_while_a_shard_is_down_and_loses_no_write(
             r = client.post("/search", json={"query": "saturn rings", "k": 50})
             assert r.status_code == 503 and r.json()["missing_shards"] == [names[0]]
             assert r.headers["retry-after"] == "1"
+            health = client.get("/health").json()
+            assert health["status"] == "degraded" and names[0] in health["problems"][0]
+            assert client.get("/metrics", headers=headers).status_code == 200
             r = client.post("/search", json={"query": "saturn rings", "k": 50,
                                              "allow_partial": True})  # fmt: skip
             body = r.json()
