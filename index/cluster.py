@@ -130,6 +130,8 @@ def read_manifest(root: str | Path) -> ClusterManifest:
     body = parse_sealed(
         path.read_bytes(), path, FORMAT_NAME, FORMAT_VERSION, _CHECKSUM, "cluster", advice
     )
+    if body.get("routing") not in ROUTINGS or not body.get("shards"):
+        raise IndexFormatError(f"{path} names no shards or an unknown routing; {advice}")
     fields = {k: body[k] for k in ClusterManifest.__dataclass_fields__}
     return ClusterManifest(**fields)
 
@@ -152,10 +154,11 @@ class Positions:
         return cls(table)
 
     def save(self, path: str | Path) -> None:
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-        with open(tmp, "wb") as f:
+        """Write the table (fsynced: the cluster directory is renamed into place after)."""
+        with open(path, "wb") as f:
             np.save(f, self.table, allow_pickle=False)
-        tmp.replace(path)
+            f.flush()
+            os.fsync(f.fileno())
 
     @classmethod
     def load(cls, path: str | Path) -> Positions:

@@ -75,7 +75,7 @@ class RayShard(Shard):
 
 class RayShards:
     """The transport of :class:`~lsr.index.cluster.ShardedCollection` on Ray: each shard an
-    actor, found by name or started (spread over the nodes), restarted when it dies."""
+    actor, found by name or started (shard i on node i mod n), restarted there when it dies."""
 
     def __init__(
         self,
@@ -154,7 +154,7 @@ class RayShards:
         return [p["pid"] for p in self.ray.get([a.ping.remote() for a in self.actors])]
 
     def nodes(self) -> list[str]:
-        """The Ray node each shard's actor runs on (placement spreads them)."""
+        """The Ray node each shard's actor runs on."""
         return self.ray.get([a.node.remote() for a in self.actors])
 
     def close(self) -> None:
