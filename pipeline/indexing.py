@@ -228,12 +228,7 @@ def index_corpus(
         raise InputError("Extra encoders encode the documents' text; a vector file has none.")
     if is_vectors(corpus):
         spec = StoreSpec("none")
-        vectors = open_vectors(corpus)
-        if vectors.vocab != list(encoder.vocab):
-            raise InputError(
-                f"{corpus} was encoded with another vocabulary than the encoder given; "
-                "pass the encoder that wrote it."
-            )
+        vectors = open_vectors_of(corpus, encoder)
         index, stats = write(vectors.batches(batch_size)), EncodingStats()
     else:
         docs = read_documents(corpus, progress)
@@ -252,18 +247,44 @@ def _encode_all(docs, encoder, batch_size: int, progress: bool, stats: EncodingS
     return sp.vstack(parts, format="csr")
 
 
+def open_vectors_of(path: str | Path, encoder):
+    """The vector file (or folder of parts) at ``path``, after checking that ``encoder``
+    wrote it (the same vocabulary)."""
+    vectors = open_vectors(path)
+    if vectors.vocab != list(encoder.vocab):
+        raise InputError(
+            f"{path} was encoded with another vocabulary than the encoder given; "
+            "pass the encoder that wrote it."
+        )
+    return vectors
+
+
 def _summary(out: Path, index: Index, stats: EncodingStats, t0: float) -> IndexingSummary:
+    return summarize(out, index.n_docs, index.n_postings, index.vocab_size, stats, t0)
+
+
+def summarize(
+    out: Path,
+    n_docs: int,
+    n_postings: int,
+    vocab_size: int,
+    stats: EncodingStats,
+    t0: float,
+    shards: int | None = None,
+) -> IndexingSummary:
+    """What an indexing run into ``out`` that started at ``t0`` did (logged once)."""
     total = time.perf_counter() - t0
     summary = IndexingSummary(
         path=str(out),
-        n_docs=index.n_docs,
-        n_postings=index.n_postings,
-        vocab_size=index.vocab_size,
+        n_docs=n_docs,
+        n_postings=n_postings,
+        vocab_size=vocab_size,
         fit_seconds=stats.fit_seconds,
         encode_seconds=stats.seconds,
         build_seconds=total - stats.seconds - stats.fit_seconds,
         total_seconds=total,
         index_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+        shards=shards,
     )
     logger.info(summary.line())
     return summary

@@ -146,7 +146,7 @@ def encode_on_ray(
             num_cpus=1,
             num_gpus=gpus,
         )
-        with tqdm(total=len(docs), initial=sum(_rows(out, i) for i in done), desc="encode",
+        with tqdm(total=len(docs), initial=sum(_rows(i, plan) for i in done), desc="encode",
                   unit="doc", disable=not progress) as bar:  # fmt: skip
             for row in dataset.iter_rows():
                 bar.update(int(row["rows"]))
@@ -156,7 +156,7 @@ def encode_on_ray(
         raise CorpusError(f"{out}: parts {', '.join(bad[:5])} were not written; run again.")
     write_file_atomically(out / MANIFEST, json.dumps({**plan, "complete": True}, indent=1).encode())
     shutil.rmtree(out / WORKERS_DIR, ignore_errors=True)
-    encoded = sum(_rows(out, i) for i in pending)
+    encoded = sum(_rows(i, plan) for i in pending)
     return {
         "path": str(out),
         "n_docs": len(docs),
@@ -206,15 +206,15 @@ def _part_ok(path: Path, number: int, plan: dict) -> bool:
     """Whether part ``number`` is written whole with the rows the plan gives it."""
     if not path.is_file():
         return False
-    expected = min(plan["chunk"], plan["documents"] - number * plan["chunk"])
     try:
-        return pq.ParquetFile(str(path)).metadata.num_rows == expected
+        return pq.ParquetFile(str(path)).metadata.num_rows == _rows(number, plan)
     except Exception:  # a file that is not Parquet: encode the part again
         return False
 
 
-def _rows(out: Path, number: int) -> int:
-    return pq.ParquetFile(str(out / part_name(number))).metadata.num_rows
+def _rows(number: int, plan: dict) -> int:
+    """The documents of part ``number`` (every part has ``chunk``, the last the rest)."""
+    return min(plan["chunk"], plan["documents"] - number * plan["chunk"])
 
 
 def check_out(out: str | Path) -> None:

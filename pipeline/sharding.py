@@ -33,8 +33,14 @@ from lsr.index.collection import create_collection
 from lsr.index.storage import vocab_hash, write_directory
 from lsr.index.store import StoreSpec
 from lsr.kernels import dequantize_scale
-from lsr.pipeline.indexing import ENCODER_DIR, IndexingSummary, read_documents
-from lsr.vector_files import is_vectors, open_vectors
+from lsr.pipeline.indexing import (
+    ENCODER_DIR,
+    IndexingSummary,
+    open_vectors_of,
+    read_documents,
+    summarize,
+)
+from lsr.vector_files import is_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -135,21 +141,7 @@ def index_sharded(
         write_manifest(tmp, _manifest(entries, n_hash, encoder, quantization, scale, position))
 
     write_directory(out, fill, overwrite)
-    total = time.perf_counter() - t0
-    summary = IndexingSummary(
-        path=str(out),
-        n_docs=position,
-        n_postings=n_postings,
-        vocab_size=len(encoder.vocab),
-        fit_seconds=stats.fit_seconds,
-        encode_seconds=stats.seconds,
-        build_seconds=total - stats.seconds - stats.fit_seconds,
-        total_seconds=total,
-        index_bytes=sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
-        shards=n_shards,
-    )
-    logger.info(summary.line())
-    return summary
+    return summarize(out, position, n_postings, len(encoder.vocab), stats, t0, n_shards)
 
 
 def _numbered(batches):
@@ -162,13 +154,7 @@ def _numbered(batches):
 
 def _vector_sources(paths: Sequence, encoder, batch_size: int):
     """``(vectors, ids, file number per row)`` batches of Parquet vector files."""
-    files = [open_vectors(p) for p in paths]
-    for path, vf in zip(paths, files, strict=True):
-        if vf.vocab != list(encoder.vocab):
-            raise InputError(
-                f"{path} was encoded with another vocabulary than the encoder given; "
-                "pass the encoder that wrote it."
-            )
+    files = [open_vectors_of(p, encoder) for p in paths]  # every one checked before reading
     for number, vf in enumerate(files):
         for vectors, ids in vf.batches(batch_size):
             yield vectors, ids, np.full(len(ids), number, dtype=np.int64)
