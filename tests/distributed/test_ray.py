@@ -225,7 +225,10 @@ def test_serve_on_ray_answers_503_while_a_shard_is_down_and_loses_no_write(
             if any(code == 503 for code, _ in statuses):
                 break
         seen = len(statuses)
-        time.sleep(4)  # Ray restarts the actor, which replays its log
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(c == 200 for c, _ in statuses[seen:]):
+            time.sleep(0.05)  # Ray restarts the actor, which replays its log
+        time.sleep(0.5)
         stop.set()
         for t in threads:
             t.join()
