@@ -1,10 +1,12 @@
 """``lsr bench``: query throughput and latency of every search algorithm and of peer engines,
 measured in one run on the same document and query vectors, reported as ratios.
 
-Peers (optional, ``pip install -e ".[bench]"``): ``splade-index`` with its Numba backend, fed
-our (dequantized) postings and query vectors directly, and ``bm25s`` (Numba backend) for BM25
-indexes, fed the same BM25 postings and query term ids. Numba code of every engine is compiled
-and warmed up before timing; compile time is reported separately.
+Peers (optional, ``pip install -e ".[bench]"``; :mod:`lsr.eval.peers`): splade-index and
+bm25s (exhaustive Numba scorers), Seismic and BMP, each fed our vectors. Every engine is
+built (timed apart), compiled and warmed up before timing; each approximate setting, ours or
+a peer's, reports its recall@k against exact search, and :func:`compare` sets ours against
+each peer: exact ``auto`` against each exact peer, and the fastest settings at recall@k of
+at least 0.95 against each other.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class BenchRow:
     ratio_single: float | None = None
     ratio_batch: float | None = None
     notes: str = ""
+    engine: str = "lsr"  # or the peer's name (lsr.eval.peers)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class BenchReport:
     index_bytes_per_posting: float
     rows: list[BenchRow] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    versus: list[dict] = field(default_factory=list)  # ours against each peer (compare())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +80,12 @@ class BenchReport:
                 f"{r.name:<34} {r.qps_single:>9,.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} "
                 f"{r.qps_batch:>10,.0f} {f(r.recall, '.4f'):>7} {f(r.ratio_single, '.2f'):>9} "
                 f"{f(r.ratio_batch, '.2f'):>9}"
+            )
+        for v in self.versus:
+            lines.append(
+                f"{v['what']}: {v['ours']} / {v['peer']}: {v['single']:.2f}x single "
+                f"({v['ours_single']:,.0f} vs {v['peer_single']:,.0f} QPS), "
+                f"{v['batch']:.2f}x batch ({v['ours_batch']:,.0f} vs {v['peer_batch']:,.0f} QPS)"
             )
         return "\n".join(lines)
 
@@ -103,23 +113,27 @@ class _Candidate:
     single: Callable[[int], object]
     batch: Callable[[], object]
     recall: float | None
+    engine: str = "lsr"
     times: list[np.ndarray] = field(default_factory=list)
-    batch_best: float = float("inf")
+    batch_times: list[float] = field(default_factory=list)  # each round's seconds per batch
 
     def row(self, n: int) -> BenchRow:
         times = np.concatenate(self.times)
-        best_pass = min(float(t.sum()) for t in self.times)  # the least disturbed pass
+        single = float(np.median([t.sum() for t in self.times]))  # the median pass
+        batch = float(np.median(self.batch_times))  # the median round
         return BenchRow(
             name=self.name,
-            qps_single=n / best_pass if best_pass > 0 else 0.0,
+            qps_single=n / single if single > 0 else 0.0,
             p50_ms=float(np.percentile(times, 50) * 1e3),
             p99_ms=float(np.percentile(times, 99) * 1e3),
-            qps_batch=n / self.batch_best if self.batch_best > 0 else 0.0,
+            qps_batch=n / batch if batch > 0 else 0.0,
             recall=self.recall,
+            engine=self.engine,
         )
 
 
 BATCH_SECONDS = 0.1  # each round times back-to-back batches for at least this long
+BATCH_ROUNDS = 3  # rounds of batches at least, whatever ``repeat`` (the median of them counts)
 
 
 def _time_interleaved(
@@ -127,8 +141,9 @@ def _time_interleaved(
 ) -> None:
     """Time every candidate in rounds (one single-query pass and one stretch of batches per
     candidate per round), so that a machine whose speed drifts during the run slows all of
-    them alike; ``repeat`` single passes and at least two rounds of batches each, the best
-    round counting.
+    them alike; ``repeat`` single-query passes and at least :data:`BATCH_ROUNDS` rounds of
+    batches each, the median pass and the median round counting (a round that a noisy
+    neighbour slowed, or one that ran alone on a quiet machine, moves neither).
 
     Batch QPS is sustained throughput: after one untimed batch that wakes the idle worker
     threads (on this 2-vCPU VM the first batch after a single-query pass waits about 1.5 ms
@@ -136,7 +151,7 @@ def _time_interleaved(
     round's figure is their mean time per batch.
     """
     with _quiet_gc():
-        for r in range(max(repeat, 2)):
+        for r in range(max(repeat, BATCH_ROUNDS)):
             for c in candidates:
                 if r < repeat:
                     times = np.empty(n)
@@ -150,7 +165,7 @@ def _time_interleaved(
                 while runs < 2 or time.perf_counter() - start < batch_seconds:
                     c.batch()
                     runs += 1
-                c.batch_best = min(c.batch_best, (time.perf_counter() - start) / runs)
+                c.batch_times.append((time.perf_counter() - start) / runs)
 
 
 def _check_timing(repeat: object, batch_seconds: object = BATCH_SECONDS) -> None:
@@ -173,70 +188,18 @@ def _ours(name, search, opts, queries, rows_of, k, threads, exact) -> _Candidate
 
 
 def _recall(results, exact, k: int) -> float:
+    return _recall_of_top([results.docs[i, : results.counts[i]] for i in range(len(exact))], exact)
+
+
+def _recall_of_top(top: list[np.ndarray], exact) -> float:
+    """Mean recall of each query's returned doc numbers against the exact top k (queries
+    with no exact hit left out)."""
     values = []
     for i in range(len(exact)):
         truth = set(exact.docs[i, : exact.counts[i]].tolist())
         if truth:
-            got = set(results.docs[i, : results.counts[i]].tolist())
-            values.append(len(truth & got) / len(truth))
+            values.append(len(truth & set(np.asarray(top[i]).tolist())) / len(truth))
     return float(np.mean(values)) if values else 1.0
-
-
-def _peer_postings(index: Index) -> dict:
-    """Our postings as the CSC score arrays splade-index and bm25s consume (dequantized)."""
-    return {
-        "data": (index.impact_values().astype(np.float32) * np.float32(index.scale)),
-        "indices": index.doc_numbers().astype(np.int32),
-        "indptr": index.offsets.astype(np.int32),
-        "num_docs": index.n_docs,
-    }
-
-
-def _rows(queries: sp.csr_array) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each query's term ids and weights."""
-    return [
-        (queries.indices[lo:hi].astype(np.int32), queries.data[lo:hi])
-        for lo, hi in zip(queries.indptr[:-1], queries.indptr[1:], strict=True)
-    ]
-
-
-def _peer_runner(retrieve, per_query: list[tuple], scores: dict, k: int):
-    """``run(lo, hi, threads)`` calling a peer's Numba retrieval on queries ``lo:hi``."""
-
-    def run(lo, hi, threads):
-        args = [list(column) for column in zip(*per_query[lo:hi], strict=True)]
-        return retrieve(
-            *args,
-            scores,
-            k=k,
-            sorted=True,
-            return_as="tuple",
-            show_progress=False,
-            n_threads=threads,
-        )
-
-    return run
-
-
-def _splade_index_peer(index: Index, queries: sp.csr_array, k: int):
-    """splade-index's Numba backend fed our postings and weighted query terms."""
-    try:
-        from splade_index.numba.retrieve_utils import _retrieve_numba_functional
-    except ImportError:
-        return None
-    return _peer_runner(_retrieve_numba_functional, _rows(queries), _peer_postings(index), k)
-
-
-def _bm25s_peer(index: Index, queries: sp.csr_array, k: int):
-    """bm25s' Numba backend fed our BM25 postings and query term ids (repeated by count)."""
-    try:
-        from bm25s.numba.retrieve_utils import _retrieve_numba_functional
-    except ImportError:
-        return None
-    if not np.allclose(queries.data, np.round(queries.data)):
-        return None  # bm25s scores term-id lists: only BM25 term-count queries translate
-    ids = [(np.repeat(t, w.astype(np.int64)).astype(np.int32),) for t, w in _rows(queries)]
-    return _peer_runner(_retrieve_numba_functional, ids, _peer_postings(index), k)
 
 
 def bench_index(
@@ -306,8 +269,65 @@ def bench_index(
                 b1, bb = baseline.qps_single, baseline.qps_batch
                 row.ratio_single = row.qps_single / b1 if b1 else None
                 row.ratio_batch = row.qps_batch / bb if bb else None
+    report.versus = compare(report.rows)
     report.extra["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
+
+
+TARGET_RECALL = 0.95  # the recall@k at which approximate settings are compared
+EXACT_PEERS = ("splade-index (numba)", "bm25s (numba)", "bmp safe")
+
+
+def compare(rows: list[BenchRow]) -> list[dict]:
+    """Ours against each peer, as ratios of QPS (single-query and batch each on its own):
+    exact ``auto`` against each exact peer setting (:data:`EXACT_PEERS`), and, for each
+    peer with approximate settings, our fastest setting against the peer's fastest among
+    those with recall@k of at least :data:`TARGET_RECALL` (exact settings included)."""
+    out = []
+    auto = next((r for r in rows if r.name == "auto"), None)
+    for peer in (r for r in rows if r.name in EXACT_PEERS):
+        if auto is not None:
+            out.append(_versus("exact", auto, peer, auto, peer))
+    ours = [r for r in rows if r.engine == "lsr" and (r.recall or 0) >= TARGET_RECALL]
+    approximate = (r.engine for r in rows if r.engine != "lsr" and r.name not in EXACT_PEERS)
+    for engine in dict.fromkeys(approximate):
+        theirs = [r for r in rows if r.engine == engine and (r.recall or 0) >= TARGET_RECALL]
+        if ours and theirs:
+            single = (max(ours, key=_single), max(theirs, key=_single))
+            batch = (max(ours, key=_batch), max(theirs, key=_batch))
+            out.append(_versus(f"recall >= {TARGET_RECALL}", *single, *batch))
+    return out
+
+
+def _single(row: BenchRow) -> float:
+    return row.qps_single
+
+
+def _batch(row: BenchRow) -> float:
+    return row.qps_batch
+
+
+def _versus(what, ours_1, peer_1, ours_b, peer_b) -> dict:
+    """One comparison; ``ours_1``/``peer_1`` for single queries, ``ours_b``/``peer_b`` for
+    batches (the fastest of each may be different settings)."""
+
+    def names(a, b):
+        return a.name if a.name == b.name else f"{a.name} (batch: {b.name})"
+
+    def ratio(a, b):
+        return a / b if b else float("inf")
+
+    return {
+        "what": what,
+        "ours": names(ours_1, ours_b),
+        "peer": names(peer_1, peer_b),
+        "single": ratio(ours_1.qps_single, peer_1.qps_single),
+        "batch": ratio(ours_b.qps_batch, peer_b.qps_batch),
+        "ours_single": ours_1.qps_single,
+        "peer_single": peer_1.qps_single,
+        "ours_batch": ours_b.qps_batch,
+        "peer_batch": peer_b.qps_batch,
+    }
 
 
 CLUSTER_DEFAULTS = {"postings_per_term": 1000, "cluster_size": 16, "summary_mass": 0.15}
@@ -344,38 +364,14 @@ def _clustered(report, index, queries, rows_of, k, threads, exact, settings) -> 
 
 
 def _peers(report, index, queries, k, threads, exact) -> list[_Candidate]:
-    """A candidate per installed peer, compiled and warmed up (time in ``report.extra``)."""
-    n = queries.shape[0]
-    found = []
-    for peer_name, make in (
-        ("splade-index (numba)", _splade_index_peer),
-        ("bm25s (numba)", _bm25s_peer),
-    ):
-        run = make(index, queries, k)
-        if run is None:
-            continue
-        t = time.perf_counter()
-        run(0, 1, 1)
-        run(0, min(2, n), threads)
-        report.extra[f"{peer_name} warmup_seconds"] = time.perf_counter() - t
-        docs, _ = run(0, n, threads)
-        truth = [set(exact.docs[i, : exact.counts[i]].tolist()) for i in range(n)]
-        recall = [
-            len(set(np.asarray(docs[i]).tolist()) & truth[i]) / len(truth[i])
-            for i in range(n)
-            if truth[i]
-        ]
-        found.append(
-            _Candidate(
-                peer_name,
-                lambda i, r=run: r(i, i + 1, 1),
-                lambda r=run: r(0, n, threads),
-                float(np.mean(recall)) if recall else 1.0,
-            )
-        )
-    if not found:
-        report.extra["peers"] = 'not installed: pip install -e ".[bench]"'
-    return found
+    """A candidate per setting of each installed peer (see :mod:`lsr.eval.peers`), built
+    and warmed up (seconds in ``report.extra``), with its recall@k against ``exact``."""
+    from lsr.eval.peers import peer_configs
+
+    return [
+        _Candidate(c.name, c.single, c.batch, _recall_of_top(c.top, exact), c.engine)
+        for c in peer_configs(index, queries, k, threads, report.extra)
+    ]
 
 
 def index_bytes(index: Index) -> int:

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from lsr import BM25Encoder, load_encoder, sample_dataset
 from lsr.eval import load_dataset
+from lsr.eval.peers import bmp_query
 from lsr.index import LiveIndex
 from lsr.index.engine_export import DOT_STANDIN, feature_name, nine_bits, point_id
 from lsr.pipeline import Searcher, index_corpus
@@ -21,8 +22,6 @@ from lsr.service.cli import main
 from tests.conftest import fill_disk, shared_path
 
 K = 10
-BMP_QUERY_LEVELS = 32  # BMP maps a query's largest weight to 32 and rounds the others up
-BMP_MAX_SCORE = 65535  # BMP keeps scores in 16 bits
 # BMP's exact setting (alpha = beta = 1) misses a document now and then with larger blocks,
 # on the same CIFF (measured with bmp 0.2.8 on SciFact: splade-tiny 0/2/17/88/217 of 300
 # queries differ at block sizes 8/16/32/64/128, BM25 0 at 32 and 3 at 128; the documents it
@@ -78,24 +77,6 @@ def _same_ranking(got_ids, got_scores, ours_ids, ours_scores, tied_below) -> Non
 # ---- CIFF, read by BMP ---------------------------------------------------------------------
 
 
-def _bmp_query(index, row) -> tuple[np.ndarray, np.ndarray]:
-    """The query as BMP scores it: terms that have postings, weights ceil(32 w / max w);
-    and, since BMP adds scores and block bounds in 16 bits, only the heaviest terms whose
-    bound (sum of weight times the list's largest impact) stays within them: what both
-    engines are given."""
-    cols, vals = row.indices, row.data
-    keep = index.list_lengths[cols] > 0
-    cols, vals = cols[keep], vals[keep]
-    if not cols.size:
-        return cols, vals
-    order = np.argsort(-vals, kind="stable")
-    cols, vals = cols[order], vals[order]
-    weights = np.ceil(vals / vals[0] * BMP_QUERY_LEVELS).astype(np.float32)
-    bound = np.cumsum(weights * index.blocks.max_impact[cols].astype(np.float32))
-    n = int(np.searchsorted(bound, BMP_MAX_SCORE, side="right"))
-    return cols[:n], weights[:n]
-
-
 @pytest.mark.parametrize("which", ["bm25", "splade"])
 def test_bmp_exact_search_over_our_ciff_returns_our_top_k(
     tmp_path, scifact, bm25_collection, splade_collection, which
@@ -114,7 +95,8 @@ def test_bmp_exact_search_over_our_ciff_returns_our_top_k(
     engine = bmp.Searcher(str(tmp_path / "x.bmp"))
     compared = 0
     for i in range(queries.shape[0]):
-        cols, weights = _bmp_query(index, queries[[i]])
+        row = queries[[i]]
+        cols, weights = bmp_query(index, row.indices, row.data)
         if not cols.size:
             continue
         query = sp.csr_array((weights, cols, [0, cols.size]), shape=(1, len(vocab)))
