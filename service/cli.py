@@ -477,7 +477,12 @@ def _add_bench(sub) -> None:
         help="queries for an index target: a queries.jsonl / tsv file or a dataset",
     )
     p.add_argument("-k", type=POSITIVE_INT, default=10, help="hits per query")
-    p.add_argument("--repeat", type=POSITIVE_INT, default=1, help="timed passes over the queries")
+    p.add_argument(
+        "--repeat",
+        type=POSITIVE_INT,
+        default=1,
+        help="timed single-query passes (the median counts; batches: at least 3 rounds)",
+    )
     p.add_argument(
         "--max-queries", type=POSITIVE_INT, default=None, help="use only the first N queries"
     )
@@ -529,7 +534,9 @@ def _add_bench(sub) -> None:
         action="store_true",
         help="synthetic: short IDF-weighted queries (~6 terms unless --query-terms)",
     )
-    p.add_argument("--no-peers", action="store_true", help="skip splade-index / bm25s")
+    p.add_argument(
+        "--no-peers", action="store_true", help="skip the peers (splade-index, bm25s, Seismic, BMP)"
+    )
     p.add_argument("--no-approximate", action="store_true", help="skip approximate settings")
     p.add_argument(
         "--no-clustered", action="store_true", help="skip the clustered (Seismic-style) index"
