@@ -63,11 +63,31 @@ class PeerConfig:
     engine: str
 
 
+@dataclass
+class _Feed:
+    """What every peer is fed, computed once: the index, the queries and each one's term ids
+    and weights, and all postings as dequantized weights (documents x vocabulary, CSC; a
+    copy of every posting, so not one per peer)."""
+
+    index: Index
+    queries: sp.csr_array
+    rows: list[tuple[np.ndarray, np.ndarray]]
+    weights: sp.csc_array
+    k: int
+    threads: int
+    extra: dict
+
+
 def peer_configs(
     index: Index, queries: sp.csr_array, k: int, threads: int, extra: dict
 ) -> list[PeerConfig]:
     """Every installed peer's settings, built and warmed up; build and warm-up seconds go
     into ``extra`` (``"<peer> build_seconds"``, ``"<peer> warmup_seconds"``)."""
+    rows = [
+        (queries.indices[lo:hi].astype(np.int32), queries.data[lo:hi])
+        for lo, hi in zip(queries.indptr[:-1], queries.indptr[1:], strict=True)
+    ]
+    feed = _Feed(index, queries, rows, index.weights(), k, threads, extra)
     found: list[PeerConfig] = []
     missing = []
     for name, make in (
@@ -77,7 +97,7 @@ def peer_configs(
         ("bmp", _bmp),
     ):
         try:
-            configs = make(index, queries, k, threads, extra)
+            configs = make(feed)
         except ImportError:
             missing.append(name)
             continue
@@ -85,14 +105,6 @@ def peer_configs(
     if missing:
         extra["peers not installed"] = missing
     return found
-
-
-def _rows(queries: sp.csr_array) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each query's term ids and weights."""
-    return [
-        (queries.indices[lo:hi].astype(np.int32), queries.data[lo:hi])
-        for lo, hi in zip(queries.indptr[:-1], queries.indptr[1:], strict=True)
-    ]
 
 
 def _timed(extra: dict, key: str, work: Callable[[], object]) -> object:
@@ -105,14 +117,14 @@ def _timed(extra: dict, key: str, work: Callable[[], object]) -> object:
 # ---- splade-index and bm25s: exhaustive Numba scorers over CSC score arrays ---------------
 
 
-def _numba_peer(engine, retrieve, per_query, index, k, threads, extra) -> list[PeerConfig]:
+def _numba_peer(engine, retrieve, per_query, feed: _Feed) -> list[PeerConfig]:
     name = f"{engine} (numba)"
-    weights = index.weights()
+    k, threads, weights = feed.k, feed.threads, feed.weights
     scores = {
         "data": weights.data,
         "indices": weights.indices.astype(np.int32),
         "indptr": weights.indptr.astype(np.int32),
-        "num_docs": index.n_docs,
+        "num_docs": feed.index.n_docs,
     }
 
     def run(lo, hi, n_threads):
@@ -121,7 +133,7 @@ def _numba_peer(engine, retrieve, per_query, index, k, threads, extra) -> list[P
                         show_progress=False, n_threads=n_threads)  # fmt: skip
 
     n = len(per_query)
-    _timed(extra, f"{name} warmup_seconds", lambda: (run(0, 1, 1), run(0, min(2, n), threads)))
+    _timed(feed.extra, f"{name} warmup_seconds", lambda: (run(0, 1, 1), run(0, min(2, n), threads)))
     docs, _ = run(0, n, threads)
     return [
         PeerConfig(
@@ -134,21 +146,19 @@ def _numba_peer(engine, retrieve, per_query, index, k, threads, extra) -> list[P
     ]
 
 
-def _splade_index(index, queries, k, threads, extra) -> list[PeerConfig]:
+def _splade_index(feed: _Feed) -> list[PeerConfig]:
     from splade_index.numba.retrieve_utils import _retrieve_numba_functional
 
-    return _numba_peer("splade-index", _retrieve_numba_functional, _rows(queries),
-                       index, k, threads, extra)  # fmt: skip
+    return _numba_peer("splade-index", _retrieve_numba_functional, feed.rows, feed)
 
 
-def _bm25s(index, queries, k, threads, extra) -> list[PeerConfig]:
+def _bm25s(feed: _Feed) -> list[PeerConfig]:
     from bm25s.numba.retrieve_utils import _retrieve_numba_functional
 
-    if not np.allclose(queries.data, np.round(queries.data)):
+    if not np.allclose(feed.queries.data, np.round(feed.queries.data)):
         return []  # bm25s scores term-id lists: only BM25 term-count queries translate
-    ids = [(np.repeat(t, w.astype(np.int64)).astype(np.int32),) for t, w in _rows(queries)]
-    return _numba_peer("bm25s", _retrieve_numba_functional, ids, index, k, threads,
-                       extra)  # fmt: skip
+    ids = [(np.repeat(t, w.astype(np.int64)).astype(np.int32),) for t, w in feed.rows]
+    return _numba_peer("bm25s", _retrieve_numba_functional, ids, feed)
 
 
 # ---- Seismic ------------------------------------------------------------------------------
@@ -169,11 +179,12 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _seismic(index, queries, k, threads, extra) -> list[PeerConfig]:
+def _seismic(feed: _Feed) -> list[PeerConfig]:
     import seismic
 
+    index, k, threads, extra = feed.index, feed.k, feed.threads, feed.extra
     text = seismic.get_seismic_string()
-    docs = index.weights().tocsr()
+    docs = feed.weights.tocsr()
     docs.sort_indices()
 
     def build():
@@ -191,12 +202,12 @@ def _seismic(index, queries, k, threads, extra) -> list[PeerConfig]:
 
     engine = _timed(extra, "seismic build_seconds", build)
     extra["seismic build"] = SEISMIC_BUILD
-    rows = _rows(queries)
+    rows = feed.rows
     n = len(rows)
     ids = np.array([f"q{i}" for i in range(n)]).astype(text)
     terms = [t.astype(np.int64).astype(text) for t, _ in rows]
     weights = [w.astype(np.float32) for _, w in rows]
-    avg_terms = queries.nnz / max(n, 1)
+    avg_terms = feed.queries.nnz / max(n, 1)
     cuts = sorted({max(1, round(avg_terms * f)) for f in (0.25, 0.5, 1.0)})
 
     def single(i, cut, heap):
@@ -247,15 +258,16 @@ def bmp_query(index: Index, terms: np.ndarray, weights: np.ndarray) -> tuple[np.
     return terms[:n], levels[:n]
 
 
-def _bmp(index, queries, k, threads, extra) -> list[PeerConfig]:
+def _bmp(feed: _Feed) -> list[PeerConfig]:
     import bmp
 
     from lsr.index.ciff import write_ciff
 
-    folder = Path(tempfile.mkdtemp(prefix="lsr-bench-bmp-"))
-    try:
+    index, k, extra = feed.index, feed.k, feed.extra
 
-        def build():
+    def build():
+        with tempfile.TemporaryDirectory(prefix="lsr-bench-bmp-") as tmp:
+            folder = Path(tmp)  # removed once loaded: the searcher holds the index in memory
             write_ciff(index, folder / "index.ciff")
             with _stdout_to_stderr():  # ciff2bmp prints its progress
                 bmp.ciff2bmp(ciff_file=str(folder / "index.ciff"),
@@ -263,17 +275,13 @@ def _bmp(index, queries, k, threads, extra) -> list[PeerConfig]:
                              compress_range=False)  # fmt: skip
                 return bmp.Searcher(str(folder / "index.bmp"))
 
-        engine = _timed(extra, "bmp build_seconds", build)
-    finally:
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()  # the searcher holds the index in memory
+    engine = _timed(extra, "bmp build_seconds", build)
     vocab = index.vocab
     asked = []
-    for terms, weights in _rows(queries):
+    for terms, weights in feed.rows:
         t, w = bmp_query(index, terms, weights)
         asked.append({vocab[c]: float(v) for c, v in zip(t.tolist(), w.tolist(), strict=True)})
-    extra["bmp query terms kept"] = sum(map(len, asked)) / max(queries.nnz, 1)
+    extra["bmp query terms kept"] = sum(map(len, asked)) / max(feed.queries.nnz, 1)
     number = {doc_id: i for i, doc_id in enumerate(index.doc_ids.to_pylist())}
 
     def single(i, alpha, beta):
