@@ -16,8 +16,9 @@ import gc
 import logging
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,6 +27,9 @@ from lsr.checks import positive_int
 from lsr.errors import InputError
 from lsr.index import Index
 from lsr.kernels.dispatch import ALGORITHM_NAMES, ALGORITHMS, AUTO
+
+if TYPE_CHECKING:
+    from lsr.eval.faithful import FaithfulModel
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +217,8 @@ def bench_index(
     peers: bool = True,
     clustered: dict | None = None,
     batch_seconds: float = BATCH_SECONDS,
+    algorithms: bool = True,
+    peer_names: Sequence[str] | None = None,
 ) -> BenchReport:
     """Benchmark all exact algorithms, approximate settings and the peers on one index.
 
@@ -220,6 +226,8 @@ def bench_index(
     part of the approximate settings (default :data:`CLUSTER_DEFAULTS`; ``{}`` skips it),
     searched with heap factors 0.9, 0.95 and 1.0 at three query-term probe depths.
     ``batch_seconds``: how long each round times back-to-back batches (0: two batches).
+    ``algorithms=False`` leaves out the inverted index's algorithms (the clustered index
+    and the peers remain); ``peer_names`` picks peers (default: every installed one).
     """
     import numba
 
@@ -237,8 +245,10 @@ def bench_index(
     )
     rows_of = [queries[[i]] for i in range(n)]
     exact = index.search(queries, k, algorithm="exhaustive")
-    configs = [(name, {"algorithm": name}) for name in ALGORITHM_NAMES]
-    if approximate:  # every algorithm that prunes against theta x the k-th score, by name
+    configs = [(name, {"algorithm": name}) for name in ALGORITHM_NAMES] if algorithms else []
+    if (
+        approximate and algorithms
+    ):  # every algorithm that prunes against theta x the k-th score, by name
         configs += [
             (f"{a.name} theta={t}", {"algorithm": a.name, "theta": t})
             for a in ALGORITHMS
@@ -259,7 +269,7 @@ def bench_index(
     ]
     if approximate and clustered != {}:
         candidates += _clustered(report, index, queries, rows_of, k, threads, exact, clustered)
-    peer_candidates = _peers(report, index, queries, k, threads, exact) if peers else []
+    peer_candidates = _peers(report, index, queries, k, threads, exact, peer_names) if peers else []
     _time_interleaved(candidates + peer_candidates, n, repeat, batch_seconds)
     report.rows = [c.row(n) for c in candidates + peer_candidates]
     baseline = next((r for r in report.rows if r.name.startswith("splade-index")), None)
@@ -363,14 +373,14 @@ def _clustered(report, index, queries, rows_of, k, threads, exact, settings) -> 
     ]
 
 
-def _peers(report, index, queries, k, threads, exact) -> list[_Candidate]:
+def _peers(report, index, queries, k, threads, exact, names=None) -> list[_Candidate]:
     """A candidate per setting of each installed peer (see :mod:`lsr.eval.peers`), built
     and warmed up (seconds in ``report.extra``), with its recall@k against ``exact``."""
     from lsr.eval.peers import peer_configs
 
     return [
         _Candidate(c.name, c.single, c.batch, _recall_of_top(c.top, exact), c.engine)
-        for c in peer_configs(index, queries, k, threads, report.extra)
+        for c in peer_configs(index, queries, k, threads, report.extra, names)
     ]
 
 
@@ -393,17 +403,23 @@ def bench_synthetic(
     peers: bool = True,
     approximate: bool = True,
     clustered: dict | None = None,
+    like: FaithfulModel | None = None,
 ) -> BenchReport:
-    """Build a synthetic SPLADE-like index (timed) and benchmark it."""
+    """Build a synthetic SPLADE-like index (timed) and benchmark it: drawn from ``like``, a
+    generator fitted to real vectors (:mod:`lsr.eval.faithful`; ``vocab``, ``doc_terms``,
+    ``query_terms`` and ``inference_free`` then come from it), or with independent terms
+    (:mod:`lsr.eval.synthetic`)."""
     from lsr.eval.synthetic import synthetic_corpus, synthetic_queries
     from lsr.index import IndexBuilder
 
     _check_timing(repeat)  # before the build, which takes a while on large corpora
 
     t = time.perf_counter()
+    if like is not None:
+        vocab = like.vocab_size
     builder = IndexBuilder([f"t{i}" for i in range(vocab)])
     gen_seconds = 0.0
-    source = synthetic_corpus(n_docs, vocab, doc_terms)
+    source = like.corpus(n_docs) if like else synthetic_corpus(n_docs, vocab, doc_terms)
     while True:
         g = time.perf_counter()
         batch = next(source, None)
@@ -413,8 +429,12 @@ def bench_synthetic(
         builder.add(*batch)
     index = builder.finish()
     build_seconds = time.perf_counter() - t - gen_seconds
-    queries = synthetic_queries(n_queries, vocab, query_terms, inference_free=inference_free)
-    kind = "inference-free" if inference_free else "splade-like"
+    if like is not None:
+        queries = like.queries(n_queries, n_docs)[0]
+        kind = "faithful"
+    else:
+        queries = synthetic_queries(n_queries, vocab, query_terms, inference_free=inference_free)
+        kind = "inference-free" if inference_free else "splade-like"
     report = bench_index(
         index,
         queries,
@@ -432,6 +452,11 @@ def bench_synthetic(
             "avg_nnz_doc": float(index.doc_terms.mean()),
             "avg_nnz_query": queries.nnz / n_queries,
             "n_postings": index.n_postings,
+            **(
+                {"focus_share": like.focus_share, "from_document": like.from_document}
+                if like
+                else {}
+            ),
         }
     )
     return report

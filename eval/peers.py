@@ -27,7 +27,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +79,16 @@ class _Feed:
 
 
 def peer_configs(
-    index: Index, queries: sp.csr_array, k: int, threads: int, extra: dict
+    index: Index,
+    queries: sp.csr_array,
+    k: int,
+    threads: int,
+    extra: dict,
+    names: Sequence[str] | None = None,
 ) -> list[PeerConfig]:
-    """Every installed peer's settings, built and warmed up; build and warm-up seconds go
-    into ``extra`` (``"<peer> build_seconds"``, ``"<peer> warmup_seconds"``)."""
+    """Every installed peer's settings (or those of the peers ``names``: splade-index,
+    bm25s, seismic, bmp), built and warmed up; build and warm-up seconds go into ``extra``
+    (``"<peer> build_seconds"``, ``"<peer> warmup_seconds"``)."""
     rows = [
         (queries.indices[lo:hi].astype(np.int32), queries.data[lo:hi])
         for lo, hi in zip(queries.indptr[:-1], queries.indptr[1:], strict=True)
@@ -96,6 +102,8 @@ def peer_configs(
         ("seismic", _seismic),
         ("bmp", _bmp),
     ):
+        if names is not None and name not in names:
+            continue
         try:
             configs = make(feed)
         except ImportError:

@@ -122,6 +122,38 @@ def encode_to_file(
     return encode_corpus_into(corpus, encoder, write, batch_size, progress)
 
 
+def encode_queries_to_file(
+    queries: dict[str, str],
+    encoder,
+    path: str | Path,
+    batch_size: int = 256,
+    progress: bool = False,
+    label: str | None = None,
+) -> tuple[int, EncodingStats]:
+    """Encode ``{query_id: text}`` with the encoder's query side into the Parquet vector
+    file ``path`` (the ids in the id column), the format documents get; the rows written and
+    the encoding's figures. An encoder that needs corpus statistics must be fitted already."""
+    if not queries:
+        raise InputError("There are no queries to encode.")
+    if hasattr(encoder, "fit") and not getattr(encoder, "fitted", True):
+        raise InputError("The encoder needs corpus statistics: fit it on the corpus first.")
+    ids, texts = list(queries), list(queries.values())
+    stats = EncodingStats()
+
+    def batches():
+        with tqdm(total=len(ids), desc="encode queries", unit="query", disable=not progress) as bar:
+            for lo in range(0, len(ids), batch_size):
+                t = time.perf_counter()
+                vectors = encoder.encode_queries(texts[lo : lo + batch_size])
+                stats.seconds += time.perf_counter() - t
+                stats.n_docs += vectors.shape[0]
+                bar.update(vectors.shape[0])
+                yield vectors, ids[lo : lo + batch_size]
+
+    rows = write_vectors(path, batches(), encoder.vocab, encoder=label or "")
+    return rows, stats
+
+
 def build_index(
     batches: Iterable[tuple],
     encoder,

@@ -214,6 +214,12 @@ def _add_encode(sub) -> None:
         "--out", required=True, help="the .parquet file to write (with --ray: a folder of parts)"
     )
     p.add_argument(
+        "--queries",
+        action="store_true",
+        help="encode the queries instead (CORPUS: a dataset or a query file), with the "
+        "encoder's query side; BM25 is fitted on the dataset's corpus first",
+    )
+    p.add_argument(
         "--ray",
         nargs="?",
         const="auto",
@@ -474,7 +480,8 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "--queries",
         default=None,
-        help="queries for an index target: a queries.jsonl / tsv file or a dataset",
+        help="queries for an index target: a queries.jsonl / tsv file or a dataset; "
+        "synthetic --like: the real queries' vectors (lsr encode --queries)",
     )
     p.add_argument("-k", type=POSITIVE_INT, default=10, help="hits per query")
     p.add_argument(
@@ -496,8 +503,23 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "--like",
         default=None,
-        help="ingest: the corpus the collection is built from and new documents are drawn "
-        "from (default: the bundled sample)",
+        help="synthetic: real document vectors (a Parquet file from lsr encode) to fit the "
+        "generator to, with their queries' from --queries (lsr encode --queries), or a "
+        "fitted generator (.npz from --save-generator); ingest: the corpus the collection is "
+        "built from and new documents are drawn from (default: the bundled sample)",
+    )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="synthetic --like: compare a fitted sample the size of the real vectors with "
+        "them (and with independent terms) instead of benchmarking: statistics and the "
+        "recall-vs-speed of Seismic and the clustered index",
+    )
+    p.add_argument(
+        "--save-generator",
+        default=None,
+        metavar="NPZ",
+        help="synthetic --like: also write the fitted generator here, for later --like runs",
     )
     p.add_argument(
         "--batch-sizes",

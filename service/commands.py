@@ -183,6 +183,8 @@ def _progress() -> bool:
 
 def cmd_encode(args) -> int:
     out = Path(args.out)
+    if args.ray is not None and args.queries:
+        raise InputError("--queries encodes on this machine (queries are few); drop --ray.")
     if args.ray is not None:
         return _encode_on_ray(args, out)
     if args.concurrency != 2 or args.chunk != 8192:
@@ -199,17 +201,21 @@ def cmd_encode(args) -> int:
         )
     encoder = _encoder_from_args(args)
     t = time.perf_counter()
-    rows, stats = encode_to_file(
-        corpus_source(args.corpus),
-        encoder,
-        out,
-        args.batch_size,
-        _progress(),
-        label=str(args.encoder),
-    )
+    if args.queries:
+        rows, stats = _encode_queries(args, encoder, out)
+    else:
+        rows, stats = encode_to_file(
+            corpus_source(args.corpus),
+            encoder,
+            out,
+            args.batch_size,
+            _progress(),
+            label=str(args.encoder),
+        )
+    what = "queries" if args.queries else "docs"
     summary = {
         "path": str(out),
-        "n_docs": rows,
+        f"n_{what}": rows,
         "seconds": time.perf_counter() - t,
         "encode_docs_per_second": stats.docs_per_second,
         "bytes": out.stat().st_size,
@@ -218,10 +224,30 @@ def cmd_encode(args) -> int:
         _print_json(summary)
     else:
         print(
-            f"encoded {rows:,} docs in {summary['seconds']:.1f}s "
-            f"({stats.docs_per_second:,.1f} docs/s) -> {out} ({summary['bytes'] / 2**20:.1f} MiB)"
+            f"encoded {rows:,} {what} in {summary['seconds']:.1f}s "
+            f"({stats.docs_per_second:,.1f} {what}/s) -> {out} "
+            f"({summary['bytes'] / 2**20:.1f} MiB)"
         )
     return 0
+
+
+def _encode_queries(args, encoder, out: Path):
+    """``lsr encode DATASET --queries``: the dataset's queries through the query side."""
+    from lsr.encoding import prepare
+    from lsr.eval.datasets import load_topics
+    from lsr.pipeline import encode_queries_to_file, read_documents
+
+    queries = load_topics(args.corpus)
+    if hasattr(encoder, "fit") and not getattr(encoder, "fitted", True):
+        if Path(args.corpus).is_file():
+            raise InputError(
+                f"{args.encoder} needs corpus statistics: give the dataset (a BEIR folder or an "
+                "ir_datasets id), whose corpus it is fitted on, not a query file."
+            )
+        prepare(encoder, read_documents(corpus_source(args.corpus), _progress()), _progress())
+    return encode_queries_to_file(
+        queries, encoder, out, args.batch_size, _progress(), label=str(args.encoder)
+    )
 
 
 def _encode_on_ray(args, out: Path) -> int:
@@ -384,6 +410,60 @@ def _bench_queries(spec: str, encoder, limit: int | None):
     return encoder.encode_queries(texts)
 
 
+def _generator(args):
+    """``lsr bench synthetic --like``: the generator fitted to real vectors (or saved) and
+    the real ``(documents, queries)`` it was fitted to (None when loaded)."""
+    from lsr.eval import faithful
+
+    if args.like is None:
+        if args.validate or args.save_generator:
+            raise InputError("--validate and --save-generator need --like REAL_VECTORS.parquet.")
+        return None, None
+    if args.inference_free or args.doc_terms != 120 or args.query_terms != 40:
+        raise InputError(
+            "--like fits lengths, weights and query kind to the real vectors; drop "
+            "--inference-free, --doc-terms and --query-terms (fit inference-free queries by "
+            "encoding them with an inference-free encoder)."
+        )
+    path = Path(args.like)
+    if path.suffix == ".npz":
+        if args.queries or args.validate:
+            raise InputError("A saved generator is already fitted: drop --queries and --validate.")
+        model, real = faithful.FaithfulModel.load(path), None
+    else:
+        docs = _vector_matrix(path)
+        queries = _vector_matrix(Path(args.queries)) if args.queries else None
+        model, real = faithful.fit(docs, queries), (docs, queries)
+    if args.save_generator:
+        model.save(args.save_generator)
+    return model, real
+
+
+def _vector_matrix(path: Path):
+    """All rows of a Parquet vector file as one CSR matrix."""
+    import scipy.sparse as sp
+
+    from lsr.vector_files import open_vectors
+
+    if not path.exists():
+        raise InputError(f"{path} not found: give a Parquet vector file from lsr encode.")
+    return sp.vstack([m for m, _ in open_vectors(path).batches(8192)], format="csr")
+
+
+def _validate_generator(args, model, real) -> int:
+    from lsr.eval.faithful_validation import validate
+
+    docs, queries = real
+    if queries is None:
+        raise InputError("--validate compares queries too: give the real ones with --queries.")
+    result = validate(docs, queries, model)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(result.table())
+    return 0
+
+
 def cmd_bench(args) -> int:
     from lsr.eval.bench import bench_index, bench_synthetic
 
@@ -442,6 +522,9 @@ def cmd_bench(args) -> int:
             encode_docs=args.encode_docs,
         )
     elif args.target == "synthetic":
+        like, real = _generator(args)
+        if args.validate:
+            return _validate_generator(args, like, real)
         query_terms = args.query_terms if args.query_terms != 40 or not args.inference_free else 6
         report = bench_synthetic(
             args.docs or 1_000_000,
@@ -449,6 +532,7 @@ def cmd_bench(args) -> int:
             doc_terms=args.doc_terms,
             query_terms=query_terms,
             inference_free=args.inference_free,
+            like=like,
             **common,
         )
     elif is_index:

@@ -140,3 +140,39 @@ def test_a_closed_stdout_pipe_is_not_an_error(tmp_path):
     search.stdout.close()  # as head does after its lines
     assert search.wait(timeout=300) == 0
     assert search.stderr.read().decode() == ""
+
+
+def test_encode_queries_writes_the_query_side_vectors(tmp_path, capsys):
+    from lsr import BM25Encoder
+    from lsr.eval.datasets import load_topics
+    from lsr.pipeline import read_documents
+    from lsr.vector_files import open_vectors
+
+    out = tmp_path / "q.parquet"
+    args = ["encode", str(sample_dataset()), "--queries", "--encoder", "bm25", "--out", str(out)]
+    assert main(args + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_queries"] == 40
+    vectors = open_vectors(out)
+    [(matrix, ids)] = list(vectors.batches(100))
+    topics = load_topics(sample_dataset())
+    assert list(ids) == list(topics)
+    encoder = BM25Encoder()
+    encoder.fit(d.contents for d in read_documents(sample_dataset()))
+    expected = encoder.encode_queries(list(topics.values()))
+    assert vectors.vocab == list(encoder.vocab)
+    assert abs(matrix - expected).max() < 1e-6 and matrix.nnz == expected.nnz
+    # BM25 needs the corpus: a bare query file cannot fit it; --ray is for documents
+    queries_file = str(sample_dataset() / "queries.jsonl")
+    bare = [
+        "encode",
+        queries_file,
+        "--queries",
+        "--encoder",
+        "bm25",
+        "--out",
+        str(tmp_path / "b.parquet"),
+    ]
+    assert main(bare) != 0
+    assert "corpus statistics" in capsys.readouterr().err
+    assert main(args[:-1] + [str(tmp_path / "r.parquet"), "--ray"]) != 0
+    assert "drop --ray" in capsys.readouterr().err
