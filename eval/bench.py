@@ -219,6 +219,7 @@ def bench_index(
     batch_seconds: float = BATCH_SECONDS,
     algorithms: bool = True,
     peer_names: Sequence[str] | None = None,
+    reorder: str | None = None,
 ) -> BenchReport:
     """Benchmark all exact algorithms, approximate settings and the peers on one index.
 
@@ -228,6 +229,9 @@ def bench_index(
     ``batch_seconds``: how long each round times back-to-back batches (0: two batches).
     ``algorithms=False`` leaves out the inverted index's algorithms (the clustered index
     and the peers remain); ``peer_names`` picks peers (default: every installed one).
+    ``reorder="bp"``: also reorder the index (:mod:`lsr.index.reorder`, timed); the
+    algorithms run on both (the reordered rows marked ``[bp]``), the clustered index and
+    the peers on the reordered one, which is what they are given in the papers.
     """
     import numba
 
@@ -244,7 +248,13 @@ def bench_index(
         index_bytes_per_posting=index_bytes(index) / max(index.n_postings, 1),
     )
     rows_of = [queries[[i]] for i in range(n)]
-    exact = index.search(queries, k, algorithm="exhaustive")
+    indexes = [(index, "")]
+    if reorder is not None:
+        from lsr.index.reorder import reorder as reorder_index
+
+        reordered, done = reorder_index(index, reorder)
+        report.extra["reorder"] = {"method": reorder, **done.to_dict()}
+        indexes.append((reordered, f" [{reorder}]"))
     configs = [(name, {"algorithm": name}) for name in ALGORITHM_NAMES] if algorithms else []
     if (
         approximate and algorithms
@@ -259,17 +269,22 @@ def bench_index(
         for m in sorted({max(1, int(avg_terms * f)) for f in (0.25, 0.5)}):
             configs.append((f"auto query_terms={m}", {"algorithm": "auto", "query_terms": m}))
     t = time.perf_counter()
-    for _, opts in configs:
-        index.search(rows_of[0], k, **opts)
-        index.search(queries[:2], k, **opts)
+    for searched, _ in indexes:
+        for _, opts in configs:
+            searched.search(rows_of[0], k, **opts)
+            searched.search(queries[:2], k, **opts)
     report.extra["numba_warmup_seconds"] = time.perf_counter() - t
-    candidates = [
-        _ours(label, index.search, opts, queries, rows_of, k, threads, exact)
-        for label, opts in configs
-    ]
+    candidates = []
+    for searched, suffix in indexes:
+        exact = searched.search(queries, k, algorithm="exhaustive")
+        candidates += [
+            _ours(label + suffix, searched.search, opts, queries, rows_of, k, threads, exact)
+            for label, opts in configs
+        ]
+    last = indexes[-1][0]  # the reordered index, when there is one
     if approximate and clustered != {}:
-        candidates += _clustered(report, index, queries, rows_of, k, threads, exact, clustered)
-    peer_candidates = _peers(report, index, queries, k, threads, exact, peer_names) if peers else []
+        candidates += _clustered(report, last, queries, rows_of, k, threads, exact, clustered)
+    peer_candidates = _peers(report, last, queries, k, threads, exact, peer_names) if peers else []
     _time_interleaved(candidates + peer_candidates, n, repeat, batch_seconds)
     report.rows = [c.row(n) for c in candidates + peer_candidates]
     baseline = next((r for r in report.rows if r.name.startswith("splade-index")), None)
@@ -404,6 +419,7 @@ def bench_synthetic(
     approximate: bool = True,
     clustered: dict | None = None,
     like: FaithfulModel | None = None,
+    reorder: str | None = None,
 ) -> BenchReport:
     """Build a synthetic SPLADE-like index (timed) and benchmark it: drawn from ``like``, a
     generator fitted to real vectors (:mod:`lsr.eval.faithful`; ``vocab``, ``doc_terms``,
@@ -444,6 +460,7 @@ def bench_synthetic(
         approximate=approximate,
         peers=peers,
         clustered=clustered,
+        reorder=reorder,
     )
     report.extra.update(
         {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +27,8 @@ from lsr.index import Index, IndexBuilder
 from lsr.index.collection import create_collection
 from lsr.index.dense import DenseSpec
 from lsr.index.lock import WriterLock
+from lsr.index.reorder import check_method
+from lsr.index.reorder import reorder as reorder_index
 from lsr.index.representations import NewExtra
 from lsr.index.store import StoreSpec
 from lsr.vector_files import is_vectors, open_vectors, write_vectors
@@ -165,19 +167,32 @@ def build_index(
     store: StoreSpec | str | None = "none",
     representations: Sequence[tuple[NewExtra, object]] = (),
     main: str | None = None,
+    reorder: str | None = None,
 ) -> Index:
     """Index ``(vectors, doc_ids)`` batches and save them with ``encoder`` to ``out`` as a
     collection of one segment, atomically; ``documents`` (in batch order) are stored as
     ``store`` says (all fields, ``fields:a,b`` or none). ``representations``: extra ones
     (rows in batch order) with the encoder of each, saved under ``encoders/NAME``; ``main``
-    names the main one. Returns the segment's index."""
+    names the main one. ``reorder="bp"`` renumbers the documents by recursive graph
+    bisection (:mod:`lsr.index.reorder`) before anything is written: stored documents and
+    extra representations follow. Returns the segment's index."""
     spec = StoreSpec.parse(store)
+    check_method(reorder)
     if spec.stores and documents is None:
         raise InputError("Storing documents needs the documents (a corpus, not vectors).")
     builder = IndexBuilder(encoder.vocab, quantization=quantization)
     builder.extend(batches)
     meta = {"encoder": getattr(encoder, "name", type(encoder).__name__), **(metadata or {})}
     index = builder.finish()
+    if reorder is not None:
+        index, done = reorder_index(index, reorder)
+        meta["reorder"] = {"method": reorder, **done.to_dict()}
+        order = done.order
+        documents = [documents[i] for i in order] if documents is not None else None
+        representations = [
+            (replace(extra, rows=extra.rows[order]), extra_encoder)
+            for extra, extra_encoder in representations
+        ]
     records = [spec.select(d.record()) for d in documents] if spec.stores else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,8 +229,10 @@ def index_corpus(
     extra_encoders: dict[str, object] | None = None,
     dense_index: DenseSpec | str | None = None,
     main: str | None = None,
+    reorder: str | None = None,
 ) -> IndexingSummary:
     """Encode every document of ``corpus`` and write the index (with its encoder) to ``out``.
+    ``reorder``: renumber the documents as :func:`build_index` says (``bp``).
 
     ``extra_encoders`` (name -> a sparse or dense encoder) add representations for hybrid
     search (:mod:`lsr.index.representations`): each encodes every document too, and the
@@ -231,6 +248,7 @@ def index_corpus(
     new.
     """
     spec = StoreSpec.parse(store)
+    check_method(reorder)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it.")
@@ -253,8 +271,9 @@ def index_corpus(
                 )
                 extras.append((new, extra_encoder))
         return build_index(
-            batches, encoder, out, quantization, overwrite, meta, docs, spec, extras, main
-        )
+            batches, encoder, out, quantization, overwrite, meta, docs, spec, extras, main,
+            reorder,
+        )  # fmt: skip
 
     if extra_encoders and is_vectors(corpus):
         raise InputError("Extra encoders encode the documents' text; a vector file has none.")
@@ -331,9 +350,10 @@ def index_pretokenized(
     overwrite: bool = False,
     progress: bool = False,
     store: StoreSpec | str | None = "all",
+    reorder: str | None = None,
 ) -> IndexingSummary:
     """Index documents that carry their own term weights (Pyserini's JsonVectorCollection,
-    see :mod:`lsr.pretokenized`) without encoding them.
+    see :mod:`lsr.pretokenized`) without encoding them (``reorder``: see :func:`build_index`).
 
     With ``encoder`` every term must be in its vocabulary (queries go through it); without,
     the vocabulary is the corpus's terms in order of appearance and the collection's encoder
@@ -373,5 +393,7 @@ def index_pretokenized(
             yield rows, [d.id for d, _ in chunk]
 
     meta = {"corpus": str(corpus), "pretokenized": True}
-    index = build_index(batches(), encoder, out, quantization, overwrite, meta, docs, store)
+    index = build_index(
+        batches(), encoder, out, quantization, overwrite, meta, docs, store, reorder=reorder
+    )
     return _summary(out, index, EncodingStats(), t0)

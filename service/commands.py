@@ -79,6 +79,11 @@ def _encoders_from_args(args) -> tuple[str, object, dict]:
 
 
 def cmd_index(args) -> int:
+    if args.reorder and (args.shards is not None or args.append):
+        raise InputError(
+            "--reorder renumbers the documents of a new single collection; drop it with "
+            f"{'--shards' if args.shards is not None else '--append'}."
+        )
     if args.shards is not None:
         summary = _index_sharded(args)
     elif len(args.corpus) > 1:
@@ -157,6 +162,7 @@ def _index_new(args):
             overwrite=args.overwrite,
             progress=sys.stderr.isatty(),
             store=args.store,
+            reorder=args.reorder,
         )
     if args.dense_index != "flat" and not args.dense:
         raise InputError("--dense-index sets how --dense vectors are indexed; add --dense.")
@@ -173,6 +179,7 @@ def _index_new(args):
         extra_encoders=extras,
         dense_index=args.dense_index,
         main=main if extras else None,
+        reorder=args.reorder,
     )
 
 
@@ -480,6 +487,7 @@ def cmd_bench(args) -> int:
         "peers": not args.no_peers,
         "approximate": not args.no_approximate,
         "clustered": {} if args.no_clustered else (clustered or None),
+        "reorder": args.reorder,
     }
     from lsr.index.storage import is_index_dir
 
@@ -492,6 +500,8 @@ def cmd_bench(args) -> int:
     if (args.reads or args.modes) and not is_index:
         flag = "--reads" if args.reads else "--modes"
         raise InputError(f"{flag} benchmarks an index directory; build one with lsr index.")
+    if args.reorder and (args.target in ("ingest", "cluster") or args.reads or args.modes):
+        raise InputError("--reorder times search algorithms (synthetic, a dataset, an index).")
     if args.reads and args.modes:
         raise InputError("give --reads or --modes, not both.")
     if args.target == "ingest":

@@ -212,3 +212,18 @@ def test_bad_hybrid_commands_say_what_to_do(args, message, tmp_path, capsys):
     assert main(argv) != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_reordering_moves_every_representation_with_its_documents(hybrid, tmp_path, tiny_mlm):
+    out = tmp_path / "bp"
+    args = ["index", str(sample_dataset()), "--out", str(out), "--encoder", "bm25",
+            "--encoder", f"tiny={tiny_mlm}", "--dense", "dense:wordllama",
+            "--reorder", "bp"]  # fmt: skip
+    assert main(args) == 0
+    query = "how do bees make honey"
+    with Searcher.open(hybrid) as plain, Searcher.open(out) as bp:
+        assert bp.index.doc_ids.to_pylist() != plain.index.doc_ids.to_pylist()
+        for options in ({}, {"mode": "dense"}, {"retrievers": ["tiny"]}):
+            a, b = plain.search(query, 10, **options), bp.search(query, 10, **options)
+            np.testing.assert_allclose(a[0].scores, b[0].scores, rtol=1e-5)
+            assert set(a[0].ids[:5]) == set(b[0].ids[:5])
