@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lsr.errors import InputError
-from lsr.kernels.synthetic import document_lengths, draw_documents, draw_queries
+from lsr.kernels.synthetic import DocumentModel, document_lengths, draw_documents, draw_queries
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,13 @@ class FaithfulModel:
     def fine_topics(n_docs: int) -> int:
         return max(1, n_docs // DOCS_PER_FINE_TOPIC)
 
+    def _kernel_model(self, n_docs: int) -> DocumentModel:
+        """The document side as the kernels take it, for a corpus of ``n_docs``."""
+        return DocumentModel(
+            self.prior, self.topics, self.heads, self.head_rates, self.lengths, self.weights,
+            self.fine_topics(n_docs), self.focus_size, float(self.focus_share),
+        )  # fmt: skip
+
     def corpus(
         self, n_docs: int, chunk: int = 100_000, seed: int = DOC_SEED
     ) -> Iterator[tuple[sp.csr_array, list[str]]]:
@@ -91,10 +98,8 @@ class FaithfulModel:
             indptr = np.zeros(hi - lo + 1, dtype=np.int64)
             np.cumsum(sizes, out=indptr[1:])
             indices, data = draw_documents(
-                lo, hi, seed, self.prior, self.topics, self.heads, self.head_rates, n_fine,
-                self.lengths, self.focus_size,
-                self.focus_share, self.weights, indptr, 4 * numba.get_num_threads(),
-            )  # fmt: skip
+                lo, hi, seed, self._kernel_model(n_docs), indptr, 4 * numba.get_num_threads()
+            )
             m = sp.csr_array((data, indices, indptr), shape=(hi - lo, self.vocab_size))
             yield m, [f"d{i}" for i in range(lo, hi)]
 
@@ -104,9 +109,7 @@ class FaithfulModel:
         """``n_queries`` query vectors for the corpus of ``n_docs`` documents drawn with
         ``doc_seed``, and the number of the document each was written from."""
         indptr, indices, data, sources = draw_queries(
-            n_queries, seed, n_docs, doc_seed, self.prior, self.topics, self.heads,
-            self.head_rates, self.fine_topics(n_docs),
-            self.lengths, self.focus_size, self.focus_share, self.weights, self.query_lengths,
+            n_queries, seed, n_docs, doc_seed, self._kernel_model(n_docs), self.query_lengths,
             self.from_document, self.query_weights,
         )  # fmt: skip
         return sp.csr_array((data, indices, indptr), shape=(n_queries, self.vocab_size)), sources

@@ -9,6 +9,8 @@ probability ``focus_share`` and otherwise from the coarse topic's term distribut
 has its drawn length; each term's weight comes from that term's weight quantiles.
 """
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -45,28 +47,40 @@ def _header(i, seed, n_fine, lengths):
     return fine, lengths[np.random.randint(lengths.shape[0])]
 
 
+class DocumentModel(NamedTuple):
+    """The fitted document side (see :class:`lsr.eval.faithful.FaithfulModel`), as one value
+    the kernels take (Numba unpacks named tuples like plain ones)."""
+
+    prior: np.ndarray  # (topics,) cumulative topic sizes
+    topics: np.ndarray  # (topics, vocab) cumulative term distributions
+    heads: np.ndarray  # (topics, H) head terms, -1 padded
+    head_rates: np.ndarray  # (topics, H)
+    lengths: np.ndarray  # real non-zeros per document
+    weights: np.ndarray  # (vocab, quantiles)
+    n_fine: int  # fine topics of this corpus
+    focus_size: int
+    focus_share: float
+
+
 @nb.njit(cache=True, nogil=True)
-def _document(
-    i,
-    seed,
-    prior,
-    topics,
-    heads,
-    head_rates,
-    n_fine,
-    lengths,
-    focus_share,
-    weights,
-    focus,
-    mark,
-    stamp,
-    terms,
-    values,
-    levels,
-):
-    """Draw document ``i`` into ``terms``/``values`` (sorted by term) and the quantile level
-    each weight was drawn at into ``levels``; returns its length and coarse topic.
-    ``mark``/``stamp``: scratch that tells terms already drawn.
+def _scratch(model):
+    """Per-thread buffers of :func:`_document`: drawn-term marks, the focus set, and a
+    document's terms, weights and quantile levels."""
+    longest = model.lengths.max()
+    return (
+        np.zeros(model.topics.shape[1], dtype=np.int64),
+        np.empty(model.focus_size, dtype=np.int32),
+        np.empty(longest, dtype=np.int32),
+        np.empty(longest, dtype=np.float32),
+        np.empty(longest, dtype=np.float64),
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def _document(i, seed, model, scratch, stamp):
+    """Draw document ``i`` into the scratch's ``terms``/``values`` (sorted by term) and the
+    quantile level each weight was drawn at into ``levels``; returns its length and coarse
+    topic. ``mark`` holds ``stamp`` for the terms already drawn.
 
     The topic's head terms (those in a large share of its documents) are each taken with
     their own rate, so common terms are as common as in the real documents; sampling by
@@ -74,6 +88,8 @@ def _document(
     terms: the fine topic's focus set (drawn from the topic's other terms) or the topic.
     Each document's focus share is drawn around ``focus_share`` (uniform on [0, 2x]), since
     real documents range from near duplicates to loners."""
+    prior, topics, heads, head_rates, lengths, weights, n_fine, _, focus_share = model
+    mark, focus, terms, values, levels = scratch
     fine, length = _header(i, seed, n_fine, lengths)
     _seed(seed + _FOCUS_STREAM, fine)
     topic = _draw(prior)
@@ -124,7 +140,7 @@ def _document(
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def document_lengths(lo, hi, seed, n_fine, lengths):
+def document_lengths(lo, hi, seed, n_fine, lengths):  # the header alone: no model needed
     """The drawn length of documents ``lo`` to ``hi - 1`` (the CSR row sizes to allocate)."""
     out = np.empty(hi - lo, dtype=np.int64)
     for k in nb.prange(hi - lo):
@@ -133,54 +149,18 @@ def document_lengths(lo, hi, seed, n_fine, lengths):
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def draw_documents(
-    lo,
-    hi,
-    seed,
-    prior,
-    topics,
-    heads,
-    head_rates,
-    n_fine,
-    lengths,
-    focus_size,
-    focus_share,
-    weights,
-    indptr,
-    n_blocks,
-):
+def draw_documents(lo, hi, seed, model, indptr, n_blocks):
     """Documents ``lo`` to ``hi - 1`` as CSR ``(indices, data)`` for row pointers ``indptr``
     (from :func:`document_lengths`), in ``n_blocks`` parallel blocks."""
     n_docs = hi - lo
-    vocab = topics.shape[1]
     indices = np.empty(indptr[-1], dtype=np.int32)
     data = np.empty(indptr[-1], dtype=np.float32)
     n_blocks = max(1, min(n_docs, n_blocks))
     for b in nb.prange(n_blocks):
-        mark = np.zeros(vocab, dtype=np.int64)
-        focus = np.empty(focus_size, dtype=np.int32)
-        terms = np.empty(lengths.max(), dtype=np.int32)
-        values = np.empty(lengths.max(), dtype=np.float32)
-        levels = np.empty(lengths.max(), dtype=np.float64)
+        scratch = _scratch(model)
+        terms, values = scratch[2], scratch[3]
         for k in range(b * n_docs // n_blocks, (b + 1) * n_docs // n_blocks):
-            n, _ = _document(
-                lo + k,
-                seed,
-                prior,
-                topics,
-                heads,
-                head_rates,
-                n_fine,
-                lengths,
-                focus_share,
-                weights,
-                focus,
-                mark,
-                k + 1,
-                terms,
-                values,
-                levels,
-            )
+            n, _ = _document(lo + k, seed, model, scratch, k + 1)
             start = indptr[k]
             indices[start : start + n] = terms[:n]
             data[start : start + n] = values[:n]
@@ -188,41 +168,22 @@ def draw_documents(
 
 
 @nb.njit(cache=True, nogil=True)
-def draw_queries(
-    n_queries,
-    query_seed,
-    n_docs,
-    seed,
-    prior,
-    topics,
-    heads,
-    head_rates,
-    n_fine,
-    lengths,
-    focus_size,
-    focus_share,
-    weights,
-    query_lengths,
-    from_document,
-    query_weights,
-):
+def draw_queries(n_queries, query_seed, n_docs, seed, model, query_lengths, from_document,
+                 query_weights):  # fmt: skip
     """Queries, each written from a document it draws again: ``from_document`` of its terms
     picked from the document's at random, each at the quantile level of its weight there (a
     term that matters to the document matters to its query), the rest from the document's
     coarse topic at random levels; weights from the query-side quantiles. Returns CSR
     ``(indptr, indices, data)`` and each query's source document."""
-    vocab = topics.shape[1]
-    mark = np.zeros(vocab, dtype=np.int64)
-    focus = np.empty(focus_size, dtype=np.int32)
-    terms = np.empty(lengths.max(), dtype=np.int32)
-    values = np.empty(lengths.max(), dtype=np.float32)
-    levels = np.empty(lengths.max(), dtype=np.float64)
+    scratch = _scratch(model)
+    mark, _, terms, _, levels = scratch
+    topics = model.topics
     longest = query_lengths.max()
     indptr = np.zeros(n_queries + 1, dtype=np.int64)
     indices = np.empty(n_queries * longest, dtype=np.int32)
     data = np.empty(n_queries * longest, dtype=np.float32)
     sources = np.empty(n_queries, dtype=np.int64)
-    positions = np.empty(lengths.max(), dtype=np.int64)
+    positions = np.empty(model.lengths.max(), dtype=np.int64)
     chosen = np.empty(longest, dtype=np.int32)
     chosen_levels = np.empty(longest, dtype=np.float64)
     stamp = 0
@@ -231,24 +192,7 @@ def draw_queries(
         doc = np.random.randint(n_docs)
         length = query_lengths[np.random.randint(query_lengths.shape[0])]
         stamp += 1
-        n, topic = _document(
-            doc,
-            seed,
-            prior,
-            topics,
-            heads,
-            head_rates,
-            n_fine,
-            lengths,
-            focus_share,
-            weights,
-            focus,
-            mark,
-            stamp,
-            terms,
-            values,
-            levels,
-        )
+        n, topic = _document(doc, seed, model, scratch, stamp)
         _seed(query_seed, q)
         stamp += 1
         taken = min(n, length, int(from_document * length + np.random.random()))
