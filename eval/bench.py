@@ -256,9 +256,8 @@ def bench_index(
         report.extra["reorder"] = {"method": reorder, **done.to_dict()}
         indexes.append((reordered, f" [{reorder}]"))
     configs = [(name, {"algorithm": name}) for name in ALGORITHM_NAMES] if algorithms else []
-    if (
-        approximate and algorithms
-    ):  # every algorithm that prunes against theta x the k-th score, by name
+    # every algorithm that prunes against theta x the k-th score, by name
+    if approximate and algorithms:
         configs += [
             (f"{a.name} theta={t}", {"algorithm": a.name, "theta": t})
             for a in ALGORITHMS
@@ -275,13 +274,13 @@ def bench_index(
             searched.search(queries[:2], k, **opts)
     report.extra["numba_warmup_seconds"] = time.perf_counter() - t
     candidates = []
-    for searched, suffix in indexes:
+    for searched, suffix in indexes:  # recall against each index's own exact top k
         exact = searched.search(queries, k, algorithm="exhaustive")
         candidates += [
             _ours(label + suffix, searched.search, opts, queries, rows_of, k, threads, exact)
             for label, opts in configs
         ]
-    last = indexes[-1][0]  # the reordered index, when there is one
+    last = indexes[-1][0]  # the reordered index, when there is one; ``exact`` is its
     if approximate and clustered != {}:
         candidates += _clustered(report, last, queries, rows_of, k, threads, exact, clustered)
     peer_candidates = _peers(report, last, queries, k, threads, exact, peer_names) if peers else []

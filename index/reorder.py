@@ -5,7 +5,7 @@
 the postings, the block maxima and the document ids move together, so a search returns the
 same documents with the same scores (ids map back; only equal scores may rank in another
 order, since ties rank by document number). What changes is where each list's high impacts
-sit: block-max pruning skips more, and the gaps shrink (:func:`log_gap_bits`).
+sit: block-max pruning skips more, and the gaps shrink (:func:`gap_bits_per_posting`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def permute(index: Index, order: np.ndarray) -> Index:
         raise InputError(f"The order must be a permutation of the {index.n_docs:,} documents.")
     new_number = np.empty(index.n_docs, dtype=np.int64)
     new_number[order] = np.arange(index.n_docs)
-    impacts = np.array(index.impact_values())  # a copy: sorting below must not touch index's
+    impacts = index.impact_values()  # packed: decoded into a new array
+    if not index.packed:
+        impacts = impacts.copy()  # sorting below must not touch the index's own array
     moved = sp.csc_array(
         (impacts, new_number[index.doc_numbers()], index.offsets),
         shape=(index.n_docs, index.vocab_size),
