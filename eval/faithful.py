@@ -15,14 +15,14 @@ real vectors (say SciFact encoded with splade-tiny, documents and queries) and r
   than :data:`MIN_OCCURRENCES` times use those of terms of similar document frequency),
   separately for documents and queries;
 - **relevance**: a query is written from a document of the corpus, ``from_document`` of its
-  terms picked from that document in proportion to their weights and the rest from its
-  topic.
+  terms picked from that document at random (each weighted at the quantile level its weight
+  had there) and the rest from its topic.
 
 ``focus_share`` and ``from_document`` are calibrated on a synthetic sample the size of the
 real one: the first to the real median nearest-neighbour cosine between documents, the
 second to the real median ratios of a query's 1st to 10th and 10th to 100th best scores
-(the sum of their relative errors). :func:`validate`
-sets the statistics of real, fitted and independent-term samples side by side.
+(the sum of their relative errors). :func:`lsr.eval.faithful_validation.validate` sets the
+statistics of real, fitted and independent-term samples side by side.
 """
 
 from __future__ import annotations
@@ -114,26 +114,33 @@ class FaithfulModel:
         )  # fmt: skip
         return sp.csr_array((data, indices, indptr), shape=(n_queries, self.vocab_size)), sources
 
+    def documents(self, n_docs: int) -> sp.csr_array:
+        """A whole corpus of ``n_docs``, in memory, as one CSR matrix."""
+        return sp.vstack([m for m, _ in self.corpus(n_docs)], format="csr")
+
     def sample(self, n_docs: int, n_queries: int) -> tuple[sp.csr_array, sp.csr_array]:
         """A whole corpus of ``n_docs`` and ``n_queries`` queries, in memory."""
-        docs = sp.vstack([m for m, _ in self.corpus(n_docs)], format="csr")
-        return docs, self.queries(n_queries, n_docs)[0]
+        return self.documents(n_docs), self.queries(n_queries, n_docs)[0]
 
     def save(self, path: str | Path) -> None:
         """Write the model to an ``.npz`` file."""
-        np.savez_compressed(
-            path, **{k: np.asarray(v) for k, v in vars(self).items()}
-        )  # fmt: skip
+        np.savez_compressed(path, **{k: np.asarray(v) for k, v in vars(self).items()})
 
     @classmethod
     def load(cls, path: str | Path) -> FaithfulModel:
-        with np.load(path) as f:
-            values = {k: f[k] for k in f.files}
-        for k in ("focus_size",):
-            values[k] = int(values[k])
-        for k in ("focus_share", "from_document"):
-            values[k] = float(values[k])
-        return cls(**values)
+        """A model written by :meth:`save`, or an error saying what the file is not."""
+        try:
+            with np.load(path) as f:
+                values = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path} is not a generator saved by --save-generator ({e}).") from e
+        missing = sorted(set(cls.__dataclass_fields__) - set(values))
+        if missing:
+            raise InputError(f"{path} is not a saved generator: it lacks {', '.join(missing)}.")
+        values["focus_size"] = int(values["focus_size"])
+        values["focus_share"] = float(values["focus_share"])
+        values["from_document"] = float(values["from_document"])
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__})
 
 
 def fit(
@@ -169,7 +176,7 @@ def fit(
     heads, head_rates = _heads(np.asarray(rates))
     lengths = np.diff(docs.indptr).astype(np.int64)
     weights = _quantile_table(docs, df)
-    if queries is not None and queries.shape[0] > 0:
+    if queries is not None:  # _checked refused empty queries
         query_lengths = np.diff(queries.indptr).astype(np.int64)
         query_weights = _quantile_table(queries, df)
     else:
@@ -287,8 +294,7 @@ def _calibrate(model: FaithfulModel, docs: sp.csr_array, queries: sp.csr_array |
     best = []
     for share in FOCUS_SHARES:
         model.focus_share = share
-        synthetic = sp.vstack([m for m, _ in model.corpus(n)], format="csr")
-        got = float(np.median(nearest_neighbour_similarity(synthetic)))
+        got = float(np.median(nearest_neighbour_similarity(model.documents(n))))
         best.append((abs(got - target), share, got))
     _, model.focus_share, got = min(best)
     logger.info("focus share %.2f: nearest-neighbour cosine %.3f (real %.3f)",
@@ -296,7 +302,7 @@ def _calibrate(model: FaithfulModel, docs: sp.csr_array, queries: sp.csr_array |
     if queries is None:
         return
     targets = _relevance(queries, docs)
-    synthetic = sp.vstack([m for m, _ in model.corpus(n)], format="csr")
+    synthetic = model.documents(n)  # with the focus share chosen
     best = []
     for share in FROM_DOCUMENT:
         model.from_document = share

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import scipy.sparse as sp
@@ -26,9 +26,14 @@ class EncodingStats:
         return self.n_docs / self.seconds if self.seconds > 0 else 0.0
 
 
+def needs_fit(encoder) -> bool:
+    """Whether ``encoder`` needs corpus statistics (BM25, IDF) it has not been fitted on."""
+    return hasattr(encoder, "fit") and not getattr(encoder, "fitted", True)
+
+
 def prepare(encoder, docs: Sequence[Document], progress: bool = False) -> float:
     """Fit an encoder that needs corpus statistics (BM25, IDF) if not yet fitted; seconds taken."""
-    if not hasattr(encoder, "fit") or getattr(encoder, "fitted", True):
+    if not needs_fit(encoder):
         return 0.0
     t = time.perf_counter()
     encoder.fit((d.contents for d in docs), progress=progress)
@@ -54,15 +59,30 @@ def encode_corpus(
 
 
 def _encode_batches(encoder, docs, batch_size, progress, stats):
-    with tqdm(total=len(docs), desc="encode", unit="doc", disable=not progress) as bar:
-        for lo in range(0, len(docs), batch_size):
-            batch = docs[lo : lo + batch_size]
+    ids, texts = [d.id for d in docs], [d.contents for d in docs]
+    return encode_texts(encoder.encode_documents, ids, texts, batch_size, progress, stats)
+
+
+def encode_texts(
+    encode: Callable[[Sequence[str]], sp.csr_array],
+    ids: Sequence[str],
+    texts: Sequence[str],
+    batch_size: int,
+    progress: bool,
+    stats: EncodingStats,
+    unit: str = "doc",
+) -> Iterator[tuple[sp.csr_array, list[str]]]:
+    """``(encode(texts batch), ids batch)`` in batches, the encoder's time counted in
+    ``stats`` (``n_docs`` counts the texts, documents or queries) under a progress bar."""
+    with tqdm(total=len(texts), desc="encode", unit=unit, disable=not progress) as bar:
+        for lo in range(0, len(texts), batch_size):
+            batch = texts[lo : lo + batch_size]
             t = time.perf_counter()
-            vectors = encoder.encode_documents([d.contents for d in batch])
+            vectors = encode(batch)
             stats.seconds += time.perf_counter() - t
             stats.n_docs += len(batch)
             bar.update(len(batch))
-            yield vectors, [d.id for d in batch]
+            yield vectors, list(ids[lo : lo + batch_size])
 
 
 def encode_with_unknown(encoder, texts: Sequence[str]) -> tuple[sp.csr_array, list[list[str]]]:

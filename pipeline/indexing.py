@@ -19,9 +19,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from lsr.checks import positive_int
 from lsr.corpus import Document, read_corpus
 from lsr.dense import is_dense
-from lsr.encoding import EncodingStats, encode_corpus
+from lsr.encoding import EncodingStats, encode_corpus, encode_texts, needs_fit
 from lsr.errors import InputError
 from lsr.index import Index, IndexBuilder
 from lsr.index.collection import create_collection
@@ -137,22 +138,15 @@ def encode_queries_to_file(
     the encoding's figures. An encoder that needs corpus statistics must be fitted already."""
     if not queries:
         raise InputError("There are no queries to encode.")
-    if hasattr(encoder, "fit") and not getattr(encoder, "fitted", True):
+    if needs_fit(encoder):
         raise InputError("The encoder needs corpus statistics: fit it on the corpus first.")
-    ids, texts = list(queries), list(queries.values())
+    positive_int(batch_size, "batch_size")
     stats = EncodingStats()
-
-    def batches():
-        with tqdm(total=len(ids), desc="encode queries", unit="query", disable=not progress) as bar:
-            for lo in range(0, len(ids), batch_size):
-                t = time.perf_counter()
-                vectors = encoder.encode_queries(texts[lo : lo + batch_size])
-                stats.seconds += time.perf_counter() - t
-                stats.n_docs += vectors.shape[0]
-                bar.update(vectors.shape[0])
-                yield vectors, ids[lo : lo + batch_size]
-
-    rows = write_vectors(path, batches(), encoder.vocab, encoder=label or "")
+    batches = encode_texts(
+        encoder.encode_queries, list(queries), list(queries.values()), batch_size, progress,
+        stats, unit="query",
+    )  # fmt: skip
+    rows = write_vectors(path, batches, encoder.vocab, encoder=label or "")
     return rows, stats
 
 

@@ -240,12 +240,12 @@ def cmd_encode(args) -> int:
 
 def _encode_queries(args, encoder, out: Path):
     """``lsr encode DATASET --queries``: the dataset's queries through the query side."""
-    from lsr.encoding import prepare
+    from lsr.encoding import needs_fit, prepare
     from lsr.eval.datasets import load_topics
     from lsr.pipeline import encode_queries_to_file, read_documents
 
     queries = load_topics(args.corpus)
-    if hasattr(encoder, "fit") and not getattr(encoder, "fitted", True):
+    if needs_fit(encoder):
         if Path(args.corpus).is_file():
             raise InputError(
                 f"{args.encoder} needs corpus statistics: give the dataset (a BEIR folder or an "

@@ -97,7 +97,7 @@ def test_the_fitted_sample_matches_the_real_statistics_and_independent_terms_do_
 def test_queries_are_written_from_a_document_that_ranks_near_their_top(planted):
     docs, queries, model = planted
     n = 3000
-    corpus = sp.vstack([m for m, _ in model.corpus(n)], format="csr")
+    corpus = model.documents(n)
     q, sources = model.queries(200, n)
     assert q.shape == (200, VOCAB) and sources.min() >= 0 and sources.max() < n
     scores = np.asarray((q @ corpus.T).toarray())
@@ -114,6 +114,14 @@ def test_a_saved_generator_draws_the_same_corpus(planted, tmp_path):
     assert loaded.focus_share == model.focus_share
     a, b = model.sample(300, 20), loaded.sample(300, 20)
     assert (a[0] != b[0]).nnz == 0 and (a[1] != b[1]).nnz == 0
+    np.savez(tmp_path / "other.npz", prior=model.prior)
+    with pytest.raises(InputError, match="lacks"):
+        faithful.FaithfulModel.load(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_text("not a numpy file")
+    with pytest.raises(InputError, match="not a generator"):
+        faithful.FaithfulModel.load(tmp_path / "junk.npz")
+    with pytest.raises(InputError, match="not a generator"):
+        faithful.FaithfulModel.load(tmp_path / "absent.npz")
 
 
 def test_fitting_refuses_bad_vectors():
