@@ -26,7 +26,8 @@ import scipy.sparse as sp
 from lsr.checks import positive_int
 from lsr.errors import InputError
 from lsr.index import Index
-from lsr.kernels.dispatch import ALGORITHM_NAMES, ALGORITHMS, AUTO
+from lsr.index.auto_exact import CONTENDERS, TRIALS
+from lsr.kernels.dispatch import ALGORITHM_NAMES, ALGORITHMS, AUTO, AUTO_TAAT_MIN_DOCS
 
 if TYPE_CHECKING:
     from lsr.eval.faithful import FaithfulModel
@@ -191,6 +192,17 @@ def _ours(name, search, opts, queries, rows_of, k, threads, exact) -> _Candidate
     )
 
 
+def _learn_auto(index: Index, rows_of: list, k: int) -> None:
+    """Single exact ``auto`` queries until the index has learned which exact kernel to run
+    (``lsr.index.auto_exact``), so the timed rounds measure what it runs from then on."""
+    if index.n_docs < AUTO_TAAT_MIN_DOCS:
+        return  # auto's rule by size: nothing to learn
+    for i in range(4 * TRIALS * len(CONTENDERS)):
+        if index.auto_exact.choice is not None or not rows_of:
+            return
+        index.search(rows_of[i % len(rows_of)], k)
+
+
 def _recall(results, exact, k: int) -> float:
     return _recall_of_top([results.docs[i, : results.counts[i]] for i in range(len(exact))], exact)
 
@@ -272,6 +284,8 @@ def bench_index(
         for _, opts in configs:
             searched.search(rows_of[0], k, **opts)
             searched.search(queries[:2], k, **opts)
+        if algorithms:
+            _learn_auto(searched, rows_of, k)
     report.extra["numba_warmup_seconds"] = time.perf_counter() - t
     candidates = []
     for searched, suffix in indexes:  # recall against each index's own exact top k
@@ -285,6 +299,8 @@ def bench_index(
         candidates += _clustered(report, last, queries, rows_of, k, threads, exact, clustered)
     peer_candidates = _peers(report, last, queries, k, threads, exact, peer_names) if peers else []
     _time_interleaved(candidates + peer_candidates, n, repeat, batch_seconds)
+    for searched, suffix in indexes:  # what exact ``auto`` learned to run (index.auto_exact)
+        report.extra[f"auto_exact{suffix}"] = searched.auto_exact.to_dict()
     report.rows = [c.row(n) for c in candidates + peer_candidates]
     baseline = next((r for r in report.rows if r.name.startswith("splade-index")), None)
     if baseline is not None:

@@ -23,9 +23,9 @@ def check_query_terms(m: object) -> int:
 
 def algorithm_code(algorithm: str, theta: float) -> int:
     """Validate a search request; the kernel code of ``algorithm`` (``auto`` is resolved per
-    query inside the kernels: term-at-a-time MaxScore on large collections and exhaustive on
-    small ones when exact; with ``theta`` > 1 MaxScore for short queries, block-max WAND for
-    long, expanded ones)."""
+    query: exhaustive on small collections and, on large ones, whichever of exhaustive and
+    term-at-a-time MaxScore the index measured faster (``lsr.index.auto_exact``) when exact;
+    with ``theta`` > 1 MaxScore for short queries, block-max WAND for long, expanded ones)."""
     if algorithm not in ALGORITHM_CODES:
         raise InputError(
             f"algorithm must be one of {', '.join(ALGORITHM_NAMES)}, got {algorithm!r}."
@@ -37,5 +37,5 @@ def algorithm_code(algorithm: str, theta: float) -> int:
     ):
         raise InputError(f"theta must be a number >= 1 (1 = exact), got {theta!r}.")
     if algorithm in EXACT_ONLY and theta != 1.0:
-        raise InputError(f"theta > 1 needs maxscore or bmw; {algorithm} is exact only.")
+        raise InputError(f"theta > 1 needs maxscore, bmw or ranges; {algorithm} is exact only.")
     return ALGORITHM_CODES[algorithm]

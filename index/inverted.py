@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from lsr import __version__
 from lsr.errors import InputError
 from lsr.index import storage
 from lsr.index.algorithms import algorithm_code, check_query_terms
+from lsr.index.auto_exact import AutoExact
 from lsr.index.blocks import BLOCK_SIZE, Blocks, maxima_dtype
 from lsr.index.builder import PostingsBuilder
 from lsr.index.errors import IndexFormatError, VocabularyMismatchError
@@ -26,14 +28,16 @@ from lsr.index.validation import as_allowed_mask, as_sparse_batch, check_k
 from lsr.kernels import (
     dense_rows,
     doc_range_maxima,
+    doc_range_starts,
     scratch,
     search_many,
     search_single,
     top_terms,
 )
-from lsr.kernels.dispatch import AUTO_TAAT_MIN_DOCS, PostingsArrays
+from lsr.kernels.dispatch import AUTO, AUTO_TAAT_MIN_DOCS, PostingsArrays
 from lsr.kernels.layout import PACKED_MARKER, is_packed, unpack_docs, unpack_impacts
 from lsr.kernels.lookup import document_postings, posting_positions
+from lsr.kernels.maxscore_taat import SPARSE_FRACTION
 from lsr.kernels.topk import SCAN_BLOCK
 
 # dense rows (kernels.dense) are built where exact ``auto`` runs the exhaustive kernel
@@ -77,6 +81,7 @@ class Index:
         self._scratch = threading.local()
         self._kernel_arrays: PostingsArrays | None = None
         self._kernel_lock = threading.Lock()
+        self.auto_exact = AutoExact()  # what exact ``auto`` runs here (index.auto_exact)
         self._position: dict[str, int] | None = None
         self.manifest: dict | None = None  # the manifest it was loaded with, if loaded
         self.store: DocumentStore | None = None  # its stored documents, if loaded with them
@@ -95,6 +100,10 @@ class Index:
                     ranges = doc_range_maxima(
                         self.offsets, self.docs, self.impacts, self.n_docs, like, SCAN_BLOCK
                     )
+                    starts = doc_range_starts(
+                        self.offsets, self.docs, self.impacts, ranges[0], ranges[1].shape[0],
+                        self.n_docs, SCAN_BLOCK,
+                    )  # fmt: skip
                     budget = (self.docs.nbytes + self.impacts.nbytes) // 2
                     row_bytes = max(self.n_docs, 1) * like.itemsize
                     max_rows = budget // row_bytes if self.n_docs < DENSE_ROWS_MAX_DOCS else 0
@@ -112,6 +121,8 @@ class Index:
                         block_size=b.size,
                         range_rows=ranges[0],
                         range_max=ranges[1],
+                        range_base=starts[0],
+                        range_rel=starts[1],
                         dense_rows=dense[0],
                         dense_table=dense[1],
                     )
@@ -263,11 +274,13 @@ class Index:
         """Top-``k`` documents for each query row, by dot product.
 
         ``algorithm``: ``exhaustive`` (term-at-a-time), ``maxscore`` (document-at-a-time),
-        ``maxscore-taat`` (term-at-a-time) or ``bmw`` (block-max WAND) all return the same
-        exact top-k; ``auto`` picks one per query (the fastest measured: term-at-a-time
-        MaxScore from 100k documents, exhaustive below; MaxScore or BMW by query length when
-        approximate). Approximate search: ``theta`` > 1 prunes against ``theta`` x the k-th
-        score (maxscore/bmw), ``query_terms`` keeps only each query's heaviest terms. Pass the
+        ``maxscore-taat`` (term-at-a-time), ``bmw`` (block-max WAND) or ``ranges`` (block-max
+        pruning over doc ranges, best bound first; pays on reordered collections) all return
+        the same exact top-k; ``auto`` picks one (exhaustive below 100k documents; above, the
+        faster of exhaustive and term-at-a-time MaxScore, learned from the first queries:
+        ``auto_exact``; MaxScore or BMW by query length when approximate). Approximate
+        search: ``theta`` > 1 prunes against ``theta`` x the k-th score (maxscore, bmw,
+        ranges), ``query_terms`` keeps only each query's heaviest terms. Pass the
         encoder's ``vocab`` to have it checked against the index's. ``allowed`` (a bool array
         over the document numbers) restricts the hits to the documents it marks: deleted
         documents and filters are applied inside the kernels, so each query still gets ``k``
@@ -286,15 +299,26 @@ class Index:
             )
         k_eff = min(k, max(self.n_docs, 1))
         scale, theta = self._scale32, float(theta)
+        learning = code == AUTO and theta == 1.0 and self.n_docs >= AUTO_TAAT_MIN_DOCS
+        if learning and self.auto_exact.choice is not None:
+            code, learning = self.auto_exact.choice, False
         if q.shape[0] == 1:
             docs = np.empty((1, k_eff), dtype=np.int64)
             scores = np.empty((1, k_eff), dtype=np.float32)
             counts = np.empty(1, dtype=np.int64)
             acc, candidates = self._scratch_arrays()
+            trial, postings = None, 0
+            if learning:
+                postings = int(self.list_lengths[q_terms].sum())
+                if postings * SPARSE_FRACTION >= self.n_docs:  # else both contenders scan sparsely
+                    trial = self.auto_exact.next_trial()
+            started = time.perf_counter()
             search_single(
-                code, self._postings, q_terms, q_weights, scale, k_eff, theta, mask, acc,
-                candidates, docs, scores, counts,
+                code if trial is None else trial, self._postings, q_terms, q_weights, scale,
+                k_eff, theta, mask, acc, candidates, docs, scores, counts,
             )  # fmt: skip
+            if trial is not None:
+                self.auto_exact.record(trial, time.perf_counter() - started, postings)
         else:
             with parallel_threads(threads) as n_threads:
                 docs, scores, counts = search_many(

@@ -4,7 +4,7 @@ Every kernel takes and returns plain numpy arrays, is compiled with ``cache=True
 the GIL (``nogil=True``) so that callers can run several of them in threads.
 """
 
-from lsr.kernels.blocks import build_blocks, doc_range_maxima, term_max_impact
+from lsr.kernels.blocks import build_blocks, term_max_impact
 from lsr.kernels.dense import dense_rows
 from lsr.kernels.dispatch import (
     AUTO,
@@ -16,6 +16,7 @@ from lsr.kernels.dispatch import (
     search_query,
     search_single,
 )
+from lsr.kernels.doc_ranges import doc_range_maxima, doc_range_starts
 from lsr.kernels.postings import csr_to_postings, merge_runs
 from lsr.kernels.pruned import bmw_one, maxscore_one
 from lsr.kernels.quantize import dequantize_scale, quantize_uint8
@@ -35,6 +36,7 @@ __all__ = [
     "dense_rows",
     "dequantize_scale",
     "doc_range_maxima",
+    "doc_range_starts",
     "maxscore_one",
     "merge_runs",
     "quantize_uint8",

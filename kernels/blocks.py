@@ -51,34 +51,3 @@ def term_max_impact(offsets, docs, impacts):
                 best = v
         out[t] = best
     return out
-
-
-@nb.njit(cache=True, nogil=True)
-def doc_range_maxima(offsets, docs, impacts, n_docs, like, scan_block):
-    """Per-term maxima over fixed ranges of ``scan_block`` documents, for the long lists only.
-
-    A list longer than the number of ranges gets a row of ``ceil(n_docs / scan_block)``
-    maxima (dtype of ``like``: the index's block maxima); ``rows[t]`` is its row, -1 for a
-    short list. Rows cost less than a byte per posting, since every long list has more
-    postings than its row has entries; they bound what a term can add to any document of a
-    range without reading its postings.
-    """
-    n_terms = offsets.shape[0] - 1
-    n_ranges = (n_docs + scan_block - 1) // scan_block
-    rows = np.full(n_terms, -1, dtype=np.int32)
-    n_long = 0
-    for t in range(n_terms):
-        if offsets[t + 1] - offsets[t] > n_ranges:
-            rows[t] = n_long
-            n_long += 1
-    table = np.zeros((n_long, n_ranges), dtype=like.dtype)
-    for t in range(n_terms):
-        r = rows[t]
-        if r < 0:
-            continue
-        for p in range(offsets[t], offsets[t + 1]):
-            s = doc_at(docs, impacts, p) // scan_block
-            v = impact_at(docs, impacts, p)
-            if v > table[r, s]:
-                table[r, s] = v
-    return rows, table

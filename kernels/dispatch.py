@@ -2,7 +2,7 @@
 
 Choosing inside compiled code keeps the per-query Python overhead to a single call.
 Algorithm codes: 0 auto, 1 MaxScore, 2 block-max WAND, 3 exhaustive term-at-a-time,
-4 term-at-a-time MaxScore.
+4 term-at-a-time MaxScore, 5 block-max pruning over doc ranges.
 """
 
 from typing import NamedTuple
@@ -12,10 +12,12 @@ import numpy as np
 
 from lsr.kernels.maxscore_taat import maxscore_taat_one
 from lsr.kernels.pruned import bmw_one, maxscore_one
+from lsr.kernels.ranges import ranges_one
 from lsr.kernels.scoring import scratch, search_one
 from lsr.kernels.topk import batch_outputs
 
-AUTO, MAXSCORE, BMW, EXHAUSTIVE, MAXSCORE_TAAT = 0, 1, 2, 3, 4
+AUTO, MAXSCORE, BMW, EXHAUSTIVE, MAXSCORE_TAAT, RANGES = 0, 1, 2, 3, 4, 5
+ACCUMULATING = (EXHAUSTIVE, MAXSCORE_TAAT, RANGES)  # the codes that need a dense accumulator
 
 
 class PostingsArrays(NamedTuple):
@@ -31,8 +33,10 @@ class PostingsArrays(NamedTuple):
     block_max: np.ndarray  # per block of block_size postings
     block_last: np.ndarray  # last doc number per block
     block_size: int
-    range_rows: np.ndarray  # doc-range maxima of the long lists (kernels.blocks)
+    range_rows: np.ndarray  # doc-range maxima and starts of the long lists (kernels.doc_ranges)
     range_max: np.ndarray
+    range_base: np.ndarray
+    range_rel: np.ndarray
     dense_rows: np.ndarray  # row of a frequent term in dense_table, or -1 (kernels.dense)
     dense_table: np.ndarray
 
@@ -53,6 +57,7 @@ ALGORITHMS = (
     Algorithm("maxscore", MAXSCORE, False, "MaxScore, document-at-a-time"),
     Algorithm("maxscore-taat", MAXSCORE_TAAT, True, "MaxScore, term-at-a-time"),
     Algorithm("bmw", BMW, False, "block-max WAND, document-at-a-time"),
+    Algorithm("ranges", RANGES, False, "block-max pruning over doc ranges, best bound first"),
     Algorithm("auto", AUTO, False, "picked per query inside the kernels (see resolve)"),
 )
 ALGORITHM_NAMES = tuple(a.name for a in ALGORITHMS)
@@ -69,8 +74,11 @@ def resolve(algorithm, q_terms, theta, n_docs):
     Exact search: term-at-a-time MaxScore on collections of ``AUTO_TAAT_MIN_DOCS`` or more,
     exhaustive term-at-a-time below, where ``lsr.index.Index`` gives the exhaustive kernel dense
     rows for its frequent terms: below that size MaxScore's bookkeeping costs more than the
-    postings it skips (the measurements: ``docs/performance.md``). With ``theta`` > 1
-    (approximate), MaxScore for short queries and BMW for long ones.
+    postings it skips (the measurements: ``docs/performance.md``). Above it, which of the two
+    is faster depends on the data, so an index learns it from its first queries and then
+    passes its choice instead of ``auto`` (``lsr.index.auto_exact``); this rule is what
+    batches run until then. With ``theta`` > 1 (approximate), MaxScore for short queries and
+    BMW for long ones.
     """
     if algorithm != AUTO:
         return algorithm
@@ -91,7 +99,7 @@ def search_query(
     """
     (
         offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
-        range_rows, range_max, dense_rows, dense_table,
+        range_rows, range_max, range_base, range_rel, dense_rows, dense_table,
     ) = postings  # fmt: skip
     algo = resolve(algorithm, q_terms, theta, acc.shape[0])
     if algo == EXHAUSTIVE:
@@ -102,8 +110,14 @@ def search_query(
     if algo == MAXSCORE_TAAT:
         return maxscore_taat_one(
             offsets, docs, impacts, max_impact, block_offsets, block_max, block_last,
-            block_size, range_rows, range_max, q_terms, q_weights, scale, k, allowed, acc,
-            candidates, out_docs, out_scores,
+            block_size, range_rows, range_max, range_base, range_rel, q_terms, q_weights, scale,
+            k, allowed, acc, candidates, out_docs, out_scores,
+        )  # fmt: skip
+    if algo == RANGES:
+        return ranges_one(
+            offsets, docs, impacts, max_impact, block_offsets, block_max, range_rows, range_max,
+            range_base, range_rel, dense_rows, dense_table, q_terms, q_weights, scale, k, theta,
+            allowed, acc, candidates, out_docs, out_scores,
         )  # fmt: skip
     if algo == MAXSCORE:
         return maxscore_one(
@@ -142,7 +156,7 @@ def _search_slice(
     exhaustive = False
     for q in range(lo, hi):
         a, b = q_indptr[q], q_indptr[q + 1]
-        if resolve(algorithm, q_terms[a:b], theta, n_docs) in (EXHAUSTIVE, MAXSCORE_TAAT):
+        if resolve(algorithm, q_terms[a:b], theta, n_docs) in ACCUMULATING:
             exhaustive = True
             break
     acc, candidates = scratch(n_docs if exhaustive else 0)

@@ -6,22 +6,29 @@ each score at least ``w * b``. The lightest query terms whose summed upper bound
 under it are "non-essential" (lazy): a document found only in their lists cannot enter the
 top k. The essential lists are accumulated densely, heaviest first, and the threshold is
 raised from the accumulator (k-th largest block maximum) as they go, which can make more
-terms lazy. A document becomes a candidate when its partial score plus what the lazy terms
-can add to its 64-document range (``doc_range_maxima`` for long lists, the postings for
-short ones) reaches the threshold; candidates are looked up in the lazy lists, heaviest
-first, through the lists' block tables, and dropped once their bound falls under it.
-Survivors are rescored in query-term order, so scores are bit-identical to the exhaustive
-kernel's and ties rank the lower doc number first.
+terms lazy. A doc range (``lsr.kernels.doc_ranges``) stays a candidate when its best partial
+score plus what the lazy terms can add to it reaches the threshold; the lazy lists are then
+read in the candidate ranges only, through the long lists' range starts. A few survivors
+within rounding of the k-th full score are rescored in query-term order, so scores are
+bit-identical to the exhaustive kernel's and ties rank the lower doc number first.
+
+Reading the lazy lists range by range replaced a lookup of each candidate document in each
+lazy list: on a corpus fitted to SciFact's SPLADE vectors (50-100 query terms, 1-14% of the
+documents candidates) those lookups made the search 4x slower than exhaustive; range by range
+it is 2.2x slower there, which is why exact ``auto`` measures before it picks
+(``lsr.index.auto_exact``; the figures: ``docs/performance.md``).
 """
 
 import numba as nb
 import numpy as np
 
+from lsr.kernels.doc_ranges import add_in_ranges, range_bounds
 from lsr.kernels.layout import doc_at, impact_at
 from lsr.kernels.pruned import MARGIN, bound_order, live_terms, seek
 from lsr.kernels.scoring import search_sparse
 from lsr.kernels.topk import (
     SCAN_BLOCK,
+    allows,
     block_maxima,
     heap_offer,
     heap_sort,
@@ -33,7 +40,7 @@ SPARSE_FRACTION = 4  # queries reading fewer than n_docs / 4 postings go to ``se
 
 
 @nb.njit(cache=True, nogil=True)
-def _threshold_estimate(block_offsets, block_max, terms, w, ubs, order, k, heap, heap_ids):
+def list_threshold(block_offsets, block_max, terms, w, ubs, order, k, heap, heap_ids):
     """The best single-list lower bound on the final k-th score (0.0 if no list has k blocks)."""
     best = 0.0
     for i in range(order.shape[0] - 1, -1, -1):
@@ -59,54 +66,6 @@ def _accumulator_floor(acc, maxima, k, heap, heap_ids):
 
 
 @nb.njit(cache=True, nogil=True)
-def _kth_partial(acc, cand, n_cand, k, heap, heap_ids):
-    """The k-th largest ``acc`` value among the candidates (0.0 if there are fewer than k)."""
-    size = 0
-    for c in range(n_cand):
-        s = acc[cand[c]]
-        if size < k or s > heap[0]:
-            size = heap_offer(heap, heap_ids, size, k, s, c)
-    return np.float64(heap[0]) if size == k else 0.0
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _raise_to(bounds, s, v, cur_s, cur_v):
-    """Make one term's contribution to ``bounds[s]`` at least ``v`` (a term adds its largest
-    value per scan block once); returns the new ``(cur_s, cur_v)``."""
-    if s == cur_s:
-        if v > cur_v:
-            bounds[s] += v - cur_v
-            return s, v
-        return cur_s, cur_v
-    bounds[s] += v
-    return s, v
-
-
-@nb.njit(cache=True, nogil=True)
-def _lazy_bounds(docs, impacts, starts, ends, terms, w, lazy, range_rows, range_max, bounds):
-    """``bounds[s]``: what the lazy terms can add to any document of scan block ``s``.
-
-    A long list adds its weighted per-range maxima (``doc_range_maxima``); a short one adds
-    each posting to its scan block, only its largest one there.
-    """
-    bounds[:] = 0.0
-    for j in lazy:
-        wj = w[j]
-        row = range_rows[terms[j]]
-        if row >= 0:
-            maxima = range_max[row]
-            for s in range(bounds.shape[0]):
-                bounds[s] += wj * np.float32(maxima[s])
-            continue
-        cur_s, cur_v = -1, np.float32(0.0)
-        for p in range(starts[j], ends[j]):
-            cur_s, cur_v = _raise_to(
-                bounds, doc_at(docs, impacts, p) // SCAN_BLOCK, wj * impact_at(docs, impacts, p),
-                cur_s, cur_v,
-            )  # fmt: skip
-
-
-@nb.njit(cache=True, nogil=True)
 def _lookup(docs, impacts, start, end, b0, b1, block_last, block_size, wj, acc, cand, n_cand):
     """Add one list's contributions to the (sorted) candidates' ``acc``: gallop over the
     list's block table (``b0:b1``, 64x smaller than the list, so mostly cached), then scan
@@ -127,10 +86,20 @@ def _lookup(docs, impacts, start, end, b0, b1, block_last, block_size, wj, acc, 
 
 
 @nb.njit(cache=True, nogil=True)
+def _clear_outside(acc, chosen):
+    """Zero ``acc`` everywhere but the ranges ``chosen`` (ascending)."""
+    done = 0
+    for r in chosen:
+        acc[done : r * SCAN_BLOCK] = 0.0
+        done = (r + 1) * SCAN_BLOCK
+    acc[done:] = 0.0
+
+
+@nb.njit(cache=True, nogil=True)
 def maxscore_taat_one(
     offsets, docs, impacts, max_impact, block_offsets, block_max, block_last, block_size,
-    range_rows, range_max, q_terms, q_weights, scale, k, allowed, acc, candidates, out_docs,
-    out_scores,
+    range_rows, range_max, range_base, range_rel, q_terms, q_weights, scale, k, allowed, acc,
+    candidates, out_docs, out_scores,
 ):  # fmt: skip
     """Top ``k`` of one query by term-at-a-time MaxScore; returns the hit count.
 
@@ -153,7 +122,7 @@ def maxscore_taat_one(
     order, prefix = bound_order(ubs)
     floor = 0.0
     if allowed.shape[0] == 0:
-        floor = _threshold_estimate(
+        floor = list_threshold(
             block_offsets, block_max, terms, w, ubs, order, k, out_scores, out_docs
         )
     n_lazy = 0
@@ -183,46 +152,40 @@ def maxscore_taat_one(
     if since > 0:
         n_blocks, kth = _accumulator_floor(acc, maxima, k, out_scores, out_docs)
         floor = max(floor, kth)
-    rest = prefix[n_lazy - 1] if n_lazy > 0 else 0.0
+    lazy = order[:n_lazy][::-1].copy()  # heaviest first
     bounds = tail[cap : cap + n_blocks]
-    _lazy_bounds(
-        docs, impacts, starts, ends, terms, w, order[:n_lazy], range_rows, range_max, bounds
-    )
+    range_bounds(
+        docs, impacts, starts, ends, terms, w, lazy, range_rows, range_max, SCAN_BLOCK, bounds
+    )  # fmt: skip
     cut = np.float32(floor / (1.0 + MARGIN))
+    n_chosen = 0
+    for b in range(n_blocks):  # the ranges where some document may still reach the floor
+        candidates[n_chosen] = b
+        n_chosen += np.int64(maxima[b] + bounds[b] >= cut)
+    chosen = candidates[:n_chosen].copy()
+    _clear_outside(acc, chosen)
+    add_in_ranges(
+        docs, impacts, starts, ends, w, terms, lazy, range_rows, range_base, range_rel, chosen,
+        SCAN_BLOCK, acc,
+    )  # fmt: skip
+    # the full scores, summed out of query-term order: the k-th best raises the floor, and
+    # the documents within rounding of it are rescored exactly below
+    size = 0
+    for r in chosen:
+        for d in range(r * SCAN_BLOCK, min(n_docs, (r + 1) * SCAN_BLOCK)):
+            s = acc[d]
+            if s > 0.0 and allows(allowed, d) and (size < k or s > out_scores[0]):
+                size = heap_offer(out_scores, out_docs, size, k, s, d)
+    if size == k:
+        floor = max(floor, np.float64(out_scores[0]))
+    cut = np.float32(floor / (1.0 + MARGIN) ** 2)
     n_cand = 0
-    for b in range(n_blocks):
-        extra = bounds[b]
-        if maxima[b] + extra < cut:
-            continue
-        for d in range(b * SCAN_BLOCK, min(n_docs, (b + 1) * SCAN_BLOCK)):
-            partial = acc[d]  # branch-free append: the test is unpredictable
+    for r in chosen:
+        for d in range(r * SCAN_BLOCK, min(n_docs, (r + 1) * SCAN_BLOCK)):
+            s = acc[d]
+            acc[d] = 0.0
             candidates[n_cand] = d
-            n_cand += np.int64((partial > 0.0) & (partial + extra >= cut))
-    partials = np.empty(n_cand, dtype=np.float32)  # clear the accumulator in one sweep
-    for c in range(n_cand):
-        partials[c] = acc[candidates[c]]
-    acc[:] = 0.0
-    for c in range(n_cand):
-        acc[candidates[c]] = partials[c]
-    for x in range(n_lazy - 1, -1, -1):
-        j = order[x]
-        rest -= ubs[j]
-        _lookup(
-            docs, impacts, starts[j], ends[j], block_offsets[terms[j]], block_offsets[terms[j] + 1],
-            block_last, block_size, w[j], acc, candidates, n_cand,
-        )  # fmt: skip
-        floor = max(floor, _kth_partial(acc, candidates, n_cand, k, out_scores, out_docs))
-        kept = 0
-        for c in range(n_cand):
-            d = candidates[c]
-            if (np.float64(acc[d]) + rest) * (1.0 + MARGIN) > floor:
-                candidates[kept] = d
-                kept += 1
-            else:
-                acc[d] = 0.0
-        n_cand = kept
-    for c in range(n_cand):
-        acc[candidates[c]] = 0.0
+            n_cand += np.int64((s > 0.0) & (s >= cut) & allows(allowed, d))
     for j in range(m):  # rescore the survivors in query-term order: bit-identical scores
         _lookup(
             docs, impacts, starts[j], ends[j], block_offsets[terms[j]], block_offsets[terms[j] + 1],

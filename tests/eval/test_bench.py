@@ -31,7 +31,7 @@ def test_bench_index_rows_and_exact_recall():
     queries = synthetic_queries(30, vocab=3000, query_terms=15)
     report = bench_index(index, queries, "tiny", k=10, batch_seconds=0.0)
     names = [r.name for r in report.rows]
-    for exact in ("exhaustive", "maxscore", "maxscore-taat", "bmw", "auto"):
+    for exact in ("exhaustive", "maxscore", "maxscore-taat", "bmw", "ranges", "auto"):
         row = report.rows[names.index(exact)]
         assert row.recall == 1.0 and row.qps_single > 0 and row.qps_batch > 0
         assert row.p99_ms >= row.p50_ms
@@ -151,7 +151,7 @@ def test_bench_synthetic_reports_build_figures():
         2000, n_queries=20, vocab=2000, doc_terms=30, query_terms=10, peers=False, approximate=False
     )
     assert report.extra["build_seconds"] > 0 and report.extra["n_postings"] > 0
-    names = ["exhaustive", "maxscore", "maxscore-taat", "bmw", "auto"]
+    names = ["exhaustive", "maxscore", "maxscore-taat", "bmw", "ranges", "auto"]
     assert [r.name for r in report.rows] == names
 
 

@@ -76,7 +76,7 @@ def test_large_collection_taat_maxscore_with_mask(rng):
     allowed = np.ones(n_docs, dtype=bool)
     allowed[top.docs[top.docs >= 0]] = False
     ref = _reference(idx, queries, 10, allowed)
-    for algo in ("auto", "maxscore-taat", "maxscore", "bmw"):
+    for algo in ("auto", "maxscore-taat", "maxscore", "bmw", "ranges"):
         _assert_matches(idx.search(queries, 10, algorithm=algo, allowed=allowed), ref)
 
 

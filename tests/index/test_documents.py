@@ -101,7 +101,7 @@ def _reference(live, queries, k, predicate):
 def _check(live, encoder, condition, predicate):
     queries = encoder.encode_queries(["bee honey", "lava moon star", "jazz"])
     ref = _reference(live, queries, 10, predicate)
-    for algo in ("exhaustive", "maxscore", "bmw", "maxscore-taat", "auto"):
+    for algo in ("exhaustive", "maxscore", "bmw", "maxscore-taat", "ranges", "auto"):
         got = live.search(queries, 10, filter=condition, algorithm=algo, fields=["metadata"])
         for hits, expected in zip(got, ref, strict=True):
             assert hits.items() == expected, algo

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from lsr.index import Index
 from tests.conftest import random_csr
 
-EXACT = ("exhaustive", "maxscore", "maxscore-taat", "bmw")
+EXACT = ("exhaustive", "maxscore", "maxscore-taat", "bmw", "ranges")
 PRUNED = EXACT[1:]
 
 
@@ -124,7 +124,7 @@ def test_approximate_modes(rng):
     with pytest.raises(ValueError, match="exact only"):
         idx.search(queries, 10, algorithm="maxscore-taat", theta=1.5)
     _same(ref, idx.search(queries, 10, query_terms=10_000))
-    for algo in ("maxscore", "bmw"):
+    for algo in ("maxscore", "bmw", "ranges"):
         loose = idx.search(queries, 10, algorithm=algo, theta=1.5)
         recall = np.mean(
             [len(set(loose[i].ids) & set(ref[i].ids)) / max(len(ref[i].ids), 1) for i in range(40)]
@@ -139,7 +139,7 @@ def test_approximate_modes(rng):
     [
         ({"algorithm": "wand2"}, "algorithm must be one of"),
         ({"theta": 0.5}, "theta must be a number >= 1"),
-        ({"algorithm": "exhaustive", "theta": 2.0}, "needs maxscore or bmw"),
+        ({"algorithm": "exhaustive", "theta": 2.0}, "needs maxscore, bmw or ranges"),
         ({"query_terms": 0}, "query_terms must be a positive integer"),
     ],
 )
@@ -192,3 +192,30 @@ def test_term_at_a_time_maxscore_with_heavy_rare_and_light_common_terms(rng):
             idx.search(queries, k, algorithm="exhaustive"),
             idx.search(queries, k, algorithm="maxscore-taat"),
         )
+
+
+def test_range_pruning_on_a_reordered_topical_collection():
+    """On topical documents renumbered by bisection, range bounds prune whole ranges: the
+    range search and term-at-a-time MaxScore (whose lazy lists are read in candidate ranges
+    only) still return exactly the exhaustive top-k, batched and one query at a time, and
+    the approximate range search only ever returns documents it scored."""
+    from lsr.index.reorder import reorder
+    from tests.index.test_reorder import _index, _topical
+
+    m, queries = _topical(n_docs=6000)
+    idx, _ = reorder(_index(m, "float32"))
+    for k in (1, 10, 200):
+        ref = idx.search(queries, k, algorithm="exhaustive")
+        for algo in ("ranges", "maxscore-taat"):
+            _same(ref, idx.search(queries, k, algorithm=algo))
+            assert idx.search(queries[[7]], k, algorithm=algo)[0] == ref[7]
+    every = idx.search(queries, idx.n_docs, algorithm="exhaustive")
+    loose = idx.search(queries, 10, algorithm="ranges", theta=2.0)
+    recall = []
+    for i in range(queries.shape[0]):
+        n = every.counts[i]
+        exact = dict(zip(every.docs[i, :n].tolist(), every.scores[i, :n].tolist(), strict=True))
+        got = loose.docs[i, : loose.counts[i]].tolist()
+        assert [exact[d] for d in got] == loose.scores[i, : len(got)].tolist()
+        recall.append(len(set(got) & set(every.docs[i, :10].tolist())) / 10)
+    assert 0.3 < np.mean(recall) <= 1.0

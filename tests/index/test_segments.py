@@ -23,7 +23,7 @@ from tests.index.test_merge_concurrency import live_ids
 
 V = 60
 VOCAB = [f"t{i}" for i in range(V)]
-ALGORITHMS = ("exhaustive", "maxscore", "bmw", "maxscore-taat", "auto")
+ALGORITHMS = ("exhaustive", "maxscore", "bmw", "maxscore-taat", "ranges", "auto")
 TAGS = ("red", "green", "blue")
 FILTERS = [
     (None, lambda r: True),

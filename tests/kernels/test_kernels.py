@@ -92,6 +92,35 @@ def test_doc_range_maxima_rows_only_for_long_lists(rng):
             assert np.array_equal(table[rows[t]], ref)
 
 
+def test_doc_range_starts_locate_every_range_of_every_long_list(rng):
+    """Range starts across several 512-range groups (16-bit offsets from a group base), in
+    both postings layouts: each range's postings are exactly the list's documents in it."""
+    from lsr.kernels import doc_range_maxima, doc_range_starts
+    from lsr.kernels.doc_ranges import GROUP_BITS
+    from lsr.kernels.layout import pack
+
+    n_docs, block = 9000, 4  # 2250 ranges: five groups
+    n_ranges = -(-n_docs // block)
+    density = np.array([0.97, 0.6, 0.3, 0.001, 0.0])
+    dense = (rng.random((n_docs, 5)) < density) * rng.integers(1, 256, (n_docs, 5))
+    c = sp.csc_array(sp.csr_array(dense.astype(np.float32)))
+    c.sort_indices()
+    offsets, docs = c.indptr.astype(np.int64), c.indices.astype(np.uint32)
+    impacts = c.data.astype(np.uint8)
+    for postings in ((docs, impacts), (pack(docs, impacts), np.zeros(0, dtype=np.bool_))):
+        rows, table = doc_range_maxima(offsets, *postings, n_docs, impacts[:0], block)
+        base, rel = doc_range_starts(offsets, *postings, rows, table.shape[0], n_docs, block)
+        assert rel.dtype == np.uint16 and rel.shape == (table.shape[0], n_ranges + 1)
+        for t in np.flatnonzero(rows >= 0):
+            listed = docs[offsets[t] : offsets[t + 1]]
+            i = rows[t]
+            start = [int(base[i, r >> GROUP_BITS]) + int(rel[i, r]) for r in range(n_ranges + 1)]
+            assert start[-1] == listed.size
+            for r in range(n_ranges):
+                expected = np.flatnonzero(dense[r * block : (r + 1) * block, t]) + r * block
+                assert np.array_equal(listed[start[r] : start[r + 1]], expected), (t, r)
+
+
 def test_dense_rows_for_the_most_frequent_terms(rng):
     from lsr.kernels import dense_rows
     from lsr.kernels.layout import pack
