@@ -40,6 +40,16 @@ SPARSE_FRACTION = 4  # queries reading fewer than n_docs / 4 postings go to ``se
 
 
 @nb.njit(cache=True, nogil=True)
+def reads_few(starts, ends, n_docs):
+    """Whether the live lists ``starts:ends`` hold too few postings (under ``n_docs /
+    SPARSE_FRACTION``, or none) for pruning to pay: ``search_sparse`` scores them instead."""
+    total = 0
+    for j in range(starts.shape[0]):
+        total += ends[j] - starts[j]
+    return starts.shape[0] == 0 or total * SPARSE_FRACTION < n_docs
+
+
+@nb.njit(cache=True, nogil=True)
 def list_threshold(block_offsets, block_max, terms, w, ubs, order, k, heap, heap_ids):
     """The best single-list lower bound on the final k-th score (0.0 if no list has k blocks)."""
     best = 0.0
@@ -111,10 +121,7 @@ def maxscore_taat_one(
     """
     n_docs = acc.shape[0]
     m, starts, ends, w, ubs, terms = live_terms(offsets, max_impact, q_terms, q_weights)
-    total = 0
-    for j in range(m):
-        total += ends[j] - starts[j]
-    if m == 0 or total * SPARSE_FRACTION < n_docs:
+    if reads_few(starts, ends, n_docs):
         return search_sparse(
             offsets, docs, impacts, q_terms, q_weights, scale, k, allowed, acc, candidates,
             out_docs, out_scores,

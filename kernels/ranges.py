@@ -5,9 +5,11 @@ bound on every range is the weighted sum of its terms' range maxima (``doc_range
 for the long lists, the postings themselves for the short ones). Ranges are then visited
 best bound first, in chunks that double in size: each chunk is scored term at a time, in
 query-term order, reading only the chunk's postings, and its documents go to a top-k heap. The
-search stops at the first range whose bound cannot reach the k-th score, which on a
-reordered collection (``--reorder bp``: similar documents get nearby numbers, so ranges are
-topical and their bounds tight) is early.
+search stops at the first range whose bound cannot reach the k-th score. That is early only
+where ranges are topical and bounds tight: on a reordered collection (``--reorder bp``) with
+short queries. On a corpus fitted to SciFact's SPLADE vectors the bounds are 4x the best score
+in a range even after reordering and nearly every range reaches the k-th score, so the search
+falls back to the exhaustive kernel (``FALLBACK``; the figures: ``docs/performance.md``).
 
 Exact by default: scores are summed in query-term order as the exhaustive kernel sums them
 (bit-identical), the heap breaks ties by the lower doc number, and a range is skipped only
@@ -19,10 +21,10 @@ import numba as nb
 import numpy as np
 
 from lsr.kernels.doc_ranges import add_in_ranges, range_bounds
-from lsr.kernels.maxscore_taat import SPARSE_FRACTION, list_threshold
+from lsr.kernels.maxscore_taat import list_threshold, reads_few
 from lsr.kernels.pruned import MARGIN, bound_order, live_terms
 from lsr.kernels.scoring import search_one, search_sparse
-from lsr.kernels.topk import SCAN_BLOCK, allows, heap_offer, heap_sort
+from lsr.kernels.topk import SCAN_BLOCK, allows, heap_offer, heap_sort, largest_values
 
 FIRST_CHUNK = 8  # the best-bounded ranges, scored before the threshold is first taken
 # Give up on ranges when more than 1 / FALLBACK of them remain above that threshold: scoring
@@ -33,27 +35,15 @@ FALLBACK = 5
 
 @nb.njit(cache=True, nogil=True)
 def _best_ranges(bounds, n, out):
-    """The (up to) ``n`` ranges with the largest positive bounds, ascending, as a copy of
-    ``out``'s first entries: one pass with a small sorted buffer."""
-    top = np.zeros(n, dtype=np.float32)
-    ids = np.full(n, -1, dtype=np.int64)
-    for r in range(bounds.shape[0]):
-        v = bounds[r]
-        if v <= top[n - 1]:
-            continue
-        i = n - 1
-        while i > 0 and top[i - 1] < v:
-            top[i] = top[i - 1]
-            ids[i] = ids[i - 1]
-            i -= 1
-        top[i] = v
-        ids[i] = r
+    """Up to ``n`` ranges whose bounds are among the ``n`` largest positive ones, ascending,
+    as a copy of ``out``'s first entries (with ties at the n-th bound, the first ones)."""
+    nth = largest_values(bounds, bounds.shape[0], np.zeros(n, dtype=np.float32))
     count = 0
-    for i in range(n):
-        if ids[i] >= 0:
-            out[count] = ids[i]
+    for r in range(bounds.shape[0]):
+        if count < n and bounds[r] > 0.0 and bounds[r] >= nth:
+            out[count] = r
             count += 1
-    return np.sort(out[:count])
+    return out[:count].copy()
 
 
 @nb.njit(cache=True, nogil=True)
@@ -79,18 +69,14 @@ def ranges_one(
     """Top ``k`` of one query by range block-max pruning; returns the hit count.
 
     ``acc`` and ``candidates`` are the exhaustive kernel's scratch (``scratch``): the range
-    order, the chunk and the range bounds live in ``candidates``. Queries that read fewer
-    than ``n_docs / SPARSE_FRACTION`` postings are scored by ``search_sparse``, and those
-    whose bounds leave more than ``1 / FALLBACK`` of the ranges to score once the
-    ``FIRST_CHUNK`` best-bounded ranges have set a threshold, by the exhaustive kernel (the
-    same results either way).
+    order, the chunk and the range bounds live in ``candidates``. Queries that read few
+    postings (``reads_few``) are scored by ``search_sparse``, and those whose bounds leave
+    more than ``1 / FALLBACK`` of the ranges to score once the ``FIRST_CHUNK`` best-bounded
+    ranges have set a threshold, by the exhaustive kernel (the same results either way).
     """
     n_docs = acc.shape[0]
     m, starts, ends, w, ubs, terms = live_terms(offsets, max_impact, q_terms, q_weights)
-    total = 0
-    for j in range(m):
-        total += ends[j] - starts[j]
-    if m == 0 or total * SPARSE_FRACTION < n_docs:
+    if reads_few(starts, ends, n_docs):
         return search_sparse(
             offsets, docs, impacts, q_terms, q_weights, scale, k, allowed, acc, candidates,
             out_docs, out_scores,
