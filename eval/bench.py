@@ -27,7 +27,7 @@ from lsr.checks import positive_int
 from lsr.errors import InputError
 from lsr.index import Index
 from lsr.index.auto_exact import CONTENDERS, TRIALS
-from lsr.kernels.dispatch import ALGORITHM_NAMES, ALGORITHMS, AUTO, AUTO_TAAT_MIN_DOCS
+from lsr.kernels.dispatch import ALGORITHM_NAMES, ALGORITHMS, AUTO
 
 if TYPE_CHECKING:
     from lsr.eval.faithful import FaithfulModel
@@ -195,10 +195,10 @@ def _ours(name, search, opts, queries, rows_of, k, threads, exact) -> _Candidate
 def _learn_auto(index: Index, rows_of: list, k: int) -> None:
     """Single exact ``auto`` queries until the index has learned which exact kernel to run
     (``lsr.index.auto_exact``), so the timed rounds measure what it runs from then on."""
-    if index.n_docs < AUTO_TAAT_MIN_DOCS:
-        return  # auto's rule by size: nothing to learn
+    if not index.learns_auto or not rows_of:
+        return
     for i in range(4 * TRIALS * len(CONTENDERS)):
-        if index.auto_exact.choice is not None or not rows_of:
+        if index.auto_exact.choice is not None:
             return
         index.search(rows_of[i % len(rows_of)], k)
 

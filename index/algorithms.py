@@ -23,8 +23,9 @@ def check_query_terms(m: object) -> int:
 
 def algorithm_code(algorithm: str, theta: float) -> int:
     """Validate a search request; the kernel code of ``algorithm`` (``auto`` is resolved per
-    query: exhaustive on small collections and, on large ones, whichever of exhaustive and
-    term-at-a-time MaxScore the index measured faster (``lsr.index.auto_exact``) when exact;
+    query: exhaustive on small collections and, on large ones, whichever of exhaustive,
+    term-at-a-time MaxScore and ranges the index measured fastest (``lsr.index.auto_exact``)
+    when exact;
     with ``theta`` > 1 MaxScore for short queries, block-max WAND for long, expanded ones)."""
     if algorithm not in ALGORITHM_CODES:
         raise InputError(

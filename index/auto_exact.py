@@ -19,11 +19,11 @@ from __future__ import annotations
 import statistics
 import threading
 
-from lsr.kernels.dispatch import EXHAUSTIVE, MAXSCORE_TAAT, RANGES
+from lsr.kernels.dispatch import ALGORITHMS, EXHAUSTIVE, MAXSCORE_TAAT, RANGES
 
 TRIALS = 8  # timed queries per contender
 CONTENDERS = (EXHAUSTIVE, MAXSCORE_TAAT, RANGES)
-NAMES = {EXHAUSTIVE: "exhaustive", MAXSCORE_TAAT: "maxscore-taat", RANGES: "ranges"}
+NAMES = {a.code: a.name for a in ALGORITHMS}
 
 
 class AutoExact:

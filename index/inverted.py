@@ -162,6 +162,12 @@ class Index:
         return len(self.doc_ids)
 
     @property
+    def learns_auto(self) -> bool:
+        """Whether exact ``auto`` here picks its kernel by timing (``auto_exact``): from
+        ``AUTO_TAAT_MIN_DOCS`` documents; below, it always scores exhaustively."""
+        return self.n_docs >= AUTO_TAAT_MIN_DOCS
+
+    @property
     def n_postings(self) -> int:
         return int(self.docs.shape[0])
 
@@ -275,10 +281,10 @@ class Index:
 
         ``algorithm``: ``exhaustive`` (term-at-a-time), ``maxscore`` (document-at-a-time),
         ``maxscore-taat`` (term-at-a-time), ``bmw`` (block-max WAND) or ``ranges`` (block-max
-        pruning over doc ranges, best bound first; pays on reordered collections) all return
-        the same exact top-k; ``auto`` picks one (exhaustive below 100k documents; above, the
-        faster of exhaustive and term-at-a-time MaxScore, learned from the first queries:
-        ``auto_exact``; MaxScore or BMW by query length when approximate). Approximate
+        pruning over doc ranges, best bound first; pays for short queries) all return the
+        same exact top-k; ``auto`` picks one (exhaustive below 100k documents; above, the
+        fastest of exhaustive, term-at-a-time MaxScore and ranges, learned from the first
+        queries: ``auto_exact``; MaxScore or BMW by query length when approximate). Approximate
         search: ``theta`` > 1 prunes against ``theta`` x the k-th score (maxscore, bmw,
         ranges), ``query_terms`` keeps only each query's heaviest terms. Pass the
         encoder's ``vocab`` to have it checked against the index's. ``allowed`` (a bool array
@@ -299,7 +305,7 @@ class Index:
             )
         k_eff = min(k, max(self.n_docs, 1))
         scale, theta = self._scale32, float(theta)
-        learning = code == AUTO and theta == 1.0 and self.n_docs >= AUTO_TAAT_MIN_DOCS
+        learning = code == AUTO and theta == 1.0 and self.learns_auto
         if learning and self.auto_exact.choice is not None:
             code, learning = self.auto_exact.choice, False
         if q.shape[0] == 1:
