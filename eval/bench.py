@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from lsr.checks import positive_int
 from lsr.errors import InputError
+from lsr.eval.peers import SEISMIC_HEAP_FACTORS, SEISMIC_QUERY_FRACTIONS
 from lsr.index import Index
 from lsr.index.auto_exact import CONTENDERS, TRIALS
 from lsr.kernels.dispatch import ALGORITHM_NAMES, ALGORITHMS, AUTO
@@ -236,8 +237,9 @@ def bench_index(
     """Benchmark all exact algorithms, approximate settings and the peers on one index.
 
     ``clustered``: build settings of a clustered (Seismic-style) index to benchmark too, as
-    part of the approximate settings (default :data:`CLUSTER_DEFAULTS`; ``{}`` skips it),
-    searched with heap factors 0.9, 0.95 and 1.0 at three query-term probe depths.
+    part of the approximate settings (default: Seismic's recommended build parameters;
+    ``{}`` skips it), searched on the Seismic peer's grid of heap factors and query-term
+    probe depths.
     ``batch_seconds``: how long each round times back-to-back batches (0: two batches).
     ``algorithms=False`` leaves out the inverted index's algorithms (the clustered index
     and the peers remain); ``peer_names`` picks peers (default: every installed one).
@@ -370,21 +372,22 @@ def _versus(what, ours_1, peer_1, ours_b, peer_b) -> dict:
     }
 
 
-CLUSTER_DEFAULTS = {"postings_per_term": 1000, "cluster_size": 16, "summary_mass": 0.15}
-
-
 def _clustered(report, index, queries, rows_of, k, threads, exact, settings) -> list[_Candidate]:
-    """Build a clustered index (timed); a candidate per search setting."""
+    """Build a clustered index (timed; settings left out take :class:`ClusterSettings`'
+    defaults, Seismic's recommended ones); a candidate per search setting, on the grid the
+    Seismic peer is swept on."""
     from lsr.index import ClusteredIndex
+    from lsr.index.clustered import ClusterSettings
 
-    settings = {**CLUSTER_DEFAULTS, **(settings or {})}
+    settings = asdict(ClusterSettings(**(settings or {})))
     clustered = ClusteredIndex.build(index, progress=True, **settings)
     report.extra["clustered_build_seconds"] = clustered.build_seconds
+    report.extra["clustered_build_phases"] = clustered.build_phases
     report.extra["clustered_bytes_per_posting"] = clustered.nbytes / max(index.n_postings, 1)
     report.extra["clustered_settings"] = settings
     n = queries.shape[0]
     avg_terms = queries.nnz / max(n, 1)
-    probes = sorted({max(1, round(avg_terms * f)) for f in (0.25, 0.33, 1.0)})
+    probes = sorted({max(1, round(avg_terms * f)) for f in SEISMIC_QUERY_FRACTIONS})
     clustered.search(rows_of[0], k)
     clustered.search(queries[:2], k)
     return [
@@ -398,7 +401,7 @@ def _clustered(report, index, queries, rows_of, k, threads, exact, settings) -> 
             threads,
             exact,
         )
-        for heap_factor in (0.9, 0.95, 1.0)
+        for heap_factor in SEISMIC_HEAP_FACTORS
         for m in probes
     ]
 

@@ -45,6 +45,7 @@ SEISMIC_BUILD = {
     "doc_cut": 15,
 }
 SEISMIC_HEAP_FACTORS = (0.8, 0.9, 1.0)
+SEISMIC_QUERY_FRACTIONS = (0.25, 0.5, 1.0)  # query_cut as fractions of the mean query terms
 BMP_BLOCK = 32  # documents per block, as in the BMP paper
 BMP_SETTINGS = ((1.0, 1.0), (0.9, 1.0), (0.8, 1.0))  # (alpha, beta); (1, 1) is safe
 BMP_QUERY_LEVELS = 32  # BMP maps a query's largest weight to 32 and rounds the others up
@@ -216,7 +217,7 @@ def _seismic(feed: _Feed) -> list[PeerConfig]:
     terms = [t.astype(np.int64).astype(text) for t, _ in rows]
     weights = [w.astype(np.float32) for _, w in rows]
     avg_terms = feed.queries.nnz / max(n, 1)
-    cuts = sorted({max(1, round(avg_terms * f)) for f in (0.25, 0.5, 1.0)})
+    cuts = sorted({max(1, round(avg_terms * f)) for f in SEISMIC_QUERY_FRACTIONS})
 
     def single(i, cut, heap):
         return engine.search(ids[i], terms[i], weights[i], k, cut, heap)

@@ -1,13 +1,14 @@
 """Approximate search in the style of Seismic: static pruning, clustered blocks, summaries.
 
-Built from an :class:`~lsr.index.inverted.Index`: each term keeps its ``postings_per_term``
-highest-impact postings, which faiss k-means groups into blocks of about ``cluster_size``
-similar documents (clustered on random projections of the documents' sparse vectors); each
+Built from an :class:`~lsr.index.inverted.Index` (see :mod:`lsr.kernels.cluster_build` for
+the algorithms): static pruning keeps the postings above a global impact floor (or each
+list's highest ones), at most a cap per list; each list's documents go into blocks of about
+``cluster_size`` similar documents (by sparse dot products with sampled centroids); each
 block gets a summary (per-term maximum impacts holding ``summary_mass`` of the total, plus
-the list's own term). A
-query then scores only the documents of blocks whose summaries look promising, exactly,
-through a forward index. Build once, search many times; every setting's recall against the
-exact top-k is measured by ``lsr bench``.
+the list's own term), stored transposed and quantized. A query then scores only the
+documents of blocks whose summaries look promising, exactly, through a forward index. Build
+once, search many times; every setting's recall against the exact top-k is measured by
+``lsr bench``. The defaults are Seismic's recommended build parameters.
 """
 
 from __future__ import annotations
@@ -30,39 +31,69 @@ from lsr.index.inverted import Index
 from lsr.index.results import SearchResults
 from lsr.index.threads import check_threads, parallel_threads
 from lsr.index.validation import as_allowed_mask, as_sparse_batch, check_k
-from lsr.kernels.clustered import (
-    ClusterArrays,
-    block_summaries,
-    clustered_many,
-    clustered_one,
+from lsr.kernels.cluster_build import (
+    cluster_lists,
+    heaviest_terms,
+    impact_floor,
     prune_postings,
+    summarize_lists,
 )
+from lsr.kernels.clustered import ClusterArrays, clustered_many, clustered_one
 from lsr.kernels.postings import csr_to_postings
 
 logger = logging.getLogger(__name__)
 
-SKETCH_DIM = 32  # random projection width the k-means runs in
+PRUNINGS = ("global", "fixed")
+
+
+def _finite(x) -> bool:
+    """A finite int or float (not a bool)."""
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """How a clustered index was built (``postings_per_term`` None keeps every posting)."""
+    """How a clustered index is built (Seismic's recommended parameters by default).
 
-    postings_per_term: int | None = None
-    cluster_size: int = 16
-    summary_mass: float = 0.15
-    kmeans_iterations: int = 4
+    ``pruning="global"``: keep the postings at or above the impact that keeps
+    ``postings_per_term`` x vocabulary size postings in all (ties at the floor all kept), at
+    most ``max_fraction`` x ``postings_per_term`` per list. ``"fixed"``: each list's
+    ``postings_per_term`` highest. ``postings_per_term=None`` keeps every posting.
+    ``cluster_size``: postings per sampled centroid (Seismic's ``centroid_fraction`` is its
+    inverse); clusters below ``min_cluster_size`` are dissolved; documents are clustered
+    on their ``doc_cut`` heaviest terms. ``summary_mass``: the fraction of a block summary's
+    mass kept. ``seed``: the centroid sampling."""
+
+    postings_per_term: int | None = 3500
+    pruning: str = "global"
+    max_fraction: float = 1.5
+    cluster_size: int = 10
+    min_cluster_size: int = 2
+    doc_cut: int = 15
+    summary_mass: float = 0.4
     seed: int = 0
 
     def __post_init__(self) -> None:
         positive_int(self.postings_per_term, "postings_per_term", optional=True)
         positive_int(self.cluster_size, "cluster_size")
-        positive_int(self.kmeans_iterations, "kmeans_iterations")
-        m = self.summary_mass
-        if isinstance(m, bool) or not (isinstance(m, (int, float)) and 0 < m <= 1):
-            raise InputError(f"summary_mass must be in (0, 1], got {m!r}.")
+        positive_int(self.min_cluster_size, "min_cluster_size")
+        positive_int(self.doc_cut, "doc_cut")
+        if self.pruning not in PRUNINGS:
+            raise InputError(f"pruning must be one of {', '.join(PRUNINGS)}; got {self.pruning!r}.")
+        if not (_finite(self.summary_mass) and 0 < self.summary_mass <= 1):
+            raise InputError(f"summary_mass must be in (0, 1], got {self.summary_mass!r}.")
+        if not (_finite(self.max_fraction) and self.max_fraction >= 1):
+            raise InputError(f"max_fraction must be >= 1, got {self.max_fraction!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {self.seed!r}.")
+
+    def list_cap(self) -> int:
+        """Postings a list keeps at most (0: no cap)."""
+        if self.postings_per_term is None:
+            return 0
+        if self.pruning == "fixed":
+            return self.postings_per_term
+        return max(1, int(self.postings_per_term * self.max_fraction))
 
 
 class ClusteredIndex:
@@ -75,6 +106,9 @@ class ClusteredIndex:
         self.settings = settings
         self.arrays = arrays
         self.build_seconds = seconds
+        self.build_phases: dict[str, float] = {}  # seconds per build step (build() fills it)
+        # the most blocks one list has: the size of the per-query block scratch
+        self.max_blocks = max(1, int(np.diff(arrays.term_blocks).max(initial=0)))
         self._scratch = threading.local()
 
     @classmethod
@@ -92,44 +126,83 @@ class ClusteredIndex:
         term_dtype = np.uint16 if index.vocab_size <= 1 << 16 else np.uint32
         fwd_terms = fwd_terms.astype(term_dtype)
         fwd_impacts = fwd_weights.astype(impacts.dtype)
-        offsets, docs, _ = prune_postings(
-            index.offsets, doc_numbers, impacts, s.postings_per_term or 0
-        )
+        floor = impacts.dtype.type(0)
+        if s.pruning == "global" and s.postings_per_term is not None:
+            floor = impact_floor(impacts, s.postings_per_term * index.vocab_size)
+        offsets, docs, _ = prune_postings(index.offsets, doc_numbers, impacts, s.list_cap(), floor)
         del doc_numbers, impacts
-        sketch = _sketches(fwd_offsets, fwd_terms, fwd_weights, index.vocab_size, s.seed)
-        ordered, sizes = _cluster_lists(offsets, docs, sketch, s, threads, progress)
+        phases = {"prune": time.perf_counter() - start}
+        top_terms, top_weights = heaviest_terms(fwd_offsets, fwd_terms, fwd_weights, s.doc_cut)
+        chunks = _chunks(offsets, 16 * (threads or os.cpu_count() or 1))
+        ordered = np.empty_like(docs)
+        sizes = np.zeros(docs.shape[0], dtype=np.int64)
+        n_blocks = np.zeros(index.vocab_size, dtype=np.int64)
+
+        def cluster(lo: int, hi: int) -> None:
+            cluster_lists(
+                lo, hi, offsets, docs, fwd_offsets, fwd_terms, fwd_weights, top_terms,
+                top_weights, s.cluster_size, s.min_cluster_size, s.seed, index.vocab_size,
+                ordered, sizes, n_blocks,
+            )  # fmt: skip
+
+        _run_chunks(cluster, chunks, offsets, threads, progress, "cluster")
+        phases["cluster"] = time.perf_counter() - start - sum(phases.values())
         term_blocks = np.zeros(index.vocab_size + 1, dtype=np.int64)
-        np.cumsum([len(x) for x in sizes], out=term_blocks[1:])
-        sizes = np.concatenate(sizes) if sizes else np.empty(0, np.int64)
-        block_offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=block_offsets[1:])
-        block_term = np.repeat(np.arange(index.vocab_size), np.diff(term_blocks))
-        sum_offsets, sum_terms, sum_values = block_summaries(
-            block_offsets,
-            ordered,
-            block_term,
-            fwd_offsets,
-            fwd_terms,
-            fwd_impacts,
-            index.vocab_size,
-            float(s.summary_mass),
+        np.cumsum(n_blocks, out=term_blocks[1:])
+        # list t's block sizes were written at sizes[offsets[t]:offsets[t] + n_blocks[t]]
+        within = np.arange(term_blocks[-1]) - np.repeat(term_blocks[:-1], n_blocks)
+        block_sizes = sizes[np.repeat(offsets[:-1], n_blocks) + within]
+        block_offsets = np.zeros(block_sizes.shape[0] + 1, dtype=np.int64)
+        np.cumsum(block_sizes, out=block_offsets[1:])
+        top = float(fwd_impacts.max()) if fwd_impacts.shape[0] else 0.0
+        block_dtype = np.uint16 if n_blocks.max(initial=0) <= 1 << 16 else np.uint32
+        parts: dict[int, list] = {}
+
+        def summarize(lo: int, hi: int) -> None:
+            part = list(summarize_lists(
+                lo, hi, term_blocks, block_offsets, ordered, fwd_offsets, fwd_terms,
+                fwd_impacts, index.vocab_size, float(s.summary_mass), top,
+            ))  # fmt: skip
+            part[2] = part[2].astype(term_dtype)
+            part[4] = part[4].astype(block_dtype)
+            parts[lo] = part
+
+        _run_chunks(summarize, chunks, offsets, threads, progress, "summarize")
+        phases["summarize"] = time.perf_counter() - start - sum(phases.values())
+        ordered_parts = [parts[lo] for lo, _ in chunks]
+        comps_per_list, entries_per_list, comp_terms, comp_ends = (
+            _join(ordered_parts, i) for i in range(4)
         )
+        entry_blocks, entry_values, block_scale = (_join(ordered_parts, i) for i in range(4, 7))
+        del ordered_parts
+        list_comps = np.zeros(index.vocab_size + 1, dtype=np.int64)
+        np.cumsum(comps_per_list, out=list_comps[1:])
+        list_entries = np.zeros(index.vocab_size + 1, dtype=np.int64)
+        np.cumsum(entries_per_list, out=list_entries[1:])
         arrays = ClusterArrays(
             term_blocks=term_blocks,
             block_offsets=block_offsets,
             block_docs=ordered,
-            sum_offsets=sum_offsets,
-            sum_terms=sum_terms.astype(term_dtype),
-            sum_values=sum_values,
+            list_comps=list_comps,
+            list_entries=list_entries,
+            comp_terms=comp_terms,
+            comp_ends=comp_ends,
+            entry_blocks=entry_blocks,
+            entry_values=entry_values,
+            block_scale=block_scale,
             fwd_offsets=fwd_offsets,
             fwd_terms=fwd_terms,
             fwd_impacts=fwd_impacts,
         )
         seconds = time.perf_counter() - start
         logger.info(
-            "clustered %d postings into %d blocks in %.1fs", len(ordered), len(sizes), seconds
-        )
-        return cls(index, s, arrays, seconds)
+            "clustered %d postings into %d blocks in %.1fs (%s)",
+            len(ordered), len(block_sizes), seconds,
+            ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()),
+        )  # fmt: skip
+        clustered = cls(index, s, arrays, seconds)
+        clustered.build_phases = phases
+        return clustered
 
     @property
     def vocab(self) -> list[str]:
@@ -189,87 +262,70 @@ class ClusteredIndex:
         k_eff = min(k, max(index.n_docs, 1))
         scale, hf = np.float32(index.scale), np.float32(heap_factor)
         if q.shape[0] == 1:
-            q_dense, seen, stamp = self._scratch_arrays()
+            q_dense, seen, bounds, keys = self._scratch_arrays()
             docs = np.full((1, k_eff), -1, dtype=np.int64)
             scores = np.zeros((1, k_eff), dtype=np.float32)
             n = clustered_one(
                 self.arrays, q.indices, q.data, n_probe, hf, scale, k_eff, mask, q_dense, seen,
-                stamp, docs[0], scores[0],
+                bounds, keys, docs[0], scores[0],
             )  # fmt: skip
             counts = np.array([n], dtype=np.int64)
         else:
             with parallel_threads(threads) as n_threads:
                 docs, scores, counts = clustered_many(
                     self.arrays, q.indptr, q.indices, q.data, n_probe, hf, scale, k_eff, mask,
-                    index.vocab_size, index.n_docs, n_threads * 4,
+                    index.vocab_size, index.n_docs, self.max_blocks, n_threads * 4,
                 )  # fmt: skip
         return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=index.doc_ids)
 
-    def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """This thread's dense query vector and seen-stamps, plus a fresh stamp."""
+    def _scratch_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's scratch: dense query vector, seen-bits, block bounds, sort keys."""
         s = self._scratch
         if getattr(s, "seen", None) is None:
             s.q_dense = np.zeros(self.index.vocab_size, dtype=np.float32)
-            s.seen = np.full(self.index.n_docs, -1, dtype=np.int64)
-            s.stamp = 0
-        s.stamp += 1
-        return s.q_dense, s.seen, s.stamp
+            s.seen = np.zeros((self.index.n_docs >> 3) + 1, dtype=np.uint8)
+            s.bounds = np.zeros(self.max_blocks, dtype=np.float32)
+            s.keys = np.empty(self.max_blocks, dtype=np.uint64)
+        return s.q_dense, s.seen, s.bounds, s.keys
 
 
-def _cluster_lists(offsets, docs, sketch, s: ClusterSettings, threads, progress):
-    """Every term's postings reordered by cluster (faiss k-means on the document sketches,
-    one single-threaded k-means per list, lists spread over threads); ``(docs, block sizes)``."""
-    import faiss  # heavy: only clustered search needs it
+def _join(parts: list[list[np.ndarray]], i: int) -> np.ndarray:
+    """The ``i``-th array of every part, concatenated; each part's copy is released as it
+    is copied, so the build holds the result plus one part, not two copies."""
+    if not parts:
+        return np.empty(0, dtype=np.int64)
+    out = np.empty(sum(p[i].shape[0] for p in parts), dtype=parts[0][i].dtype)
+    at = 0
+    for p in parts:
+        n = p[i].shape[0]
+        out[at : at + n] = p[i]
+        p[i] = None
+        at += n
+    return out
+
+
+def _chunks(offsets: np.ndarray, n_chunks: int) -> list[tuple[int, int]]:
+    """Contiguous term ranges holding about equal numbers of postings (at least one term)."""
+    n_terms = offsets.shape[0] - 1
+    if n_terms == 0:
+        return []
+    goal = np.linspace(0, offsets[-1], n_chunks + 1)[1:-1]
+    cuts = np.unique(np.concatenate(([0], np.searchsorted(offsets[1:], goal) + 1, [n_terms])))
+    cuts = cuts[(cuts >= 0) & (cuts <= n_terms)]
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+def _run_chunks(work, chunks, offsets, threads, progress: bool, desc: str) -> None:
+    """``work(lo, hi)`` for every chunk of lists on ``threads`` threads (the kernels release
+    the GIL), with a progress bar in postings."""
     from tqdm.auto import tqdm
 
-    n_terms = offsets.shape[0] - 1
-    ordered = docs.copy()
-    sizes: list[np.ndarray] = [np.empty(0, np.int64)] * n_terms
-
-    def cluster(t: int) -> None:
-        lo, hi = offsets[t], offsets[t + 1]
-        n = int(hi - lo)
-        n_clusters = -(-n // s.cluster_size)
-        if n_clusters <= 1:
-            sizes[t] = np.array([n] if n else [], dtype=np.int64)
-            return
-        x = sketch[docs[lo:hi]]
-        km = faiss.Kmeans(
-            SKETCH_DIM,
-            n_clusters,
-            niter=s.kmeans_iterations,
-            seed=s.seed + t,
-            spherical=True,
-            min_points_per_centroid=1,
-            max_points_per_centroid=max(256, s.cluster_size),
-        )
-        km.train(x)
-        assign = np.argmax(x @ km.centroids.T, axis=1)
-        ordered[lo:hi] = docs[lo:hi][np.lexsort((docs[lo:hi], assign))]
-        counts = np.bincount(assign, minlength=n_clusters)
-        sizes[t] = counts[counts > 0].astype(np.int64)
-
     workers = threads or os.cpu_count() or 1
-    omp_threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # many small problems: threads over lists, not inside one
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            jobs = pool.map(cluster, range(n_terms), chunksize=64)
-            for _ in tqdm(jobs, total=n_terms, desc="cluster", unit="term", disable=not progress):
-                pass
-    finally:
-        faiss.omp_set_num_threads(omp_threads)
-    return ordered, sizes
-
-
-def _sketches(fwd_offsets, fwd_terms, fwd_weights, vocab_size: int, seed: int) -> np.ndarray:
-    """Unit-length random projections of the documents' sparse vectors (what k-means sees)."""
-    n_docs = fwd_offsets.shape[0] - 1
-    docs = sp.csr_array(
-        (fwd_weights, fwd_terms.astype(np.int64), fwd_offsets), (n_docs, vocab_size)
-    )
-    rng = np.random.default_rng(seed)
-    projection = rng.standard_normal((vocab_size, SKETCH_DIM), dtype=np.float32)
-    sketch = np.ascontiguousarray(docs @ projection, dtype=np.float32)
-    norms = np.linalg.norm(sketch, axis=1, keepdims=True)
-    return sketch / np.maximum(norms, 1e-12)
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=int(offsets[-1]), desc=desc, unit="posting", disable=not progress) as bar,
+    ):
+        jobs = [(pool.submit(work, lo, hi), int(offsets[hi] - offsets[lo])) for lo, hi in chunks]
+        for job, n in jobs:
+            job.result()
+            bar.update(n)

@@ -582,17 +582,25 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "--cluster-postings",
         type=POSITIVE_INT,
-        help="clustered index: postings kept per term (static pruning, default 1000)",
+        help="clustered index: postings kept per term, on average over the vocabulary "
+        "(static pruning, default 3500)",
+    )
+    p.add_argument(
+        "--cluster-pruning",
+        choices=("global", "fixed"),
+        help="clustered index: keep postings above one global impact floor, at most 1.5x "
+        "--cluster-postings per list (global, the default), or each list's highest (fixed)",
     )
     p.add_argument(
         "--cluster-size",
         type=POSITIVE_INT,
-        help="clustered index: documents per block (default 16)",
+        help="clustered index: postings per sampled centroid, about the documents per block "
+        "(default 10)",
     )
     p.add_argument(
         "--summary-mass",
         type=float,
-        help="clustered index: fraction of a block summary's mass kept (default 0.15)",
+        help="clustered index: fraction of a block summary's mass kept (default 0.4)",
     )
     p.add_argument(
         "--reads",

@@ -476,10 +476,11 @@ def cmd_bench(args) -> int:
 
     given = {
         "postings_per_term": args.cluster_postings,
+        "pruning": args.cluster_pruning,
         "cluster_size": args.cluster_size,
         "summary_mass": args.summary_mass,
     }
-    # options left out fall back to eval.bench.CLUSTER_DEFAULTS; {} skips the clustered index
+    # options left out take ClusterSettings' defaults; {} skips the clustered index
     clustered = {k: v for k, v in given.items() if v is not None}
     common = {
         "k": args.k,

@@ -6,9 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from lsr.eval.bench import CLUSTER_DEFAULTS, BenchRow, bench_index, bench_synthetic, compare
+from lsr.eval.bench import BenchRow, bench_index, bench_synthetic, compare
 from lsr.eval.synthetic import synthetic_corpus, synthetic_queries
 from lsr.index import IndexBuilder
+from lsr.index.clustered import ClusterSettings
 from lsr.service.cli import main
 
 
@@ -172,17 +173,20 @@ def test_cli_bench_index_and_errors(tmp_path, capsys):
         "4",
         "--cluster-postings",
         "50",
+        "--cluster-pruning",
+        "fixed",
     ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_queries"] == 40 and report["rows"][0]["recall"] == 1.0
     assert report["extra"]["clustered_settings"]["cluster_size"] == 4
+    assert report["extra"]["clustered_settings"]["pruning"] == "fixed"
     # an option left out takes the library's default
-    assert report["extra"]["clustered_settings"]["summary_mass"] == CLUSTER_DEFAULTS["summary_mass"]
+    assert report["extra"]["clustered_settings"]["summary_mass"] == ClusterSettings().summary_mass
     assert main([*argv, "--no-clustered"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert not any(r["name"].startswith("clustered") for r in rows)
-    assert main([*argv[:-4], "--cluster-size", "0"]) == 2
+    assert main([*argv[:-6], "--cluster-size", "0"]) == 2
     assert "--cluster-size: must be a positive integer" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "idx"), "--no-peers"]) == 2
     assert "needs --queries" in capsys.readouterr().err
