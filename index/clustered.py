@@ -100,13 +100,18 @@ class ClusteredIndex:
     """Clustered postings blocks with summaries plus a forward index, over one ``Index``."""
 
     def __init__(
-        self, index: Index, settings: ClusterSettings, arrays: ClusterArrays, seconds: float
+        self,
+        index: Index,
+        settings: ClusterSettings,
+        arrays: ClusterArrays,
+        seconds: float,
+        phases: dict[str, float] | None = None,
     ) -> None:
         self.index = index
         self.settings = settings
         self.arrays = arrays
         self.build_seconds = seconds
-        self.build_phases: dict[str, float] = {}  # seconds per build step (build() fills it)
+        self.build_phases = phases or {}  # seconds per build step (prune, cluster, summarize)
         # the most blocks one list has: the size of the per-query block scratch
         self.max_blocks = max(1, int(np.diff(arrays.term_blocks).max(initial=0)))
         self._scratch = threading.local()
@@ -133,7 +138,8 @@ class ClusteredIndex:
         del doc_numbers, impacts
         phases = {"prune": time.perf_counter() - start}
         top_terms, top_weights = heaviest_terms(fwd_offsets, fwd_terms, fwd_weights, s.doc_cut)
-        chunks = _chunks(offsets, 16 * (threads or os.cpu_count() or 1))
+        workers = threads or os.cpu_count() or 1
+        chunks = _chunks(offsets, 16 * workers)
         ordered = np.empty_like(docs)
         sizes = np.zeros(docs.shape[0], dtype=np.int64)
         n_blocks = np.zeros(index.vocab_size, dtype=np.int64)
@@ -145,7 +151,7 @@ class ClusteredIndex:
                 ordered, sizes, n_blocks,
             )  # fmt: skip
 
-        _run_chunks(cluster, chunks, offsets, threads, progress, "cluster")
+        _run_chunks(cluster, chunks, offsets, workers, progress, "cluster")
         phases["cluster"] = time.perf_counter() - start - sum(phases.values())
         term_blocks = np.zeros(index.vocab_size + 1, dtype=np.int64)
         np.cumsum(n_blocks, out=term_blocks[1:])
@@ -167,7 +173,7 @@ class ClusteredIndex:
             part[4] = part[4].astype(block_dtype)
             parts[lo] = part
 
-        _run_chunks(summarize, chunks, offsets, threads, progress, "summarize")
+        _run_chunks(summarize, chunks, offsets, workers, progress, "summarize")
         phases["summarize"] = time.perf_counter() - start - sum(phases.values())
         ordered_parts = [parts[lo] for lo, _ in chunks]
         comps_per_list, entries_per_list, comp_terms, comp_ends = (
@@ -200,9 +206,7 @@ class ClusteredIndex:
             len(ordered), len(block_sizes), seconds,
             ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()),
         )  # fmt: skip
-        clustered = cls(index, s, arrays, seconds)
-        clustered.build_phases = phases
-        return clustered
+        return cls(index, s, arrays, seconds, phases)
 
     @property
     def vocab(self) -> list[str]:
@@ -310,17 +314,16 @@ def _chunks(offsets: np.ndarray, n_chunks: int) -> list[tuple[int, int]]:
     if n_terms == 0:
         return []
     goal = np.linspace(0, offsets[-1], n_chunks + 1)[1:-1]
+    # a goal below the last offset falls before the last list: every cut is in 1..n_terms
     cuts = np.unique(np.concatenate(([0], np.searchsorted(offsets[1:], goal) + 1, [n_terms])))
-    cuts = cuts[(cuts >= 0) & (cuts <= n_terms)]
     return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
-def _run_chunks(work, chunks, offsets, threads, progress: bool, desc: str) -> None:
-    """``work(lo, hi)`` for every chunk of lists on ``threads`` threads (the kernels release
+def _run_chunks(work, chunks, offsets, workers: int, progress: bool, desc: str) -> None:
+    """``work(lo, hi)`` for every chunk of lists on ``workers`` threads (the kernels release
     the GIL), with a progress bar in postings."""
     from tqdm.auto import tqdm
 
-    workers = threads or os.cpu_count() or 1
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
         tqdm(total=int(offsets[-1]), desc=desc, unit="posting", disable=not progress) as bar,

@@ -50,16 +50,23 @@ def _summary_scores(arrays, t, q_terms, q_weights, bounds):
     """Every block of list ``t``: its summary's dot product with the query, into
     ``bounds[:n_blocks]``, by a merge join of the query's terms (ascending) with the list's
     summary terms (a binary search from the last match on)."""
-    (
-        term_blocks, _, _, list_comps, list_entries, comp_terms, comp_ends, entry_blocks,
-        entry_values, block_scale, _, _, _,
-    ) = arrays  # fmt: skip
+    term_blocks, list_comps, comp_terms, comp_ends = (
+        arrays.term_blocks,
+        arrays.list_comps,
+        arrays.comp_terms,
+        arrays.comp_ends,
+    )
+    entry_blocks, entry_values, block_scale = (
+        arrays.entry_blocks,
+        arrays.entry_values,
+        arrays.block_scale,
+    )
     b_lo = term_blocks[t]
     n_b = term_blocks[t + 1] - b_lo
     for r in range(n_b):
         bounds[r] = 0.0
     p, c_lo, c_hi = list_comps[t], list_comps[t], list_comps[t + 1]
-    base = list_entries[t]
+    base = arrays.list_entries[t]
     for j in range(q_terms.shape[0]):
         if p >= c_hi:
             break
@@ -100,8 +107,8 @@ def _prefetch_doc(fwd_offsets, fwd_terms, fwd_impacts, d):
 def _score_block(arrays, b, q_dense, allowed, seen, k, size, out_docs, out_scores):
     """Score block ``b``'s documents not seen yet into the heap; the new heap size. The
     document after next is prefetched while one is scored (see :mod:`lsr.kernels.prefetch`)."""
-    block_offsets, block_docs = arrays[1], arrays[2]
-    fwd_offsets, fwd_terms, fwd_impacts = arrays[10], arrays[11], arrays[12]
+    block_offsets, block_docs = arrays.block_offsets, arrays.block_docs
+    fwd_offsets, fwd_terms, fwd_impacts = arrays.fwd_offsets, arrays.fwd_terms, arrays.fwd_impacts
     lo, hi = block_offsets[b], block_offsets[b + 1]
     for jd in range(lo, min(lo + AHEAD, hi)):
         _prefetch_doc(fwd_offsets, fwd_terms, fwd_impacts, block_docs[jd])
@@ -154,7 +161,7 @@ def clustered_one(
     excludes are never scored (see ``lsr.kernels.topk``), so the k-th score that bounds
     the blocks is an allowed one's.
     """
-    term_blocks = arrays[0]
+    term_blocks = arrays.term_blocks
     seen[:] = 0
     n_q = q_terms.shape[0]
     for j in range(n_q):
