@@ -9,6 +9,7 @@ latest one. The final encoder is saved to ``output`` and loads with ``lsr.load_e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -52,8 +53,14 @@ class TrainConfig:
     triples: str | None = None
     beir: str | None = None
     split: str = "train"
-    negatives: int = 4
+    negatives: int = 4  # hard negatives per example in each step
     negative_depth: int = 50
+    # hard negatives mined per example (from the top negative_depth) when the examples come
+    # from a BEIR split; each step draws `negatives` of them afresh. Default: `negatives`.
+    negative_pool: int | None = None
+    # the retriever whose top hits the negatives are mined from: bm25, or a sparse encoder
+    # spec (e.g. inference-free:PATH of the model being trained: its own mistakes)
+    mine_with: str = "bm25"
     loss: str = "infonce"
     temperature: float = 1.0
     in_batch_negatives: bool = True
@@ -69,6 +76,10 @@ class TrainConfig:
     # the layers above them: most of a small model's weights, left out of a small training set
     freeze_embeddings: bool = False
     steps: int = 1000
+    # save an exponential moving average of the weights over the steps (Polyak averaging)
+    # instead of the last weights: each step moves the average (1 - ema_decay) of the way
+    # to the new weights, starting from the model's own. None: the last weights.
+    ema_decay: float | None = None
     batch_size: int = 8
     grad_accumulation: int = 1
     learning_rate: float = 2e-5
@@ -139,8 +150,28 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise EncoderError(f"{name} must be a positive number, got {value!r}.")
+        if self.ema_decay is not None and (
+            isinstance(self.ema_decay, bool)
+            or not isinstance(self.ema_decay, (int, float))
+            or not 0 < self.ema_decay < 1
+        ):
+            raise EncoderError(
+                f"ema_decay must lie strictly between 0 and 1, got {self.ema_decay!r}."
+            )
         if self.loss != "infonce" and self.negatives < 1:
             raise EncoderError(f"loss {self.loss} needs at least one negative per example.")
+        positive_int(self.negative_depth, "negative_depth", error=EncoderError)
+        if not isinstance(self.mine_with, str) or not self.mine_with.strip():
+            raise EncoderError(
+                f"mine_with must be bm25 or an encoder spec, got {self.mine_with!r}."
+            )
+        if self.negative_pool is not None:
+            positive_int(self.negative_pool, "negative_pool", error=EncoderError)
+            if self.negative_pool < self.negatives:
+                raise EncoderError(
+                    f"negative_pool ({self.negative_pool}) must hold at least the "
+                    f"{self.negatives} negatives each step draws."
+                )
         if (
             self.kind == "inference-free"
             and self.queries.weight > 0
@@ -204,6 +235,11 @@ class Trainer:
         self.lambda_queries = QuadraticWarmup(config.queries.weight, config.queries.warmup_steps)
         self.step = 0
         self.history: list[dict] = []
+        self.ema = (
+            [p.detach().clone() for p in self._parameters()]
+            if config.ema_decay is not None
+            else None
+        )
 
     # ---- set-up --------------------------------------------------------------------------
 
@@ -358,22 +394,22 @@ class Trainer:
 
     def _teacher_scores(self, batch, negs, like: torch.Tensor) -> torch.Tensor:
         """(batch, 1 + negatives) teacher scores of each example's positive and picked
-        negatives; with ``teachers`` the weighted mean of their min-max normalized scores."""
-
-        def table(scores_of) -> torch.Tensor:
-            rows = [
-                [scores_of(e)[0]] + [scores_of(e)[1 + i] for i in negs[b]]
-                for b, e in enumerate(batch)
-            ]
-            return torch.tensor(rows, device=like.device, dtype=like.dtype)
-
+        negatives; with ``teachers`` the weighted mean of their min-max normalized scores,
+        normalized over all of an example's candidates (its whole pool of mined negatives), so
+        a negative's target does not depend on which others the step drew beside it."""
         teachers = self.config.teachers
-        if teachers is None:
-            scores = table(lambda e: e.scores)
-        else:
-            per_teacher = [table(lambda e, name=name: e.scores[name]) for name in teachers]
-            scores = combine_teachers(per_teacher, list(teachers.values()))
-            scores = scores * self.config.teacher_scale
+        rows = []
+        for b, e in enumerate(batch):
+            if teachers is None:
+                full = torch.tensor([e.scores], dtype=like.dtype)
+            else:
+                per_teacher = [
+                    torch.tensor([e.scores[name]], dtype=like.dtype) for name in teachers
+                ]
+                full = combine_teachers(per_teacher, list(teachers.values()))
+                full = full * self.config.teacher_scale
+            rows.append(full[0, [0] + [1 + i for i in negs[b]]])
+        scores = torch.stack(rows).to(like.device)
         if self.config.positives_first:
             scores[:, 0] = scores.max(dim=1).values
         return scores
@@ -404,6 +440,9 @@ class Trainer:
             self.step = state["step"]
             if self.query_weights is not None and "query_weights" in state:
                 self.query_weights.data.copy_(state["query_weights"])
+            if self.ema is not None and "ema" in state:
+                for average, saved in zip(self.ema, state["ema"], strict=True):
+                    average.copy_(saved)
             logger.info("resumed from %s at step %d", ckpt, self.step)
         self.doc_model.model.train()
         if self.query_model is not None:
@@ -423,6 +462,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self._parameters(), 1.0)
             optimizer.step()
             scheduler.step()
+            self._update_average()
             self.step += 1
             bar.update(1)
             if self.step % c.log_every == 0 or self.step == c.steps:
@@ -447,14 +487,44 @@ class Trainer:
         logger.info("trained %d steps in %.0fs: %s", self.step, time.perf_counter() - t0, last)
         return self.output
 
-    def _save_encoder(self, folder: Path) -> None:
-        if self.query_weights is not None:
-            self.encoder.query_weights = torch.relu(self.query_weights.detach()).cpu().numpy()
-        self.encoder.save_pretrained(folder)
+    def _update_average(self) -> None:
+        if self.ema is None:
+            return
+        decay = self.config.ema_decay
+        with torch.no_grad():
+            for average, p in zip(self.ema, self._parameters(), strict=True):
+                average.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """The moving average in the model's parameters for the duration (with ema_decay)."""
+        if self.ema is None:
+            yield
+            return
+        params = self._parameters()
+        live = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, average in zip(params, self.ema, strict=True):
+                p.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, weights in zip(params, live, strict=True):
+                    p.copy_(weights)
+
+    def _save_encoder(self, folder: Path, averaged: bool = True) -> None:
+        """The encoder with the moving average of the weights (with ema_decay), or with the
+        live weights (``averaged=False``: a checkpoint, so that a resumed run goes on exactly
+        where it stopped; the average is in its trainer state)."""
+        with self._averaged_weights() if averaged else contextlib.nullcontext():
+            if self.query_weights is not None:
+                self.encoder.query_weights = torch.relu(self.query_weights.detach()).cpu().numpy()
+            self.encoder.save_pretrained(folder)
 
     def _checkpoint(self, optimizer, scheduler) -> Path:
         folder = self.output / "checkpoints" / f"step-{self.step}"
-        self._save_encoder(folder)
+        self._save_encoder(folder, averaged=False)
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -462,5 +532,7 @@ class Trainer:
         }
         if self.query_weights is not None:
             state["query_weights"] = self.query_weights.detach().cpu()
+        if self.ema is not None:
+            state["ema"] = [average.cpu() for average in self.ema]
         torch.save(state, folder / "trainer_state.pt")
         return folder

@@ -26,19 +26,24 @@ def beir_examples(
     n_negatives: int = 4,
     depth: int = 50,
     seed: int = 13,
+    mine_with: str = "bm25",
 ) -> list[TrainingExample]:
-    """One example per (query, relevant doc) of a BEIR split, with BM25-mined hard negatives.
+    """One example per (query, relevant doc) of a BEIR split, with hard negatives mined
+    through an index.
 
-    The corpus is indexed with BM25 (float32 impacts, so scores are exact dot products) and
-    each query's top ``depth`` + (its relevant documents) are retrieved through the index, a
-    batch of queries per kernel call: memory grows with the index, not with queries x
-    documents. Negatives are drawn from the top ``depth`` hits that are not judged relevant;
-    scores are the BM25 scores of the positive and of each negative.
+    ``mine_with`` names the retriever whose top ``depth`` hits (judged documents left out)
+    the negatives are drawn from: ``bm25`` (the default), or any sparse encoder spec, e.g. the
+    model being trained (``inference-free:PATH``), whose own mistakes are then what it learns
+    from. Whatever mined them, an example's ``scores`` are the BM25 scores of its positive and
+    negatives (the ``bm25`` teacher). Both indexes keep float32 impacts, so scores are exact
+    dot products, and queries are searched a batch per kernel call: memory grows with the
+    index, not with queries x documents.
     """
     folder = Path(folder)
     qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
     queries = read_queries(folder / "queries.jsonl")
-    texts = {d.id: d.contents for d in read_corpus(folder)}
+    docs = list(read_corpus(folder))
+    texts = {d.id: d.contents for d in docs}
     qids = [q for q in qrels if q in queries]
     if not qids:
         raise CorpusError(f"{folder}: no query of split {split!r} has judgements and text.")
@@ -47,39 +52,71 @@ def beir_examples(
     index = Index.build(
         bm25.encode_documents([texts[i] for i in ids]), ids, bm25.vocab, quantization="float32"
     )
+    miner, mined = (bm25, index) if mine_with == "bm25" else _mining_index(mine_with, docs)
     rng = np.random.default_rng(seed)
     examples = []
     for lo in range(0, len(qids), QUERY_BATCH):
         batch = qids[lo : lo + QUERY_BATCH]
-        vectors = bm25.encode_queries([queries[q] for q in batch])
+        texts_of_batch = [queries[q] for q in batch]
+        vectors = miner.encode_queries(texts_of_batch)
+        bm25_vectors = vectors if miner is bm25 else bm25.encode_queries(texts_of_batch)
         most_relevant = max(sum(r > 0 for r in qrels[q].values()) for q in batch)
-        results = index.search(vectors, depth + most_relevant)
+        results = mined.search(vectors, depth + most_relevant)
         for row, qid in enumerate(batch):
             relevant = [d for d, r in qrels[qid].items() if r > 0]  # in the qrels' order
             judged = set(relevant)
-            hits = results[row]
-            pool = [(d, s) for d, s in hits.items() if d not in judged][:depth]
-            query = vectors[[row]]
+            pool = [(d, s) for d, s in results[row].items() if d not in judged][:depth]
+            query = bm25_vectors[[row]]
             for pos in relevant:
                 if pos not in texts:
                     continue
-                doc_weights = index.term_weights(index.doc_index(pos), query.indices)
-                pos_score = float(np.dot(doc_weights, query.data))
                 picked = (
                     rng.choice(len(pool), size=min(n_negatives, len(pool)), replace=False)
                     if pool
                     else []
                 )
+                negatives = [pool[i][0] for i in picked]
+                scores = [_bm25_score(index, pos, query)] + (
+                    [float(pool[i][1]) for i in picked]  # the index's own BM25 scores
+                    if miner is bm25
+                    else [_bm25_score(index, d, query) for d in negatives]
+                )
                 examples.append(
                     TrainingExample(
                         query=queries[qid],
                         positive=texts[pos],
-                        negatives=[texts[pool[i][0]] for i in picked],
-                        scores=[pos_score] + [float(pool[i][1]) for i in picked],
+                        negatives=[texts[d] for d in negatives],
+                        scores=scores,
                     )
                 )
-    logger.info("%d training examples from %s (%s)", len(examples), folder, split)
+    logger.info(
+        "%d training examples from %s (%s), negatives mined with %s",
+        len(examples), folder, split, mine_with,
+    )  # fmt: skip
     return examples
+
+
+def _bm25_score(index: Index, doc_id: str, query) -> float:
+    weights = index.term_weights(index.doc_index(doc_id), query.indices)
+    return float(np.dot(weights, query.data))
+
+
+def _mining_index(spec: str, docs) -> tuple[object, Index]:
+    """A sparse encoder and a float32 index of the corpus encoded by it, to mine with."""
+    import scipy.sparse as sp
+
+    from lsr.dense import is_dense
+    from lsr.encoders import load_encoder
+    from lsr.encoding import encode_corpus
+
+    encoder = load_encoder(spec)
+    if is_dense(encoder):
+        raise CorpusError(f"mine_with needs a sparse encoder (or bm25); {spec} is dense.")
+    parts = list(encode_corpus(encoder, docs, batch_size=64))
+    vectors = sp.vstack([v for v, _ in parts], format="csr")
+    ids = [i for _, batch in parts for i in batch]
+    logger.info("mining index: %d documents encoded with %s", len(ids), spec)
+    return encoder, Index.build(vectors, ids, encoder.vocab, quantization="float32")
 
 
 def with_teacher_scores(
@@ -127,7 +164,12 @@ def training_examples(config: TrainConfig) -> list[TrainingExample]:
     if config.triples:
         return read_triples(config.triples)
     examples = beir_examples(
-        config.beir, config.split, config.negatives, config.negative_depth, config.seed
+        config.beir,
+        config.split,
+        config.negative_pool or config.negatives,
+        config.negative_depth,
+        config.seed,
+        config.mine_with,
     )
     return with_teacher_scores(examples, list(config.teachers)) if config.teachers else examples
 

@@ -12,7 +12,7 @@ import yaml
 
 from lsr import BM25Encoder, CorpusError, EncoderError, load_encoder, read_corpus
 from lsr.inference_free import InferenceFreeEncoder
-from lsr.pipeline.training import beir_examples
+from lsr.pipeline.training import beir_examples, training_examples
 from lsr.service.cli import main
 from lsr.training import TrainConfig, Trainer
 from lsr.training_data import read_triples
@@ -79,6 +79,39 @@ def test_resume_continues_from_the_last_checkpoint(tiny_mlm, tmp_path):
     resumed = Trainer(TrainConfig.from_dict({**cfg, "resume": True}))
     resumed.train(progress=False)
     assert resumed.history[0]["step"] == 6 and resumed.step == 12
+
+
+def test_ema_saves_the_moving_average_of_the_weights(tiny_mlm, tmp_path):
+    """With ema_decay the saved model holds the exponential moving average of the weights
+    over the steps, from the starting weights; a checkpoint holds the live weights (a resumed
+    run goes on exactly) and the average in its trainer state."""
+    decay = 0.6
+    cfg = base_config(tiny_mlm, tmp_path, steps=4, save_every=2, log_every=1, ema_decay=decay)
+    trainer = Trainer(TrainConfig.from_dict(cfg))
+    average = [p.detach().clone() for p in trainer._parameters()]
+    live, averages = [], []
+    update = trainer._update_average
+
+    def recording():
+        live.append([p.detach().clone() for p in trainer._parameters()])
+        update()
+        averages.append([a.clone() for a in trainer.ema])
+
+    trainer._update_average = recording
+    out = trainer.train(progress=False)
+    for weights in live:
+        average = [decay * a + (1 - decay) * w for a, w in zip(average, weights, strict=True)]
+    saved = [p for p in load_encoder(out).doc_model.model.parameters()]
+    assert len(saved) == len(average)
+    assert all(torch.allclose(s, a, atol=1e-6) for s, a in zip(saved, average, strict=True))
+    assert not all(torch.equal(s, w) for s, w in zip(saved, live[-1], strict=True))
+    after = list(trainer._parameters())  # training's own weights are the live ones
+    assert all(torch.equal(p, w) for p, w in zip(after, live[-1], strict=True))
+    step2 = out / "checkpoints" / "step-2"
+    kept = list(load_encoder(step2).doc_model.model.parameters())
+    assert all(torch.allclose(k, w) for k, w in zip(kept, live[1], strict=True))
+    state = torch.load(step2 / "trainer_state.pt", weights_only=False)
+    assert all(torch.equal(s, a) for s, a in zip(state["ema"], averages[1], strict=True))
 
 
 @pytest.mark.parametrize(
@@ -152,6 +185,12 @@ def test_cli_train_from_yaml(tiny_mlm, tmp_path, capsys):
         ({"loss": "kl"}, "needs teacher 'scores'"),
         ({"teacher_scale": "big"}, "teacher_scale must be a positive number, got 'big'"),
         ({"learning_rate": 0}, "learning_rate must be a positive number"),
+        ({"negative_pool": 0}, "negative_pool must be a positive integer"),
+        ({"negatives": 3, "negative_pool": 2}, r"negative_pool \(2\) must hold at least the 3"),
+        ({"negative_depth": -1}, "negative_depth must be a positive integer"),
+        ({"ema_decay": 1.0}, "ema_decay must lie strictly between 0 and 1, got 1.0"),
+        ({"ema_decay": True}, "ema_decay must lie strictly between 0 and 1"),
+        ({"mine_with": ""}, "mine_with must be bm25 or an encoder spec"),
     ],
 )
 def test_config_errors(tiny_mlm, tmp_path, change, message):
@@ -170,13 +209,16 @@ def test_bad_triples(tmp_path):
 
 
 @pytest.mark.slow
-def test_beir_examples_mine_bm25_negatives():
+def test_beir_examples_mine_bm25_negatives(tmp_path):
+    """A config mines its negative_pool per example (its negatives when no pool is set)."""
     folder = shared_path("data", "scifact")
-    examples = beir_examples(folder, "train", n_negatives=3, depth=20)
-    assert len(examples) == 919
-    ex = examples[0]
-    assert len(ex.negatives) == 3 and ex.positive not in ex.negatives
-    assert len(ex.scores) == 4
+    cfg = {"model": "m", "output": str(tmp_path), "beir": str(folder), "negative_depth": 20}
+    for over, mined in (({"negatives": 3}, 3), ({"negatives": 2, "negative_pool": 6}, 6)):
+        examples = training_examples(TrainConfig.from_dict({**cfg, **over}))
+        assert len(examples) == 919
+        for ex in examples[:50]:
+            assert len(ex.negatives) == mined and ex.positive not in ex.negatives
+            assert len(set(ex.negatives)) == mined and len(ex.scores) == 1 + mined
 
 
 def test_teachers_from_the_config_are_combined_with_their_weights(tiny_mlm, tmp_path):
@@ -215,6 +257,22 @@ def test_teachers_from_the_config_are_combined_with_their_weights(tiny_mlm, tmp_
         batch = trainer._batch(0, 0)
         teacher = trainer._teacher_scores(batch, [[0, 1]] * len(batch), torch.zeros(1))
         assert torch.allclose(teacher, 10 * torch.tensor(expect).expand(len(batch), 3))
+
+
+def test_teacher_targets_are_normalized_over_the_whole_pool(tiny_mlm, tmp_path):
+    """A step draws some of an example's negatives; each one's target is its score min-max
+    normalized over all the example's candidates, whichever others the step drew."""
+    triples = tmp_path / "pool.jsonl"
+    rows = [json.loads(line) for line in write_synthetic_triples(tmp_path / "t.jsonl").open()]
+    triples.write_text(
+        "".join(json.dumps({**r, "scores": {"ce": [9.0, 1.0, 0.0]}}) + "\n" for r in rows)
+    )
+    cfg = base_config(tiny_mlm, tmp_path, triples=str(triples), loss="margin_mse", negatives=1)
+    trainer = Trainer(TrainConfig.from_dict({**cfg, "teachers": {"ce": 1.0}}))
+    batch = trainer._batch(0, 0)
+    for pick, expect in ((0, [1.0, 1 / 9]), (1, [1.0, 0.0])):
+        teacher = trainer._teacher_scores(batch, [[pick]] * len(batch), torch.zeros(1))
+        assert torch.allclose(teacher, torch.tensor(expect).expand(len(batch), 2))
 
 
 @pytest.mark.slow
@@ -264,13 +322,9 @@ def test_training_reads_texts_after_the_encoders_prompts(tiny_mlm, tmp_path):
     assert load_encoder(tmp_path / "out").document_prompt == "the "
 
 
-def test_beir_examples_are_the_same_in_every_process(tmp_path):
-    """A query with several positives yields them in the qrels' order, whatever the process's
-    string hashing (PYTHONHASHSEED): a training run is reproducible from its config."""
-    import subprocess
-    import sys
-
-    folder = tmp_path / "beir"
+def write_tiny_beir(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """A BEIR folder of 24 five-word documents and 3 queries, each with 6 judged documents
+    (its train split); the (query, document) judgements in the qrels' order."""
     (folder / "qrels").mkdir(parents=True)
     words = CONTENT[:24]
     with open(folder / "corpus.jsonl", "w") as f:
@@ -284,6 +338,44 @@ def test_beir_examples_are_the_same_in_every_process(tmp_path):
     (folder / "qrels" / "train.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in judged)
     )
+    return folder, judged
+
+
+def test_negatives_mined_with_a_model_are_its_top_hits(tiny_mlm, tmp_path):
+    """mine_with: the negatives are among the named encoder's brute-force top hits (judged
+    documents left out), and the examples still carry BM25's scores of their candidates."""
+    folder, judged = write_tiny_beir(tmp_path / "beir")
+    docs = list(read_corpus(folder))
+    ids, texts = [d.id for d in docs], [d.contents for d in docs]
+    examples = beir_examples(folder, "train", 3, 6, mine_with=str(tiny_mlm))
+    model, bm25 = load_encoder(tiny_mlm), BM25Encoder().fit(texts)
+    model_scores = (
+        model.encode_queries([e.query for e in examples]) @ model.encode_documents(texts).T
+    ).toarray()
+    bm25_scores = (
+        bm25.encode_queries([e.query for e in examples]) @ bm25.encode_documents(texts).T
+    ).toarray()
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").open())}
+    for row, (e, (qid, _)) in enumerate(zip(examples, judged, strict=True)):
+        assert e.query == queries[qid] and len(e.negatives) == 3
+        mine = {d for q, d in judged if q == qid}
+        free = [i for i in np.argsort(-model_scores[row], kind="stable") if ids[i] not in mine]
+        cut = model_scores[row][free[5]]  # the 6th best unjudged score: ties at it count
+        for neg in e.negatives:
+            assert model_scores[row][texts.index(neg)] >= cut - 1e-5
+        candidates = [texts.index(t) for t in (e.positive, *e.negatives)]
+        assert e.scores == pytest.approx(bm25_scores[row][candidates].tolist(), rel=1e-5)
+    with pytest.raises(CorpusError, match="mine_with needs a sparse encoder"):
+        beir_examples(folder, "train", 3, 6, mine_with="dense:wordllama")
+
+
+def test_beir_examples_are_the_same_in_every_process(tmp_path):
+    """A query with several positives yields them in the qrels' order, whatever the process's
+    string hashing (PYTHONHASHSEED): a training run is reproducible from its config."""
+    import subprocess
+    import sys
+
+    folder, judged = write_tiny_beir(tmp_path / "beir")
     code = (
         "import json, sys; from lsr.pipeline.training import beir_examples; "
         "print(json.dumps([[e.query, e.positive, e.negatives, e.scores] "
