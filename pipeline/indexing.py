@@ -256,7 +256,9 @@ def index_corpus(
 
     def write(batches) -> Index:
         for name, extra_encoder in (extra_encoders or {}).items():
-            rows = _encode_all(docs, extra_encoder, batch_size, progress, extra_stats, name)
+            rows = encode_all(
+                docs, extra_encoder, batch_size, progress, extra_stats, f"representation {name!r}"
+            )
             if is_dense(extra_encoder):
                 extras.append((NewExtra(name, rows, index=dense_spec), extra_encoder))
             else:
@@ -283,10 +285,18 @@ def index_corpus(
     return _summary(out, index, stats, t0)
 
 
-def _encode_all(docs, encoder, batch_size: int, progress: bool, stats: EncodingStats, name: str):
-    """Every document's vector of one extra representation, in corpus order."""
+def encode_all(
+    docs,
+    encoder,
+    batch_size: int,
+    progress: bool = False,
+    stats: EncodingStats | None = None,
+    name: str = "",
+):
+    """Every document's vector in corpus order, one matrix (CSR, or dense rows for a dense
+    encoder): an extra representation of a collection, or a corpus to mine negatives from."""
     parts = [v for v, _ in encode_corpus(encoder, docs, batch_size, progress, stats)]
-    logger.info("encoded %d documents for representation %r", len(docs), name)
+    logger.info("encoded %d documents for %s", len(docs), name or "one matrix")
     if is_dense(encoder):
         return np.concatenate(parts, axis=0)
     return sp.vstack(parts, format="csr")

@@ -103,20 +103,17 @@ def _bm25_score(index: Index, doc_id: str, query) -> float:
 
 def _mining_index(spec: str, docs) -> tuple[object, Index]:
     """A sparse encoder and a float32 index of the corpus encoded by it, to mine with."""
-    import scipy.sparse as sp
-
     from lsr.dense import is_dense
     from lsr.encoders import load_encoder
-    from lsr.encoding import encode_corpus
+    from lsr.pipeline.indexing import encode_all
 
     encoder = load_encoder(spec)
     if is_dense(encoder):
         raise CorpusError(f"mine_with needs a sparse encoder (or bm25); {spec} is dense.")
-    parts = list(encode_corpus(encoder, docs, batch_size=64))
-    vectors = sp.vstack([v for v, _ in parts], format="csr")
-    ids = [i for _, batch in parts for i in batch]
-    logger.info("mining index: %d documents encoded with %s", len(ids), spec)
-    return encoder, Index.build(vectors, ids, encoder.vocab, quantization="float32")
+    vectors = encode_all(docs, encoder, batch_size=64, name=f"mining with {spec}")
+    return encoder, Index.build(
+        vectors, [d.id for d in docs], encoder.vocab, quantization="float32"
+    )
 
 
 def with_teacher_scores(
