@@ -7,6 +7,7 @@ columns are term ids of a vocabulary that is stored with the index.
 """
 
 from lsr.index.clustered import ClusteredIndex
+from lsr.index.compressed import CompressedIndex, CompressedIndexWriter
 from lsr.index.errors import IndexFormatError, VocabularyMismatchError
 from lsr.index.filters import Field, Filter, parse_filter
 from lsr.index.inverted import Index, IndexBuilder
@@ -16,6 +17,8 @@ from lsr.index.results import Hit, Hits, Searchable, SearchResults, merge_topk
 
 __all__ = [
     "ClusteredIndex",
+    "CompressedIndex",
+    "CompressedIndexWriter",
     "Field",
     "Filter",
     "Hit",

@@ -23,6 +23,26 @@ logger = logging.getLogger(__name__)
 QUANTIZATIONS = ("uint8", "float32")
 
 
+def checked_batch(
+    vectors: object, doc_ids: Sequence[object], vocab_size: int, seen: set[str]
+) -> tuple[sp.csr_array, list[str]]:
+    """A batch of document vectors and ids for a builder, or a clear error: canonical CSR of
+    width ``vocab_size``, one valid id per row, none of them in ``seen`` (the ids added
+    before, which it then holds too) or repeated."""
+    csr = as_sparse_batch(vectors, vocab_size, "Document vectors")
+    ids = check_doc_ids([d if isinstance(d, str) else str(d) for d in doc_ids])
+    if len(ids) != csr.shape[0]:
+        raise InputError(
+            f"Got {csr.shape[0]} document vectors but {len(ids)} doc ids; pass one id per row."
+        )
+    fresh = set(ids)
+    if len(fresh) != len(ids) or not fresh.isdisjoint(seen):
+        dup = next(d for d in ids if d in seen or ids.count(d) > 1)
+        raise InputError(f"Duplicate document id {dup!r}; document ids must be unique.")
+    seen.update(fresh)
+    return csr, ids
+
+
 class PostingsBuilder:
     """Add document batches one at a time, then take the index's arrays (``postings()``).
 
@@ -68,21 +88,11 @@ class PostingsBuilder:
 
     def add(self, vectors: sp.csr_array, doc_ids: Sequence[str]) -> None:
         """Append a batch of document vectors (rows) with their external ids."""
-        csr = as_sparse_batch(vectors, len(self.vocab), "Document vectors")
-        ids = check_doc_ids([d if isinstance(d, str) else str(d) for d in doc_ids])
-        if len(ids) != csr.shape[0]:
-            raise InputError(
-                f"Got {csr.shape[0]} document vectors but {len(ids)} doc ids; pass one id per row."
-            )
-        fresh = set(ids)
-        if len(fresh) != len(ids) or not fresh.isdisjoint(self._seen):
-            dup = next(d for d in ids if d in self._seen or ids.count(d) > 1)
-            raise InputError(f"Duplicate document id {dup!r}; document ids must be unique.")
+        csr, ids = checked_batch(vectors, doc_ids, len(self.vocab), self._seen)
         self._pending.append(csr)
         self._pending_nnz += csr.nnz
         self._doc_terms.append(np.diff(csr.indptr).astype(np.uint32))
         self._doc_ids.extend(ids)
-        self._seen.update(fresh)
         if self._pending_nnz >= self.run_postings:
             self._flush()
 

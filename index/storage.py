@@ -36,6 +36,7 @@ import pyarrow as pa
 from lsr.index.errors import IndexFormatError
 
 FORMAT_NAME = "lsr-index"
+COMPRESSED_FORMAT_NAME = "lsr-compressed-index"  # lsr.index.compressed
 FORMAT_VERSION = 3  # 3: checksummed manifest with a base id; 2: packed postings words
 READABLE_VERSIONS = (1, 2, 3)  # 1 stored every index with separate doc and impact columns
 CHECKSUM_SINCE = 3  # manifests of this version and later must carry their checksum
@@ -144,7 +145,8 @@ def seal_manifest(manifest: dict) -> dict:
     return {**manifest, MANIFEST_CHECKSUM: manifest_checksum(manifest)}
 
 
-def _manifest_bytes(manifest: dict) -> bytes:
+def manifest_bytes(manifest: dict) -> bytes:
+    """The manifest, sealed with its checksum, as the bytes of ``manifest.json``."""
     return json.dumps(seal_manifest(manifest), indent=2, ensure_ascii=False).encode("utf-8")
 
 
@@ -154,7 +156,7 @@ def update_manifest(path: Path, changes: dict) -> None:
     older manifest becomes format 3 with its checksum)."""
     path = Path(path)
     manifest = {**read_manifest(path), **changes, "format_version": FORMAT_VERSION}
-    write_file_atomically(path / MANIFEST, _manifest_bytes(manifest))
+    write_file_atomically(path / MANIFEST, manifest_bytes(manifest))
 
 
 def write_index(
@@ -185,7 +187,7 @@ def write_index(
         if extra is not None:
             extra(tmp)
         with open(tmp / MANIFEST, "wb") as f:
-            f.write(_manifest_bytes({"base_id": uuid.uuid4().hex, **manifest, "files": files}))
+            f.write(manifest_bytes({"base_id": uuid.uuid4().hex, **manifest, "files": files}))
             f.flush()
             os.fsync(f.fileno())
 
@@ -280,6 +282,11 @@ def read_manifest(path: Path) -> dict:
         raise IndexFormatError(
             f"{mpath} is corrupt (not valid JSON: {e}); rebuild the index."
         ) from e
+    if isinstance(manifest, dict) and manifest.get("format") == COMPRESSED_FORMAT_NAME:
+        raise IndexFormatError(
+            f"{path} is a compressed index: open it with lsr.index.CompressedIndex.load "
+            "(lsr bench scale builds and searches them)."
+        )
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise IndexFormatError(f"{mpath} is not an lsr index manifest; rebuild the index.")
     version = manifest.get("format_version")

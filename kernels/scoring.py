@@ -79,6 +79,16 @@ def search_sparse(
                     candidates[n_candidates] = d
                     n_candidates += 1
                 acc[d] += c
+    size = sparse_topk(acc, candidates, n_candidates, k, allowed, out_docs, out_scores)
+    for j in range(size):
+        out_scores[j] *= scale
+    return size
+
+
+@nb.njit(cache=True, nogil=True)
+def sparse_topk(acc, candidates, n_candidates, k, allowed, out_docs, out_scores):
+    """The best ``k`` allowed documents of ``candidates[:n_candidates]`` (scores in ``acc``)
+    in rank order; clears their slots of ``acc``. Returns the count."""
     if allowed.shape[0] > 0:  # drop excluded candidates (their slots are cleared here)
         kept = 0
         for j in range(n_candidates):
@@ -92,6 +102,4 @@ def search_sparse(
     size = select_topk(acc, candidates, n_candidates, k, out_docs, out_scores)
     for j in range(n_candidates):
         acc[candidates[j]] = 0.0
-    for j in range(size):
-        out_scores[j] *= scale
     return size

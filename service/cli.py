@@ -461,9 +461,21 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "target",
         help="an index directory, a dataset (BEIR folder / ir_datasets id), 'synthetic', "
-        "'ingest' (documents written over REST to a real lsr serve while it is searched), or "
+        "'ingest' (documents written over REST to a real lsr serve while it is searched), "
         "'cluster' (the synthetic corpus in 1, 2, 4 shards on Ray against one in-process "
-        "collection, and lsr encode --ray with 1 and 2 actors)",
+        "collection, and lsr encode --ray with 1 and 2 actors), or 'scale' (a --like corpus of "
+        "--docs documents, default 8,800,000, built in bounded memory into a compressed index "
+        "at --index and searched memory-mapped)",
+    )
+    p.add_argument(
+        "--index",
+        dest="scale_index",
+        default=None,
+        metavar="DIR",
+        help="scale: where the compressed collection is built (reused when it is already there)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="scale: rebuild the collection at --index"
     )
     p.add_argument(
         "--shards",

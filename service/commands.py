@@ -493,7 +493,7 @@ def cmd_bench(args) -> int:
     from lsr.index.storage import is_index_dir
 
     is_index = is_index_dir(Path(args.target))
-    if _encoder_options(args) and (is_index or args.target in ("ingest", "synthetic")):
+    if _encoder_options(args) and (is_index or args.target in ("ingest", "synthetic", "scale")):
         raise InputError(
             "Encoder options (BM25's, the model's) apply to a dataset target, which is "
             "encoded here; an index keeps its own encoder."
@@ -501,7 +501,7 @@ def cmd_bench(args) -> int:
     if (args.reads or args.modes) and not is_index:
         flag = "--reads" if args.reads else "--modes"
         raise InputError(f"{flag} benchmarks an index directory; build one with lsr index.")
-    if args.reorder and (args.target in ("ingest", "cluster") or args.reads or args.modes):
+    if args.reorder and (args.target in ("ingest", "cluster", "scale") or args.reads or args.modes):
         raise InputError("--reorder times search algorithms (synthetic, a dataset, an index).")
     if args.reads and args.modes:
         raise InputError("give --reads or --modes, not both.")
@@ -532,6 +532,8 @@ def cmd_bench(args) -> int:
             encoder=_encoder_from_args(args) if args.encode_docs else None,
             encode_docs=args.encode_docs,
         )
+    elif args.target == "scale":
+        report = _bench_scale(args)
     elif args.target == "synthetic":
         like, real = _generator(args)
         if args.validate:
@@ -579,6 +581,29 @@ def cmd_bench(args) -> int:
         if extras:
             print(extras)
     return 0
+
+
+def _bench_scale(args):
+    """``lsr bench scale``: a --like corpus built into a compressed index, then searched."""
+    from lsr.eval.scale_bench import bench_scale
+
+    if args.like is None or args.scale_index is None:
+        raise InputError(
+            "lsr bench scale needs --like (a fitted generator .npz, or real vectors with "
+            "--queries) and --index DIR (where the collection is built)."
+        )
+    if args.validate:
+        raise InputError("--validate belongs to lsr bench synthetic --like.")
+    model, _ = _generator(args)
+    return bench_scale(
+        model,
+        args.docs or 8_800_000,
+        args.scale_index,
+        n_queries=args.synthetic_queries,
+        k=args.k,
+        rebuild=args.overwrite,
+        progress=_progress(),
+    )
 
 
 def _bench_dataset(args, common):
