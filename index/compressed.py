@@ -28,9 +28,10 @@ Layout of a compressed index directory (little-endian binary arrays, memory mapp
 
 The directory appears whole or not at all (written into a hidden sibling and renamed, like
 :func:`lsr.index.storage.write_directory`); the spill files live in another hidden sibling,
-removed when the writer finishes or fails. Search is exact (term at a time over the
-decoded blocks) and gives the scores and ties of an :class:`~lsr.index.Index` of the same
-vectors.
+removed when the writer finishes or fails, or (after a kill) by the next writer of the path.
+Search is exact and gives the scores and ties of an :class:`~lsr.index.Index` of the same
+vectors: a query's terms are added a range of documents at a time (the accumulator's slice
+stays in cache), and one query's ranges can run on several threads.
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ from lsr.kernels import (
     top_terms,
 )
 from lsr.kernels.compressed import (
+    RANGE_DOCS,
     decode_term,
     encode_blocks,
-    search_compressed,
     search_compressed_many,
+    search_compressed_threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,6 +160,8 @@ class CompressedIndexWriter:
             )
         self.scale, self.overwrite, self.progress = scale, overwrite, progress
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for action in storage.recover(self.path):  # a build killed before this one
+            logger.warning("%s: %s", self.path, action)
         self._work = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.runs-", dir=self.path.parent))
         self._docs_file = open(self._work / "runs.docs", "wb")  # noqa: SIM115 (closed in finish)
         self._weights_file = open(self._work / "runs.weights", "wb")  # noqa: SIM115
@@ -384,6 +388,8 @@ class CompressedIndexWriter:
 class CompressedIndex:
     """A compressed index opened memory-mapped (see the module docstring); exact search."""
 
+    range_docs = RANGE_DOCS  # documents a query adds at a time (lsr.kernels.compressed)
+
     def __init__(
         self, path: Path, manifest: dict, arrays: dict, vocab: list[str], doc_ids: pa.Array
     ) -> None:
@@ -463,9 +469,10 @@ class CompressedIndex:
         query_terms: int | None = None,
     ) -> SearchResults:
         """The exact top-``k`` documents of each query row by dot product (the scores and tie
-        order of an :class:`~lsr.index.Index` of the same vectors). A batch runs on
-        ``threads`` threads (default: all); ``allowed`` restricts the hits as in ``Index``;
-        ``query_terms`` (approximate) keeps only each query's heaviest terms."""
+        order of an :class:`~lsr.index.Index` of the same vectors). ``threads`` (default: all)
+        share a batch's queries, or one query's document ranges; ``allowed`` restricts the
+        hits as in ``Index``; ``query_terms`` (approximate) keeps only each query's heaviest
+        terms."""
         k, threads = check_k(k), check_threads(threads)
         mask = as_allowed_mask(allowed, self.n_docs)
         if vocab is not None:
@@ -487,16 +494,17 @@ class CompressedIndex:
             s = self._scratch
             if getattr(s, "acc", None) is None:
                 s.acc, s.candidates = scratch(self.n_docs)
-            count = search_compressed(
-                *lists, q.indices, q.data, self._scale32, k_eff, mask, s.acc, s.candidates,
-                docs[0], scores[0],
-            )  # fmt: skip
+            with parallel_threads(threads):
+                count = search_compressed_threads(
+                    *lists, q.indices, q.data, self._scale32, k_eff, mask, s.acc, s.candidates,
+                    docs[0], scores[0], self.range_docs,
+                )  # fmt: skip
             counts = np.array([count], dtype=np.int64)
         else:
             with parallel_threads(threads) as n_threads:
                 docs, scores, counts = search_compressed_many(
                     *lists, q.indptr, q.indices, q.data, self._scale32, k_eff, mask,
-                    self.n_docs, n_threads,
+                    self.n_docs, n_threads, self.range_docs,
                 )  # fmt: skip
         return SearchResults(docs=docs, scores=scores, counts=counts, doc_ids=self.doc_ids)
 

@@ -252,7 +252,8 @@ def recover(path: Path) -> list[str]:
 
     A crash between the two renames of a replace leaves no index under the final name but the
     previous one under ``.NAME.old-*``: it is put back (the interrupted write was never
-    acknowledged). Leftover ``.NAME.tmp-*`` and ``.NAME.old-*`` directories are removed.
+    acknowledged). Leftover ``.NAME.tmp-*`` and ``.NAME.old-*`` directories are removed, and
+    the spill files of a compressed build (``.NAME.runs-*``, ``lsr.index.compressed``).
     Only the single writer of an index should call this.
     """
     path = Path(path)
@@ -262,7 +263,11 @@ def recover(path: Path) -> list[str]:
         os.rename(olds[-1], path)
         actions.append(f"restored {olds[-1].name}")
         olds = olds[:-1]
-    for leftover in [*olds, *path.parent.glob(f".{path.name}.tmp-*")]:
+    leftovers = [
+        *path.parent.glob(f".{path.name}.tmp-*"),
+        *path.parent.glob(f".{path.name}.runs-*"),
+    ]
+    for leftover in [*olds, *leftovers]:
         shutil.rmtree(leftover, ignore_errors=True)
         actions.append(f"removed {leftover.name}")
     return actions

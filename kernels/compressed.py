@@ -20,6 +20,8 @@ import numpy as np
 from lsr.kernels.scoring import DENSE_FRACTION, scratch, sparse_topk
 from lsr.kernels.topk import batch_outputs, dense_topk, mask_accumulator
 
+RANGE_DOCS = 1 << 17  # documents added at a time: a 512 kB accumulator slice stays in cache
+
 
 @nb.njit(cache=True, nogil=True)
 def block_layout(term_postings, block_size):
@@ -127,10 +129,9 @@ def decode_term(t, term_postings, term_blocks, block_last, block_bits, block_wor
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _add_term(t, w, term_postings, term_blocks, block_last, block_bits, block_words, words,
-              impacts, block_size, acc, candidates, n_candidates, track):  # fmt: skip
-    """Add ``w`` x impact of each of term ``t``'s postings to ``acc``, decoding as it goes;
-    with ``track``, list each document it makes non-zero in ``candidates``. Returns the
-    candidate count."""
+              impacts, block_size, acc, candidates, n_candidates):  # fmt: skip
+    """Add ``w`` x impact of each of term ``t``'s postings to ``acc``, decoding as it goes,
+    and list each document it makes non-zero in ``candidates``; returns their count."""
     p, first = term_postings[t], term_blocks[t]
     for b in range(first, term_blocks[t + 1]):
         prev, bits, mask, base, pos = _block_start(b, first, block_last, block_bits, block_words)
@@ -138,9 +139,7 @@ def _add_term(t, w, term_postings, term_blocks, block_last, block_bits, block_wo
             prev += _step(words, base, pos, mask)
             pos += bits
             c = w * np.float32(impacts[i])
-            if not track:
-                acc[prev] += c
-            elif c > 0.0:  # an underflowed contribution must not list a document twice
+            if c > 0.0:  # an underflowed contribution must not list a document twice
                 if acc[prev] == 0.0:
                     candidates[n_candidates] = prev
                     n_candidates += 1
@@ -149,41 +148,122 @@ def _add_term(t, w, term_postings, term_blocks, block_last, block_bits, block_wo
     return n_candidates
 
 
-@nb.njit(cache=True, nogil=True)
-def search_compressed(term_postings, term_blocks, block_last, block_bits, block_words, words,
-                      impacts, block_size, q_terms, q_weights, scale, k, allowed, acc,
-                      candidates, out_docs, out_scores):  # fmt: skip
-    """The exact top ``k`` of one query, term at a time; returns the number of hits.
+@nb.njit(cache=True, nogil=True, inline="always")
+def _first_block(first, end, block_last, lo):
+    """The first of blocks ``first:end`` whose last document is at least ``lo``."""
+    while first < end:
+        mid = (first + end) >> 1
+        if np.int64(block_last[mid]) < lo:
+            first = mid + 1
+        else:
+            end = mid
+    return first
 
-    ``acc``/``candidates`` are the scratch of ``lsr.kernels.scoring.scratch`` (zero on entry
-    and exit). A query that reads many postings scans the accumulator densely; one that reads
-    few tracks the documents it touches. ``allowed`` (empty: all) restricts the hits.
-    """
-    n_docs = acc.shape[0]
+
+@nb.njit(cache=True, nogil=True)
+def _add_range(lo, hi, q_terms, q_weights, term_postings, term_blocks, block_last, block_bits,
+               block_words, words, impacts, block_size, acc):  # fmt: skip
+    """Add the query's contributions to documents ``lo:hi`` of ``acc``, term after term, so
+    each document sums its terms in query order (the exhaustive kernel's float32 sums). A
+    range of a few hundred thousand documents keeps its accumulator slice in cache, and ranges
+    touch disjoint slices, so they can run on several threads."""
+    for j in range(q_terms.shape[0]):
+        t, w = q_terms[j], q_weights[j]
+        first, end = term_blocks[t], term_blocks[t + 1]
+        for b in range(_first_block(first, end, block_last, lo), end):
+            prev, bits, mask, base, pos = _block_start(
+                b, first, block_last, block_bits, block_words
+            )
+            p = term_postings[t] + (b - first) * block_size
+            for i in range(p, min(p + block_size, term_postings[t + 1])):
+                prev += _step(words, base, pos, mask)
+                pos += bits
+                if prev >= hi:
+                    break
+                if prev >= lo:
+                    acc[prev] += w * np.float32(impacts[i])
+            if prev >= hi:
+                break
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _reads_few(term_postings, q_terms, n_docs):
+    """Whether a query reads so few postings that tracking its documents beats a dense scan."""
     total = 0
     for j in range(q_terms.shape[0]):
         total += term_postings[q_terms[j] + 1] - term_postings[q_terms[j]]
-    track = total * DENSE_FRACTION < n_docs
+    return total * DENSE_FRACTION < n_docs
+
+
+@nb.njit(cache=True, nogil=True)
+def _sparse(term_postings, term_blocks, block_last, block_bits, block_words, words, impacts,
+            block_size, q_terms, q_weights, k, allowed, acc, candidates, out_docs,
+            out_scores):  # fmt: skip
     n_candidates = 0
     for j in range(q_terms.shape[0]):
         n_candidates = _add_term(
             q_terms[j], q_weights[j], term_postings, term_blocks, block_last, block_bits,
-            block_words, words, impacts, block_size, acc, candidates, n_candidates, track,
+            block_words, words, impacts, block_size, acc, candidates, n_candidates,
         )  # fmt: skip
-    if track:
-        size = sparse_topk(acc, candidates, n_candidates, k, allowed, out_docs, out_scores)
-    else:
-        mask_accumulator(acc, allowed)
-        size = dense_topk(acc, k, candidates, out_docs, out_scores)
+    return sparse_topk(acc, candidates, n_candidates, k, allowed, out_docs, out_scores)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _scaled(size, scale, out_scores):
     for j in range(size):
         out_scores[j] *= scale
     return size
 
 
+@nb.njit(cache=True, nogil=True)
+def search_compressed(term_postings, term_blocks, block_last, block_bits, block_words, words,
+                      impacts, block_size, q_terms, q_weights, scale, k, allowed, acc,
+                      candidates, out_docs, out_scores, range_docs):  # fmt: skip
+    """The exact top ``k`` of one query; returns the number of hits.
+
+    ``acc``/``candidates`` are the scratch of ``lsr.kernels.scoring.scratch`` (zero on entry
+    and exit). A query that reads many postings is added a range of documents at a time
+    (``_add_range``) and the accumulator scanned densely; one that reads few goes term by
+    term and tracks the documents it touches. ``allowed`` (empty: all) restricts the hits.
+    ``range_docs``: documents per range (``RANGE_DOCS``: its accumulator slice stays in cache).
+    """
+    lists = (term_postings, term_blocks, block_last, block_bits, block_words, words, impacts,
+             block_size)  # fmt: skip
+    n_docs = acc.shape[0]
+    if _reads_few(term_postings, q_terms, n_docs):
+        size = _sparse(*lists, q_terms, q_weights, k, allowed, acc, candidates, out_docs,
+                       out_scores)  # fmt: skip
+        return _scaled(size, scale, out_scores)
+    for lo in range(0, n_docs, range_docs):
+        _add_range(lo, min(n_docs, lo + range_docs), q_terms, q_weights, *lists, acc)
+    mask_accumulator(acc, allowed)
+    return _scaled(dense_topk(acc, k, candidates, out_docs, out_scores), scale, out_scores)
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def search_compressed_threads(term_postings, term_blocks, block_last, block_bits, block_words,
+                              words, impacts, block_size, q_terms, q_weights, scale, k,
+                              allowed, acc, candidates, out_docs, out_scores,
+                              range_docs):  # fmt: skip
+    """``search_compressed`` with the document ranges of one query spread over threads."""
+    lists = (term_postings, term_blocks, block_last, block_bits, block_words, words, impacts,
+             block_size)  # fmt: skip
+    n_docs = acc.shape[0]
+    if _reads_few(term_postings, q_terms, n_docs):
+        size = _sparse(*lists, q_terms, q_weights, k, allowed, acc, candidates, out_docs,
+                       out_scores)  # fmt: skip
+        return _scaled(size, scale, out_scores)
+    for r in nb.prange((n_docs + range_docs - 1) // range_docs):
+        lo = r * range_docs
+        _add_range(lo, min(n_docs, lo + range_docs), q_terms, q_weights, *lists, acc)
+    mask_accumulator(acc, allowed)
+    return _scaled(dense_topk(acc, k, candidates, out_docs, out_scores), scale, out_scores)
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def search_compressed_many(term_postings, term_blocks, block_last, block_bits, block_words,
                            words, impacts, block_size, q_indptr, q_terms, q_weights, scale, k,
-                           allowed, n_docs, n_workers):  # fmt: skip
+                           allowed, n_docs, n_workers, range_docs):  # fmt: skip
     """Every row of a query CSR in ``n_workers`` parallel slices, each with its own scratch;
     ``(docs, scores, counts)`` padded with -1 / 0 like ``lsr.kernels.topk.batch_outputs``."""
     n_queries = q_indptr.shape[0] - 1
@@ -196,6 +276,6 @@ def search_compressed_many(term_postings, term_blocks, block_last, block_bits, b
             counts[q] = search_compressed(
                 term_postings, term_blocks, block_last, block_bits, block_words, words,
                 impacts, block_size, q_terms[lo:hi], q_weights[lo:hi], scale, k, allowed, acc,
-                candidates, out_docs[q], out_scores[q],
+                candidates, out_docs[q], out_scores[q], range_docs,
             )  # fmt: skip
     return out_docs, out_scores, counts

@@ -1,6 +1,7 @@
 """The compressed index built in bounded memory (lsr.index.compressed): the exact results of
 an Index, whatever the run and window sizes; clear errors; no half-written index."""
 
+import errno
 import json
 import os
 import subprocess
@@ -74,10 +75,18 @@ def test_search_equals_the_index_exactly(tmp_path, corpus, options):
     compressed = _write(tmp_path / "c", docs, ids, **options)
     assert (compressed.n_docs, compressed.n_postings) == (index.n_docs, index.n_postings)
     assert compressed.scale == index.scale
-    for k in (1, 10, 10_000):
-        _same(compressed.search(queries, k=k), index.search(queries, k=k, algorithm="exhaustive"))
-        for i in (0, queries.shape[0] - 1):  # one query: the single-query path
-            _same(compressed.search(queries[[i]], k=k), index.search(queries[[i]], k=k))
+    # one range; ranges that cut blocks (some of 1 document: blocks straddle many)
+    for compressed.range_docs in (1 << 17, 1000, 37, 1):
+        for k in (1, 10, 10_000):
+            expected = index.search(queries, k=k, algorithm="exhaustive")
+            for threads in (1, 2):
+                _same(compressed.search(queries, k=k, threads=threads), expected)
+            for i in (0, 7, queries.shape[0] - 1):  # one query: the single-query path
+                for threads in (1, 2):
+                    _same(
+                        compressed.search(queries[[i]], k=k, threads=threads),
+                        index.search(queries[[i]], k=k, algorithm="exhaustive"),
+                    )
     for t in range(VOCAB):
         got_docs, got_impacts = compressed.postings(t)
         lo, hi = index.offsets[t], index.offsets[t + 1]
@@ -90,6 +99,7 @@ def test_allowed_documents_and_pruned_query_terms(tmp_path, corpus):
     docs, ids, index, queries = corpus
     compressed = _write(tmp_path / "c", docs, ids)
     allowed = np.random.default_rng(2).random(N_DOCS) < 0.3
+    compressed.range_docs = 500
     for q in (queries, queries[[0]], queries[[queries.shape[0] - 1]]):
         _same(
             compressed.search(q, k=10, allowed=allowed),
@@ -224,3 +234,45 @@ def test_a_build_killed_at_any_step_leaves_the_old_index_or_the_new(tmp_path):
             break
         crash_at += 1
     assert outcomes[-1] == 0 and len(outcomes) > 5
+
+
+KILLED_SPILL = """
+import os, sys
+sys.path.insert(0, "tests/index")
+from test_compressed import _corpus, VOCAB_TERMS
+from lsr.index import CompressedIndexWriter
+docs, ids = _corpus(n_docs=2000)
+w = CompressedIndexWriter(sys.argv[1], VOCAB_TERMS, run_postings=5000)
+w.add(docs, ids)  # spills runs
+os._exit(9)  # killed while adding
+"""
+
+
+def test_spill_files_of_a_killed_build_are_removed_by_the_next_writer(tmp_path, corpus):
+    from tests.index.crash import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_SPILL, str(tmp_path / "c")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 9, done.stderr
+    [runs] = [p for p in tmp_path.iterdir() if p.name.startswith(".c.runs-")]
+    assert (runs / "runs.docs").stat().st_size > 0
+    docs, ids, index, queries = corpus
+    compressed = _write(tmp_path / "c", docs, ids)
+    assert sorted(os.listdir(tmp_path)) == ["c"]
+    _same(compressed.search(queries, k=10), index.search(queries, k=10, algorithm="exhaustive"))
+
+
+def test_a_full_disk_fails_the_build_cleanly_and_keeps_the_old_index(small_fs):
+    """A real 3 MiB tmpfs: the spill or the merge meets ENOSPC; the error reaches the caller,
+    the index already there is untouched and no spill files remain."""
+    old_docs, old_ids = _corpus(seed=5, n_docs=300)
+    before = _write(small_fs / "c", old_docs, old_ids)
+    expected = before.search(old_docs[:20], k=5)
+    docs, ids = _corpus(seed=6, n_docs=40_000)  # about 1M postings: 8 MB of runs
+    with pytest.raises(OSError) as caught:
+        _write(small_fs / "c", docs, ids, batch=5000, run_postings=50_000, overwrite=True)
+    assert caught.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(small_fs)) == ["c"]
+    _same(CompressedIndex.load(small_fs / "c").search(old_docs[:20], k=5), expected)
