@@ -43,7 +43,7 @@ def test_lsr_bench_scale_builds_once_and_reports(tmp_path, generator, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n_docs"] == 2000 and 0 < report["bytes_per_posting"] < 4
     modes = report["search"]["modes"]
-    assert modes["exact, one query at a time"]["p99_ms"] > 0
+    assert modes["exact, one query at a time, 2 threads"]["p99_ms"] > 0
     assert all(0 <= row.get("recall", 1) <= 1 for row in modes.values())
     built = (tmp_path / "c" / "build.json").stat().st_mtime_ns
     assert main(base) == 0  # reuses the collection
