@@ -43,6 +43,17 @@ def checked_batch(
     return csr, ids
 
 
+def run_of(
+    batches: list[sp.csr_array], n_terms: int, first_doc: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Buffered batches as one term-major run: ``(term_offsets, docs, weights)``, the docs
+    numbered from ``first_doc`` (see ``lsr.kernels.csr_to_postings``)."""
+    csr = sp.vstack(batches, format="csr") if len(batches) > 1 else batches[0]
+    return csr_to_postings(
+        csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data, n_terms, first_doc
+    )
+
+
 class PostingsBuilder:
     """Add document batches one at a time, then take the index's arrays (``postings()``).
 
@@ -100,16 +111,8 @@ class PostingsBuilder:
         """Transpose the buffered batches into one term-major run (small batches share a run)."""
         if not self._pending:
             return
-        csr = sp.vstack(self._pending, format="csr") if len(self._pending) > 1 else self._pending[0]
-        offsets, docs, weights = csr_to_postings(
-            csr.indptr.astype(np.int64),
-            csr.indices.astype(np.int64),
-            csr.data,
-            len(self.vocab),
-            self._run_docs,
-        )
-        self._runs.append((offsets, docs, weights))
-        self._run_docs += csr.shape[0]
+        self._runs.append(run_of(self._pending, len(self.vocab), self._run_docs))
+        self._run_docs += sum(m.shape[0] for m in self._pending)
         self._pending, self._pending_nnz = [], 0
 
     def extend(self, batches: Iterable[tuple[sp.csr_array, Sequence[str]]]) -> PostingsBuilder:

@@ -55,13 +55,12 @@ from lsr.checks import positive_int
 from lsr.errors import InputError
 from lsr.index import storage
 from lsr.index.algorithms import check_query_terms
-from lsr.index.builder import checked_batch
+from lsr.index.builder import checked_batch, run_of
 from lsr.index.errors import IndexFormatError, VocabularyMismatchError
 from lsr.index.results import SearchResults
 from lsr.index.threads import check_threads, parallel_threads
 from lsr.index.validation import as_allowed_mask, as_sparse_batch, check_k
 from lsr.kernels import (
-    csr_to_postings,
     dequantize_scale,
     merge_runs,
     quantize_uint8,
@@ -70,10 +69,13 @@ from lsr.kernels import (
 )
 from lsr.kernels.compressed import (
     RANGE_DOCS,
+    add_ranges_threads,
     decode_term,
+    dense_top,
     encode_blocks,
+    reads_few,
+    search_compressed,
     search_compressed_many,
-    search_compressed_threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -212,17 +214,9 @@ class CompressedIndexWriter:
         """Transpose the buffered batches into one term-major run appended to the spill files."""
         if not self._pending:
             return
-        csr = sp.vstack(self._pending, format="csr") if len(self._pending) > 1 else self._pending[0]
+        offsets, docs, weights = run_of(self._pending, len(self.vocab), self._run_docs)
+        self._run_docs += sum(m.shape[0] for m in self._pending)
         self._pending, self._pending_nnz = [], 0
-        offsets, docs, weights = csr_to_postings(
-            csr.indptr.astype(np.int64),
-            csr.indices.astype(np.int64),
-            csr.data,
-            len(self.vocab),
-            self._run_docs,
-        )
-        self._run_docs += csr.shape[0]
-        del csr
         if weights.size:
             self._max_weight = max(self._max_weight, float(weights.max()))
         self._docs_file.write(memoryview(docs).cast("B"))
@@ -494,11 +488,17 @@ class CompressedIndex:
             s = self._scratch
             if getattr(s, "acc", None) is None:
                 s.acc, s.candidates = scratch(self.n_docs)
-            with parallel_threads(threads):
-                count = search_compressed_threads(
-                    *lists, q.indices, q.data, self._scale32, k_eff, mask, s.acc, s.candidates,
-                    docs[0], scores[0], self.range_docs,
-                )  # fmt: skip
+            with parallel_threads(threads) as n_threads:
+                if n_threads == 1 or reads_few(self.term_postings, q.indices, self.n_docs):
+                    count = search_compressed(
+                        *lists, q.indices, q.data, self._scale32, k_eff, mask, s.acc,
+                        s.candidates, docs[0], scores[0], self.range_docs,
+                    )  # fmt: skip
+                else:  # one query's document ranges on several threads
+                    add_ranges_threads(*lists, q.indices, q.data, s.acc, self.range_docs)
+                    count = dense_top(
+                        s.acc, mask, k_eff, self._scale32, s.candidates, docs[0], scores[0]
+                    )
             counts = np.array([count], dtype=np.int64)
         else:
             with parallel_threads(threads) as n_threads:

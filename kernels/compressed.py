@@ -127,7 +127,7 @@ def decode_term(t, term_postings, term_blocks, block_last, block_bits, block_wor
     return k
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True)
 def _add_term(t, w, term_postings, term_blocks, block_last, block_bits, block_words, words,
               impacts, block_size, acc, candidates, n_candidates):  # fmt: skip
     """Add ``w`` x impact of each of term ``t``'s postings to ``acc``, decoding as it goes,
@@ -186,26 +186,13 @@ def _add_range(lo, hi, q_terms, q_weights, term_postings, term_blocks, block_las
                 break
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _reads_few(term_postings, q_terms, n_docs):
+@nb.njit(cache=True, nogil=True)
+def reads_few(term_postings, q_terms, n_docs):
     """Whether a query reads so few postings that tracking its documents beats a dense scan."""
     total = 0
     for j in range(q_terms.shape[0]):
         total += term_postings[q_terms[j] + 1] - term_postings[q_terms[j]]
     return total * DENSE_FRACTION < n_docs
-
-
-@nb.njit(cache=True, nogil=True)
-def _sparse(term_postings, term_blocks, block_last, block_bits, block_words, words, impacts,
-            block_size, q_terms, q_weights, k, allowed, acc, candidates, out_docs,
-            out_scores):  # fmt: skip
-    n_candidates = 0
-    for j in range(q_terms.shape[0]):
-        n_candidates = _add_term(
-            q_terms[j], q_weights[j], term_postings, term_blocks, block_last, block_bits,
-            block_words, words, impacts, block_size, acc, candidates, n_candidates,
-        )  # fmt: skip
-    return sparse_topk(acc, candidates, n_candidates, k, allowed, out_docs, out_scores)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -216,48 +203,51 @@ def _scaled(size, scale, out_scores):
 
 
 @nb.njit(cache=True, nogil=True)
+def dense_top(acc, allowed, k, scale, candidates, out_docs, out_scores):
+    """The best ``k`` allowed documents of a dense accumulator, scaled; zeroes ``acc``."""
+    mask_accumulator(acc, allowed)
+    return _scaled(dense_topk(acc, k, candidates, out_docs, out_scores), scale, out_scores)
+
+
+@nb.njit(cache=True, nogil=True)
 def search_compressed(term_postings, term_blocks, block_last, block_bits, block_words, words,
                       impacts, block_size, q_terms, q_weights, scale, k, allowed, acc,
                       candidates, out_docs, out_scores, range_docs):  # fmt: skip
     """The exact top ``k`` of one query; returns the number of hits.
 
     ``acc``/``candidates`` are the scratch of ``lsr.kernels.scoring.scratch`` (zero on entry
-    and exit). A query that reads many postings is added a range of documents at a time
-    (``_add_range``) and the accumulator scanned densely; one that reads few goes term by
-    term and tracks the documents it touches. ``allowed`` (empty: all) restricts the hits.
-    ``range_docs``: documents per range (``RANGE_DOCS``: its accumulator slice stays in cache).
+    and exit). A query that reads many postings is added a range of ``range_docs`` documents
+    at a time (``_add_range``; ``RANGE_DOCS``) and the accumulator scanned densely; one that
+    reads few goes term by term and tracks the documents it touches. ``allowed`` (empty:
+    all) restricts the hits.
     """
     lists = (term_postings, term_blocks, block_last, block_bits, block_words, words, impacts,
              block_size)  # fmt: skip
     n_docs = acc.shape[0]
-    if _reads_few(term_postings, q_terms, n_docs):
-        size = _sparse(*lists, q_terms, q_weights, k, allowed, acc, candidates, out_docs,
-                       out_scores)  # fmt: skip
+    if reads_few(term_postings, q_terms, n_docs):
+        n_candidates = 0
+        for j in range(q_terms.shape[0]):
+            n_candidates = _add_term(q_terms[j], q_weights[j], *lists, acc, candidates,
+                                     n_candidates)  # fmt: skip
+        size = sparse_topk(acc, candidates, n_candidates, k, allowed, out_docs, out_scores)
         return _scaled(size, scale, out_scores)
     for lo in range(0, n_docs, range_docs):
         _add_range(lo, min(n_docs, lo + range_docs), q_terms, q_weights, *lists, acc)
-    mask_accumulator(acc, allowed)
-    return _scaled(dense_topk(acc, k, candidates, out_docs, out_scores), scale, out_scores)
+    return dense_top(acc, allowed, k, scale, candidates, out_docs, out_scores)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def search_compressed_threads(term_postings, term_blocks, block_last, block_bits, block_words,
-                              words, impacts, block_size, q_terms, q_weights, scale, k,
-                              allowed, acc, candidates, out_docs, out_scores,
-                              range_docs):  # fmt: skip
-    """``search_compressed`` with the document ranges of one query spread over threads."""
-    lists = (term_postings, term_blocks, block_last, block_bits, block_words, words, impacts,
-             block_size)  # fmt: skip
+def add_ranges_threads(term_postings, term_blocks, block_last, block_bits, block_words, words,
+                       impacts, block_size, q_terms, q_weights, acc, range_docs):  # fmt: skip
+    """The dense half of ``search_compressed`` with one query's document ranges spread over
+    threads (disjoint accumulator slices); ``dense_top`` then takes the top k."""
     n_docs = acc.shape[0]
-    if _reads_few(term_postings, q_terms, n_docs):
-        size = _sparse(*lists, q_terms, q_weights, k, allowed, acc, candidates, out_docs,
-                       out_scores)  # fmt: skip
-        return _scaled(size, scale, out_scores)
     for r in nb.prange((n_docs + range_docs - 1) // range_docs):
         lo = r * range_docs
-        _add_range(lo, min(n_docs, lo + range_docs), q_terms, q_weights, *lists, acc)
-    mask_accumulator(acc, allowed)
-    return _scaled(dense_topk(acc, k, candidates, out_docs, out_scores), scale, out_scores)
+        _add_range(
+            lo, min(n_docs, lo + range_docs), q_terms, q_weights, term_postings, term_blocks,
+            block_last, block_bits, block_words, words, impacts, block_size, acc,
+        )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
