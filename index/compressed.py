@@ -156,14 +156,19 @@ class CompressedIndexWriter:
         self.run_postings = positive_int(run_postings, "run_postings")
         self.merge_postings = positive_int(merge_postings, "merge_postings")
         self.block_size = positive_int(block_size, "block_size")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for action in storage.recover(self.path):  # a build killed before this one
+            logger.warning("%s: %s", self.path, action)
         if self.path.exists() and not overwrite:
             raise FileExistsError(
                 f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it."
             )
+        if self.path.exists() and not storage.is_index_dir(self.path):
+            raise FileExistsError(
+                f"{self.path} exists and is not an index; refusing to replace it. Choose "
+                "another path."
+            )
         self.scale, self.overwrite, self.progress = scale, overwrite, progress
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for action in storage.recover(self.path):  # a build killed before this one
-            logger.warning("%s: %s", self.path, action)
         self._work = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.runs-", dir=self.path.parent))
         self._docs_file = open(self._work / "runs.docs", "wb")  # noqa: SIM115 (closed in finish)
         self._weights_file = open(self._work / "runs.weights", "wb")  # noqa: SIM115

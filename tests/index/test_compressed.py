@@ -151,6 +151,9 @@ def test_bad_input_gets_clear_errors(tmp_path, corpus):
         writer.finish()
     with pytest.raises(FileExistsError, match="already exists"):
         CompressedIndexWriter(tmp_path / "c", VOCAB_TERMS)
+    (tmp_path / "notes").mkdir()  # refused before a build, not after it
+    with pytest.raises(FileExistsError, match="is not an index"):
+        CompressedIndexWriter(tmp_path / "notes", VOCAB_TERMS, overwrite=True)
     with pytest.raises(InputError, match="run_postings"):
         CompressedIndexWriter(tmp_path / "e", VOCAB_TERMS, run_postings=0)
     with pytest.raises(InputError, match="vocabulary is empty"):
