@@ -175,7 +175,8 @@ def _query_cost(index: CompressedIndex, queries: sp.csr_array) -> tuple[float, f
     terms = queries.indices
     postings = (tp[terms + 1] - tp[terms]).astype(np.float64)
     word_bytes = 4.0 * (words[tb[terms + 1]] - words[tb[terms]])
-    block_bytes = 14.0 * (tb[terms + 1] - tb[terms])  # last, max, bits, word offset
+    header = sum(a.itemsize for a in (index.block_last, index.block_max, index.block_bits, words))
+    block_bytes = float(header) * (tb[terms + 1] - tb[terms])
     n = max(queries.shape[0], 1)
     return postings.sum() / n, (postings + word_bytes + block_bytes).sum() / n
 

@@ -173,8 +173,6 @@ class CompressedIndexWriter:
         self._docs_file = open(self._work / "runs.docs", "wb")  # noqa: SIM115 (closed in finish)
         self._weights_file = open(self._work / "runs.weights", "wb")  # noqa: SIM115
         self._run_offsets: list[np.ndarray] = []  # per run, its term offsets (n_terms + 1)
-        self._run_bases: list[int] = []  # per run, where its postings start in the spill files
-        self._spilled = 0
         self._doc_ids: list[str] = []
         self._seen: set[str] = set()
         self._pending: list[sp.csr_array] = []
@@ -197,7 +195,9 @@ class CompressedIndexWriter:
     def add(self, vectors: sp.csr_array, doc_ids: Sequence[str]) -> None:
         """Append a batch of document vectors (rows) with their external ids."""
         if self._done:
-            raise InputError("This writer has finished; start a new one to build another index.")
+            raise InputError(
+                "This writer has finished or failed; start a new one to build an index."
+            )
         csr, ids = checked_batch(vectors, doc_ids, len(self.vocab), self._seen)
         if self.n_docs + len(ids) > np.iinfo(np.uint32).max:
             raise InputError("A compressed index holds at most 2**32 - 1 documents.")
@@ -205,7 +205,11 @@ class CompressedIndexWriter:
         self._pending_nnz += csr.nnz
         self._doc_ids.extend(ids)
         if self._pending_nnz >= self.run_postings:
-            self._spill()
+            try:
+                self._spill()
+            except BaseException:  # a run half written: finishing would lose its postings
+                self.abort()
+                raise
 
     def extend(
         self, batches: Iterable[tuple[sp.csr_array, Sequence[str]]]
@@ -227,14 +231,12 @@ class CompressedIndexWriter:
         self._docs_file.write(memoryview(docs).cast("B"))
         self._weights_file.write(memoryview(weights).cast("B"))
         self._run_offsets.append(offsets)
-        self._run_bases.append(self._spilled)
-        self._spilled += int(docs.shape[0])
         logger.debug("spilled run %d: %d postings", len(self._run_offsets), docs.shape[0])
 
     def finish(self, metadata: dict | None = None) -> Path:
         """Merge the runs into the compressed index at ``path`` (atomically); returns it."""
         if self._done:
-            raise InputError("This writer has already finished.")
+            raise InputError("This writer has already finished or failed; start a new one.")
         try:
             self._spill()
             self._docs_file.close()
@@ -278,15 +280,14 @@ class CompressedIndexWriter:
         total = int(rel[:, -1].sum())
         docs = np.empty(total, dtype=np.uint32)
         weights = np.empty(total, dtype=np.float32)
+        ends = np.cumsum([o[-1] for o in self._run_offsets])  # runs' ends in the spill files
         at = 0
         with (
             open(self._work / "runs.docs", "rb") as fd,
             open(self._work / "runs.weights", "rb") as fw,
         ):
-            for offsets, base, n in zip(
-                self._run_offsets, self._run_bases, rel[:, -1], strict=True
-            ):
-                start = base + int(offsets[lo])
+            for offsets, end, n in zip(self._run_offsets, ends, rel[:, -1], strict=True):
+                start = int(end - offsets[-1] + offsets[lo])
                 fd.seek(start * 4)
                 fd.readinto(memoryview(docs[at : at + n]).cast("B"))
                 fw.seek(start * 4)

@@ -274,8 +274,13 @@ def test_a_full_disk_fails_the_build_cleanly_and_keeps_the_old_index(small_fs):
     before = _write(small_fs / "c", old_docs, old_ids)
     expected = before.search(old_docs[:20], k=5)
     docs, ids = _corpus(seed=6, n_docs=40_000)  # about 1M postings: 8 MB of runs
-    with pytest.raises(OSError) as caught:
-        _write(small_fs / "c", docs, ids, batch=5000, run_postings=50_000, overwrite=True)
+    writer = CompressedIndexWriter(small_fs / "c", VOCAB_TERMS, run_postings=50_000, overwrite=True)
+    with pytest.raises(OSError) as caught:  # without a with block: the writer stops itself
+        for lo in range(0, docs.shape[0], 5000):
+            writer.add(docs[lo : lo + 5000], ids[lo : lo + 5000])
+        writer.finish()
     assert caught.value.errno == errno.ENOSPC
+    with pytest.raises(InputError, match="finished or failed"):
+        writer.finish()  # a half-written run is never finished into an index
     assert sorted(os.listdir(small_fs)) == ["c"]
     _same(CompressedIndex.load(small_fs / "c").search(old_docs[:20], k=5), expected)
