@@ -36,6 +36,7 @@ import scipy.sparse as sp
 
 from lsr.index import Index
 
+SEISMIC_FEED_DOCS = 100_000  # documents handed to Seismic's dataset per call
 SEISMIC_BUILD = {
     "n_postings": 3500,
     "centroid_fraction": 0.1,
@@ -193,17 +194,21 @@ def _seismic(feed: _Feed) -> list[PeerConfig]:
 
     index, k, threads, extra = feed.index, feed.k, feed.threads, feed.extra
     text = seismic.get_seismic_string()
-    docs = feed.weights.tocsr()
-    docs.sort_indices()
 
     def build():
         dataset = seismic.SeismicDataset()
-        dataset.add_documents_by_id(
-            np.arange(index.n_docs).astype(text),
-            docs.indices.astype(np.int64),
-            docs.data.astype(np.float32),
-            docs.indptr.astype(np.int64),
-        )
+        docs = feed.weights.tocsr()  # dropped before Seismic builds: a copy of every posting
+        docs.sort_indices()
+        for lo in range(0, index.n_docs, SEISMIC_FEED_DOCS):  # bounded int64 copies
+            hi = min(index.n_docs, lo + SEISMIC_FEED_DOCS)
+            a, b = docs.indptr[lo], docs.indptr[hi]
+            dataset.add_documents_by_id(
+                np.arange(lo, hi).astype(text),
+                docs.indices[a:b].astype(np.int64),
+                docs.data[a:b].astype(np.float32),
+                (docs.indptr[lo : hi + 1] - a).astype(np.int64),
+            )
+        del docs
         with _stdout_to_stderr():
             return seismic.SeismicIndex.build_from_dataset(
                 dataset, **SEISMIC_BUILD, num_threads=threads

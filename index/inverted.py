@@ -40,8 +40,10 @@ from lsr.kernels.lookup import document_postings, posting_positions
 from lsr.kernels.maxscore_taat import SPARSE_FRACTION
 from lsr.kernels.topk import SCAN_BLOCK
 
-# dense rows (kernels.dense) are built where exact ``auto`` runs the exhaustive kernel
-DENSE_ROWS_MAX_DOCS = AUTO_TAAT_MIN_DOCS
+# dense rows (kernels.dense) are built on collections up to this size: each row add streams
+# the accumulator, which must stay in the L3 cache to beat a scatter of the term's postings
+# (1.6x faster exhaustive search at 1M documents, 1.3x at 2M: docs/performance.md)
+DENSE_ROWS_MAX_DOCS = 2_000_000
 
 
 class Index:
@@ -90,8 +92,8 @@ class Index:
     def _postings(self) -> PostingsArrays:
         """The arrays the search kernels take, built on first use: the doc-range maxima of the
         long lists (one pass over their postings, about 0.6 s per 100M) and, on collections
-        below ``DENSE_ROWS_MAX_DOCS``, dense rows for the most frequent terms (at most half the
-        postings' bytes)."""
+        of at most ``DENSE_ROWS_MAX_DOCS`` documents, dense rows for the most frequent terms (at
+        most half the postings' bytes)."""
         if self._kernel_arrays is None:
             with self._kernel_lock:
                 if self._kernel_arrays is None:
@@ -106,7 +108,7 @@ class Index:
                     )  # fmt: skip
                     budget = (self.docs.nbytes + self.impacts.nbytes) // 2
                     row_bytes = max(self.n_docs, 1) * like.itemsize
-                    max_rows = budget // row_bytes if self.n_docs < DENSE_ROWS_MAX_DOCS else 0
+                    max_rows = budget // row_bytes if self.n_docs <= DENSE_ROWS_MAX_DOCS else 0
                     dense = dense_rows(
                         self.offsets, self.docs, self.impacts, self.n_docs, like, max_rows
                     )

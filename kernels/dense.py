@@ -1,11 +1,11 @@
-"""Dense impact rows for the most frequent terms of a small collection.
+"""Dense impact rows for the most frequent terms of a collection of up to a few million documents.
 
 A term found in at least one document in ``DENSE_ROW_FRACTION`` gets a row of ``n_docs``
 stored impacts (0 where absent). Adding such a row to the accumulator is one contiguous,
 vectorized pass instead of a scatter of its postings, which pays when such terms hold most
-of the postings a query reads (the figures: ``docs/performance.md``). The accumulator must
-stay in cache for this to pay, so rows are built for small collections only (see
-``lsr.index.Index``).
+of the postings a query reads (the figures: ``docs/performance.md``). Each row add streams the
+whole accumulator, which must stay in the L3 cache for this to pay, so rows are built only on
+collections up to ``lsr.index.inverted.DENSE_ROWS_MAX_DOCS`` documents.
 """
 
 import numba as nb

@@ -218,3 +218,28 @@ def test_dense_rows_leave_results_unchanged(rng, monkeypatch, quantization):
         single = with_rows.search(queries[[i]], 10, algorithm="exhaustive")
         assert np.array_equal(single.docs[0], ref.docs[i])
         assert np.array_equal(single.scores[0], ref.scores[i])
+
+
+def test_dense_rows_on_a_collection_where_auto_learns(rng, monkeypatch):
+    """Above ``AUTO_TAAT_MIN_DOCS`` documents rows are built too, and every exact kernel that
+    adds them (exhaustive, ranges' fallback) or not (term-at-a-time MaxScore) returns the same
+    hits as the index without rows."""
+    import lsr.index.inverted as inverted
+    from lsr.kernels.dispatch import AUTO_TAAT_MIN_DOCS
+
+    n_docs, vocab_size = AUTO_TAAT_MIN_DOCS + 3_000, 60
+    docs = random_csr(rng, n_docs, vocab_size, 0.2)  # every term in 1/5 of the documents
+    ids, vocab = [f"d{i}" for i in range(n_docs)], [f"t{i}" for i in range(vocab_size)]
+    queries = random_csr(rng, 12, vocab_size, 0.3)
+    with_rows = Index.build(docs, ids, vocab)
+    table = with_rows._postings.dense_table
+    assert table.shape[0] > 0 and table.shape[1] == n_docs
+    monkeypatch.setattr(inverted, "DENSE_ROWS_MAX_DOCS", n_docs - 1)
+    without = Index.build(docs, ids, vocab)
+    assert without._postings.dense_table.shape[0] == 0
+    ref = without.search(queries, 10, algorithm="exhaustive")
+    for algorithm in ("exhaustive", "maxscore-taat", "ranges", "auto"):
+        res = with_rows.search(queries, 10, algorithm=algorithm)
+        assert np.array_equal(ref.docs, res.docs) and np.array_equal(ref.scores, res.scores)
+        single = with_rows.search(queries[[0]], 10, algorithm=algorithm)
+        assert single[0] == ref[0]
