@@ -1,16 +1,16 @@
 """Which exact algorithm ``auto`` runs on a large index, learned from the queries it serves.
 
-On collections of ``AUTO_TAAT_MIN_DOCS`` or more, exact search has three contenders whose
-order depends on the data, not on anything a query shows beforehand. Term-at-a-time MaxScore
-is 1.3-1.8x faster than the exhaustive kernel on IDF-weighted data (its heavy terms are rare,
-so the essential lists are short) and about 2.2x slower on a corpus fitted to SciFact's
-SPLADE vectors (50-100 terms per query with flat weights: the essential lists hold the
-sparse, cache-missing postings, and many ranges stay candidates). Range pruning is 2.2x the
-exhaustive kernel on 5-term inference-free queries, where bounds are tight, and otherwise
-falls back to the exhaustive kernel after a 10-15% overhead. The figures:
-``docs/performance.md``. All three return bit-identical results, so ``auto`` may pick any:
-the first ``TRIALS`` single queries per contender that read enough postings to matter take
-turns, each timed per posting read, and the one with the lowest median runs from then on.
+On collections of ``AUTO_TAAT_MIN_DOCS`` or more, exact search has three contenders whose order
+depends on the data, not on anything a query shows beforehand. Term-at-a-time MaxScore is 1.3-1.8x
+faster than the exhaustive kernel without dense rows on IDF-weighted data (its heavy terms are rare,
+so the essential lists are short) and about 2.2x slower on a corpus fitted to SciFact's SPLADE
+vectors (50-100 terms per query with flat weights: the essential lists hold the sparse,
+cache-missing postings, and many ranges stay candidates). Range pruning is 2.2x the exhaustive
+kernel on 5-term inference-free queries, where bounds are tight, and otherwise falls back to the
+exhaustive kernel after a 10-15% overhead. The figures: ``docs/performance.md``. All three return
+bit-identical results, so ``auto`` may pick any: the first ``TRIALS`` single queries per contender
+that read enough postings to matter take turns, each timed per posting read, and the one with the
+lowest median runs from then on.
 Until then batches use the size rule of ``lsr.kernels.dispatch.resolve``.
 """
 

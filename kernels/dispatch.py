@@ -73,12 +73,12 @@ def resolve(algorithm, q_terms, theta, n_docs):
 
     Exact search: term-at-a-time MaxScore on collections of ``AUTO_TAAT_MIN_DOCS`` or more,
     exhaustive term-at-a-time below, where ``lsr.index.Index`` gives the exhaustive kernel dense
-    rows for its frequent terms: below that size MaxScore's bookkeeping costs more than the
-    postings it skips (the measurements: ``docs/performance.md``). Above it, which exact kernel
-    is fastest depends on the data, so an index learns it from its first queries and then
-    passes its choice instead of ``auto`` (``lsr.index.auto_exact``); this rule is what
-    batches run until then. With ``theta`` > 1 (approximate), MaxScore for short queries and
-    BMW for long ones.
+    rows for its frequent terms (as it does up to 2M documents): below that size MaxScore's
+    bookkeeping costs more than the postings it skips (the measurements: ``docs/performance.md``).
+    Above it, which exact kernel is fastest depends on the data, so an index learns it from its
+    first queries and then passes its choice instead of ``auto`` (``lsr.index.auto_exact``); this
+    rule is what batches run until then. With ``theta`` > 1 (approximate), MaxScore for short
+    queries and BMW for long ones.
     """
     if algorithm != AUTO:
         return algorithm
