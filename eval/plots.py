@@ -173,17 +173,42 @@ def all_figures(results, baseline: str, measure: str, out: Path) -> dict[str, st
     return {name: re.sub(r"\s*<!--.*?-->", "", svg, flags=re.S) for name, svg in figures.items()}
 
 
+def _query_factor_panel(ax, epochs: list[dict]) -> None:
+    """The query factors' listwise loss and the tokens they moved, by epoch."""
+    x = [e["epoch"] for e in epochs]
+    ax.plot(x, [e["loss"] for e in epochs], color="C5", marker="o", ms=3, label="listwise loss")
+    ax.set_title("query factors (documents frozen)")
+    ax.set_xlabel("epoch")
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    moved = ax.twinx()
+    moved.plot(x, [e["tokens_moved"] for e in epochs], color="0.5", ls=":",
+               label="tokens moved > 5%")  # fmt: skip
+    moved.set_ylabel("tokens")
+    moved.legend(frameon=False, fontsize=8, loc="center right")
+
+
 def training_curves(run: Path) -> Path:
     """Draw ``train_curves.png`` beside a run's ``train_log.jsonl``: the ranking loss, the
     non-zeros per document and query, and the document FLOPS with its regularizer weight
-    (which rises over the warm-up), by step. Returns the image's path."""
+    (which rises over the warm-up), by step; and, for a run that learned query factors
+    (``query_factors_log.jsonl``), their loss and the tokens they moved, by epoch. Returns
+    the image's path."""
     run = Path(run)
     rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     if not rows:
         raise ValueError(f"{run / 'train_log.jsonl'} has no logged steps to draw.")
+    factors_log = run / "query_factors_log.jsonl"
+    epochs = (
+        [json.loads(line) for line in factors_log.read_text().splitlines()]
+        if factors_log.is_file()
+        else []
+    )
     plt = _pyplot()
     steps = [r["step"] for r in rows]
-    fig, (loss, nnz, flops) = plt.subplots(1, 3, figsize=(12, 3.4))
+    panels = 4 if epochs else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.4))
+    loss, nnz, flops = axes[:3]
     loss.plot(steps, [r["rank_loss"] for r in rows], color="C0", label="ranking loss")
     loss.plot(steps, [r["loss"] for r in rows], color="C1", ls="--", lw=1, label="total loss")
     loss.set_title("loss (mean over each logging window)")
@@ -201,6 +226,8 @@ def training_curves(run: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(frameon=False, fontsize=8)
     weight.legend(frameon=False, fontsize=8, loc="lower right")
+    if epochs:
+        _query_factor_panel(axes[3], epochs)
     fig.suptitle(f"Training curves of {run.name}")
     fig.tight_layout()
     path = run / "train_curves.png"

@@ -9,6 +9,11 @@ A model that ships no table is fitted on the corpus it encodes (IDF of that corp
 ships a table keeps it, as its publisher meant; ``fit_idf=True`` (``--fit-idf``) drops the
 shipped table so that the model is fitted on the corpus at hand like one without: the fair
 way to compare a model trained on one corpus with the zero-shot model on another.
+
+A model trained with ``query_factors`` (:mod:`lsr.query_factors`) also ships
+``query_factors.json`` ({token: factor}, the tokens whose factor is not 1): learned
+multipliers of IDF. Its ``idf.json`` holds the product on the training corpus, what queries
+use as shipped; fitted on another corpus, the table is that corpus's IDF times the factors.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from lsr.st_folder import (
 from lsr.tokenization import save_json
 
 IDF_FILE = "idf.json"
+FACTORS_FILE = "query_factors.json"  # learned multipliers of IDF (lsr.query_factors)
 QUERY_WEIGHTS_FILE = "query_token_weights.txt"  # OpenSearch: token<TAB>weight per line
 
 
@@ -91,6 +97,7 @@ class InferenceFreeEncoder(DocumentModelEncoder):
             query_max_active_dims, "query_max_active_dims", optional=True, error=EncoderError
         )
         self.query_weights = None if query_weights is None else self._checked(query_weights)
+        self.query_factors: np.ndarray | None = None  # multiplies IDF when the table is fitted
         self.batch_size = batch_size
         self.max_active_dims = max_active_dims
         self.threshold = threshold
@@ -113,9 +120,20 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         return self.query_weights is not None
 
     def fit(self, texts: Iterable[str], progress: bool = False) -> InferenceFreeEncoder:
-        """Compute the IDF query table from a corpus (only when no table was loaded)."""
-        self.query_weights = idf_from_corpus(self.doc_model, texts)
+        """Compute the IDF query table from a corpus (only when no table was loaded), times
+        the model's learned factors if it has them."""
+        idf = idf_from_corpus(self.doc_model, texts)
+        self.query_weights = idf if self.query_factors is None else idf * self.query_factors
         return self
+
+    def set_query_factors(self, factors: np.ndarray) -> None:
+        """Multiply the query table by learned ``factors`` and keep them (times any the model
+        had already), so that a table fitted later (on another corpus) gets them too."""
+        factors = self._checked(factors)
+        if self.query_weights is not None:
+            self.query_weights = self._checked(self.query_weights * factors)
+        known = self.query_factors
+        self.query_factors = factors if known is None else self._checked(known * factors)
 
     def encode_queries(self, texts: Sequence[str]) -> sp.csr_array:
         """Each distinct non-special query token weighted by the table; no model involved."""
@@ -151,21 +169,10 @@ class InferenceFreeEncoder(DocumentModelEncoder):
 
     def load_idf(self, path: str | Path) -> None:
         """Read an ``idf.json`` table, or OpenSearch's ``query_token_weights.txt`` (one
-        ``token<TAB>weight`` per line); tokens it does not list get weight 0."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-            table = _weights_text(text, path) if Path(path).suffix == ".txt" else json.loads(text)
-        except (OSError, json.JSONDecodeError) as e:
-            raise EncoderError(f"Cannot read {path}: {e}") from e
-        if not isinstance(table, dict):
-            raise EncoderError(f"{path} must map tokens to weights.")
-        position = {t: i for i, t in enumerate(self.vocab)}
-        weights = np.zeros(self.doc_model.vocab_size, dtype=np.float32)
-        for token, w in table.items():
-            i = position.get(token)
-            if i is not None and isinstance(w, (int, float)) and math.isfinite(w):
-                weights[i] = max(float(w), 0.0)
-        self.query_weights = self._checked(weights)
+        ``token<TAB>weight`` per line); tokens it does not list get weight 0. The table is
+        used as it is: learned factors apply to a table the encoder fits, not to one read."""
+        table = _read_table(path)
+        self.query_weights = self._checked(_vocab_weights(self, table, path, default=0.0))
 
     @classmethod
     def from_pretrained(
@@ -193,6 +200,10 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         settings = {k: cfg[k] for k in keys if k in cfg}
         settings.update(options)
         enc = cls(doc, **settings)
+        factors = folder / FACTORS_FILE if folder.is_dir() else None
+        if factors is not None and factors.is_file():
+            table = _vocab_weights(enc, _read_table(factors), factors, default=1.0)
+            enc.query_factors = enc._checked(table)
         if fit_idf:
             return enc
         if "query_weights" in cfg:  # a Router's SparseStaticEmbedding
@@ -211,12 +222,43 @@ class InferenceFreeEncoder(DocumentModelEncoder):
         self.doc_model.save_pretrained(folder)
         if self.query_weights is not None:
             save_json(folder / IDF_FILE, self.weights_as_dict())
+        if self.query_factors is not None:
+            moved = np.flatnonzero(self.query_factors != 1.0)
+            save_json(
+                folder / FACTORS_FILE,
+                {self.vocab[i]: float(self.query_factors[i]) for i in moved},
+            )
         write_config(folder, self.config)
 
     @property
     def config(self) -> dict:
         top = self.query_max_active_dims
         return self._config(**({"query_max_active_dims": top} if top is not None else {}))
+
+
+def _vocab_weights(
+    enc: InferenceFreeEncoder, table: object, path: str | Path, default: float
+) -> np.ndarray:
+    """A {token: weight} table over the encoder's vocabulary; tokens it does not list (or
+    lists with a weight that is not a finite number) get ``default``, negatives 0."""
+    if not isinstance(table, dict):
+        raise EncoderError(f"{path} must map tokens to weights.")
+    position = {t: i for i, t in enumerate(enc.vocab)}
+    weights = np.full(enc.doc_model.vocab_size, default, dtype=np.float32)
+    for token, w in table.items():
+        i = position.get(token)
+        if i is not None and isinstance(w, (int, float)) and math.isfinite(w):
+            weights[i] = max(float(w), 0.0)
+    return weights
+
+
+def _read_table(path: str | Path) -> object:
+    """A JSON table, or ``token<TAB>weight`` lines for a ``.txt`` file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        return _weights_text(text, path) if Path(path).suffix == ".txt" else json.loads(text)
+    except (OSError, json.JSONDecodeError) as e:
+        raise EncoderError(f"Cannot read {path}: {e}") from e
 
 
 def _weights_text(text: str, path: str | Path) -> dict[str, float]:

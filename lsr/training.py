@@ -26,6 +26,7 @@ from lsr.checks import positive_int
 from lsr.encoders import encoder_class
 from lsr.errors import EncoderError
 from lsr.losses import LOSSES, combine_teachers
+from lsr.query_factors import QueryFactorConfig
 from lsr.regularizers import FLOPS, QuadraticWarmup, make_regularizer
 from lsr.training_data import TrainingExample, read_triples
 
@@ -61,6 +62,10 @@ class TrainConfig:
     # the retriever whose top hits the negatives are mined from: bm25, or a sparse encoder
     # spec (e.g. inference-free:PATH of the model being trained: its own mistakes)
     mine_with: str = "bm25"
+    # examples without judgements added to a beir: split's (a sentence taken out of a
+    # document the split's queries reached is the query, the rest of it the positive; see
+    # lsr.pipeline.training): more queries of the domain for the teachers to score
+    pseudo_queries: int = 0
     loss: str = "infonce"
     temperature: float = 1.0
     in_batch_negatives: bool = True
@@ -72,6 +77,9 @@ class TrainConfig:
     documents: RegularizerConfig = field(default_factory=RegularizerConfig)
     queries: RegularizerConfig = field(default_factory=RegularizerConfig)
     learn_query_weights: bool = False
+    # inference-free: after training, learn a factor per query token over IDF from the
+    # split's judgements, documents frozen (lsr.query_factors): true, or its settings
+    query_factors: QueryFactorConfig | None = None
     # keep the token embeddings (and the vocabulary head tied to them) as they are, training
     # the layers above them: most of a small model's weights, left out of a small training set
     freeze_embeddings: bool = False
@@ -111,6 +119,11 @@ class TrainConfig:
             if bad:
                 raise EncoderError(f"Unknown {side} regularizer settings: {', '.join(bad)}.")
             raw[side] = RegularizerConfig(**sub)
+        factors = raw.get("query_factors")
+        if factors is False or factors is None:
+            raw["query_factors"] = None
+        else:
+            raw["query_factors"] = QueryFactorConfig.from_dict(factors)
         cfg = cls(**raw)
         cfg.validate()
         return cfg
@@ -161,6 +174,12 @@ class TrainConfig:
         if self.loss != "infonce" and self.negatives < 1:
             raise EncoderError(f"loss {self.loss} needs at least one negative per example.")
         positive_int(self.negative_depth, "negative_depth", error=EncoderError)
+        if self.pseudo_queries != 0:
+            positive_int(self.pseudo_queries, "pseudo_queries", error=EncoderError)
+            if self.beir is None:
+                raise EncoderError(
+                    "pseudo_queries are drawn from a beir: split's documents; triples have none."
+                )
         if not isinstance(self.mine_with, str) or not self.mine_with.strip():
             raise EncoderError(
                 f"mine_with must be bm25 or an encoder spec, got {self.mine_with!r}."
@@ -172,6 +191,11 @@ class TrainConfig:
                     f"negative_pool ({self.negative_pool}) must hold at least the "
                     f"{self.negatives} negatives each step draws."
                 )
+        if self.query_factors is not None and (self.kind != "inference-free" or not self.beir):
+            raise EncoderError(
+                "query_factors are learned for an inference-free model from a beir: split's "
+                "judgements (kind: inference-free, beir: FOLDER)."
+            )
         if (
             self.kind == "inference-free"
             and self.queries.weight > 0

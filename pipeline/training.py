@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from lsr.bm25 import BM25Encoder
-from lsr.corpus import read_corpus, read_qrels, read_queries
+from lsr.corpus import Document, read_corpus, read_qrels, read_queries
 from lsr.errors import CorpusError
 from lsr.index import Index
 from lsr.training import TrainConfig, Trainer
@@ -27,9 +28,10 @@ def beir_examples(
     depth: int = 50,
     seed: int = 13,
     mine_with: str = "bm25",
+    pseudo_queries: int = 0,
 ) -> list[TrainingExample]:
     """One example per (query, relevant doc) of a BEIR split, with hard negatives mined
-    through an index.
+    through an index, then ``pseudo_queries`` examples of :func:`_pseudo_query_examples`.
 
     ``mine_with`` names the retriever whose top ``depth`` hits (judged documents left out)
     the negatives are drawn from: ``bm25`` (the default), or any sparse encoder spec, e.g. the
@@ -55,6 +57,7 @@ def beir_examples(
     miner, mined = (bm25, index) if mine_with == "bm25" else _mining_index(mine_with, docs)
     rng = np.random.default_rng(seed)
     examples = []
+    reached: set[str] = set()  # the documents the split's queries retrieve or judge
     for lo in range(0, len(qids), QUERY_BATCH):
         batch = qids[lo : lo + QUERY_BATCH]
         texts_of_batch = [queries[q] for q in batch]
@@ -66,15 +69,13 @@ def beir_examples(
             relevant = [d for d, r in qrels[qid].items() if r > 0]  # in the qrels' order
             judged = set(relevant)
             pool = [(d, s) for d, s in results[row].items() if d not in judged][:depth]
+            reached.update(d for d, _ in pool)
+            reached.update(d for d in relevant if d in texts)
             query = bm25_vectors[[row]]
             for pos in relevant:
                 if pos not in texts:
                     continue
-                picked = (
-                    rng.choice(len(pool), size=min(n_negatives, len(pool)), replace=False)
-                    if pool
-                    else []
-                )
+                picked = _draw(len(pool), n_negatives, rng)
                 negatives = [pool[i][0] for i in picked]
                 scores = [_bm25_score(index, pos, query)] + (
                     [float(pool[i][1]) for i in picked]  # the index's own BM25 scores
@@ -93,7 +94,76 @@ def beir_examples(
         "%d training examples from %s (%s), negatives mined with %s",
         len(examples), folder, split, mine_with,
     )  # fmt: skip
+    if pseudo_queries:
+        sources = [d for d in docs if d.id in reached]  # in corpus order: the same every run
+        examples += _pseudo_query_examples(
+            sources, texts, bm25, index, pseudo_queries, n_negatives, depth, rng
+        )
     return examples
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+PSEUDO_QUERY_WORDS = (6, 60)  # the lengths of sentence a pseudo-query may be, in words
+PSEUDO_MIN_SENTENCES = 3  # the positive keeps at least two of its document's sentences
+
+
+def _pseudo_query_examples(
+    sources: list[Document],
+    texts: dict[str, str],
+    bm25: BM25Encoder,
+    index: Index,
+    n: int,
+    n_negatives: int,
+    depth: int,
+    rng: np.random.Generator,
+) -> list[TrainingExample]:
+    """Up to ``n`` examples without judgements, as in the inverse cloze task: the query is
+    one sentence taken out of a document's text, the positive is the rest of the document,
+    the negatives are BM25's top ``depth`` hits for the sentence (its document left out).
+
+    Only documents the split's own queries reached are used (``sources``), so no text enters
+    training that the labelled examples did not already bring. Claims and the abstracts that
+    support them are what SciFact pairs; an abstract's own sentence against the rest of it is
+    the nearest pair without a label, and the teachers' scores (MarginMSE) say how much better
+    it fits than each negative. ``scores`` are BM25's, like a labelled example's."""
+    candidates = []
+    for doc in sources:
+        sentences = SENTENCE_END.split(doc.text.strip())
+        lo, hi = PSEUDO_QUERY_WORDS
+        usable = [i for i, t in enumerate(sentences) if lo <= len(t.split()) <= hi]
+        if len(sentences) >= PSEUDO_MIN_SENTENCES and usable:
+            candidates.append((doc, sentences, usable))
+    picked = rng.permutation(len(candidates))[:n]
+    examples = []
+    for lo in range(0, len(picked), QUERY_BATCH):
+        batch = []
+        for c in picked[lo : lo + QUERY_BATCH]:
+            doc, sentences, usable = candidates[c]
+            cut = usable[rng.integers(len(usable))]
+            rest = " ".join(t for i, t in enumerate(sentences) if i != cut)
+            batch.append((doc.id, sentences[cut], Document(doc.id, rest, doc.title).contents))
+        vectors = bm25.encode_queries([query for _, query, _ in batch])
+        positives = bm25.encode_documents([positive for _, _, positive in batch])
+        results = index.search(vectors, depth + 1)
+        for row, (doc_id, query, positive) in enumerate(batch):
+            pool = [(d, s) for d, s in results[row].items() if d != doc_id][:depth]
+            chosen = _draw(len(pool), n_negatives, rng)
+            score = float((positives[[row]] @ vectors[[row]].T).sum())
+            examples.append(
+                TrainingExample(
+                    query=query,
+                    positive=positive,
+                    negatives=[texts[pool[i][0]] for i in chosen],
+                    scores=[score] + [float(pool[i][1]) for i in chosen],
+                )
+            )
+    logger.info("%d pseudo-query examples from %d documents", len(examples), len(sources))
+    return examples
+
+
+def _draw(pool: int, n: int, rng: np.random.Generator) -> list[int]:
+    """``n`` distinct positions of a pool of ``pool`` mined hits (all of them if fewer)."""
+    return rng.choice(pool, size=min(n, pool), replace=False).tolist() if pool else []
 
 
 def _bm25_score(index: Index, doc_id: str, query) -> float:
@@ -167,6 +237,7 @@ def training_examples(config: TrainConfig) -> list[TrainingExample]:
         config.negative_depth,
         config.seed,
         config.mine_with,
+        config.pseudo_queries,
     )
     return with_teacher_scores(examples, list(config.teachers)) if config.teachers else examples
 
@@ -174,3 +245,54 @@ def training_examples(config: TrainConfig) -> list[TrainingExample]:
 def trainer_for(config: TrainConfig) -> Trainer:
     """A :class:`~lsr.training.Trainer` with the config's examples loaded."""
     return Trainer(config, training_examples(config))
+
+
+def run_training(config: TrainConfig, progress: bool = False) -> tuple[Trainer, list[dict]]:
+    """``lsr train``: the trainer after its run, and the history of the query factors it
+    then learned (empty without ``query_factors``). The model is in ``config.output``."""
+    trainer = trainer_for(config)
+    out = trainer.train(progress=progress)
+    history = fit_query_factors(out, config, progress) if config.query_factors else []
+    return trainer, history
+
+
+FACTORS_LOG = "query_factors_log.jsonl"
+
+
+def fit_query_factors(
+    folder: str | Path, config: TrainConfig, progress: bool = False
+) -> list[dict]:
+    """Learn the query-token factors of the inference-free model saved in ``folder`` from
+    the judgements of ``config``'s BEIR split (:mod:`lsr.query_factors`), over the corpus
+    encoded by that model, and save the model with them; one history row per epoch, also
+    written to ``query_factors_log.jsonl``."""
+    import json
+
+    from lsr.encoders import load_encoder
+    from lsr.pipeline.indexing import encode_all
+    from lsr.query_factors import learn_query_factors
+
+    folder = Path(folder)
+    encoder = load_encoder(f"inference-free:{folder}")
+    beir = Path(config.beir)
+    docs = list(read_corpus(beir))
+    row = {d.id: i for i, d in enumerate(docs)}
+    qrels = read_qrels(beir / "qrels" / f"{config.split}.tsv")
+    queries = read_queries(beir / "queries.jsonl")
+    qids = [q for q in qrels if q in queries]
+    positives = [[row[d] for d, r in qrels[q].items() if r > 0 and d in row] for q in qids]
+    documents = encode_all(docs, encoder, batch_size=64, progress=progress, name="query factors")
+    factors, history = learn_query_factors(
+        encoder.encode_queries([queries[q] for q in qids]),
+        documents,
+        positives,
+        config.query_factors,
+        config.seed,
+        progress,
+    )
+    encoder.set_query_factors(factors)
+    encoder.save_pretrained(folder)
+    with open(folder / FACTORS_LOG, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(h) + "\n" for h in history)
+    logger.info("query factors learned from %d queries: %s", len(qids), history[-1])
+    return history

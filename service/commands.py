@@ -291,23 +291,38 @@ def _encode_on_ray(args, out: Path) -> int:
 
 def cmd_train(args) -> int:
     from lsr.eval.plots import training_curves
-    from lsr.pipeline.training import trainer_for
+    from lsr.pipeline.training import run_training
     from lsr.training import TrainConfig
 
     config = TrainConfig.from_yaml(args.config)
     if args.resume:
         config.resume = True
-    trainer = trainer_for(config)
-    out = trainer.train(progress=_progress())
+    trainer, factors = run_training(config, progress=_progress())
+    out = trainer.output
     last = trainer.history[-1] if trainer.history else {}
     curves = str(training_curves(out)) if trainer.history else None  # logged steps to draw
+    # (drawn after the query factors, whose epochs get a panel of their own)
     if args.json:
-        _print_json({"output": str(out), "steps": trainer.step, "last": last, "curves": curves})
+        _print_json(
+            {
+                "output": str(out),
+                "steps": trainer.step,
+                "last": last,
+                "curves": curves,
+                "query_factors": factors,
+            }
+        )
     else:
+        learned = (
+            f"; query factors: {len(factors)} epochs, loss {factors[0]['loss']:.3f} -> "
+            f"{factors[-1]['loss']:.3f}, {factors[-1]['tokens_moved']} tokens moved"
+            if factors
+            else ""
+        )
         print(
             f"trained {trainer.step} steps -> {out}; loss {last.get('loss', float('nan')):.4f}, "
             f"nnz q/d {last.get('nnz_q', 0):.0f}/{last.get('nnz_d', 0):.0f}, "
-            f"FLOPS {last.get('flops_d', 0):.3f}; curves {curves}"
+            f"FLOPS {last.get('flops_d', 0):.3f}; curves {curves}{learned}"
         )
     return 0
 

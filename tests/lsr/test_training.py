@@ -191,6 +191,10 @@ def test_cli_train_from_yaml(tiny_mlm, tmp_path, capsys):
         ({"ema_decay": 1.0}, "ema_decay must lie strictly between 0 and 1, got 1.0"),
         ({"ema_decay": True}, "ema_decay must lie strictly between 0 and 1"),
         ({"mine_with": ""}, "mine_with must be bm25 or an encoder spec"),
+        ({"pseudo_queries": -2}, "pseudo_queries must be a positive integer, got -2"),
+        ({"pseudo_queries": 10}, "pseudo_queries are drawn from a beir: split's documents"),
+        ({"query_factors": True}, "query_factors are learned for an inference-free model"),
+        ({"query_factors": {"epochs": 0}}, "query_factors.epochs must be a positive integer"),
     ],
 )
 def test_config_errors(tiny_mlm, tmp_path, change, message):
@@ -367,6 +371,79 @@ def test_negatives_mined_with_a_model_are_its_top_hits(tiny_mlm, tmp_path):
         assert e.scores == pytest.approx(bm25_scores[row][candidates].tolist(), rel=1e-5)
     with pytest.raises(CorpusError, match="mine_with needs a sparse encoder"):
         beir_examples(folder, "train", 3, 6, mine_with="dense:wordllama")
+
+
+def write_sentence_beir(folder: Path) -> Path:
+    """A BEIR folder whose documents have four sentences: 12 share words with the 3 train
+    queries, 4 share none (no query reaches them) and 2 have one sentence (none to spare)."""
+    (folder / "qrels").mkdir(parents=True)
+    rng = random.Random(5)
+    near, far = CONTENT[:20], CONTENT[20:40]
+
+    def text(words, n):
+        return " ".join(" ".join(rng.sample(words, 7)).capitalize() + "." for _ in range(n))
+
+    docs = [(f"near{i}", text(near, 4)) for i in range(12)]
+    docs += [(f"far{i}", text(far, 4)) for i in range(4)]
+    docs += [(f"short{i}", text(near, 1)) for i in range(2)]
+    with open(folder / "corpus.jsonl", "w") as f:
+        for i, t in docs:
+            f.write(json.dumps({"_id": i, "title": f"title {i}", "text": t}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for q in range(3):
+            f.write(json.dumps({"_id": f"q{q}", "text": " ".join(near[q * 3 : q * 3 + 3])}) + "\n")
+    (folder / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{q}\tnear{q}\t1\n" for q in range(3))
+    )
+    return folder
+
+
+def test_pseudo_queries_are_sentences_taken_out_of_reached_documents(tmp_path):
+    """pseudo_queries: each added example's query is one sentence of a document the split's
+    queries reached, its positive the rest of that document, its negatives BM25's top hits
+    for the sentence (the document left out), and its scores BM25's, as brute force gives."""
+    folder = write_sentence_beir(tmp_path / "beir")
+    docs = {d.id: d for d in read_corpus(folder)}
+    bm25 = BM25Encoder().fit(d.contents for d in docs.values())
+    ids = list(docs)
+    matrix = bm25.encode_documents([docs[i].contents for i in ids])
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").open())}
+    reached = {f"near{q}" for q in range(3)}  # the judged documents, and each query's top 6
+    for q in range(3):
+        scores = (bm25.encode_queries([queries[f"q{q}"]]) @ matrix.T).toarray()[0]
+        hits = [ids[i] for i in np.argsort(-scores, kind="stable") if scores[i] > 0]
+        reached.update([d for d in hits if d != f"near{q}"][:6])
+    eligible = {d for d in reached if not d.startswith("short")}  # a sentence to spare
+    assert 4 < len(eligible) < len(reached) + 1 and not any(d.startswith("far") for d in reached)
+    labelled = beir_examples(folder, "train", 2, 6)
+    examples = beir_examples(folder, "train", 2, 6, pseudo_queries=100)
+    assert examples[: len(labelled)] == labelled and len(labelled) == 3
+    pseudo = examples[len(labelled) :]
+    sources = []
+    for e in pseudo:
+        (source,) = [i for i in ids if e.query in docs[i].text]
+        sources.append(source)
+        assert e.query not in e.positive
+        kept = docs[source].text.replace(e.query, " ").split()
+        assert e.positive.split() == [*docs[source].title.split(), *kept]
+        q = bm25.encode_queries([e.query])
+        assert e.scores[0] == pytest.approx(
+            float((bm25.encode_documents([e.positive]) @ q.T).sum()), rel=1e-5
+        )
+        scores = (q @ matrix.T).toarray()[0]
+        free = [i for i in np.argsort(-scores, kind="stable") if ids[i] != source]
+        cut = scores[free[5]]  # the 6th best score of another document: ties at it count
+        assert len(e.negatives) == 2
+        for neg, s in zip(e.negatives, e.scores[1:], strict=True):
+            (row,) = [i for i, d in enumerate(ids) if docs[d].contents == neg]
+            assert ids[row] != source and s == pytest.approx(scores[row], rel=1e-5)
+            assert s >= cut - 1e-5
+    assert sorted(sources) == sorted(eligible)  # every one once, none from elsewhere
+    assert len(beir_examples(folder, "train", 2, 6, pseudo_queries=2)) == 3 + 2
+    again = beir_examples(folder, "train", 2, 6, pseudo_queries=100)
+    assert [(e.query, e.positive, e.negatives) for e in again] == [
+        (e.query, e.positive, e.negatives) for e in examples
+    ]
 
 
 def test_beir_examples_are_the_same_in_every_process(tmp_path):
