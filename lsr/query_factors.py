@@ -55,11 +55,11 @@ class QueryFactorConfig:
         cfg = cls(**raw)
         for name in ("epochs", "depth", "batch_size"):
             positive_int(getattr(cfg, name), f"query_factors.{name}", error=EncoderError)
-        for name, low in (("learning_rate", 0.0), ("l2", None)):
+        for name, positive in (("learning_rate", True), ("l2", False)):
             value = getattr(cfg, name)
-            bad = isinstance(value, bool) or not isinstance(value, (int, float))
-            if bad or not math.isfinite(value) or value < 0 or (low is not None and value <= low):
-                kind = "a positive number" if low is not None else "a number >= 0"
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value < 0 or (positive and value == 0):
+                kind = "a positive number" if positive else "a number >= 0"
                 raise EncoderError(f"query_factors.{name} must be {kind}, got {value!r}.")
         return cfg
 

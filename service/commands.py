@@ -300,8 +300,8 @@ def cmd_train(args) -> int:
     trainer, factors = run_training(config, progress=_progress())
     out = trainer.output
     last = trainer.history[-1] if trainer.history else {}
+    # drawn once the query factors are learned too: their epochs get a panel of their own
     curves = str(training_curves(out)) if trainer.history else None  # logged steps to draw
-    # (drawn after the query factors, whose epochs get a panel of their own)
     if args.json:
         _print_json(
             {

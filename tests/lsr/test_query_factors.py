@@ -81,6 +81,8 @@ def test_a_strong_l2_keeps_the_factors_near_one():
         ({"learning_rate": 0}, "query_factors.learning_rate must be a positive number"),
         ({"l2": -1}, r"query_factors.l2 must be a number >= 0"),
         ({"l2": "none"}, r"query_factors.l2 must be a number >= 0"),
+        ({"l2": float("nan")}, r"query_factors.l2 must be a number >= 0"),
+        ({"learning_rate": True}, "query_factors.learning_rate must be a positive number"),
         ({"rate": 1}, "Unknown query_factors settings: rate"),
         ("yes", "query_factors must be true or a mapping"),
     ],
